@@ -1,0 +1,451 @@
+"""The SQLite engine: read-only source, private clone by the backup API, and its isolation proof.
+
+Workspace layout (a fresh `mkdtemp` directory, mode 0700, outside the source's directory):
+
+    snapshot.db   the pristine copy, made by the backup API from a read-only source connection,
+                  then made read-only on disk; its sha256 is recorded once
+    clone.db      the working clone, re-made from the snapshot for every leg and checked
+                  byte-equal to it before use
+
+Isolation items (all must hold for PROVEN_ISOLATED_NOT_PRODUCTION):
+* clone-distinct-file: the clone and the source differ in (device, inode) and in real path, so
+  no hard link or symlink makes them the same file;
+* clone-outside-source-dir: the workspace is not inside the source's directory tree;
+* workspace-private: the workspace is a directory owned by us with mode 0700;
+* source-opened-read-only: every connection rollproof opened to the source used `mode=ro`;
+* source-bytes-unchanged: the sha256 of the source (and its -wal/-journal, if any) is the same
+  before and after the whole rehearsal.
+
+Change scripts run with an authorizer that denies ATTACH: a script that attached the source
+file could write production from inside the clone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import tempfile
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rollproof.change import Script
+from rollproof.engines.base import Progress, ReadOnlyOutcome, ScriptOutcome, TransactionOutcome
+from rollproof.engines.sqlite_explain import explain_differences
+from rollproof.engines.sqlite_fingerprint import ENGINE, fingerprint_connection
+from rollproof.errors import EnvironmentProblemError, IsolationError, SourceError
+from rollproof.fingerprint import Difference, Fingerprint
+from rollproof.isolation import IsolationCheck, IsolationProof
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+_TXN_CONTROL = re.compile(r"^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
+_NOT_IN_TXN = re.compile(
+    r"^(VACUUM\b|ATTACH\b|DETACH\b|PRAGMA\s+(main\.)?(foreign_keys|journal_mode|"
+    r"synchronous|locking_mode|legacy_alter_table|recursive_triggers)\b)",
+    re.I,
+)
+_LEADING_COMMENTS = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)+", re.S)
+
+
+def parse_sqlite_dsn(dsn: str) -> Path:
+    """`sqlite:///relative.db`, `sqlite:////absolute.db`, or a plain path, to a Path.
+
+    The three-slash form is relative and the four-slash form absolute, as in SQLAlchemy.
+    """
+    if dsn.startswith("sqlite:"):
+        rest = dsn[len("sqlite:") :]
+        if not rest.startswith("///"):
+            raise SourceError(
+                f"source {dsn!r}: a SQLite DSN is sqlite:///relative.db or sqlite:////absolute.db"
+            )
+        rest = rest[3:]
+        if "?" in rest or "#" in rest:
+            raise SourceError(f"source {dsn!r}: query parameters are not supported")
+        path = urllib.parse.unquote(rest)
+    elif "://" in dsn:
+        raise SourceError(f"source {dsn!r}: unsupported scheme (this engine takes sqlite:///…)")
+    else:
+        path = dsn
+    if not path or path == ":memory:":
+        raise SourceError(f"source {dsn!r}: names no database file")
+    return Path(path)
+
+
+def check_sqlite_file(path: Path) -> Path:
+    """The resolved path of an existing SQLite database file, or a clear error."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise SourceError(f"source {path}: no such file") from None
+    except OSError as e:
+        raise EnvironmentProblemError(f"source {path}: cannot stat: {e.strerror}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(f"source {path}: not a regular file")
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise EnvironmentProblemError(f"source {path}: cannot read: {e.strerror}") from e
+    if header != SQLITE_HEADER:
+        raise SourceError(f"source {path}: not a SQLite database (bad header)")
+    return path.resolve()
+
+
+def read_only_uri(path: Path) -> str:
+    return "file:" + urllib.parse.quote(str(path)) + "?mode=ro"
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(read_only_uri(path), uri=True, isolation_level=None)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def fingerprint_file(path: Path) -> Fingerprint:
+    """Fingerprint a SQLite file, opening it read-only."""
+    resolved = check_sqlite_file(path)
+    with contextlib.closing(connect_read_only(resolved)) as conn:
+        try:
+            return fingerprint_connection(conn)
+        except sqlite3.DatabaseError as e:
+            raise SourceError(f"{path}: cannot read database: {e}") from e
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def source_bytes_digest(path: Path) -> dict[str, str]:
+    """sha256 of the database file and of any -wal or -journal file beside it."""
+    out = {path.name: file_sha256(path)}
+    for suffix in ("-wal", "-journal"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            out[side.name] = file_sha256(side)
+    return out
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a script into complete statements using SQLite's own tokenizer rules.
+
+    Pieces are joined at each `;` until `sqlite3.complete_statement` accepts them, so a `;`
+    inside a string, a comment or a trigger body does not split a statement.
+    """
+    out: list[str] = []
+    current = ""
+    for piece in sql.split(";"):
+        current = current + piece + ";"
+        if sqlite3.complete_statement(current):
+            if _LEADING_COMMENTS.sub("", current).strip().strip(";").strip():
+                out.append(current.strip())
+            current = ""
+    if _LEADING_COMMENTS.sub("", current).strip().strip(";").strip():
+        out.append(current.strip().rstrip(";"))
+    return out
+
+
+def _head(statement: str) -> str:
+    return _LEADING_COMMENTS.sub("", statement).lstrip()
+
+
+def _short(statement: str) -> str:
+    one = " ".join(_head(statement).split())
+    return one if len(one) <= 80 else one[:77] + "..."
+
+
+def _deny_attach(
+    action: int, _a: str | None, _b: str | None, _c: str | None, _d: str | None
+) -> int:
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+class SqliteSession:
+    """An `EngineSession` for a SQLite source file."""
+
+    engine = ENGINE
+
+    def __init__(self, dsn: str, *, workdir: Path | None = None, progress: Progress | None = None):
+        self._progress = progress or (lambda _msg: None)
+        self.dsn = dsn
+        self.source = check_sqlite_file(parse_sqlite_dsn(dsn))
+        self._source_opens: list[str] = []
+        self._source_digest_before = source_bytes_digest(self.source)
+        parent = None if workdir is None else str(workdir)
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+        self.workspace = Path(tempfile.mkdtemp(prefix="rollproof-", dir=parent)).resolve()
+        self.snapshot = self.workspace / "snapshot.db"
+        self.clone = self.workspace / "clone.db"
+        self._snapshot_sha256 = ""
+        self._snapshot_fp: Fingerprint | None = None
+        try:
+            self._check_static_isolation()
+            self._take_snapshot()
+        except BaseException:
+            shutil.rmtree(self.workspace, ignore_errors=True)
+            raise
+
+    # -- source and snapshot ------------------------------------------------------------------
+
+    def _open_source(self) -> sqlite3.Connection:
+        uri = read_only_uri(self.source)
+        self._source_opens.append(uri)
+        try:
+            return connect_read_only(self.source)
+        except sqlite3.Error as e:
+            raise EnvironmentProblemError(
+                f"source {self.source}: cannot open read-only: {e}"
+            ) from e
+
+    def _take_snapshot(self) -> None:
+        self._progress("snapshotting the source (backup API, read-only)")
+        with (
+            contextlib.closing(self._open_source()) as src,
+            contextlib.closing(sqlite3.connect(self.snapshot, isolation_level=None)) as dst,
+        ):
+            try:
+                src.backup(dst, pages=4096)
+            except sqlite3.Error as e:
+                raise EnvironmentProblemError(f"source {self.source}: backup failed: {e}") from e
+            # The clone runs in rollback-journal mode whatever the source uses: the journal
+            # mode lives in the file header, not in the content being proven.
+            dst.execute("PRAGMA journal_mode = DELETE")
+        self.snapshot.chmod(0o400)
+        self._snapshot_sha256 = file_sha256(self.snapshot)
+
+    def snapshot_fingerprint(self) -> Fingerprint:
+        if self._snapshot_fp is None:
+            self._progress("fingerprinting the snapshot")
+            with contextlib.closing(connect_read_only(self.snapshot)) as conn:
+                self._snapshot_fp = fingerprint_connection(conn)
+        return self._snapshot_fp
+
+    def describe_source(self) -> dict[str, Any]:
+        return {
+            "engine": ENGINE,
+            "dsn": "sqlite:///" + str(self.source) if self.source.is_absolute() else self.dsn,
+            "path": str(self.source),
+            "bytes_sha256_before": dict(self._source_digest_before),
+        }
+
+    # -- isolation ------------------------------------------------------------------------------
+
+    def _static_checks(self) -> list[IsolationCheck]:
+        checks = []
+        src = self.source.stat()
+        clone_target = self.clone if self.clone.exists() else self.workspace
+        cst = clone_target.stat()
+        same_file = (src.st_dev, src.st_ino) == (cst.st_dev, cst.st_ino)
+        same_path = self.source == self.clone.resolve()
+        checks.append(
+            IsolationCheck(
+                "clone-distinct-file",
+                not same_file and not same_path,
+                f"source (dev {src.st_dev}, inode {src.st_ino}) vs clone "
+                f"(dev {cst.st_dev}, inode {cst.st_ino}); "
+                f"paths {'equal' if same_path else 'differ'}",
+            )
+        )
+        inside = self.workspace.is_relative_to(self.source.parent)
+        checks.append(
+            IsolationCheck(
+                "clone-outside-source-dir",
+                not inside,
+                "workspace is "
+                + ("inside" if inside else "outside")
+                + " the source's directory tree",
+            )
+        )
+        wst = self.workspace.stat()
+        private = stat.S_IMODE(wst.st_mode) == 0o700 and wst.st_uid == os.getuid()
+        checks.append(
+            IsolationCheck(
+                "workspace-private",
+                private,
+                f"workspace mode {stat.S_IMODE(wst.st_mode):04o}, owner uid {wst.st_uid}",
+            )
+        )
+        return checks
+
+    def _check_static_isolation(self) -> None:
+        failed = [f"{c.name} ({c.evidence})" for c in self._static_checks() if not c.holds]
+        if failed:
+            raise IsolationError(failed)
+
+    def _opens_check(self) -> IsolationCheck:
+        ro = bool(self._source_opens) and all(u.endswith("?mode=ro") for u in self._source_opens)
+        return IsolationCheck(
+            "source-opened-read-only",
+            ro,
+            f"{len(self._source_opens)} connection(s) to the source, all mode=ro"
+            if ro
+            else f"source connections: {self._source_opens}",
+        )
+
+    def isolation(self) -> IsolationProof:
+        pending = IsolationCheck("source-bytes-unchanged", None, "decided after the rehearsal")
+        return IsolationProof((*self._static_checks(), self._opens_check(), pending))
+
+    def finish_isolation(self) -> IsolationProof:
+        after = source_bytes_digest(self.source)
+        same = after == self._source_digest_before
+        evidence = ", ".join(f"{k} sha256 {v}" for k, v in sorted(after.items()))
+        check = IsolationCheck(
+            "source-bytes-unchanged",
+            same,
+            ("identical before and after: " if same else "CHANGED during the rehearsal: ")
+            + evidence,
+        )
+        return IsolationProof((*self._static_checks(), self._opens_check(), check))
+
+    # -- clones ---------------------------------------------------------------------------------
+
+    def fresh_clone(self) -> None:
+        # Checked before anything is unlinked or written: a clone path that is (or links to)
+        # the source must stop the rehearsal, not overwrite production.
+        self._check_static_isolation()
+        for leftover in (
+            self.clone,
+            *(self.clone.with_name("clone.db" + s) for s in ("-journal", "-wal", "-shm")),
+        ):
+            leftover.unlink(missing_ok=True)
+        shutil.copyfile(self.snapshot, self.clone)
+        self.clone.chmod(0o600)
+        if file_sha256(self.clone) != self._snapshot_sha256:
+            raise EnvironmentProblemError("working clone does not match the snapshot byte for byte")
+
+    def restore_clone(self) -> None:
+        # The snapshot is checked against its recorded digest before it is trusted.
+        if file_sha256(self.snapshot) != self._snapshot_sha256:
+            raise EnvironmentProblemError(
+                "snapshot changed since it was taken; refusing to restore"
+            )
+        with (
+            contextlib.closing(connect_read_only(self.snapshot)) as src,
+            contextlib.closing(sqlite3.connect(self.clone, isolation_level=None)) as dst,
+        ):
+            src.backup(dst)
+
+    def fingerprint_clone(self) -> Fingerprint:
+        with contextlib.closing(connect_read_only(self.clone)) as conn:
+            return fingerprint_connection(conn)
+
+    # -- scripts --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _clone_connection(
+        self, settings: Mapping[str, bool]
+    ) -> Iterator[tuple[sqlite3.Connection, dict[str, Any]]]:
+        conn = sqlite3.connect(self.clone, isolation_level=None)
+        try:
+            applied: dict[str, Any] = {}
+            for key, value in sorted(settings.items()):
+                conn.execute(f"PRAGMA {key} = {'ON' if value else 'OFF'}")
+                applied[key] = bool(conn.execute(f"PRAGMA {key}").fetchone()[0])
+            conn.set_authorizer(_deny_attach)
+            yield conn, applied
+        finally:
+            conn.close()
+
+    def _execute(
+        self, conn: sqlite3.Connection, statements: Sequence[str], in_txn: bool
+    ) -> ScriptOutcome:
+        for i, stmt in enumerate(statements, 1):
+            head = _head(stmt)
+            if in_txn and _TXN_CONTROL.match(head):
+                return ScriptOutcome(
+                    i - 1,
+                    not_applicable=(
+                        "the script manages its own transaction "
+                        f"(statement {i}: `{_short(stmt)}`); "
+                        "a BEGIN..ROLLBACK around it would not be the transaction it runs in"
+                    ),
+                )
+            if in_txn and _NOT_IN_TXN.match(head):
+                return ScriptOutcome(
+                    i - 1,
+                    not_applicable=(
+                        f"statement {i} `{_short(stmt)}` cannot run, or does nothing, "
+                        "inside a transaction"
+                    ),
+                )
+            try:
+                conn.execute(stmt)
+            except sqlite3.Error as e:
+                return ScriptOutcome(i - 1, error=f"statement {i} `{_short(stmt)}` failed: {e}")
+        return ScriptOutcome(len(statements))
+
+    def run_script(self, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
+        with self._clone_connection(settings) as (conn, applied):
+            outcome = self._execute(conn, split_statements(script.text), in_txn=False)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+                if outcome.ok:
+                    return ScriptOutcome(
+                        outcome.statements_run,
+                        settings=applied,
+                        error=("the script left a transaction open; it was rolled back"),
+                    )
+            return ScriptOutcome(
+                outcome.statements_run, outcome.error, outcome.not_applicable, applied
+            )
+
+    def run_in_transaction(
+        self, script: Script, settings: Mapping[str, bool]
+    ) -> TransactionOutcome:
+        with self._clone_connection(settings) as (conn, applied):
+            conn.execute("BEGIN")
+            outcome = self._execute(conn, split_statements(script.text), in_txn=True)
+            after: Fingerprint | None = None
+            if outcome.ok:
+                if not conn.in_transaction:
+                    outcome = ScriptOutcome(
+                        outcome.statements_run,
+                        not_applicable=("the transaction ended while the script ran"),
+                    )
+                else:
+                    after = fingerprint_connection(conn)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return TransactionOutcome(
+                ScriptOutcome(
+                    outcome.statements_run, outcome.error, outcome.not_applicable, applied
+                ),
+                after,
+            )
+
+    def run_read_only(self, script: Script | None) -> ReadOnlyOutcome:
+        with contextlib.closing(connect_read_only(self.clone)) as conn:
+            conn.set_authorizer(_deny_attach)
+            entry = fingerprint_connection(conn)
+            outcome: ScriptOutcome | None = None
+            if script is not None:
+                outcome = self._execute(conn, split_statements(script.text), in_txn=False)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            exit_fp = fingerprint_connection(conn)
+        return ReadOnlyOutcome(entry, outcome, exit_fp)
+
+    def explain(self, differences: Sequence[Difference]) -> list[Difference]:
+        with contextlib.closing(connect_read_only(self.clone)) as conn:
+            conn.execute("ATTACH DATABASE ? AS before", (read_only_uri(self.snapshot),))
+            return explain_differences(conn, differences)
+
+    def close(self, *, keep: bool) -> Path | None:
+        if keep:
+            return self.workspace
+        self.snapshot.chmod(0o600)
+        shutil.rmtree(self.workspace, ignore_errors=True)
+        return None

@@ -1,0 +1,134 @@
+"""Fingerprint v1 of a SQLite database, streamed from one connection.
+
+Rows are read in a canonical order and hashed in fixed-size chunks (rollproof.canonical), so
+memory stays bounded by one chunk whatever the table's size:
+
+* a table whose key orders its rows totally (an INTEGER PRIMARY KEY, a WITHOUT ROWID table, or
+  a primary key whose columns are all NOT NULL) is read in primary-key order;
+* any other table is read sorted by every column, each compared with BINARY collation and then
+  by its storage class, which is a total order on distinct rows, so the digest is that of the
+  sorted multiset of rows: independent of physical order, VACUUM and rowids, and as collision
+  resistant as SHA-256 (no additive or XOR combination). SQLite does the sort, spilling to
+  temporary files rather than memory for large tables.
+
+The hidden rowid is never hashed (VACUUM may renumber it). `sqlite_sequence` is its own
+component; `sqlite_stat*` tables are statistics, excluded and named as excluded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+from rollproof.canonical import ROW_CHUNK, canonical_json, digest_json, encode_rows, tagged
+from rollproof.engines.sqlite_schema import (
+    EXCLUDED_PREFIX,
+    INTERNAL_TABLES,
+    SEQUENCE_TABLE,
+    columns,
+    describe_table,
+    normalize_sql,
+    primary_key,
+    quote_ident,
+    table_flags,
+)
+from rollproof.fingerprint import Fingerprint, TableDigest
+
+ENGINE = "sqlite"
+
+
+def _lenient_text(data: bytes) -> str:
+    # Invalid UTF-8 stored as TEXT still has to be fingerprinted; surrogateescape keeps it
+    # distinct from every valid string (the encoder writes lone surrogates with surrogatepass).
+    return data.decode("utf-8", "surrogateescape")
+
+
+def table_digest(conn: sqlite3.Connection, name: str) -> TableDigest:
+    cols = columns(conn, name)
+    pk = primary_key(conn, name)
+    select = ", ".join(quote_ident(c) for c in cols)
+    if pk is not None:
+        order_by, order = ", ".join(quote_ident(c) for c in pk), "primary-key"
+    else:
+        order_by = ", ".join(
+            f"{quote_ident(c)} COLLATE BINARY, typeof({quote_ident(c)})" for c in cols
+        )
+        order = "sorted-rows"
+    query = f"SELECT {select} FROM main.{quote_ident(name)} ORDER BY {order_by}"
+    header = canonical_json({"table": name, "columns": cols, "order": order})
+    try:
+        return _hash_rows(conn, name, query, header, order)
+    except sqlite3.OperationalError as e:
+        if "decode" not in str(e).lower():
+            raise
+        previous = conn.text_factory
+        conn.text_factory = _lenient_text
+        try:
+            return _hash_rows(conn, name, query, header, order)
+        finally:
+            conn.text_factory = previous
+
+
+def _hash_rows(
+    conn: sqlite3.Connection, name: str, query: str, header: bytes, order: str
+) -> TableDigest:
+    h = hashlib.sha256(header)
+    count = 0
+    cur = conn.execute(query)
+    while batch := cur.fetchmany(ROW_CHUNK):
+        h.update(encode_rows(batch))
+        count += len(batch)
+    return TableDigest(name=name, digest=tagged(h.hexdigest()), rows=count, order=order)
+
+
+def fingerprint_connection(conn: sqlite3.Connection) -> Fingerprint:
+    """Fingerprint the `main` database of an open connection (it may be inside a transaction)."""
+    schema_rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM main.sqlite_schema ORDER BY type, name"
+    ).fetchall()
+    excluded = sorted(
+        name
+        for kind, name, _t, _s in schema_rows
+        if kind == "table" and name.startswith(EXCLUDED_PREFIX)
+    )
+    kept = [r for r in schema_rows if r[1] not in excluded]
+    ddl_text = digest_json([[k, n, t, s] for k, n, t, s in kept])
+    flags = table_flags(conn)
+
+    objects: dict[str, str] = {}
+    content_tables: list[str] = []
+    for kind, name, tbl_name, sql in kept:
+        if name in INTERNAL_TABLES:
+            continue
+        if kind == "table":
+            ttype = flags.get(name, {}).get("type", "table")
+            if ttype == "virtual":
+                objects[f"table:{name}"] = digest_json(
+                    {"type": "virtual", "sql": normalize_sql(sql)}
+                )
+                continue
+            objects[f"table:{name}"] = digest_json(
+                describe_table(conn, name, sql or "", flags.get(name, {}))
+            )
+            content_tables.append(name)
+        elif sql is not None:  # autoindexes (sql NULL) are described with their table
+            objects[f"{kind}:{name}"] = digest_json(
+                {"type": kind, "table": tbl_name.lower(), "sql": normalize_sql(sql)}
+            )
+
+    tables = {name: table_digest(conn, name) for name in content_tables}
+    sequences: dict[str, int] = {}
+    if any(n == SEQUENCE_TABLE for _k, n, _t, _s in kept):
+        for name, seq in conn.execute(
+            f"SELECT name, seq FROM main.{SEQUENCE_TABLE} ORDER BY name, seq"
+        ):
+            sequences[str(name)] = int(seq)
+    return Fingerprint(
+        engine=ENGINE,
+        schema_structural=digest_json(objects),
+        schema_ddl_text=ddl_text,
+        schema_objects=objects,
+        tables=tables,
+        sequences=sequences,
+        excluded=tuple(excluded),
+    )

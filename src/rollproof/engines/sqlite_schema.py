@@ -1,0 +1,235 @@
+"""SQLite schema facts: the structural description of every schema object, and SQL normalisation.
+
+The structural description is read from SQLite's own pragmas (columns, indexes, foreign keys,
+table flags) and, for what no pragma exposes (column collations, CHECK constraints, trigger and
+view bodies, partial-index conditions), from the stored SQL normalised token by token with
+sqlglot's SQLite tokenizer. Normalisation removes whitespace, comments, identifier quoting and
+keyword case, so a table rebuilt back to the same definition describes the same; it keeps
+string literals byte for byte, so `DEFAULT 'a'` and `DEFAULT 'A'` differ.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import SqlglotError
+from sqlglot.tokenizer_core import Token, TokenType
+
+_SQLITE = Dialect.get_or_raise("sqlite")
+_NAME_TYPES = frozenset({TokenType.IDENTIFIER, TokenType.VAR})
+_LITERAL_TYPES = frozenset(
+    {
+        TokenType.STRING,
+        TokenType.HEX_STRING,
+        TokenType.BIT_STRING,
+        TokenType.NATIONAL_STRING,
+        TokenType.RAW_STRING,
+        TokenType.BYTE_STRING,
+        TokenType.HEREDOC_STRING,
+        TokenType.UNICODE_STRING,
+        TokenType.NUMBER,
+    }
+)
+
+EXCLUDED_PREFIX = "sqlite_stat"
+SEQUENCE_TABLE = "sqlite_sequence"
+INTERNAL_TABLES = frozenset(
+    {"sqlite_schema", "sqlite_master", "sqlite_temp_schema", "sqlite_temp_master", SEQUENCE_TABLE}
+)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def tokens(sql: str) -> list[Token] | None:
+    try:
+        return list(_SQLITE.tokenize(sql))
+    except (SqlglotError, ValueError):
+        return None
+
+
+def _render(tok: Token) -> str:
+    if tok.token_type in _LITERAL_TYPES:
+        return f"{tok.token_type.name}:{tok.text!r}"
+    if tok.token_type in _NAME_TYPES:
+        return tok.text.lower()
+    return " ".join(tok.text.split()).upper()
+
+
+def normalize_sql(sql: str) -> str:
+    """Token-normalised SQL: whitespace, comments, quoting and keyword case do not count."""
+    toks = tokens(sql)
+    if toks is None:  # not tokenisable: fall back to whitespace folding, still deterministic
+        return "raw:" + " ".join(sql.split())
+    return " ".join(_render(t) for t in toks)
+
+
+def _split_top_level(toks: list[Token]) -> list[list[Token]]:
+    """Split the tokens inside the outermost parentheses of CREATE TABLE at top-level commas."""
+    depth = 0
+    parts: list[list[Token]] = []
+    current: list[Token] = []
+    started = False
+    for t in toks:
+        if t.token_type == TokenType.L_PAREN:
+            depth += 1
+            if depth == 1 and not started:
+                started = True
+                continue
+        elif t.token_type == TokenType.R_PAREN:
+            depth -= 1
+            if depth == 0 and started:
+                parts.append(current)
+                break
+        if not started:
+            continue
+        if depth == 1 and t.token_type == TokenType.COMMA:
+            parts.append(current)
+            current = []
+        else:
+            current.append(t)
+    return parts
+
+
+_TABLE_CONSTRAINT_WORDS = frozenset({"CONSTRAINT", "PRIMARY KEY", "UNIQUE", "CHECK", "FOREIGN KEY"})
+
+
+def _checks_and_collations(sql: str) -> tuple[list[str], dict[str, str]]:
+    """CHECK constraints (normalised, with their column) and explicit column collations."""
+    toks = tokens(sql)
+    if toks is None:
+        return ["raw:" + " ".join(sql.split())], {}
+    checks: list[str] = []
+    collations: dict[str, str] = {}
+    for part in _split_top_level(toks):
+        if not part:
+            continue
+        head = " ".join(part[0].text.split()).upper()
+        column = None if head in _TABLE_CONSTRAINT_WORDS else part[0].text.lower()
+        i = 0
+        while i < len(part):
+            word = part[i].text.upper()
+            if word == "COLLATE" and column is not None and i + 1 < len(part):
+                collations[column] = part[i + 1].text.upper()
+            if (
+                word == "CHECK"
+                and i + 1 < len(part)
+                and part[i + 1].token_type == TokenType.L_PAREN
+            ):
+                depth, j = 0, i + 1
+                while j < len(part):
+                    if part[j].token_type == TokenType.L_PAREN:
+                        depth += 1
+                    elif part[j].token_type == TokenType.R_PAREN:
+                        depth -= 1
+                        if depth == 0:
+                            break
+                    j += 1
+                body = " ".join(_render(t) for t in part[i + 1 : j + 1])
+                checks.append(f"{column or ''}:{body}")
+                i = j
+            i += 1
+    return sorted(checks), collations
+
+
+def _pragma(conn: sqlite3.Connection, pragma: str, name: str) -> list[tuple[Any, ...]]:
+    return list(conn.execute(f"PRAGMA main.{pragma}({quote_ident(name)})"))
+
+
+def describe_table(
+    conn: sqlite3.Connection, name: str, sql: str, flags: dict[str, Any]
+) -> dict[str, Any]:
+    checks, collations = _checks_and_collations(sql)
+    columns = []
+    for _cid, col, ctype, notnull, dflt, pk, hidden in _pragma(conn, "table_xinfo", name):
+        columns.append(
+            {
+                "name": col.lower(),
+                "type": " ".join(str(ctype).split()).upper(),
+                "notnull": bool(notnull),
+                "default": None if dflt is None else normalize_sql(str(dflt)),
+                "pk": pk,
+                "hidden": hidden,
+                "collation": collations.get(col.lower(), "BINARY"),
+            }
+        )
+    fks: dict[int, dict[str, Any]] = {}
+    for fid, _seq, table, frm, to, on_update, on_delete, match in _pragma(
+        conn, "foreign_key_list", name
+    ):
+        fk = fks.setdefault(
+            fid,
+            {
+                "table": table.lower(),
+                "from": [],
+                "to": [],
+                "on_update": on_update,
+                "on_delete": on_delete,
+                "match": match,
+            },
+        )
+        fk["from"].append(frm.lower())
+        fk["to"].append(None if to is None else to.lower())
+    constraints = []
+    for _seq, idx_name, unique, origin, partial in _pragma(conn, "index_list", name):
+        if origin == "c":
+            continue  # explicit indexes are schema objects of their own
+        constraints.append(
+            {
+                "origin": origin,
+                "unique": bool(unique),
+                "partial": bool(partial),
+                "columns": index_columns(conn, idx_name),
+            }
+        )
+    return {
+        "type": "table",
+        "columns": columns,
+        "checks": checks,
+        "foreign_keys": sorted(fks.values(), key=repr),
+        "constraints": sorted(constraints, key=repr),
+        "without_rowid": bool(flags.get("wr")),
+        "strict": bool(flags.get("strict")),
+    }
+
+
+def index_columns(conn: sqlite3.Connection, index: str) -> list[list[Any]]:
+    return [
+        [None if cname is None else cname.lower(), cid if cname is None else 0, desc, coll]
+        for _seqno, cid, cname, desc, coll, key in _pragma(conn, "index_xinfo", index)
+        if key
+    ]
+
+
+def table_flags(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """`PRAGMA table_list` for the main schema: type, ncol, wr (WITHOUT ROWID), strict."""
+    out = {}
+    for schema, name, ttype, ncol, wr, strict in conn.execute("PRAGMA main.table_list"):
+        if schema == "main":
+            out[name] = {"type": ttype, "ncol": ncol, "wr": wr, "strict": strict}
+    return out
+
+
+def primary_key(conn: sqlite3.Connection, name: str) -> list[str] | None:
+    """Primary-key columns in key order, or None when rows cannot be ordered by a key alone.
+
+    A non-INTEGER primary key of an ordinary rowid table may hold several NULLs (a SQLite
+    quirk), so ties would leave row order physical; such tables use the sorted-rows order.
+    """
+    info = _pragma(conn, "table_xinfo", name)
+    pk = sorted((r[5], r[1], r[2], r[3]) for r in info if r[5] > 0)
+    if not pk:
+        return None
+    rowid_alias = len(pk) == 1 and str(pk[0][2]).strip().upper() == "INTEGER"
+    flags = table_flags(conn).get(name, {})
+    if rowid_alias or flags.get("wr") or all(notnull for _k, _n, _t, notnull in pk):
+        return [n for _k, n, _t, _nn in pk]
+    return None
+
+
+def columns(conn: sqlite3.Connection, name: str) -> list[str]:
+    """Stored and generated columns, in order (the hidden rowid is never included)."""
+    return [r[1] for r in _pragma(conn, "table_xinfo", name) if r[6] in (0, 2, 3)]

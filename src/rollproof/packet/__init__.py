@@ -1,0 +1,1 @@
+"""Evidence on disk: atomic writing of a rehearsal's output directory."""

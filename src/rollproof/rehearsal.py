@@ -1,0 +1,314 @@
+"""Rehearse a change on an isolated clone: clone, legs, invariants, result. No printing.
+
+    rehearse(change, source) -> RehearsalResult
+
+Order of work, and why:
+1. The engine session snapshots the source read-only into a private workspace and checks the
+   static isolation items; if they fail nothing else runs (IsolationError, exit 3).
+2. The snapshot is fingerprinted once; it is every leg's `before`, since each leg's clone is a
+   byte-verified copy of the snapshot.
+3. Each leg runs on a fresh clone, each script on a new connection. A leg's verdict comes only
+   from `invariants.judge_leg` over its recorded fingerprints; script errors and scripts that
+   cannot honestly run in a transaction give FAIL or NOT_APPLICABLE with the reason.
+4. The isolation proof is finished (source bytes re-hashed). A rehearsal whose isolation is not
+   proven is held, whatever its legs say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rollproof.change import Change
+from rollproof.engines.base import EngineSession, Progress, ScriptOutcome
+from rollproof.errors import ExitCode, SourceError, UsageError
+from rollproof.fingerprint import Difference, Fingerprint
+from rollproof.invariants import InvariantResult, judge_leg
+from rollproof.isolation import IsolationProof
+from rollproof.model import DEFAULT_LEGS, LegName, Point, Verdict, overall_verdict
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class LegResult:
+    name: LegName
+    verdict: Verdict
+    reason: str | None
+    fingerprints: Mapping[Point, Fingerprint]
+    invariants: tuple[InvariantResult, ...] = ()
+    differences: tuple[Difference, ...] = ()
+    tolerated: tuple[Difference, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    statements: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RehearsalResult:
+    change: Change
+    source: Mapping[str, Any]
+    source_fingerprint: Fingerprint
+    isolation: IsolationProof
+    legs: tuple[LegResult, ...]
+    overall: Verdict
+    started_at: datetime
+    finished_at: datetime
+    clone_kept: Path | None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.isolation.verdict != "PROVEN_ISOLATED_NOT_PRODUCTION":
+            return ExitCode.HELD
+        if self.overall is Verdict.PASS:
+            return ExitCode.OK
+        if self.overall is Verdict.FAIL:
+            return ExitCode.CHECK_FAILED
+        return ExitCode.HELD  # UNKNOWN is never a pass
+
+
+def parse_legs(names: Sequence[str] | None) -> tuple[LegName, ...]:
+    """Requested legs in canonical order; unknown names are a usage error."""
+    if not names:
+        return DEFAULT_LEGS
+    valid = {leg.value: leg for leg in LegName}
+    chosen = set()
+    for raw in names:
+        for name in raw.split(","):
+            name = name.strip()
+            if name not in valid:
+                raise UsageError(f"unknown leg {name!r}; legs are: {', '.join(valid)}")
+            chosen.add(valid[name])
+    return tuple(leg for leg in LegName if leg in chosen)
+
+
+def open_session(dsn: str, *, workdir: Path | None, progress: Progress) -> EngineSession:
+    """Pick the engine for a DSN. Engines are the only modules that know a dialect."""
+    if dsn.startswith(("postgres://", "postgresql://")):
+        raise SourceError(
+            f"source {dsn.split('://')[0]}://…: the PostgreSQL engine is not built yet"
+        )
+    from rollproof.engines.sqlite import SqliteSession
+
+    return SqliteSession(dsn, workdir=workdir, progress=progress)
+
+
+class _LegRunner:
+    def __init__(self, session: EngineSession, change: Change, before: Fingerprint) -> None:
+        self.s = session
+        self.change = change
+        self.before = before
+
+    def judge(
+        self,
+        leg: LegName,
+        points: dict[Point, Fingerprint],
+        statements: dict[str, int],
+        settings: Mapping[str, Any],
+        *,
+        explain_last: bool = True,
+    ) -> LegResult:
+        j = judge_leg(
+            leg,
+            points,
+            no_mutation=self.change.no_mutation,
+            strict_sequences=self.change.strict_sequences,
+        )
+        differences: list[Difference] = []
+        tolerated: list[Difference] = []
+        for r in j.results:
+            if r.invariant.op != "==":
+                continue  # a tolerated advance under `after_apply != before` is the change's own
+            tolerated.extend(r.tolerated)
+            if r.holds:
+                continue
+            # The clone is still in the state of the last point: explain it row by row.
+            if (
+                explain_last
+                and r.invariant.right is Point.BEFORE
+                and r.invariant.left == list(points)[-1]
+            ):
+                differences.extend(self.s.explain(r.differences))
+            else:
+                differences.extend(r.differences)
+        reason = j.reason
+        if j.verdict is Verdict.FAIL and differences and reason and "does not hold" in reason:
+            first = next(r for r in j.results if not r.holds)
+            reason = f"{first.invariant} does not hold: " + "; ".join(
+                d.summary for d in differences
+            )
+        return LegResult(
+            leg,
+            j.verdict,
+            reason,
+            dict(points),
+            j.results,
+            tuple(differences),
+            tuple(tolerated),
+            settings,
+            statements,
+        )
+
+    def failed(
+        self,
+        leg: LegName,
+        what: str,
+        outcome: ScriptOutcome,
+        points: dict[Point, Fingerprint],
+        statements: dict[str, int],
+    ) -> LegResult:
+        if outcome.not_applicable is not None:
+            return LegResult(
+                leg,
+                Verdict.NOT_APPLICABLE,
+                f"{what}: {outcome.not_applicable}",
+                dict(points),
+                settings=outcome.settings,
+                statements=statements,
+            )
+        return LegResult(
+            leg,
+            Verdict.FAIL,
+            f"{what} failed: {outcome.error}",
+            dict(points),
+            settings=outcome.settings,
+            statements=statements,
+        )
+
+    def apply_committed(
+        self, points: dict[Point, Fingerprint], statements: dict[str, int]
+    ) -> ScriptOutcome:
+        self.s.fresh_clone()
+        points[Point.BEFORE] = self.before
+        out = self.s.run_script(self.change.apply, self.change.connection)
+        statements["apply"] = out.statements_run
+        if out.ok:
+            points[Point.AFTER_APPLY] = self.s.fingerprint_clone()
+        return out
+
+    def read_only(self) -> LegResult:
+        leg = LegName.READ_ONLY
+        if self.change.verify is None:
+            return LegResult(leg, Verdict.NOT_APPLICABLE, "the change has no verify script", {})
+        scratch: dict[Point, Fingerprint] = {}
+        statements: dict[str, int] = {}
+        out = self.apply_committed(scratch, statements)
+        if not out.ok:
+            return self.failed(leg, "apply", out, {}, statements)
+        ro = self.s.run_read_only(self.change.verify)
+        points = {Point.ENTRY: ro.entry, Point.EXIT: ro.exit}
+        if ro.script is not None:
+            statements["verify"] = ro.script.statements_run
+            if not ro.script.ok:
+                return self.failed(leg, "verify (read-only)", ro.script, points, statements)
+        return self.judge(leg, points, statements, out.settings, explain_last=False)
+
+    def transaction(self) -> LegResult:
+        leg = LegName.TRANSACTION
+        self.s.fresh_clone()
+        points: dict[Point, Fingerprint] = {Point.BEFORE: self.before}
+        t = self.s.run_in_transaction(self.change.apply, self.change.connection)
+        statements = {"apply": t.script.statements_run}
+        if not t.script.ok or t.after_apply is None:
+            return self.failed(leg, "apply", t.script, points, statements)
+        points[Point.AFTER_APPLY] = t.after_apply
+        points[Point.AFTER_ROLLBACK] = self.s.fingerprint_clone()
+        return self.judge(leg, points, statements, t.script.settings)
+
+    def revert(self) -> LegResult:
+        leg = LegName.REVERT
+        points: dict[Point, Fingerprint] = {}
+        statements: dict[str, int] = {}
+        out = self.apply_committed(points, statements)
+        if not out.ok:
+            return self.failed(leg, "apply", out, points, statements)
+        rv = self.s.run_script(self.change.revert, self.change.connection)
+        statements["revert"] = rv.statements_run
+        if not rv.ok:
+            return self.failed(leg, "revert", rv, points, statements)
+        points[Point.AFTER_REVERT] = self.s.fingerprint_clone()
+        return self.judge(leg, points, statements, out.settings)
+
+    def restore(self) -> LegResult:
+        leg = LegName.RESTORE
+        points: dict[Point, Fingerprint] = {}
+        statements: dict[str, int] = {}
+        out = self.apply_committed(points, statements)
+        if not out.ok:
+            return self.failed(leg, "apply", out, points, statements)
+        self.s.restore_clone()
+        points[Point.AFTER_RESTORE] = self.s.fingerprint_clone()
+        return self.judge(leg, points, statements, out.settings)
+
+    def reapply(self) -> LegResult:
+        leg = LegName.REAPPLY
+        points: dict[Point, Fingerprint] = {}
+        statements: dict[str, int] = {}
+        out = self.apply_committed(points, statements)
+        if not out.ok:
+            return self.failed(leg, "apply", out, points, statements)
+        rv = self.s.run_script(self.change.revert, self.change.connection)
+        statements["revert"] = rv.statements_run
+        if not rv.ok:
+            return self.failed(leg, "revert", rv, points, statements)
+        points[Point.AFTER_REVERT] = self.s.fingerprint_clone()
+        again = self.s.run_script(self.change.apply, self.change.connection)
+        statements["reapply"] = again.statements_run
+        if not again.ok:
+            return self.failed(leg, "reapply", again, points, statements)
+        points[Point.AFTER_REAPPLY] = self.s.fingerprint_clone()
+        return self.judge(leg, points, statements, out.settings, explain_last=False)
+
+
+def rehearse(
+    change: Change,
+    source: str,
+    *,
+    legs: Sequence[LegName] = DEFAULT_LEGS,
+    workdir: Path | None = None,
+    keep_clone: bool = False,
+    progress: Progress | None = None,
+    clock: Clock = utc_now,
+) -> RehearsalResult:
+    """Rehearse `change` against a clone of `source` and return every leg's proof."""
+    say = progress or (lambda _msg: None)
+    started = clock()
+    session = open_session(source, workdir=workdir, progress=say)
+    kept: Path | None = None
+    try:
+        before = session.snapshot_fingerprint()
+        runner = _LegRunner(session, change, before)
+        steps = {
+            LegName.READ_ONLY: runner.read_only,
+            LegName.TRANSACTION: runner.transaction,
+            LegName.REVERT: runner.revert,
+            LegName.RESTORE: runner.restore,
+            LegName.REAPPLY: runner.reapply,
+        }
+        results = []
+        for i, leg in enumerate(legs, 1):
+            say(f"leg {i}/{len(legs)}: {leg}")
+            results.append(steps[leg]())
+        say("re-hashing the source to finish the isolation proof")
+        isolation = session.finish_isolation()
+        source_info = session.describe_source()
+    finally:
+        kept = session.close(keep=keep_clone)
+    overall = overall_verdict([r.verdict for r in results], [r.name for r in results])
+    return RehearsalResult(
+        change=change,
+        source=source_info,
+        source_fingerprint=before,
+        isolation=isolation,
+        legs=tuple(results),
+        overall=overall,
+        started_at=started,
+        finished_at=clock(),
+        clone_kept=kept,
+    )
