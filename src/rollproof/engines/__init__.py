@@ -1,0 +1,1 @@
+"""Database engines: the only modules that know a SQL dialect."""
