@@ -1,0 +1,230 @@
+"""The command line: exit codes, one-line errors, help for every command, and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+import rollproof.rehearsal
+from rollproof.cli import cli, main
+from tests.conftest import MakeChange, assert_valid_report, sha256_file
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, cmd in sorted(group.commands.items()):
+        out.append((*prefix, name))
+        if isinstance(cmd, click.Group):
+            out.extend(all_commands(cmd, (*prefix, name)))
+    return out
+
+
+@pytest.mark.parametrize("command", all_commands(cli), ids=lambda c: " ".join(c))
+def test_every_command_has_help(
+    command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Usage: rollproof {' '.join(command)}")
+    cmd = cli
+    for part in command:
+        assert isinstance(cmd, click.Group)
+        cmd = cmd.commands[part]  # type: ignore[assignment]
+    assert cmd.help, f"{command} has no help text"
+    assert " ".join(cmd.help.split("\n")[0].split()) in " ".join(out.split())
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "Usage: rollproof" in capsys.readouterr().err
+
+
+def test_unknown_option_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rehearse", "--nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rollproof: error: No such option '--nope'."]
+
+
+def test_rehearse_writes_report_and_exits_0(
+    source_db: Path, make_change: MakeChange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change = make_change(
+        "INSERT INTO tags VALUES ('n', 1);", "DELETE FROM tags WHERE label = 'n';", name="add-n"
+    )
+    out = tmp_path / "out"
+    code = main(
+        ["rehearse", str(change.directory), "--source", f"sqlite:///{source_db}", "--out", str(out)]
+    )
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "overall: PASS" in stdout
+    assert f"report: {out / 'report.md'}" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert_valid_report(report)
+    assert report["overall"] == "PASS"
+    assert report["change"]["id"] == "add-n"
+    assert report["change"]["content_id"] == change.content_id
+    assert [leg["verdict"] for leg in report["legs"]] == ["NOT_APPLICABLE", "PASS", "PASS", "PASS"]
+    for leg in report["legs"][1:]:
+        for digest in leg["fingerprints"].values():
+            assert (out / "fingerprints" / (digest.removeprefix("sha256:") + ".json")).is_file()
+
+
+def test_rehearse_lossy_change_exits_1(
+    source_db: Path, make_change: MakeChange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change = make_change(
+        "ALTER TABLE customers DROP COLUMN fax;", "ALTER TABLE customers ADD COLUMN fax TEXT;"
+    )
+    code = main(
+        [
+            "rehearse",
+            str(change.directory),
+            "--source",
+            str(source_db),
+            "--out",
+            str(tmp_path / "o"),
+            "--legs",
+            "revert",
+        ]
+    )
+    assert code == 1
+    assert "fax: 100 values lost" in capsys.readouterr().out
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "would lose that data for good" in md
+
+
+def test_rehearse_json_output(
+    source_db: Path, make_change: MakeChange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change = make_change("INSERT INTO tags VALUES ('j', 1);", "DELETE FROM tags WHERE label = 'j';")
+    code = main(
+        [
+            "rehearse",
+            str(change.directory),
+            "--source",
+            str(source_db),
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+            "--legs",
+            "restore",
+        ]
+    )
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "o" / "report.json").read_text())
+
+
+def test_isolation_failure_exits_3_with_one_line(
+    source_db: Path, make_change: MakeChange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change = make_change("INSERT INTO tags VALUES ('i', 1);", "DELETE FROM tags WHERE label = 'i';")
+    code = main(
+        [
+            "rehearse",
+            str(change.directory),
+            "--source",
+            str(source_db),
+            "--workdir",
+            str(source_db.parent / "w"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 3
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("rollproof: isolation not proven: clone-outside-source-dir (")
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_output_directory_is_not_overwritten(
+    source_db: Path, make_change: MakeChange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change = make_change("INSERT INTO tags VALUES ('o', 1);", "DELETE FROM tags WHERE label = 'o';")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code = main(["rehearse", str(change.directory), "--source", str(source_db), "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"rollproof: output directory {out} already exists and is not empty; choose another --out"
+    )
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_missing_source_exits_2(
+    make_change: MakeChange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change = make_change("SELECT 1;", "SELECT 1;")
+    code = main(["rehearse", str(change.directory), "--source", str(tmp_path / "nope.db")])
+    assert code == 2
+    assert (
+        capsys.readouterr().err.strip() == f"rollproof: source {tmp_path / 'nope.db'}: no such file"
+    )
+
+
+def test_unexpected_error_is_internal_never_zero(
+    source_db: Path,
+    make_change: MakeChange,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def broken(*_a: object, **_k: object) -> None:
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(rollproof.rehearsal, "rehearse", broken)
+    change = make_change("SELECT 1;", "SELECT 1;")
+    args = ["rehearse", str(change.directory), "--source", str(source_db)]
+    assert main(args) == 70
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "rollproof: internal error (ZeroDivisionError: boom); please report it; "
+        "rerun with --debug for a traceback"
+    )
+    assert main(["--debug", *args]) == 70
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_demo_runs_as_a_user_would(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rollproof", "demo", "--dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "fax: 8,000 values lost (set before, NULL now)" in proc.stdout
+    assert "tolerated in revert: sequence audit_log advanced from 412 to 413" in proc.stdout
+    assert proc.stdout.rstrip().endswith(f"reports are in {tmp_path / 'demo' / 'packets'}")
+    for change_id, overall in (("add-order-priority", "PASS"), ("drop-customer-fax", "FAIL")):
+        report = json.loads((tmp_path / "demo" / "packets" / change_id / "report.json").read_text())
+        assert_valid_report(report)
+        assert report["overall"] == overall
+    db = tmp_path / "demo" / "production.db"
+    assert sha256_file(db) == report["source"]["bytes_sha256_before"]["production.db"]
+
+
+def test_demo_refuses_a_directory_it_did_not_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("precious")
+    assert main(["demo", "--dir", str(tmp_path / "mine")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"rollproof: {tmp_path / 'mine'} exists and was not made by `rollproof demo`; "
+        "choose another --dir"
+    )
+    assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
