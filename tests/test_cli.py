@@ -13,6 +13,7 @@ import pytest
 
 import rollproof.rehearsal
 from rollproof.cli import cli, main
+from rollproof.errors import ExitCode, RollproofError
 from tests.conftest import MakeChange, assert_valid_report, sha256_file
 
 
@@ -228,3 +229,28 @@ def test_demo_refuses_a_directory_it_did_not_make(
         "choose another --dir"
     )
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
+
+
+def test_every_exit_code_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {
+        int(line.split("|")[1])
+        for line in table.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    }
+    assert {int(code) for code in ExitCode} | {130} == documented
+
+
+def test_every_error_class_maps_to_a_documented_exit_code() -> None:
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    codes = {cls.__name__: int(cls.exit_code) for cls in subclasses(RollproofError)}
+    assert set(codes.values()) <= {int(c) for c in ExitCode}
+    assert codes["UsageError"] == 2
+    assert codes["ChangeError"] == 2
+    assert codes["CheckFailedError"] == 1
+    assert codes["IsolationError"] == 3
+    assert codes["EnvironmentProblemError"] == 4
+    assert codes["InternalError"] == 70

@@ -215,8 +215,15 @@ class SqliteSession:
             contextlib.closing(self._open_source()) as src,
             contextlib.closing(sqlite3.connect(self.snapshot, isolation_level=None)) as dst,
         ):
+
+            def report(_status: int, remaining: int, total: int) -> None:
+                if total:
+                    self._progress(
+                        f"snapshotting the source: {100 * (total - remaining) // total}%"
+                    )
+
             try:
-                src.backup(dst, pages=4096)
+                src.backup(dst, pages=4096, progress=report)
             except sqlite3.Error as e:
                 raise EnvironmentProblemError(f"source {self.source}: backup failed: {e}") from e
             # The clone runs in rollback-journal mode whatever the source uses: the journal
@@ -229,7 +236,7 @@ class SqliteSession:
         if self._snapshot_fp is None:
             self._progress("fingerprinting the snapshot")
             with contextlib.closing(connect_read_only(self.snapshot)) as conn:
-                self._snapshot_fp = fingerprint_connection(conn)
+                self._snapshot_fp = fingerprint_connection(conn, self._progress)
         return self._snapshot_fp
 
     def describe_source(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
 
 from rollproof.canonical import ROW_CHUNK, canonical_json, digest_json, encode_rows, tagged
 from rollproof.engines.sqlite_schema import (
@@ -81,8 +82,13 @@ def _hash_rows(
     return TableDigest(name=name, digest=tagged(h.hexdigest()), rows=count, order=order)
 
 
-def fingerprint_connection(conn: sqlite3.Connection) -> Fingerprint:
-    """Fingerprint the `main` database of an open connection (it may be inside a transaction)."""
+def fingerprint_connection(
+    conn: sqlite3.Connection, progress: Callable[[str], None] | None = None
+) -> Fingerprint:
+    """Fingerprint the `main` database of an open connection (it may be inside a transaction).
+
+    `progress`, when given, hears which table is being read, for long fingerprints.
+    """
     schema_rows = conn.execute(
         "SELECT type, name, tbl_name, sql FROM main.sqlite_schema ORDER BY type, name"
     ).fetchall()
@@ -116,7 +122,11 @@ def fingerprint_connection(conn: sqlite3.Connection) -> Fingerprint:
                 {"type": kind, "table": tbl_name.lower(), "sql": normalize_sql(sql)}
             )
 
-    tables = {name: table_digest(conn, name) for name in content_tables}
+    tables = {}
+    for i, name in enumerate(content_tables, 1):
+        if progress is not None:
+            progress(f"fingerprinting table {name} ({i}/{len(content_tables)})")
+        tables[name] = table_digest(conn, name)
     sequences: dict[str, int] = {}
     if any(n == SEQUENCE_TABLE for _k, n, _t, _s in kept):
         for name, seq in conn.execute(
