@@ -488,3 +488,35 @@ def test_parse_legs() -> None:
     )
     with pytest.raises(UsageError, match="unknown leg 'rollback'"):
         parse_legs(["rollback"])
+
+
+def test_trigger_bodies_and_strings_with_semicolons_are_one_statement(
+    source_db: Path, make_change: MakeChange
+) -> None:
+    change = make_change(
+        "CREATE TRIGGER trg_tags AFTER INSERT ON tags BEGIN\n"
+        "  UPDATE tags SET weight = 0 WHERE label = 'x;y';\n"
+        "  SELECT 'still; inside';\n"
+        "END;\n"
+        "INSERT INTO tags VALUES ('semi;colon', 2);\n",
+        "DELETE FROM tags WHERE label = 'semi;colon';\nDROP TRIGGER trg_tags;\n",
+    )
+    result = rehearse(change, str(source_db), legs=[LegName.TRANSACTION, LegName.REVERT])
+    assert verdicts(result) == {"transaction": Verdict.PASS, "revert": Verdict.PASS}
+    assert dict(leg(result, "revert").statements) == {"apply": 2, "revert": 2}
+
+
+def test_wal_mode_source_with_an_open_writer(tmp_path: Path, make_change: MakeChange) -> None:
+    src = tmp_path / "wal.db"
+    writer = sqlite3.connect(src)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("INSERT INTO t VALUES (1)")
+    writer.commit()  # the -wal file now holds the committed frames; the writer stays open
+    before = {p.name: sha256_file(p) for p in (src, tmp_path / "wal.db-wal")}
+    change = make_change("INSERT INTO t VALUES (2);", "DELETE FROM t WHERE x = 2;")
+    result = rehearse(change, str(src))
+    writer.close()
+    assert result.overall is Verdict.PASS
+    assert result.source_fingerprint.tables["t"].rows == 1
+    assert result.source["bytes_sha256_before"] == before
