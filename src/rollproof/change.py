@@ -22,6 +22,7 @@ from typing import Any
 
 from rollproof.canonical import digest_json, sha256_hex
 from rollproof.errors import ChangeError
+from rollproof.sqltext import has_sql
 
 CHANGE_FILE = "change.toml"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -128,7 +129,7 @@ def _build(data: dict[str, Any], toml_path: Path, raw: bytes) -> Change:
     assert apply is not None
     assert revert is not None
     no_mutation = _flag(data, "no_mutation", shown)
-    if not no_mutation and not _has_sql(revert.text):
+    if not no_mutation and not has_sql(revert.text):
         key = "revert" if revert.path else "revert_sql"
         raise ChangeError(shown, "is empty: only a no_mutation change may have no revert", key)
 
@@ -226,12 +227,6 @@ def _script(
         )
     else:
         return None
-    if name == "apply" and not _has_sql(script.text):
+    if name == "apply" and not has_sql(script.text):
         raise ChangeError(shown, "is empty: it has no SQL statement", key)
     return script
-
-
-def _has_sql(text: str) -> bool:
-    """True when the text holds anything besides whitespace and SQL comments."""
-    stripped = re.sub(r"--[^\n]*|/\*.*?\*/", "", text, flags=re.S)
-    return bool(stripped.strip().strip(";").strip())

@@ -46,7 +46,6 @@ Choices where SQL is ambiguous, stated once here:
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -57,6 +56,8 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.dialects.sqlite import SQLite
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.tokenizer_core import Token, TokenType
+
+from rollproof.sqltext import split_sqlite, without_leading_comments
 
 TEXT_WIDTH = 120
 """Statement text is whitespace-folded and cut to this many characters for display."""
@@ -175,7 +176,6 @@ PROVEN_BY: dict[RiskCode, str] = {
 
 _CREATE_TYPES = {"TABLE": ObjectType.TABLE, "VIEW": ObjectType.VIEW, "INDEX": ObjectType.INDEX}
 _DROP_TYPES = {**_CREATE_TYPES, "TRIGGER": ObjectType.TRIGGER}
-_LEADING_COMMENTS = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)+", re.S)
 _TOKEN_REPR = re.compile(r"<Token token_type: [^,]+, text: (.*?), line: .*?>")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -293,24 +293,8 @@ def _declared(names: Iterable[str]) -> set[str]:
 def _statements(sql: str, dialect: str) -> list[_Statement]:
     d = Dialect.get_or_raise(dialect)
     sqlite = isinstance(d, SQLite)
-    pieces = _split_sqlite(sql) if sqlite else _split_tokens(sql, d)
+    pieces = split_sqlite(sql) if sqlite else _split_tokens(sql, d)
     return [_statement(i, piece, d, sqlite) for i, piece in enumerate(pieces, start=1)]
-
-
-def _split_sqlite(sql: str) -> list[str]:
-    # SQLite's own completeness test knows strings, comments and CREATE TRIGGER ... END, so a
-    # `;` inside any of them does not end the statement. The same rule the engine runs by.
-    out: list[str] = []
-    current = ""
-    for piece in sql.split(";"):
-        current += piece + ";"
-        if sqlite3.complete_statement(current):
-            if _has_sql(current):
-                out.append(current.strip())
-            current = ""
-    if _has_sql(current):
-        out.append(current.strip().removesuffix(";"))
-    return out
 
 
 def _split_tokens(sql: str, d: Dialect) -> list[str]:
@@ -334,12 +318,8 @@ def _split_tokens(sql: str, d: Dialect) -> list[str]:
     return out
 
 
-def _has_sql(text: str) -> bool:
-    return bool(_LEADING_COMMENTS.sub("", text).strip().strip(";").strip())
-
-
 def _display(piece: str) -> str:
-    one = " ".join(_LEADING_COMMENTS.sub("", piece).split()).removesuffix(";").rstrip()
+    one = " ".join(without_leading_comments(piece).split()).removesuffix(";").rstrip()
     return one if len(one) <= TEXT_WIDTH else one[: TEXT_WIDTH - 3] + "..."
 
 

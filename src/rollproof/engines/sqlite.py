@@ -42,6 +42,7 @@ from rollproof.engines.sqlite_fingerprint import ENGINE, fingerprint_connection
 from rollproof.errors import EnvironmentProblemError, IsolationError, SourceError
 from rollproof.fingerprint import Difference, Fingerprint
 from rollproof.isolation import IsolationCheck, IsolationProof
+from rollproof.sqltext import split_sqlite, without_leading_comments
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 _TXN_CONTROL = re.compile(r"^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
@@ -50,7 +51,6 @@ _NOT_IN_TXN = re.compile(
     r"synchronous|locking_mode|legacy_alter_table|recursive_triggers)\b)",
     re.I,
 )
-_LEADING_COMMENTS = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)+", re.S)
 
 
 def parse_sqlite_dsn(dsn: str) -> Path:
@@ -135,27 +135,8 @@ def source_bytes_digest(path: Path) -> dict[str, str]:
     return out
 
 
-def split_statements(sql: str) -> list[str]:
-    """Split a script into complete statements using SQLite's own tokenizer rules.
-
-    Pieces are joined at each `;` until `sqlite3.complete_statement` accepts them, so a `;`
-    inside a string, a comment or a trigger body does not split a statement.
-    """
-    out: list[str] = []
-    current = ""
-    for piece in sql.split(";"):
-        current = current + piece + ";"
-        if sqlite3.complete_statement(current):
-            if _LEADING_COMMENTS.sub("", current).strip().strip(";").strip():
-                out.append(current.strip())
-            current = ""
-    if _LEADING_COMMENTS.sub("", current).strip().strip(";").strip():
-        out.append(current.strip().rstrip(";"))
-    return out
-
-
 def _head(statement: str) -> str:
-    return _LEADING_COMMENTS.sub("", statement).lstrip()
+    return without_leading_comments(statement)
 
 
 def _short(statement: str) -> str:
@@ -396,7 +377,7 @@ class SqliteSession:
 
     def run_script(self, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
         with self._clone_connection(settings) as (conn, applied):
-            outcome = self._execute(conn, split_statements(script.text), in_txn=False)
+            outcome = self._execute(conn, split_sqlite(script.text), in_txn=False)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
                 if outcome.ok:
@@ -414,7 +395,7 @@ class SqliteSession:
     ) -> TransactionOutcome:
         with self._clone_connection(settings) as (conn, applied):
             conn.execute("BEGIN")
-            outcome = self._execute(conn, split_statements(script.text), in_txn=True)
+            outcome = self._execute(conn, split_sqlite(script.text), in_txn=True)
             after: Fingerprint | None = None
             if outcome.ok:
                 if not conn.in_transaction:
@@ -439,7 +420,7 @@ class SqliteSession:
             entry = fingerprint_connection(conn)
             outcome: ScriptOutcome | None = None
             if script is not None:
-                outcome = self._execute(conn, split_statements(script.text), in_txn=False)
+                outcome = self._execute(conn, split_sqlite(script.text), in_txn=False)
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             exit_fp = fingerprint_connection(conn)
