@@ -13,6 +13,7 @@ import pytest
 
 from rollproof.change import Change, load_change
 from rollproof.report import report_schema
+from rollproof.surfaces import AccessKind, static_scope
 
 BASE_SCHEMA = """
 CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, fax TEXT);
@@ -66,6 +67,16 @@ def source_db(tmp_path: Path) -> Iterator[Path]:
 MakeChange = Callable[..., Change]
 
 
+def declare_everything(*scripts: str | None) -> str:
+    reads: set[str] = set()
+    writes: set[str] = set()
+    for script in scripts:
+        for scope in static_scope(script or ""):
+            for access in scope.accesses:
+                (reads if access.kind is AccessKind.READ else writes).add(access.object)
+    return f"reads = {sorted(reads - writes)!r}\nwrites = {sorted(writes)!r}\n".replace("'", '"')
+
+
 @pytest.fixture
 def make_change(tmp_path: Path) -> MakeChange:
     """Write a change directory from inline SQL and load it."""
@@ -78,7 +89,10 @@ def make_change(tmp_path: Path) -> MakeChange:
         *,
         extra: str = "",
         name: str | None = None,
+        surfaces: str | None = None,
     ) -> Change:
+        """`surfaces` is the [surfaces] table body; by default it declares exactly what the
+        scripts' SQL touches (writes for anything created, altered, dropped or written)."""
         cdir = tmp_path / "changes" / (name or f"change-{next(counter)}")
         cdir.mkdir(parents=True)
         (cdir / "apply.sql").write_text(apply)
@@ -87,7 +101,11 @@ def make_change(tmp_path: Path) -> MakeChange:
         if verify is not None:
             (cdir / "verify.sql").write_text(verify)
             lines.append('verify = "verify.sql"')
-        (cdir / "change.toml").write_text("\n".join(lines) + "\n" + extra)
+        if surfaces is None:
+            surfaces = declare_everything(apply, revert, verify)
+        (cdir / "change.toml").write_text(
+            "\n".join(lines) + "\n" + extra + "\n[surfaces]\n" + surfaces
+        )
         return load_change(cdir)
 
     return make

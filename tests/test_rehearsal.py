@@ -190,7 +190,9 @@ def test_vacuum_cannot_be_rehearsed_inside_a_transaction(
     change = make_change(
         "DELETE FROM tags WHERE label = 'c';\nVACUUM;", "INSERT INTO tags VALUES ('c', NULL);"
     )
-    txn = leg(rehearse(change, str(source_db), legs=[LegName.TRANSACTION]), "transaction")
+    # sqlglot cannot read VACUUM's scope, so the rehearsal needs --allow-undeclared here.
+    result = rehearse(change, str(source_db), legs=[LegName.TRANSACTION], allow_undeclared=True)
+    txn = leg(result, "transaction")
     assert txn.verdict is Verdict.NOT_APPLICABLE
     assert txn.reason == (
         "apply: statement 2 `VACUUM;` cannot run, or does nothing, inside a transaction"
@@ -330,6 +332,7 @@ def test_connection_settings_are_applied_and_recorded(
         "DELETE FROM parent WHERE id = 1;",
         "INSERT INTO parent VALUES (1);",
         extra=f"[connection]\nforeign_keys = {str(foreign_keys).lower()}\n",
+        surfaces='writes = ["parent", "child"]\n',  # the cascade writes child
     )
     revert = leg(rehearse(change, str(src), legs=[LegName.REVERT]), "revert")
     assert revert.verdict is expected
@@ -360,10 +363,12 @@ def test_attach_in_a_script_is_denied(source_db: Path, make_change: MakeChange) 
     change = make_change(
         f"ATTACH DATABASE '{source_db}' AS prod;\nDELETE FROM prod.tags;", "SELECT 1;"
     )
-    revert = leg(rehearse(change, str(source_db), legs=[LegName.REVERT]), "revert")
+    # ATTACH's scope is unknown statically; the run-time authorizer is what must stop it.
+    result = rehearse(change, str(source_db), legs=[LegName.REVERT], allow_undeclared=True)
+    revert = leg(result, "revert")
     assert revert.verdict is Verdict.FAIL
     assert revert.reason is not None
-    assert "not authorized" in revert.reason
+    assert revert.reason.endswith("failed: not authorized")
 
 
 def test_non_deterministic_apply_fails_reapply(source_db: Path, make_change: MakeChange) -> None:

@@ -6,7 +6,8 @@
     │   └── SourceError               a DSN rollproof cannot use
     ├── CheckFailedError              exit 1  an invariant, a leg or validation failed
     ├── HeldError                     exit 3  held or blocked: isolation not proven, HOLD in force
-    │   └── IsolationError            the clone's isolation from the source is not proven
+    │   ├── IsolationError            the clone's isolation from the source is not proven
+    │   └── ScopeNotReadyError        undeclared objects, or SQL whose scope is unknown
     ├── EnvironmentProblemError       exit 4  a database unreachable, a needed tool missing
     └── InternalError                 exit 70 a bug in rollproof; never reported as success
 
@@ -76,6 +77,19 @@ class IsolationError(HeldError):
     def __init__(self, failed: list[str]) -> None:
         self.failed = failed
         super().__init__("isolation not proven: " + "; ".join(failed))
+
+
+class ScopeNotReadyError(HeldError):
+    """The change touches objects it did not declare, or SQL whose scope cannot be read."""
+
+    def __init__(self, status: str, problems: list[str]) -> None:
+        self.status = status
+        self.problems = problems
+        super().__init__(
+            f"surface scoping {status}: "
+            + "; ".join(problems)
+            + " (declare them, or pass --allow-undeclared to rehearse anyway, on the record)"
+        )
 
 
 class EnvironmentProblemError(RollproofError):

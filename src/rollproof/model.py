@@ -112,3 +112,16 @@ def overall_verdict(verdicts: list[Verdict], legs: list[LegName]) -> Verdict:
     if not any(leg in ROLLBACK_LEGS for leg in proven):
         return Verdict.UNKNOWN
     return Verdict.PASS
+
+
+def combine_verdicts(legs: Verdict, surfaces: Verdict) -> Verdict:
+    """The rehearsal's overall verdict: the legs' verdict, failed by any surface violation.
+
+    A change that came back perfectly but wrote an undeclared table, or touched a forbidden
+    surface, has not passed: staying inside its lane is part of what is proven.
+    """
+    if surfaces is Verdict.FAIL:
+        return Verdict.FAIL
+    if surfaces is not Verdict.PASS and legs is Verdict.PASS:
+        return Verdict.UNKNOWN
+    return legs

@@ -24,11 +24,35 @@ from typing import Any
 
 from rollproof.change import Change
 from rollproof.engines.base import EngineSession, Progress, ScriptOutcome
-from rollproof.errors import ExitCode, SourceError, UsageError
+from rollproof.errors import ExitCode, ScopeNotReadyError, SourceError, UsageError
 from rollproof.fingerprint import Difference, Fingerprint
+from rollproof.forbidden import (
+    env_statuses,
+    file_statuses,
+    hash_forbidden_files,
+    hash_production_sources,
+    production_statuses,
+)
+from rollproof.guard import SurfaceGuard
 from rollproof.invariants import InvariantResult, judge_leg
 from rollproof.isolation import IsolationProof
-from rollproof.model import DEFAULT_LEGS, LegName, Point, Verdict, overall_verdict
+from rollproof.model import (
+    DEFAULT_LEGS,
+    LegName,
+    Point,
+    Verdict,
+    combine_verdicts,
+    overall_verdict,
+)
+from rollproof.policy import EMPTY_POLICY, Policy
+from rollproof.scope import (
+    ScopingStatus,
+    SurfaceEvidence,
+    changed_objects,
+    check_scoping,
+    object_statuses,
+    observed_undeclared,
+)
 
 Clock = Callable[[], datetime]
 
@@ -61,6 +85,7 @@ class RehearsalResult:
     started_at: datetime
     finished_at: datetime
     clone_kept: Path | None
+    surfaces: SurfaceEvidence
 
     @property
     def exit_code(self) -> ExitCode:
@@ -88,7 +113,9 @@ def parse_legs(names: Sequence[str] | None) -> tuple[LegName, ...]:
     return tuple(leg for leg in LegName if leg in chosen)
 
 
-def open_session(dsn: str, *, workdir: Path | None, progress: Progress) -> EngineSession:
+def open_session(
+    dsn: str, *, workdir: Path | None, progress: Progress, guard: SurfaceGuard | None = None
+) -> EngineSession:
     """Pick the engine for a DSN. Engines are the only modules that know a dialect."""
     if dsn.startswith(("postgres://", "postgresql://")):
         raise SourceError(
@@ -96,7 +123,7 @@ def open_session(dsn: str, *, workdir: Path | None, progress: Progress) -> Engin
         )
     from rollproof.engines.sqlite import SqliteSession
 
-    return SqliteSession(dsn, workdir=workdir, progress=progress)
+    return SqliteSession(dsn, workdir=workdir, progress=progress, guard=guard)
 
 
 class _LegRunner:
@@ -186,7 +213,7 @@ class _LegRunner:
     ) -> ScriptOutcome:
         self.s.fresh_clone()
         points[Point.BEFORE] = self.before
-        out = self.s.run_script(self.change.apply, self.change.connection)
+        out = self.s.run_script("apply", self.change.apply, self.change.connection)
         statements["apply"] = out.statements_run
         if out.ok:
             points[Point.AFTER_APPLY] = self.s.fingerprint_clone()
@@ -228,7 +255,7 @@ class _LegRunner:
         out = self.apply_committed(points, statements)
         if not out.ok:
             return self.failed(leg, "apply", out, points, statements)
-        rv = self.s.run_script(self.change.revert, self.change.connection)
+        rv = self.s.run_script("revert", self.change.revert, self.change.connection)
         statements["revert"] = rv.statements_run
         if not rv.ok:
             return self.failed(leg, "revert", rv, points, statements)
@@ -253,12 +280,12 @@ class _LegRunner:
         out = self.apply_committed(points, statements)
         if not out.ok:
             return self.failed(leg, "apply", out, points, statements)
-        rv = self.s.run_script(self.change.revert, self.change.connection)
+        rv = self.s.run_script("revert", self.change.revert, self.change.connection)
         statements["revert"] = rv.statements_run
         if not rv.ok:
             return self.failed(leg, "revert", rv, points, statements)
         points[Point.AFTER_REVERT] = self.s.fingerprint_clone()
-        again = self.s.run_script(self.change.apply, self.change.connection)
+        again = self.s.run_script("reapply", self.change.apply, self.change.connection)
         statements["reapply"] = again.statements_run
         if not again.ok:
             return self.failed(leg, "reapply", again, points, statements)
@@ -275,11 +302,28 @@ def rehearse(
     keep_clone: bool = False,
     progress: Progress | None = None,
     clock: Clock = utc_now,
+    policy: Policy = EMPTY_POLICY,
+    allow_undeclared: bool = False,
 ) -> RehearsalResult:
-    """Rehearse `change` against a clone of `source` and return every leg's proof."""
+    """Rehearse `change` against a clone of `source` and return every leg's proof.
+
+    Raises ScopeNotReadyError before anything is cloned when the change touches undeclared
+    objects (unless `allow_undeclared`), and IsolationError when the clone cannot be isolated.
+    """
     say = progress or (lambda _msg: None)
     started = clock()
-    session = open_session(source, workdir=workdir, progress=say)
+    scoping = check_scoping(change)
+    if scoping.status is not ScopingStatus.READY and not allow_undeclared:
+        raise ScopeNotReadyError(str(scoping.status), scoping.problems())
+    files_before = hash_forbidden_files(policy)
+    production_before = hash_production_sources(policy)
+    guard = SurfaceGuard(
+        reads=change.reads,
+        writes=change.writes,
+        forbidden=policy.forbidden_objects,
+        read_mode=policy.undeclared_reads,
+    )
+    session = open_session(source, workdir=workdir, progress=say, guard=guard)
     kept: Path | None = None
     try:
         before = session.snapshot_fingerprint()
@@ -300,7 +344,34 @@ def rehearse(
         source_info = session.describe_source()
     finally:
         kept = session.close(keep=keep_clone)
-    overall = overall_verdict([r.verdict for r in results], [r.name for r in results])
+    changed: set[str] = set()
+    for r in results:
+        if Point.BEFORE in r.fingerprints and Point.AFTER_APPLY in r.fingerprints:
+            changed |= changed_objects(
+                r.fingerprints[Point.BEFORE], r.fingerprints[Point.AFTER_APPLY]
+            )
+    source_path = Path(str(source_info["path"])) if "path" in source_info else None
+    forbidden = (
+        object_statuses(policy.forbidden_objects, before, changed, scoping, guard.events)
+        + file_statuses(files_before, hash_forbidden_files(policy))
+        + env_statuses(policy)
+        + production_statuses(
+            policy, production_before, hash_production_sources(policy), source_path, isolation
+        )
+    )
+    surfaces = SurfaceEvidence(
+        scoping=scoping,
+        allow_undeclared=allow_undeclared,
+        read_mode=str(policy.undeclared_reads),
+        events=tuple(guard.events),
+        observed_changed=tuple(sorted(changed)),
+        observed_undeclared=tuple(observed_undeclared(changed, change.writes)),
+        forbidden=tuple(forbidden),
+        policy=policy.describe(),
+    )
+    overall = combine_verdicts(
+        overall_verdict([r.verdict for r in results], [r.name for r in results]), surfaces.verdict
+    )
     return RehearsalResult(
         change=change,
         source=source_info,
@@ -311,4 +382,5 @@ def rehearse(
         started_at=started,
         finished_at=clock(),
         clone_kept=kept,
+        surfaces=surfaces,
     )

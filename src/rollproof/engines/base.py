@@ -80,7 +80,9 @@ class EngineSession(Protocol):
 
     def fingerprint_clone(self) -> Fingerprint: ...
 
-    def run_script(self, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome: ...
+    def run_script(self, role: str, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
+        """Run `script` (its `role`: apply, revert) on a new connection, committing as it goes."""
+        ...
 
     def run_in_transaction(
         self, script: Script, settings: Mapping[str, bool]

@@ -31,7 +31,7 @@ import sqlite3
 import stat
 import tempfile
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,10 @@ from rollproof.engines.sqlite_explain import explain_differences
 from rollproof.engines.sqlite_fingerprint import ENGINE, fingerprint_connection
 from rollproof.errors import EnvironmentProblemError, IsolationError, SourceError
 from rollproof.fingerprint import Difference, Fingerprint
+from rollproof.guard import SurfaceGuard
 from rollproof.isolation import IsolationCheck, IsolationProof
 from rollproof.sqltext import split_sqlite, without_leading_comments
+from rollproof.surfaces import AccessKind
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 _TXN_CONTROL = re.compile(r"^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
@@ -144,12 +146,77 @@ def _short(statement: str) -> str:
     return one if len(one) <= 80 else one[:77] + "..."
 
 
-def _deny_attach(
-    action: int, _a: str | None, _b: str | None, _c: str | None, _d: str | None
-) -> int:
-    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
+_INTERNAL = frozenset(
+    {
+        "sqlite_master",
+        "sqlite_schema",
+        "sqlite_temp_master",
+        "sqlite_temp_schema",
+        "sqlite_sequence",
+        "sqlite_stat1",
+        "sqlite_stat2",
+        "sqlite_stat3",
+        "sqlite_stat4",
+    }
+)
+_WRITES = frozenset(
+    {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE, sqlite3.SQLITE_REINDEX}
+)
+_CREATES = frozenset(
+    {
+        sqlite3.SQLITE_CREATE_INDEX,
+        sqlite3.SQLITE_CREATE_TABLE,
+        sqlite3.SQLITE_CREATE_TRIGGER,
+        sqlite3.SQLITE_CREATE_VIEW,
+        sqlite3.SQLITE_CREATE_VTABLE,
+    }
+)
+_DROPS = frozenset(
+    {
+        sqlite3.SQLITE_DROP_INDEX,
+        sqlite3.SQLITE_DROP_TABLE,
+        sqlite3.SQLITE_DROP_TRIGGER,
+        sqlite3.SQLITE_DROP_VIEW,
+        sqlite3.SQLITE_DROP_VTABLE,
+    }
+)
+
+Authorizer = Callable[[int, str | None, str | None, str | None, str | None], int]
+
+
+def authorizer_for(guard: SurfaceGuard | None) -> Authorizer:
+    """The SQLite authorizer that enforces a guard while a change script is prepared.
+
+    ATTACH and DETACH are always denied: a script that attached the source file could write
+    production from inside the clone. The TEMP schema is the script's own scratch space, and
+    SQLite's internal tables (schema, sequences, statistics) are written on the change's
+    behalf by the statements that the guard does see.
+    """
+
+    def authorize(
+        action: int, a1: str | None, a2: str | None, db: str | None, via: str | None
+    ) -> int:
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            return sqlite3.SQLITE_DENY
+        if guard is None or db == "temp":
+            return sqlite3.SQLITE_OK
+        if action in _WRITES:
+            kind, obj = AccessKind.WRITE, a1
+        elif action == sqlite3.SQLITE_READ:
+            kind, obj = AccessKind.READ, a1
+        elif action in _CREATES:
+            kind, obj = AccessKind.CREATE, a1
+        elif action in _DROPS:
+            kind, obj = AccessKind.DROP, a1
+        elif action == sqlite3.SQLITE_ALTER_TABLE:
+            kind, obj = AccessKind.ALTER, a2
+        else:
+            return sqlite3.SQLITE_OK
+        if not obj or obj.lower() in _INTERNAL:
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY if guard.check(kind, obj, via) else sqlite3.SQLITE_OK
+
+    return authorize
 
 
 class SqliteSession:
@@ -157,8 +224,16 @@ class SqliteSession:
 
     engine = ENGINE
 
-    def __init__(self, dsn: str, *, workdir: Path | None = None, progress: Progress | None = None):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        workdir: Path | None = None,
+        progress: Progress | None = None,
+        guard: SurfaceGuard | None = None,
+    ):
         self._progress = progress or (lambda _msg: None)
+        self.guard = guard
         self.dsn = dsn
         self.source = check_sqlite_file(parse_sqlite_dsn(dsn))
         self._source_opens: list[str] = []
@@ -336,21 +411,24 @@ class SqliteSession:
     def _clone_connection(
         self, settings: Mapping[str, bool]
     ) -> Iterator[tuple[sqlite3.Connection, dict[str, Any]]]:
+        # The authorizer is installed after the settings pragmas, which are rollproof's own.
         conn = sqlite3.connect(self.clone, isolation_level=None)
         try:
             applied: dict[str, Any] = {}
             for key, value in sorted(settings.items()):
                 conn.execute(f"PRAGMA {key} = {'ON' if value else 'OFF'}")
                 applied[key] = bool(conn.execute(f"PRAGMA {key}").fetchone()[0])
-            conn.set_authorizer(_deny_attach)
+            conn.set_authorizer(authorizer_for(self.guard))
             yield conn, applied
         finally:
             conn.close()
 
     def _execute(
-        self, conn: sqlite3.Connection, statements: Sequence[str], in_txn: bool
+        self, conn: sqlite3.Connection, role: str, statements: Sequence[str], in_txn: bool
     ) -> ScriptOutcome:
         for i, stmt in enumerate(statements, 1):
+            if self.guard is not None:
+                self.guard.at(role, i)
             head = _head(stmt)
             if in_txn and _TXN_CONTROL.match(head):
                 return ScriptOutcome(
@@ -372,12 +450,18 @@ class SqliteSession:
             try:
                 conn.execute(stmt)
             except sqlite3.Error as e:
+                denied = [] if self.guard is None else self.guard.denials_at(role, i)
+                if denied:
+                    why = "; ".join(d.reason for d in denied)
+                    return ScriptOutcome(
+                        i - 1, error=f"statement {i} `{_short(stmt)}` was denied: {why}"
+                    )
                 return ScriptOutcome(i - 1, error=f"statement {i} `{_short(stmt)}` failed: {e}")
         return ScriptOutcome(len(statements))
 
-    def run_script(self, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
+    def run_script(self, role: str, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
         with self._clone_connection(settings) as (conn, applied):
-            outcome = self._execute(conn, split_sqlite(script.text), in_txn=False)
+            outcome = self._execute(conn, role, split_sqlite(script.text), in_txn=False)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
                 if outcome.ok:
@@ -395,7 +479,7 @@ class SqliteSession:
     ) -> TransactionOutcome:
         with self._clone_connection(settings) as (conn, applied):
             conn.execute("BEGIN")
-            outcome = self._execute(conn, split_sqlite(script.text), in_txn=True)
+            outcome = self._execute(conn, "apply", split_sqlite(script.text), in_txn=True)
             after: Fingerprint | None = None
             if outcome.ok:
                 if not conn.in_transaction:
@@ -404,6 +488,9 @@ class SqliteSession:
                         not_applicable=("the transaction ended while the script ran"),
                     )
                 else:
+                    conn.set_authorizer(
+                        None
+                    )  # the fingerprint is rollproof's read, not the change's
                     after = fingerprint_connection(conn)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -416,13 +503,14 @@ class SqliteSession:
 
     def run_read_only(self, script: Script | None) -> ReadOnlyOutcome:
         with contextlib.closing(connect_read_only(self.clone)) as conn:
-            conn.set_authorizer(_deny_attach)
             entry = fingerprint_connection(conn)
             outcome: ScriptOutcome | None = None
             if script is not None:
-                outcome = self._execute(conn, split_sqlite(script.text), in_txn=False)
+                conn.set_authorizer(authorizer_for(self.guard))
+                outcome = self._execute(conn, "verify", split_sqlite(script.text), in_txn=False)
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                conn.set_authorizer(None)
             exit_fp = fingerprint_connection(conn)
         return ReadOnlyOutcome(entry, outcome, exit_fp)
 

@@ -1,0 +1,161 @@
+"""Evidence about forbidden surfaces outside the database: files, environment, production sources.
+
+Files are hashed before the rehearsal and again after it; a file that appears, disappears or
+changes under a forbidden glob is TOUCHED. Environment variables named forbidden are removed
+from the environment of every subprocess rollproof starts (`child_environment`), and rollproof
+reads none of them, so each is reported `not-requested`. Registered production sources are
+never opened by rollproof except as the rehearsal's own source, which the isolation proof
+covers (opened read-only only, bytes unchanged); any other registered SQLite source is hashed
+before and after to show it was not touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from rollproof.errors import SourceError
+from rollproof.isolation import IsolationProof
+from rollproof.packet.redact import redact_dsn
+from rollproof.policy import Policy
+from rollproof.scope import ForbiddenStatus, ForbiddenSurface
+
+FileHashes = dict[str, dict[str, str]]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_forbidden_files(policy: Policy) -> FileHashes:
+    """pattern -> {relative path -> sha256} for every regular file each glob matches now."""
+    base = policy.directory
+    out: FileHashes = {}
+    for pattern in policy.forbidden_files:
+        matches: dict[str, str] = {}
+        for p in sorted(base.glob(pattern)):
+            if p.is_file() and not p.is_symlink():
+                matches[p.relative_to(base).as_posix()] = _sha256(p)
+        out[pattern] = matches
+    return out
+
+
+def file_statuses(before: FileHashes, after: FileHashes) -> list[ForbiddenSurface]:
+    out = []
+    for pattern in sorted(set(before) | set(after)):
+        b, a = before.get(pattern, {}), after.get(pattern, {})
+        changed = sorted(p for p in set(b) | set(a) if b.get(p) != a.get(p))
+        if changed:
+            what = ", ".join(
+                f"{p} ({'created' if p not in b else 'deleted' if p not in a else 'modified'})"
+                for p in changed
+            )
+            out.append(ForbiddenSurface("file", pattern, ForbiddenStatus.TOUCHED, what))
+        elif b:
+            out.append(
+                ForbiddenSurface(
+                    "file",
+                    pattern,
+                    ForbiddenStatus.UNTOUCHED,
+                    f"{len(b)} file(s), sha256 identical before and after",
+                )
+            )
+        else:
+            out.append(
+                ForbiddenSurface(
+                    "file", pattern, ForbiddenStatus.UNTOUCHED, "no file matches, before or after"
+                )
+            )
+    return out
+
+
+def env_statuses(policy: Policy) -> list[ForbiddenSurface]:
+    return [
+        ForbiddenSurface(
+            "env",
+            name,
+            ForbiddenStatus.NOT_REQUESTED,
+            ("set in this environment; " if name in os.environ else "not set; ")
+            + "rollproof reads no such variable and removes it from every subprocess it starts",
+        )
+        for name in policy.forbidden_env
+    ]
+
+
+def child_environment(policy: Policy, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a subprocess: the current one without any forbidden variable."""
+    env = dict(os.environ if base is None else base)
+    for name in policy.forbidden_env:
+        env.pop(name, None)
+    return env
+
+
+def _sqlite_path(dsn: str, base: Path) -> Path | None:
+    """The file a registered SQLite source names, relative paths taken from the policy's folder."""
+    from rollproof.engines.sqlite import parse_sqlite_dsn
+
+    if "://" in dsn and not dsn.startswith("sqlite:"):
+        return None
+    try:
+        return (base / parse_sqlite_dsn(dsn)).resolve()
+    except SourceError:
+        return None
+
+
+def hash_production_sources(policy: Policy) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for dsn in policy.production_sources:
+        path = _sqlite_path(dsn, policy.directory)
+        out[dsn] = _sha256(path) if path is not None and path.is_file() else None
+    return out
+
+
+def production_statuses(
+    policy: Policy,
+    before: Mapping[str, str | None],
+    after: Mapping[str, str | None],
+    rehearsal_source: Path | None,
+    isolation: IsolationProof,
+) -> list[ForbiddenSurface]:
+    out = []
+    opened = next((c for c in isolation.checks if c.name == "source-opened-read-only"), None)
+    for dsn in policy.production_sources:
+        path = _sqlite_path(dsn, policy.directory)
+        shown = redact_dsn(dsn)
+        if before.get(dsn) != after.get(dsn):
+            out.append(
+                ForbiddenSurface(
+                    "production-source",
+                    shown,
+                    ForbiddenStatus.TOUCHED,
+                    "bytes changed during the rehearsal",
+                )
+            )
+        elif path is not None and rehearsal_source is not None and path == rehearsal_source:
+            ro = opened is not None and opened.holds is True
+            out.append(
+                ForbiddenSurface(
+                    "production-source",
+                    shown,
+                    ForbiddenStatus.UNTOUCHED if ro else ForbiddenStatus.TOUCHED,
+                    (opened.evidence if opened else "no record of how it was opened")
+                    + "; sha256 identical before and after",
+                )
+            )
+        else:
+            out.append(
+                ForbiddenSurface(
+                    "production-source",
+                    shown,
+                    ForbiddenStatus.NOT_REQUESTED,
+                    "never opened by this rehearsal"
+                    + ("; sha256 identical before and after" if before.get(dsn) else ""),
+                )
+            )
+    return out
