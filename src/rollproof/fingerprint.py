@@ -45,6 +45,10 @@ class Fingerprint:
     digest: str = field(default="")
 
     def __post_init__(self) -> None:
+        # The structural digest must be the digest of the listed objects, or a tampered
+        # object digest in a stored fingerprint could hide a schema change.
+        if self.schema_structural != digest_json(dict(self.schema_objects)):
+            raise ValueError("schema digest does not match its objects")
         computed = whole_digest(self)
         if self.digest and self.digest != computed:
             raise ValueError("fingerprint digest does not match its components")

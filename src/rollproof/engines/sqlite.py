@@ -116,7 +116,7 @@ def fingerprint_file(path: Path) -> Fingerprint:
         try:
             return fingerprint_connection(conn)
         except sqlite3.DatabaseError as e:
-            raise SourceError(f"{path}: cannot read database: {e}") from e
+            raise SourceError(f"source {path}: cannot read database: {e}") from e
 
 
 def file_sha256(path: Path) -> str:
@@ -128,11 +128,16 @@ def file_sha256(path: Path) -> str:
 
 
 def source_bytes_digest(path: Path) -> dict[str, str]:
-    """sha256 of the database file and of any -wal or -journal file beside it."""
+    """sha256 of the database file and of any non-empty -wal or -journal file beside it.
+
+    An empty side file holds nothing committed: SQLite creates an empty -wal (and a -shm) when
+    any reader, read-only ones included, opens a WAL-mode database that had none, so absent
+    and empty are the same state here.
+    """
     out = {path.name: file_sha256(path)}
     for suffix in ("-wal", "-journal"):
         side = path.with_name(path.name + suffix)
-        if side.exists():
+        if side.exists() and side.stat().st_size > 0:
             out[side.name] = file_sha256(side)
     return out
 

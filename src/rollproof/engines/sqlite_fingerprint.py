@@ -19,9 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import islice
 
-from rollproof.canonical import ROW_CHUNK, canonical_json, digest_json, encode_rows, tagged
+from rollproof.canonical import (
+    ROW_CHUNK,
+    SqlValue,
+    canonical_json,
+    digest_json,
+    encode_rows,
+    tagged,
+)
 from rollproof.engines.sqlite_schema import (
     EXCLUDED_PREFIX,
     INTERNAL_TABLES,
@@ -70,15 +78,47 @@ def table_digest(conn: sqlite3.Connection, name: str) -> TableDigest:
             conn.text_factory = previous
 
 
+def _row_key(row: tuple[SqlValue, ...]) -> bytes:
+    return encode_rows([row])
+
+
+def _settle_ties(cur: sqlite3.Cursor) -> Iterator[tuple[SqlValue, ...]]:
+    """Rows in sorted-rows order with SQL ties put in a canonical order.
+
+    Sorting by every column orders distinct rows totally except for one case SQL cannot see:
+    -0.0 and 0.0 compare (and even print) equal in SQLite, yet are stored and encoded
+    differently, so their relative order would stay physical. Each run of adjacent rows that
+    Python finds equal (which includes every SQL tie) is therefore sorted by its encoding.
+    """
+    run: list[tuple[SqlValue, ...]] = []
+    while batch := cur.fetchmany(ROW_CHUNK):
+        for row in batch:
+            if run and row != run[0]:
+                if len(run) > 1:
+                    run.sort(key=_row_key)
+                yield from run
+                run = []
+            run.append(row)
+    if len(run) > 1:
+        run.sort(key=_row_key)
+    yield from run
+
+
 def _hash_rows(
     conn: sqlite3.Connection, name: str, query: str, header: bytes, order: str
 ) -> TableDigest:
     h = hashlib.sha256(header)
     count = 0
     cur = conn.execute(query)
-    while batch := cur.fetchmany(ROW_CHUNK):
-        h.update(encode_rows(batch))
-        count += len(batch)
+    if order == "primary-key":  # a key orders rows totally: hash the driver's batches directly
+        while batch := cur.fetchmany(ROW_CHUNK):
+            h.update(encode_rows(batch))
+            count += len(batch)
+    else:
+        rows = _settle_ties(cur)
+        while chunk := list(islice(rows, ROW_CHUNK)):
+            h.update(encode_rows(chunk))
+            count += len(chunk)
     return TableDigest(name=name, digest=tagged(h.hexdigest()), rows=count, order=order)
 
 

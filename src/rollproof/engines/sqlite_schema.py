@@ -147,8 +147,8 @@ def describe_table(
     for _cid, col, ctype, notnull, dflt, pk, hidden in _pragma(conn, "table_xinfo", name):
         columns.append(
             {
-                "name": col.lower(),
-                "type": " ".join(str(ctype).split()).upper(),
+                "name": col,  # as declared: a rename that only changes case is visible
+                "type": normalize_sql(str(ctype)) if ctype else "",
                 "notnull": bool(notnull),
                 "default": None if dflt is None else normalize_sql(str(dflt)),
                 "pk": pk,
@@ -216,15 +216,25 @@ def table_flags(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
 def primary_key(conn: sqlite3.Connection, name: str) -> list[str] | None:
     """Primary-key columns in key order, or None when rows cannot be ordered by a key alone.
 
-    A non-INTEGER primary key of an ordinary rowid table may hold several NULLs (a SQLite
-    quirk), so ties would leave row order physical; such tables use the sorted-rows order.
+    A primary key of an ordinary rowid table that is not the rowid itself may hold several
+    NULLs (a SQLite quirk), so ties would leave row order physical; unless its columns are NOT
+    NULL, such a table uses the sorted-rows order. `INTEGER PRIMARY KEY DESC` is not a rowid
+    alias either: SQLite gives it an automatic index, which is how it is told apart here.
     """
     info = _pragma(conn, "table_xinfo", name)
     pk = sorted((r[5], r[1], r[2], r[3]) for r in info if r[5] > 0)
     if not pk:
         return None
-    rowid_alias = len(pk) == 1 and str(pk[0][2]).strip().upper() == "INTEGER"
     flags = table_flags(conn).get(name, {})
+    has_pk_index = any(
+        origin == "pk" for _s, _n, _u, origin, _p in _pragma(conn, "index_list", name)
+    )
+    rowid_alias = (
+        len(pk) == 1
+        and str(pk[0][2]).strip().upper() == "INTEGER"
+        and not flags.get("wr")
+        and not has_pk_index
+    )
     if rowid_alias or flags.get("wr") or all(notnull for _k, _n, _t, notnull in pk):
         return [n for _k, n, _t, _nn in pk]
     return None
