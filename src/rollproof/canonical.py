@@ -5,22 +5,24 @@ Two encodings live here:
 * **Canonical JSON** (RFC 8785, via the `rfc8785` library) for every structured thing that is
   hashed: schema descriptions, fingerprint components, reports. Hashing `json.dumps` output
   would make a digest depend on key order and float formatting.
-* **Row encoding** for database values. A row is a tuple of SQL values; rows are grouped into
-  chunks of `ROW_CHUNK` in canonical order, and each chunk is encoded with the grammar below.
-  The grammar is exactly CPython's `marshal` format version 0 restricted to these types, so the
-  fast path is `marshal.dumps(chunk, 0)`; `encode_rows_reference` is an independent pure-Python
+* **Row encoding** for database values. A table's rows, in canonical order, are encoded one
+  after another with the grammar below: no chunk or batch header, so the bytes do not depend
+  on how rows were fetched. The grammar is exactly CPython's `marshal` format version 2 for
+  these types (a list's 5-byte header dropped), so the fast path is
+  `marshal.dumps(batch, 2)[5:]`; `encode_rows_reference` is an independent pure-Python
   encoder of the same grammar. At import the two are compared on known-answer vectors and the
   reference is used if they ever disagree, so a fingerprint taken with one Python matches one
-  taken with another.
+  taken with another. (Version 2 is the newest without object references and interning
+  flags, which would make the bytes depend on object identity.)
 
-Row-chunk grammar (all integers little-endian):
+Row grammar (all integers little-endian):
 
-    chunk   = "[" u32(len(rows)) row*
+    rows    = row*
     row     = "(" u32(len(values)) value*
     value   = "N"                                   NULL
             | "i" i32(v)                            integer in [-2**31, 2**31)
             | "l" i32(±ndigits) u16(digit)*         other integers, base 2**15, sign on count
-            | "f" u8(len(s)) s                      real, s = format(v, ".17g") in ASCII
+            | "g" f64(v)                            real, IEEE 754 binary64 (so -0.0 != 0.0)
             | "u" u32(len(b)) b                     text, b = UTF-8 (surrogatepass)
             | "s" u32(len(b)) b                     blob
 
@@ -40,7 +42,7 @@ from typing import Any
 import rfc8785
 
 ROW_CHUNK = 256
-"""Rows per encoded chunk; part of the fingerprint algorithm (changing it changes digests)."""
+"""Rows fetched per batch. Not part of the algorithm: the encoding has no batch header."""
 
 SqlValue = int | float | str | bytes | None
 
@@ -87,8 +89,7 @@ def _encode_value(v: SqlValue) -> bytes:
     if isinstance(v, int):
         return _encode_int(v)
     if isinstance(v, float):
-        text = format(v, ".17g").encode("ascii")
-        return b"f" + bytes([len(text)]) + text
+        return b"g" + struct.pack("<d", v)
     if isinstance(v, str):
         data = v.encode("utf-8", "surrogatepass")
         return b"u" + struct.pack("<I", len(data)) + data
@@ -98,8 +99,8 @@ def _encode_value(v: SqlValue) -> bytes:
 
 
 def encode_rows_reference(rows: Sequence[Sequence[SqlValue]]) -> bytes:
-    """Encode one chunk of rows with the grammar above, without `marshal`."""
-    out = [b"[" + struct.pack("<I", len(rows))]
+    """Encode rows with the grammar above, without `marshal`."""
+    out = []
     for row in rows:
         out.append(b"(" + struct.pack("<I", len(row)))
         out.extend(_encode_value(v) for v in row)
@@ -107,7 +108,9 @@ def encode_rows_reference(rows: Sequence[Sequence[SqlValue]]) -> bytes:
 
 
 def _encode_rows_marshal(rows: Sequence[Sequence[SqlValue]]) -> bytes:
-    return marshal.dumps(rows, 0)  # type: ignore[arg-type]  # SqlValue rows are marshallable
+    # A list of rows marshals as "[" u32(count) row*; the header is dropped so that the
+    # bytes of a table do not depend on how its rows were batched.
+    return marshal.dumps(list(rows), 2)[5:]
 
 
 # Known-answer vectors: the bytes are written out so that a change in either encoder (or in a
@@ -116,16 +119,18 @@ def _encode_rows_marshal(rows: Sequence[Sequence[SqlValue]]) -> bytes:
 KNOWN_ANSWERS: tuple[tuple[list[tuple[SqlValue, ...]], bytes], ...] = (
     (
         [(None, 1, 1.0, "1", b"1")],
-        b"[\x01\x00\x00\x00(\x05\x00\x00\x00Ni\x01\x00\x00\x00f\x011u\x01\x00\x00\x001s\x01\x00\x00\x001",
+        b"(\x05\x00\x00\x00Ni\x01\x00\x00\x00g\x00\x00\x00\x00\x00\x00\xf0?"
+        b"u\x01\x00\x00\x001s\x01\x00\x00\x001",
     ),
     (
         [(2**31, -(2**63))],
-        b"[\x01\x00\x00\x00(\x02\x00\x00\x00l\x03\x00\x00\x00\x00\x00\x00\x00\x02\x00"
+        b"(\x02\x00\x00\x00l\x03\x00\x00\x00\x00\x00\x00\x00\x02\x00"
         b"l\xfb\xff\xff\xff\x00\x00\x00\x00\x00\x00\x00\x00\x08\x00",
     ),
     (
-        [(0.1, -0.0, "\u00e9")],
-        b"[\x01\x00\x00\x00(\x03\x00\x00\x00f\x130.10000000000000001f\x02-0u\x02\x00\x00\x00\xc3\xa9",
+        [(0.1, -0.0, "\u00e9"), ()],
+        b"(\x03\x00\x00\x00g\x9a\x99\x99\x99\x99\x99\xb9?g\x00\x00\x00\x00\x00\x00\x00\x80"
+        b"u\x02\x00\x00\x00\xc3\xa9(\x00\x00\x00\x00",
     ),
 )
 

@@ -1,15 +1,16 @@
 """Fingerprint v1 of a SQLite database, streamed from one connection.
 
-Rows are read in a canonical order and hashed in fixed-size chunks (rollproof.canonical), so
-memory stays bounded by one chunk whatever the table's size:
+Rows are read in a canonical order, fetched in batches and hashed as one stream of encoded
+rows (rollproof.canonical), so memory stays bounded by one batch whatever the table's size:
 
 * a table whose key orders its rows totally (an INTEGER PRIMARY KEY, a WITHOUT ROWID table, or
   a primary key whose columns are all NOT NULL) is read in primary-key order;
-* any other table is read sorted by every column, each compared with BINARY collation and then
-  by its storage class, which is a total order on distinct rows, so the digest is that of the
-  sorted multiset of rows: independent of physical order, VACUUM and rowids, and as collision
-  resistant as SHA-256 (no additive or XOR combination). SQLite does the sort, spilling to
-  temporary files rather than memory for large tables.
+* any other table is read sorted by every column with BINARY collation, and each run of rows
+  SQL finds equal but that are encoded differently (1 and 1.0, -0.0 and 0.0) is put in the
+  order of the encodings. That is a total order on the multiset of rows, so the digest is
+  that of the sorted multiset: independent of physical order, VACUUM and rowids, and as
+  collision resistant as SHA-256 (no additive or XOR combination). SQLite does the sort,
+  spilling to temporary files rather than memory for large tables.
 
 The hidden rowid is never hashed (VACUUM may renumber it). `sqlite_sequence` is its own
 component; `sqlite_stat*` tables are statistics, excluded and named as excluded.
@@ -18,9 +19,9 @@ component; `sqlite_stat*` tables are statistics, excluded and named as excluded.
 from __future__ import annotations
 
 import hashlib
+import operator
 import sqlite3
-from collections.abc import Callable, Iterator
-from itertools import islice
+from collections.abc import Callable
 
 from rollproof.canonical import (
     ROW_CHUNK,
@@ -59,9 +60,8 @@ def table_digest(conn: sqlite3.Connection, name: str) -> TableDigest:
     if pk is not None:
         order_by, order = ", ".join(quote_ident(c) for c in pk), "primary-key"
     else:
-        order_by = ", ".join(
-            f"{quote_ident(c)} COLLATE BINARY, typeof({quote_ident(c)})" for c in cols
-        )
+        # Storage classes and ±0.0 are told apart afterwards, by _settle_ties.
+        order_by = ", ".join(f"{quote_ident(c)} COLLATE BINARY" for c in cols)
         order = "sorted-rows"
     query = f"SELECT {select} FROM main.{quote_ident(name)} ORDER BY {order_by}"
     header = canonical_json({"table": name, "columns": cols, "order": order})
@@ -82,26 +82,26 @@ def _row_key(row: tuple[SqlValue, ...]) -> bytes:
     return encode_rows([row])
 
 
-def _settle_ties(cur: sqlite3.Cursor) -> Iterator[tuple[SqlValue, ...]]:
-    """Rows in sorted-rows order with SQL ties put in a canonical order.
+def _settle_ties(rows: list[tuple[SqlValue, ...]]) -> list[tuple[SqlValue, ...]]:
+    """Put each run of adjacent equal rows in the order of their encodings.
 
-    Sorting by every column orders distinct rows totally except for one case SQL cannot see:
-    -0.0 and 0.0 compare (and even print) equal in SQLite, yet are stored and encoded
-    differently, so their relative order would stay physical. Each run of adjacent rows that
-    Python finds equal (which includes every SQL tie) is therefore sorted by its encoding.
+    Sorting by every column orders distinct rows totally except where SQL sees equal values
+    that are encoded differently: 1 and 1.0, and -0.0 and 0.0 (which SQLite even prints the
+    same). Such rows are equal to Python too and adjacent in SQL order, so sorting each run of
+    equal rows by its encoding makes the order canonical. Runs are rare (duplicate rows), and
+    the check for them runs in C.
     """
+    if not any(map(operator.eq, rows, rows[1:])):
+        return rows
+    out: list[tuple[SqlValue, ...]] = []
     run: list[tuple[SqlValue, ...]] = []
-    while batch := cur.fetchmany(ROW_CHUNK):
-        for row in batch:
-            if run and row != run[0]:
-                if len(run) > 1:
-                    run.sort(key=_row_key)
-                yield from run
-                run = []
-            run.append(row)
-    if len(run) > 1:
-        run.sort(key=_row_key)
-    yield from run
+    for row in rows:
+        if run and row != run[0]:
+            out.extend(sorted(run, key=_row_key) if len(run) > 1 else run)
+            run = []
+        run.append(row)
+    out.extend(sorted(run, key=_row_key) if len(run) > 1 else run)
+    return out
 
 
 def _hash_rows(
@@ -115,10 +115,20 @@ def _hash_rows(
             h.update(encode_rows(batch))
             count += len(batch)
     else:
-        rows = _settle_ties(cur)
-        while chunk := list(islice(rows, ROW_CHUNK)):
-            h.update(encode_rows(chunk))
-            count += len(chunk)
+        carry: list[tuple[SqlValue, ...]] = []
+        while batch := cur.fetchmany(ROW_CHUNK):
+            rows = carry + batch if carry else batch
+            # The trailing run may continue into the next batch: hold it back until it ends.
+            k = len(rows) - 1
+            while k > 0 and rows[k - 1] == rows[-1]:
+                k -= 1
+            ready, carry = rows[:k], rows[k:]
+            if ready:
+                h.update(encode_rows(_settle_ties(ready)))
+                count += len(ready)
+        if carry:
+            h.update(encode_rows(_settle_ties(carry)))
+            count += len(carry)
     return TableDigest(name=name, digest=tagged(h.hexdigest()), rows=count, order=order)
 
 
