@@ -4,6 +4,11 @@ The JSON form is what evidence is checked against; its JSON Schema ships in the 
 (`schemas/report-v1.schema.json`) and every report rollproof writes conforms to it. Full
 fingerprints are written beside the report as `fingerprints/<hex>.json`; the report refers to
 them by digest, so a leg's verdict can be recomputed from the files alone.
+
+A report is written as part of an evidence packet (`rollproof.packet.build`): `write_report`
+writes the whole packet. Every DSN goes through `rollproof.packet.redact.redact_dsn` on its way
+in, and the summary line and report.md's title come from the same functions the validator uses
+to check them (`rollproof.packet.recompute`).
 """
 
 from __future__ import annotations
@@ -12,14 +17,18 @@ import json
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollproof import __version__
 from rollproof.canonical import canonical_json
 from rollproof.fingerprint import Difference, Fingerprint
 from rollproof.model import Verdict
-from rollproof.packet.write import write_tree_atomically
+from rollproof.packet.recompute import markdown_title, summary_text
+from rollproof.packet.redact import redact_dsn
 from rollproof.rehearsal import LegResult, RehearsalResult
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SCHEMA_ID = "rollproof/report/v1"
 
@@ -43,11 +52,26 @@ def _leg_json(leg: LegResult) -> dict[str, Any]:
 
 
 def summary_line(result: RehearsalResult) -> str:
-    legs = ", ".join(f"{leg.name} {leg.verdict}" for leg in result.legs)
-    return f"{result.change.id}: {result.overall} ({legs}); isolation {result.isolation.verdict}"
+    return summary_text(
+        result.change.id,
+        str(result.overall),
+        [(str(leg.name), str(leg.verdict)) for leg in result.legs],
+        str(result.isolation.verdict),
+    )
 
 
-def report_json(result: RehearsalResult) -> dict[str, Any]:
+def source_json(result: RehearsalResult) -> dict[str, Any]:
+    """The source as evidence: secrets removed, fingerprint added."""
+    source = dict(result.source)
+    source["dsn"] = redact_dsn(str(source.get("dsn", "")))
+    return {**source, "fingerprint": result.source_fingerprint.digest}
+
+
+def report_json(result: RehearsalResult, *, validator_sha256: str | None = None) -> dict[str, Any]:
+    """report.json's content. `validator_sha256` defaults to the running validator's hash
+    (`rollproof validator-hash`); a test building a golden packet passes a fixed one."""
+    from rollproof.packet.pin import validator_sha256 as running_validator
+
     ch = result.change
     return {
         "schema": SCHEMA_ID,
@@ -64,7 +88,7 @@ def report_json(result: RehearsalResult) -> dict[str, Any]:
                 for name, s in (("apply", ch.apply), ("revert", ch.revert), ("verify", ch.verify))
             },
         },
-        "source": {**dict(result.source), "fingerprint": result.source_fingerprint.digest},
+        "source": source_json(result),
         "isolation": result.isolation.to_json(),
         "legs": [_leg_json(leg) for leg in result.legs],
         "overall": str(result.overall),
@@ -72,6 +96,8 @@ def report_json(result: RehearsalResult) -> dict[str, Any]:
         "excluded": sorted(result.source_fingerprint.excluded),
         "started_at": _iso(result.started_at),
         "finished_at": _iso(result.finished_at),
+        "surfaces": result.surfaces.to_json(),
+        "validator_sha256": validator_sha256 or running_validator(),
     }
 
 
@@ -98,10 +124,10 @@ def _explain(d: Difference) -> str:
 def report_markdown(result: RehearsalResult) -> str:
     ch = result.change
     lines = [
-        f"# Rehearsal of `{ch.id}`: {result.overall}",
+        markdown_title(ch.id, str(result.overall)),
         "",
         f"- change content id: `{ch.content_id}`",
-        f"- source: `{result.source.get('dsn')}`",
+        f"- source: `{redact_dsn(str(result.source.get('dsn', '')))}`",
         f"- source fingerprint: `{result.source_fingerprint.digest}`",
         f"- isolation: **{result.isolation.verdict}**",
         f"- rehearsed {_iso(result.started_at)} to {_iso(result.finished_at)}",
@@ -133,6 +159,19 @@ def report_markdown(result: RehearsalResult) -> str:
                 "",
             ]
             lines += [_explain(d) for d in leg.tolerated]
+    lines += ["", "## Surfaces", ""]
+    sf = result.surfaces
+    lines.append(f"- verdict: **{sf.verdict}**; scoping {sf.scoping.status}")
+    lines.append(f"- {sf.forbidden_line()}")
+    if sf.observed_undeclared:
+        lines.append("- changed but not declared: " + ", ".join(sf.observed_undeclared))
+    for e in sf.events:
+        lines.append(
+            f"- {e.decision}: {e.kind} {e.object} at {e.script} statement {e.statement}: "
+            f"{_md_escape(e.reason)}"
+        )
+    for f in sf.forbidden:
+        lines.append(f"- forbidden {f.kind} {f.name}: {f.status} ({_md_escape(f.evidence)})")
     lines += ["", "## Isolation proof", ""]
     for c in result.isolation.checks:
         lines.append(f"- {'PASS' if c.holds else 'FAIL'} {c.name}: {_md_escape(c.evidence)}")
@@ -200,21 +239,39 @@ def report_schema() -> dict[str, Any]:
     return schema
 
 
+def report_bytes(report: dict[str, Any]) -> bytes:
+    """report.json as written: sorted keys, two-space indent, UTF-8, one trailing newline.
+    NaN and Infinity are refused here rather than written (the validator would reject them)."""
+    body = json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return (body + "\n").encode("utf-8")
+
+
 def report_files(result: RehearsalResult) -> dict[str, bytes]:
-    """Every file a rehearsal's output directory holds, by relative path."""
-    body = json.dumps(report_json(result), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    return {
-        "report.json": body.encode("utf-8"),
-        "report.md": report_markdown(result).encode("utf-8"),
-        **fingerprint_files(result),
-    }
+    """Every file of the rehearsal's evidence packet, by relative path."""
+    from rollproof.packet.build import build_packet  # the packet builder imports this module
+
+    return build_packet(result)
 
 
 def default_out_dir(result: RehearsalResult, root: Path) -> Path:
+    """`root/<change-id>-<UTC stamp of the rehearsal's start>`."""
     stamp = result.started_at.strftime("%Y%m%dT%H%M%SZ")
     return root / f"{result.change.id}-{stamp}"
 
 
-def write_report(result: RehearsalResult, out: Path) -> Path:
-    """Write report.json, report.md and fingerprints/ into a new directory, atomically."""
-    return write_tree_atomically(out, report_files(result))
+def write_report(
+    result: RehearsalResult,
+    out: Path,
+    *,
+    invocation: list[str] | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
+) -> Path:
+    """Write the rehearsal's whole evidence packet into the new directory `out`, atomically.
+
+    `invocation` is the command line that ran the rehearsal (recorded with secrets removed);
+    without it, the equivalent `rollproof rehearse` command is recorded. `signing_key` adds a
+    signed attestation.
+    """
+    from rollproof.packet.build import write_packet  # the packet builder imports this module
+
+    return write_packet(result, out, invocation=invocation, signing_key=signing_key)
