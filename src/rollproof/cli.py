@@ -21,6 +21,7 @@ from rich.table import Table
 
 from rollproof import __version__
 from rollproof.errors import ExitCode, RollproofError
+from rollproof.packet.redact import scrub, secrets_in
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -88,7 +89,7 @@ def cli(debug: bool) -> None:
     "--out",
     type=click.Path(path_type=Path),
     default=None,
-    help="Output directory (new or empty). Default: .rollproof/packets/<change>-<utc stamp>.",
+    help="Packet directory (new or empty). Default: .rollproof/packets/<change>-<utc stamp>.",
 )
 @click.option(
     "--legs",
@@ -105,6 +106,26 @@ def cli(debug: bool) -> None:
     help="Where to make the private clone directory (default: the system temp dir).",
 )
 @click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Policy file (default: ./rollproof.toml if it exists).",
+)
+@click.option(
+    "--allow-undeclared",
+    is_flag=True,
+    help="Rehearse even though the change touches undeclared objects (recorded in the report).",
+)
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="KEY",
+    help="Sign the packet with this Ed25519 private key (from `rollproof key generate`).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table."
 )
 def rehearse(
@@ -114,15 +135,28 @@ def rehearse(
     legs: tuple[str, ...],
     keep_clone: bool,
     workdir: Path | None,
+    policy_path: Path | None,
+    allow_undeclared: bool,
+    sign_key: Path | None,
     as_json: bool,
 ) -> None:
-    """Rehearse CHANGE (a directory with change.toml) on an isolated clone of --source."""
+    """Rehearse CHANGE (a directory with change.toml) on an isolated clone of --source and
+    write its evidence packet."""
     from rollproof.change import load_change
+    from rollproof.packet.build import check_change_paths
+    from rollproof.packet.keys import load_private_key
+    from rollproof.policy import POLICY_FILE, load_policy
     from rollproof.rehearsal import parse_legs
     from rollproof.rehearsal import rehearse as run
     from rollproof.report import default_out_dir, report_json, write_report
 
     loaded = load_change(change)
+    check_change_paths(loaded)
+    key = None if sign_key is None else load_private_key(sign_key)
+    # An absolute policy path, so the packet's commands.sh finds it from any directory.
+    if policy_path is None and Path(POLICY_FILE).is_file():
+        policy_path = Path(POLICY_FILE)
+    policy = load_policy(None if policy_path is None else policy_path.absolute())
     with _progress() as say:
         result = run(
             loaded,
@@ -131,15 +165,195 @@ def rehearse(
             workdir=workdir,
             keep_clone=keep_clone,
             progress=say,
+            policy=policy,
+            allow_undeclared=allow_undeclared,
         )
-    out_dir = write_report(result, out or default_out_dir(result, Path(".rollproof/packets")))
+    out_dir = write_report(
+        result,
+        out or default_out_dir(result, Path(".rollproof/packets")),
+        invocation=["rollproof", *click.get_current_context().find_root().obj["argv"]],
+        signing_key=key,
+    )
     if as_json:
         _out.print_json(json.dumps(report_json(result)))
     else:
         _render_result(result, out_dir)
+        _out.print(f"packet: {out_dir} (tree {(out_dir / 'TREE_HASH').read_text().strip()})")
+        if key is not None:
+            _out.print(f"signed: {out_dir / 'attestation.dsse.json'}")
         if result.clone_kept:
             _out.print(f"clone kept: {result.clone_kept}")
     raise SystemExit(int(result.exit_code))
+
+
+@cli.command()
+@click.argument("packet", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--expect-validator",
+    metavar="SHA256",
+    default=None,
+    help="Refuse to give any verdict (exit 3) unless the running validator's hash "
+    "(`rollproof validator-hash`) is this one.",
+)
+@click.option(
+    "--require-signature",
+    is_flag=True,
+    help="Reject a packet without a valid attestation signed by a --trusted-key.",
+)
+@click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="PUB",
+    help="An Ed25519 public key (PEM) whose signature is trusted; may be repeated.",
+)
+@click.option("--verdicts", is_flag=True, help="On success, print the verified verdicts only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--selftest", is_flag=True, help="Run the built-in good and bad packet corpus.")
+def validate(
+    packet: Path | None,
+    expect_validator: str | None,
+    require_signature: bool,
+    trusted_keys: tuple[Path, ...],
+    verdicts: bool,
+    as_json: bool,
+    selftest: bool,
+) -> None:
+    """Check the evidence packet PACKET byte for byte; fail closed on anything wrong.
+
+    Exit 0 valid, 1 invalid evidence, 2 unusable input, 3 validator pin mismatch.
+    """
+    from rollproof.packet.keys import load_public_key
+    from rollproof.packet.reader import check_packet, check_validator_pin
+    from rollproof.packet.scripts import verdict_lines
+
+    if selftest:
+        if packet is not None:
+            raise click.UsageError("--selftest takes no PACKET")
+        check_validator_pin(expect_validator)
+        _selftest()
+        return
+    if packet is None:
+        raise click.UsageError("missing argument PACKET (or give --selftest)")
+    report = check_packet(
+        packet,
+        trusted_keys=[load_public_key(k) for k in trusted_keys],
+        require_signature=require_signature,
+        expect_validator=expect_validator,
+    )
+    if as_json:
+        body = {
+            "packet": str(packet),
+            "valid": report.ok,
+            "findings": [f.to_json() for f in report.findings],
+            "stages_passed": [str(s) for s in report.stages_passed],
+        }
+        _out.print(json.dumps(body, indent=2), markup=False, highlight=False)
+    elif report.packet is not None:
+        v = report.packet
+        if verdicts:
+            for line in verdict_lines(v.report, v.exit_code):
+                _out.print(line, markup=False)
+        else:
+            signed = f"; signed by {', '.join(k[:16] for k in v.signed_by)}" if v.signed_by else ""
+            _out.print(
+                f"VALID {packet}: {v.change_id} overall {v.overall}, exit code {v.exit_code}; "
+                f"tree {v.tree_hash}{signed}",
+                markup=False,
+            )
+    else:
+        for finding in report.findings:
+            _out.print(f"INVALID {finding}", markup=False)
+        _out.print(f"packet {packet} is not valid evidence", markup=False)
+    raise SystemExit(0 if report.ok else int(ExitCode.CHECK_FAILED))
+
+
+def _selftest() -> None:
+    import tempfile
+
+    from rollproof.packet.selftest import run_selftest
+
+    with tempfile.TemporaryDirectory(prefix="rollproof-selftest-") as tmp:
+        results = run_selftest(Path(tmp))
+    for r in results:
+        mark = "ok  " if r.ok else "FAIL"
+        _out.print(f"{mark} {r.name}: expected {r.expected}, got {r.got}", markup=False)
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        _out.print(f"selftest FAILED: {', '.join(failed)}", markup=False)
+        raise SystemExit(int(ExitCode.CHECK_FAILED))
+    _out.print(f"selftest passed: {len(results)} cases", markup=False)
+
+
+@cli.command("validator-hash")
+@click.option("--files", is_flag=True, help="List each validator file and its sha256.")
+def validator_hash(files: bool) -> None:
+    """Print the sha256 of the running validator's own source files."""
+    from rollproof.packet.pin import validator_listing, validator_sha256
+
+    if files:
+        _out.print(validator_listing(), end="", markup=False)
+        return
+    _out.print(validator_sha256(), markup=False)
+
+
+@cli.command()
+@click.argument("packet", type=click.Path(path_type=Path))
+@click.option(
+    "--source", metavar="DSN", default=None, help="Use this source instead of the recorded one."
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to make the private clone directory (default: the system temp dir).",
+)
+def rerun(packet: Path, source: str | None, workdir: Path | None) -> None:
+    """Re-run PACKET's rehearsal from its change/ copy and compare every fingerprint.
+
+    Prints PASS/MATCH (exit 0), or each fingerprint that differs and whether the source
+    drifted or the change is non-deterministic (exit 1).
+    """
+    from rollproof.packet.rerun import RerunOutcome, rerun_packet
+
+    with _progress() as say:
+        result = rerun_packet(packet, source=source, workdir=workdir, progress=say)
+    _out.print(
+        f"rerun of {result.change_id} against {result.source}: "
+        f"{result.compared} fingerprint points compared",
+        markup=False,
+    )
+    for m in result.mismatches:
+        _out.print(f"MISMATCH {m}", markup=False)
+    if result.outcome is RerunOutcome.MATCH:
+        _out.print(f"PASS/MATCH: {result.explanation()}", markup=False)
+    else:
+        _out.print(f"FAIL/MISMATCH: {result.explanation()}", markup=False)
+    raise SystemExit(int(result.exit_code))
+
+
+@cli.group()
+def key() -> None:
+    """Ed25519 keys for signing evidence packets."""
+
+
+@key.command("generate")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory for rollproof-ed25519.key (mode 0600) and rollproof-ed25519.pub.",
+)
+def key_generate(out_dir: Path) -> None:
+    """Make a new Ed25519 key pair. The private key is written, never printed."""
+    from rollproof.packet.keys import generate_key
+
+    made = generate_key(out_dir)
+    _out.print(f"private key: {made.private_path} (mode 0600; keep it secret)", markup=False)
+    _out.print(f"public key:  {made.public_path}", markup=False)
+    _out.print(f"key id:      {made.keyid}", markup=False)
 
 
 @cli.command()
@@ -193,34 +407,42 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this directly)."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    # A password given in a DSN is scrubbed from every error line, even one a lower layer
+    # built by echoing its input.
+    secrets = secrets_in(args)
     try:
-        rv = cli.main(args=args, prog_name="rollproof", standalone_mode=False)
+        rv = cli.main(
+            args=args, prog_name="rollproof", standalone_mode=False, obj={"argv": list(args)}
+        )
         return int(rv or 0)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else int(ExitCode.INTERNAL)
     except click.exceptions.NoArgsIsHelpError as e:
-        _err.print(e.format_message(), markup=False)
+        _err.print(scrub(e.format_message(), secrets), markup=False)
         return int(ExitCode.USAGE)
     except click.ClickException as e:
-        _err.print(f"rollproof: error: {e.format_message()}", markup=False)
+        _err.print(scrub(f"rollproof: error: {e.format_message()}", secrets), markup=False)
         return int(ExitCode.USAGE)
     except click.exceptions.Abort:
         _err.print("rollproof: interrupted", markup=False)
         return 130
     except RollproofError as e:
         if debug:
-            traceback.print_exc()
-        _err.print(f"rollproof: {e}", markup=False)
+            _err.print(scrub(traceback.format_exc(), secrets), markup=False, end="")
+        _err.print(scrub(f"rollproof: {e}", secrets), markup=False)
         return int(e.exit_code)
     except KeyboardInterrupt:
         _err.print("rollproof: interrupted", markup=False)
         return 130
     except Exception as e:
         if debug:
-            traceback.print_exc()
+            _err.print(scrub(traceback.format_exc(), secrets), markup=False, end="")
         _err.print(
-            f"rollproof: internal error ({type(e).__name__}: {e}); "
-            "please report it; rerun with --debug for a traceback",
+            scrub(
+                f"rollproof: internal error ({type(e).__name__}: {e}); "
+                "please report it; rerun with --debug for a traceback",
+                secrets,
+            ),
             markup=False,
         )
         return int(ExitCode.INTERNAL)
