@@ -112,6 +112,25 @@ def fingerprint_from_json(data: Mapping[str, Any]) -> Fingerprint:
 
 
 @dataclass(frozen=True, slots=True)
+class Reuse:
+    """Table digests an after-fingerprint may take from an earlier one instead of re-reading.
+
+    Soundness (the SQLite engine's argument; an engine may ignore a Reuse and read everything):
+    `written` holds every object the engine saw a change script write, create, alter or drop.
+    SQLite's authorizer is asked at prepare time about every table a statement
+    can write, including writes made by triggers and by foreign-key actions (an
+    over-approximation: a trigger that never fires is still counted), and a script that turns
+    on `writable_schema` (the one way to change a table behind the authorizer's back) makes
+    the engine pass no Reuse at all. A table is reused only when it is not in `written` and its
+    structural schema description is unchanged, so its rows cannot differ from `base`'s. The
+    schema and the sequences are always read afresh.
+    """
+
+    base: Fingerprint
+    written: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Difference:
     """One component that differs between two fingerprints."""
 

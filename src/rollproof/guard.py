@@ -75,6 +75,12 @@ class SurfaceGuard:
         self.forbidden = tuple(forbidden)
         self.read_mode = read_mode
         self.events: list[GuardEvent] = []
+        self.written: dict[str, set[str]] = {}
+        """Every object each script role was seen writing, creating, altering or dropping,
+        allowed or not: what an after-fingerprint must re-read (see sqlite_fingerprint.Reuse)."""
+        self.opaque: set[str] = set()
+        """Script roles that changed the database in a way the engine cannot attribute to
+        objects (e.g. `PRAGMA writable_schema`): their after-fingerprints are taken in full."""
         self._script = ""
         self._statement = 0
 
@@ -89,9 +95,20 @@ class SurfaceGuard:
         if event not in self.events:
             self.events.append(event)
 
+    def mark_opaque(self) -> None:
+        self.opaque.add(self._script)
+
+    def written_by(self, *roles: str) -> frozenset[str] | None:
+        """Objects the roles wrote, or None when any of them was opaque."""
+        if any(r in self.opaque for r in roles):
+            return None
+        return frozenset().union(*(self.written.get(r, set()) for r in roles))
+
     def check(self, kind: AccessKind, obj: str, via: str | None = None) -> str | None:
         """None to allow; otherwise the reason the access is denied."""
         name = obj.lower()
+        if kind is not AccessKind.READ:
+            self.written.setdefault(self._script, set()).add(name)
         if matches_any(name, self.forbidden):
             reason = f"{kind.lower()} of forbidden object {name}"
             self._record(kind, name, via, Decision.DENIED, reason)

@@ -24,8 +24,8 @@ from typing import Any
 
 from rollproof.change import Change
 from rollproof.engines.base import EngineSession, Progress, ScriptOutcome
-from rollproof.errors import ExitCode, ScopeNotReadyError, SourceError, UsageError
-from rollproof.fingerprint import Difference, Fingerprint
+from rollproof.errors import ExitCode, ScopeNotReadyError, UsageError
+from rollproof.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.forbidden import (
     env_statuses,
     file_statuses,
@@ -113,24 +113,71 @@ def parse_legs(names: Sequence[str] | None) -> tuple[LegName, ...]:
     return tuple(leg for leg in LegName if leg in chosen)
 
 
+def is_postgres_dsn(dsn: str) -> bool:
+    return dsn.startswith(("postgres://", "postgresql://"))
+
+
+def dialect_for(dsn: str) -> str:
+    """The SQL dialect a source's change scripts are read in (static scope, lint)."""
+    return "postgres" if is_postgres_dsn(dsn) else "sqlite"
+
+
 def open_session(
-    dsn: str, *, workdir: Path | None, progress: Progress, guard: SurfaceGuard | None = None
+    dsn: str,
+    *,
+    workdir: Path | None,
+    progress: Progress,
+    guard: SurfaceGuard | None = None,
+    scratch: str | None = None,
 ) -> EngineSession:
-    """Pick the engine for a DSN. Engines are the only modules that know a dialect."""
-    if dsn.startswith(("postgres://", "postgresql://")):
-        raise SourceError(
-            f"source {dsn.split('://')[0]}://…: the PostgreSQL engine is not built yet"
+    """Pick the engine for a DSN. Engines are the only modules that know a dialect.
+
+    `scratch` names where a PostgreSQL source is cloned: a server DSN, or "ephemeral" (the
+    default) for a private cluster rollproof starts; a SQLite source takes no scratch server.
+    """
+    if is_postgres_dsn(dsn):
+        from rollproof.engines.postgres import PostgresSession
+
+        return PostgresSession(
+            dsn,
+            scratch=scratch or "ephemeral",
+            workdir=workdir,
+            progress=progress,
+            guard=guard,
         )
+    if scratch is not None:
+        raise UsageError("a scratch server applies only to a PostgreSQL source")
     from rollproof.engines.sqlite import SqliteSession
 
     return SqliteSession(dsn, workdir=workdir, progress=progress, guard=guard)
 
 
 class _LegRunner:
-    def __init__(self, session: EngineSession, change: Change, before: Fingerprint) -> None:
+    def __init__(
+        self,
+        session: EngineSession,
+        change: Change,
+        before: Fingerprint,
+        guard: SurfaceGuard,
+        *,
+        full_fingerprints: bool,
+    ) -> None:
         self.s = session
         self.change = change
         self.before = before
+        self.guard = guard
+        self.full = full_fingerprints
+
+    def reuse(self, *roles: str) -> Reuse | None:
+        """What an after-fingerprint may take from `before`: everything the roles did not write.
+
+        The write sets come from the engine's run-time record (see fingerprint.Reuse for why
+        that is sound), so a leg's after-fingerprints cost what the change touched.
+        """
+        if self.full:
+            return None
+        written = self.guard.written_by(*roles)
+        return None if written is None else Reuse(self.before, written)
 
     def judge(
         self,
@@ -216,7 +263,7 @@ class _LegRunner:
         out = self.s.run_script("apply", self.change.apply, self.change.connection)
         statements["apply"] = out.statements_run
         if out.ok:
-            points[Point.AFTER_APPLY] = self.s.fingerprint_clone()
+            points[Point.AFTER_APPLY] = self.s.fingerprint_clone(self.reuse("apply"))
         return out
 
     def read_only(self) -> LegResult:
@@ -228,7 +275,7 @@ class _LegRunner:
         out = self.apply_committed(scratch, statements)
         if not out.ok:
             return self.failed(leg, "apply", out, {}, statements)
-        ro = self.s.run_read_only(self.change.verify)
+        ro = self.s.run_read_only(self.change.verify, self.reuse("apply"))
         points = {Point.ENTRY: ro.entry, Point.EXIT: ro.exit}
         if ro.script is not None:
             statements["verify"] = ro.script.statements_run
@@ -240,12 +287,14 @@ class _LegRunner:
         leg = LegName.TRANSACTION
         self.s.fresh_clone()
         points: dict[Point, Fingerprint] = {Point.BEFORE: self.before}
-        t = self.s.run_in_transaction(self.change.apply, self.change.connection)
+        t = self.s.run_in_transaction(
+            self.change.apply, self.change.connection, None if self.full else self.before
+        )
         statements = {"apply": t.script.statements_run}
         if not t.script.ok or t.after_apply is None:
             return self.failed(leg, "apply", t.script, points, statements)
         points[Point.AFTER_APPLY] = t.after_apply
-        points[Point.AFTER_ROLLBACK] = self.s.fingerprint_clone()
+        points[Point.AFTER_ROLLBACK] = self.s.fingerprint_clone(self.reuse("apply"))
         return self.judge(leg, points, statements, t.script.settings)
 
     def revert(self) -> LegResult:
@@ -259,7 +308,7 @@ class _LegRunner:
         statements["revert"] = rv.statements_run
         if not rv.ok:
             return self.failed(leg, "revert", rv, points, statements)
-        points[Point.AFTER_REVERT] = self.s.fingerprint_clone()
+        points[Point.AFTER_REVERT] = self.s.fingerprint_clone(self.reuse("apply", "revert"))
         return self.judge(leg, points, statements, out.settings)
 
     def restore(self) -> LegResult:
@@ -270,7 +319,7 @@ class _LegRunner:
         if not out.ok:
             return self.failed(leg, "apply", out, points, statements)
         self.s.restore_clone()
-        points[Point.AFTER_RESTORE] = self.s.fingerprint_clone()
+        points[Point.AFTER_RESTORE] = self.s.fingerprint_clone(self.reuse("apply"))
         return self.judge(leg, points, statements, out.settings)
 
     def reapply(self) -> LegResult:
@@ -284,12 +333,14 @@ class _LegRunner:
         statements["revert"] = rv.statements_run
         if not rv.ok:
             return self.failed(leg, "revert", rv, points, statements)
-        points[Point.AFTER_REVERT] = self.s.fingerprint_clone()
+        points[Point.AFTER_REVERT] = self.s.fingerprint_clone(self.reuse("apply", "revert"))
         again = self.s.run_script("reapply", self.change.apply, self.change.connection)
         statements["reapply"] = again.statements_run
         if not again.ok:
             return self.failed(leg, "reapply", again, points, statements)
-        points[Point.AFTER_REAPPLY] = self.s.fingerprint_clone()
+        points[Point.AFTER_REAPPLY] = self.s.fingerprint_clone(
+            self.reuse("apply", "revert", "reapply")
+        )
         return self.judge(leg, points, statements, out.settings, explain_last=False)
 
 
@@ -304,15 +355,18 @@ def rehearse(
     clock: Clock = utc_now,
     policy: Policy = EMPTY_POLICY,
     allow_undeclared: bool = False,
+    scratch: str | None = None,
+    full_fingerprints: bool = False,
 ) -> RehearsalResult:
     """Rehearse `change` against a clone of `source` and return every leg's proof.
 
     Raises ScopeNotReadyError before anything is cloned when the change touches undeclared
     objects (unless `allow_undeclared`), and IsolationError when the clone cannot be isolated.
+    `scratch` is where a PostgreSQL source is cloned (see `open_session`).
     """
     say = progress or (lambda _msg: None)
     started = clock()
-    scoping = check_scoping(change)
+    scoping = check_scoping(change, dialect=dialect_for(source))
     if scoping.status is not ScopingStatus.READY and not allow_undeclared:
         raise ScopeNotReadyError(str(scoping.status), scoping.problems())
     files_before = hash_forbidden_files(policy)
@@ -323,11 +377,11 @@ def rehearse(
         forbidden=policy.forbidden_objects,
         read_mode=policy.undeclared_reads,
     )
-    session = open_session(source, workdir=workdir, progress=say, guard=guard)
+    session = open_session(source, workdir=workdir, progress=say, guard=guard, scratch=scratch)
     kept: Path | None = None
     try:
         before = session.snapshot_fingerprint()
-        runner = _LegRunner(session, change, before)
+        runner = _LegRunner(session, change, before, guard, full_fingerprints=full_fingerprints)
         steps = {
             LegName.READ_ONLY: runner.read_only,
             LegName.TRANSACTION: runner.transaction,

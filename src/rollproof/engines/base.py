@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rollproof.change import Script
-from rollproof.fingerprint import Difference, Fingerprint
+from rollproof.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.isolation import IsolationProof
 
 Progress = Callable[[str], None]
@@ -78,17 +78,22 @@ class EngineSession(Protocol):
 
     def fresh_clone(self) -> None: ...
 
-    def fingerprint_clone(self) -> Fingerprint: ...
+    def fingerprint_clone(self, reuse: Reuse | None = None) -> Fingerprint:
+        """Fingerprint the clone; an engine may take unwritten tables' digests from `reuse`
+        (a hint it is free to ignore, at the cost of a full fingerprint)."""
+        ...
 
     def run_script(self, role: str, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
         """Run `script` (its `role`: apply, revert) on a new connection, committing as it goes."""
         ...
 
     def run_in_transaction(
-        self, script: Script, settings: Mapping[str, bool]
+        self, script: Script, settings: Mapping[str, bool], reuse_from: Fingerprint | None = None
     ) -> TransactionOutcome: ...
 
-    def run_read_only(self, script: Script | None) -> ReadOnlyOutcome: ...
+    def run_read_only(
+        self, script: Script | None, entry_reuse: Reuse | None = None
+    ) -> ReadOnlyOutcome: ...
 
     def restore_clone(self) -> None: ...
 

@@ -40,7 +40,7 @@ from rollproof.engines.base import Progress, ReadOnlyOutcome, ScriptOutcome, Tra
 from rollproof.engines.sqlite_explain import explain_differences
 from rollproof.engines.sqlite_fingerprint import ENGINE, fingerprint_connection
 from rollproof.errors import EnvironmentProblemError, IsolationError, SourceError
-from rollproof.fingerprint import Difference, Fingerprint
+from rollproof.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.guard import SurfaceGuard
 from rollproof.isolation import IsolationCheck, IsolationProof
 from rollproof.sqltext import split_sqlite, without_leading_comments
@@ -205,6 +205,9 @@ def authorizer_for(guard: SurfaceGuard | None) -> Authorizer:
             return sqlite3.SQLITE_DENY
         if guard is None or db == "temp":
             return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA and (a1 or "").lower() == "writable_schema":
+            guard.mark_opaque()  # schema edits behind the authorizer: no incremental fingerprint
+            return sqlite3.SQLITE_OK
         if action in _WRITES:
             kind, obj = AccessKind.WRITE, a1
         elif action == sqlite3.SQLITE_READ:
@@ -297,7 +300,9 @@ class SqliteSession:
         if self._snapshot_fp is None:
             self._progress("fingerprinting the snapshot")
             with contextlib.closing(connect_read_only(self.snapshot)) as conn:
-                self._snapshot_fp = fingerprint_connection(conn, self._progress)
+                self._snapshot_fp = fingerprint_connection(
+                    conn, self._progress, parallel_path=self.snapshot
+                )
         return self._snapshot_fp
 
     def describe_source(self) -> dict[str, Any]:
@@ -406,9 +411,9 @@ class SqliteSession:
         ):
             src.backup(dst)
 
-    def fingerprint_clone(self) -> Fingerprint:
+    def fingerprint_clone(self, reuse: Reuse | None = None) -> Fingerprint:
         with contextlib.closing(connect_read_only(self.clone)) as conn:
-            return fingerprint_connection(conn)
+            return fingerprint_connection(conn, reuse=reuse, parallel_path=self.clone)
 
     # -- scripts --------------------------------------------------------------------------------
 
@@ -480,23 +485,25 @@ class SqliteSession:
             )
 
     def run_in_transaction(
-        self, script: Script, settings: Mapping[str, bool]
+        self, script: Script, settings: Mapping[str, bool], reuse_from: Fingerprint | None = None
     ) -> TransactionOutcome:
         with self._clone_connection(settings) as (conn, applied):
             conn.execute("BEGIN")
             outcome = self._execute(conn, "apply", split_sqlite(script.text), in_txn=True)
             after: Fingerprint | None = None
-            if outcome.ok:
-                if not conn.in_transaction:
-                    outcome = ScriptOutcome(
-                        outcome.statements_run,
-                        not_applicable=("the transaction ended while the script ran"),
-                    )
-                else:
-                    conn.set_authorizer(
-                        None
-                    )  # the fingerprint is rollproof's read, not the change's
-                    after = fingerprint_connection(conn)
+            if outcome.ok and not conn.in_transaction:
+                outcome = ScriptOutcome(
+                    outcome.statements_run,
+                    not_applicable="the transaction ended while the script ran",
+                )
+            elif outcome.ok:
+                # The fingerprint is rollproof's own read, not the change's: no authorizer.
+                conn.set_authorizer(None)
+                written = None if self.guard is None else self.guard.written_by("apply")
+                reuse = (
+                    None if reuse_from is None or written is None else Reuse(reuse_from, written)
+                )
+                after = fingerprint_connection(conn, reuse=reuse)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             return TransactionOutcome(
@@ -506,9 +513,11 @@ class SqliteSession:
                 after,
             )
 
-    def run_read_only(self, script: Script | None) -> ReadOnlyOutcome:
+    def run_read_only(
+        self, script: Script | None, entry_reuse: Reuse | None = None
+    ) -> ReadOnlyOutcome:
         with contextlib.closing(connect_read_only(self.clone)) as conn:
-            entry = fingerprint_connection(conn)
+            entry = fingerprint_connection(conn, reuse=entry_reuse, parallel_path=self.clone)
             outcome: ScriptOutcome | None = None
             if script is not None:
                 conn.set_authorizer(authorizer_for(self.guard))
@@ -516,7 +525,11 @@ class SqliteSession:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 conn.set_authorizer(None)
-            exit_fp = fingerprint_connection(conn)
+            # The connection is read-only (mode=ro, query_only), so verify wrote nothing, and
+            # whatever it tried to write is in the guard's record for "verify".
+            written = None if self.guard is None else self.guard.written_by("verify")
+            exit_reuse = None if written is None else Reuse(entry, written)
+            exit_fp = fingerprint_connection(conn, reuse=exit_reuse, parallel_path=self.clone)
         return ReadOnlyOutcome(entry, outcome, exit_fp)
 
     def explain(self, differences: Sequence[Difference]) -> list[Difference]:

@@ -19,9 +19,14 @@ component; `sqlite_stat*` tables are statistics, excluded and named as excluded.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import operator
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from rollproof.canonical import (
     ROW_CHUNK,
@@ -42,9 +47,43 @@ from rollproof.engines.sqlite_schema import (
     quote_ident,
     table_flags,
 )
-from rollproof.fingerprint import Fingerprint, TableDigest
+from rollproof.fingerprint import Fingerprint, Reuse, TableDigest
 
 ENGINE = "sqlite"
+PARALLEL_MIN_BYTES = 64 << 20
+"""Below this size a database is fingerprinted in one process: starting workers costs more."""
+
+
+def _worker_count(path: Path | None, tables: list[str]) -> int:
+    if path is None or len(tables) < 2:
+        return 1
+    try:
+        if path.stat().st_size < PARALLEL_MIN_BYTES:
+            return 1
+    except OSError:
+        return 1
+    return min(len(tables), os.cpu_count() or 1)
+
+
+def _digest_in_worker(path: str, name: str) -> TableDigest:
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        return table_digest(conn, name)
+    finally:
+        conn.close()
+
+
+def _parallel_digests(path: Path, names: list[str], workers: int) -> dict[str, TableDigest]:
+    # Tables are independent, so each is read by one worker on its own read-only connection.
+    # fork is used where it exists: the workers need no re-import, and they never touch the
+    # parent's connections.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {name: pool.submit(_digest_in_worker, str(path), name) for name in names}
+        return {name: f.result() for name, f in futures.items()}
 
 
 def _lenient_text(data: bytes) -> str:
@@ -133,11 +172,18 @@ def _hash_rows(
 
 
 def fingerprint_connection(
-    conn: sqlite3.Connection, progress: Callable[[str], None] | None = None
+    conn: sqlite3.Connection,
+    progress: Callable[[str], None] | None = None,
+    *,
+    reuse: Reuse | None = None,
+    parallel_path: Path | None = None,
 ) -> Fingerprint:
     """Fingerprint the `main` database of an open connection (it may be inside a transaction).
 
-    `progress`, when given, hears which table is being read, for long fingerprints.
+    `progress`, when given, hears which table is being read, for long fingerprints. `reuse`
+    takes unwritten tables' digests from an earlier fingerprint (see Reuse). `parallel_path`
+    names the committed database file the connection reads, so that large tables may be read
+    by worker processes on their own read-only connections.
     """
     schema_rows = conn.execute(
         "SELECT type, name, tbl_name, sql FROM main.sqlite_schema ORDER BY type, name"
@@ -172,11 +218,29 @@ def fingerprint_connection(
                 {"type": kind, "table": tbl_name.lower(), "sql": normalize_sql(sql)}
             )
 
-    tables = {}
-    for i, name in enumerate(content_tables, 1):
+    tables: dict[str, TableDigest] = {}
+    to_read: list[str] = []
+    for name in content_tables:
+        if (
+            reuse is not None
+            and name.lower() not in reuse.written
+            and name in reuse.base.tables
+            and objects[f"table:{name}"] == reuse.base.schema_objects.get(f"table:{name}")
+        ):
+            tables[name] = reuse.base.tables[name]
+        else:
+            to_read.append(name)
+    workers = _worker_count(parallel_path, to_read)
+    if workers > 1 and parallel_path is not None:
         if progress is not None:
-            progress(f"fingerprinting table {name} ({i}/{len(content_tables)})")
-        tables[name] = table_digest(conn, name)
+            progress(f"fingerprinting {len(to_read)} tables on {workers} processes")
+        tables.update(_parallel_digests(parallel_path, to_read, workers))
+    else:
+        for i, name in enumerate(to_read, 1):
+            if progress is not None:
+                progress(f"fingerprinting table {name} ({i}/{len(to_read)})")
+            tables[name] = table_digest(conn, name)
+    tables = dict(sorted(tables.items()))
     sequences: dict[str, int] = {}
     if any(n == SEQUENCE_TABLE for _k, n, _t, _s in kept):
         for name, seq in conn.execute(
