@@ -53,6 +53,7 @@ from rollproof.scope import (
     object_statuses,
     observed_undeclared,
 )
+from rollproof.surfaces import POSTGRESQL
 
 Clock = Callable[[], datetime]
 
@@ -119,7 +120,7 @@ def is_postgres_dsn(dsn: str) -> bool:
 
 def dialect_for(dsn: str) -> str:
     """The SQL dialect a source's change scripts are read in (static scope, lint)."""
-    return "postgres" if is_postgres_dsn(dsn) else "sqlite"
+    return POSTGRESQL if is_postgres_dsn(dsn) else "sqlite"
 
 
 def open_session(
@@ -152,6 +153,15 @@ def open_session(
     return SqliteSession(dsn, workdir=workdir, progress=progress, guard=guard)
 
 
+_RUN_ORDER = (
+    LegName.TRANSACTION,
+    LegName.RESTORE,
+    LegName.READ_ONLY,
+    LegName.REVERT,
+    LegName.REAPPLY,
+)
+
+
 class _LegRunner:
     def __init__(
         self,
@@ -167,6 +177,14 @@ class _LegRunner:
         self.before = before
         self.guard = guard
         self.full = full_fingerprints
+        self.pristine = False
+        """True when the clone is known to be the snapshot's exact state (after a rollback that
+        came back digest-equal), so the next leg need not copy the snapshot again."""
+
+    def fresh(self) -> None:
+        if not self.pristine:
+            self.s.fresh_clone()
+        self.pristine = False
 
     def reuse(self, *roles: str) -> Reuse | None:
         """What an after-fingerprint may take from `before`: everything the roles did not write.
@@ -258,7 +276,7 @@ class _LegRunner:
     def apply_committed(
         self, points: dict[Point, Fingerprint], statements: dict[str, int]
     ) -> ScriptOutcome:
-        self.s.fresh_clone()
+        self.fresh()
         points[Point.BEFORE] = self.before
         out = self.s.run_script("apply", self.change.apply, self.change.connection)
         statements["apply"] = out.statements_run
@@ -285,7 +303,7 @@ class _LegRunner:
 
     def transaction(self) -> LegResult:
         leg = LegName.TRANSACTION
-        self.s.fresh_clone()
+        self.fresh()
         points: dict[Point, Fingerprint] = {Point.BEFORE: self.before}
         t = self.s.run_in_transaction(
             self.change.apply, self.change.connection, None if self.full else self.before
@@ -295,6 +313,9 @@ class _LegRunner:
             return self.failed(leg, "apply", t.script, points, statements)
         points[Point.AFTER_APPLY] = t.after_apply
         points[Point.AFTER_ROLLBACK] = self.s.fingerprint_clone(self.reuse("apply"))
+        # ROLLBACK put the pages back; digest-equal (sequences included) means the next leg
+        # may start from here instead of from a new copy of the snapshot.
+        self.pristine = points[Point.AFTER_ROLLBACK].digest == self.before.digest
         return self.judge(leg, points, statements, t.script.settings)
 
     def revert(self) -> LegResult:
@@ -320,6 +341,7 @@ class _LegRunner:
             return self.failed(leg, "apply", out, points, statements)
         self.s.restore_clone()
         points[Point.AFTER_RESTORE] = self.s.fingerprint_clone(self.reuse("apply"))
+        self.pristine = points[Point.AFTER_RESTORE].digest == self.before.digest
         return self.judge(leg, points, statements, out.settings)
 
     def reapply(self) -> LegResult:
@@ -389,10 +411,14 @@ def rehearse(
             LegName.RESTORE: runner.restore,
             LegName.REAPPLY: runner.reapply,
         }
-        results = []
-        for i, leg in enumerate(legs, 1):
+        # Legs run in an order that lets a rolled-back or restored clone serve the next leg;
+        # they are reported in the canonical order.
+        run_order = sorted(legs, key=lambda leg: _RUN_ORDER.index(leg))
+        by_leg: dict[LegName, LegResult] = {}
+        for i, leg in enumerate(run_order, 1):
             say(f"leg {i}/{len(legs)}: {leg}")
-            results.append(steps[leg]())
+            by_leg[leg] = steps[leg]()
+        results = [by_leg[leg] for leg in legs]
         say("re-hashing the source to finish the isolation proof")
         isolation = session.finish_isolation()
         source_info = session.describe_source()

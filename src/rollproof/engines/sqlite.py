@@ -245,7 +245,7 @@ class SqliteSession:
         self.dsn = dsn
         self.source = check_sqlite_file(parse_sqlite_dsn(dsn))
         self._source_opens: list[str] = []
-        self._source_digest_before = source_bytes_digest(self.source)
+        self._source_digest_before: dict[str, str] = {}
         parent = None if workdir is None else str(workdir)
         if workdir is not None:
             workdir.mkdir(parents=True, exist_ok=True)
@@ -274,11 +274,51 @@ class SqliteSession:
             ) from e
 
     def _take_snapshot(self) -> None:
+        """Copy the source into snapshot.db, under a read lock, and record both digests.
+
+        A rollback-journal database with no journal beside it cannot change while a read
+        transaction holds its SHARED lock, so a plain copy taken under that lock is a
+        consistent snapshot; the source's bytes are hashed in the same pass (the "before"
+        digest of the isolation proof) and the copy is re-read to prove it equal. A WAL-mode
+        source, or one with a journal, is copied page by page with SQLite's backup API
+        instead, which reads through the WAL.
+        """
+        with contextlib.closing(self._open_source()) as src:
+            src.execute("BEGIN")
+            src.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # takes the SHARED lock
+            with self.source.open("rb") as f:
+                header = f.read(20)
+            journal = self.source.with_name(self.source.name + "-journal")
+            copied = header[18:20] == b"\x01\x01" and not journal.exists()
+            if copied:
+                self._progress("snapshotting the source (file copy under a read lock)")
+                digest = self._copy_locked()
+                src.execute("COMMIT")
+                self._source_digest_before = {self.source.name: digest}
+            else:
+                src.execute("COMMIT")
+                self._source_digest_before = source_bytes_digest(self.source)
+                self._backup(src)
+        self.snapshot.chmod(0o400)
+        self._snapshot_sha256 = file_sha256(self.snapshot)
+        if copied and self._snapshot_sha256 != self._source_digest_before[self.source.name]:
+            raise EnvironmentProblemError("snapshot copy does not match the source's bytes")
+
+    def _copy_locked(self) -> str:
+        h = hashlib.sha256()
+        total = max(self.source.stat().st_size, 1)
+        done = 0
+        with self.source.open("rb") as f, self.snapshot.open("wb") as out:
+            while chunk := f.read(8 << 20):
+                h.update(chunk)
+                out.write(chunk)
+                done += len(chunk)
+                self._progress(f"snapshotting the source: {100 * done // total}%")
+        return h.hexdigest()
+
+    def _backup(self, src: sqlite3.Connection) -> None:
         self._progress("snapshotting the source (backup API, read-only)")
-        with (
-            contextlib.closing(self._open_source()) as src,
-            contextlib.closing(sqlite3.connect(self.snapshot, isolation_level=None)) as dst,
-        ):
+        with contextlib.closing(sqlite3.connect(self.snapshot, isolation_level=None)) as dst:
 
             def report(_status: int, remaining: int, total: int) -> None:
                 if total:
@@ -293,8 +333,6 @@ class SqliteSession:
             # The clone runs in rollback-journal mode whatever the source uses: the journal
             # mode lives in the file header, not in the content being proven.
             dst.execute("PRAGMA journal_mode = DELETE")
-        self.snapshot.chmod(0o400)
-        self._snapshot_sha256 = file_sha256(self.snapshot)
 
     def snapshot_fingerprint(self) -> Fingerprint:
         if self._snapshot_fp is None:
@@ -394,22 +432,24 @@ class SqliteSession:
             *(self.clone.with_name("clone.db" + s) for s in ("-journal", "-wal", "-shm")),
         ):
             leftover.unlink(missing_ok=True)
+        self._copy_snapshot_to_clone()
+
+    def _copy_snapshot_to_clone(self) -> None:
+        """Copy the snapshot's bytes over the clone, and prove the clone holds them.
+
+        The clone is re-read and must hash to the digest recorded when the snapshot was taken,
+        which refuses both a copy that went wrong and a snapshot changed since.
+        """
         shutil.copyfile(self.snapshot, self.clone)
         self.clone.chmod(0o600)
         if file_sha256(self.clone) != self._snapshot_sha256:
-            raise EnvironmentProblemError("working clone does not match the snapshot byte for byte")
+            raise EnvironmentProblemError(
+                "working clone does not match the snapshot taken at the start, byte for byte"
+            )
 
     def restore_clone(self) -> None:
-        # The snapshot is checked against its recorded digest before it is trusted.
-        if file_sha256(self.snapshot) != self._snapshot_sha256:
-            raise EnvironmentProblemError(
-                "snapshot changed since it was taken; refusing to restore"
-            )
-        with (
-            contextlib.closing(connect_read_only(self.snapshot)) as src,
-            contextlib.closing(sqlite3.connect(self.clone, isolation_level=None)) as dst,
-        ):
-            src.backup(dst)
+        """Restore the clone from the pre-change snapshot: its checked bytes, copied back."""
+        self.fresh_clone()
 
     def fingerprint_clone(self, reuse: Reuse | None = None) -> Fingerprint:
         with contextlib.closing(connect_read_only(self.clone)) as conn:
