@@ -151,8 +151,8 @@ def sha256_hex(data: bytes) -> str:
 
 
 def tree_lines(digests: Mapping[str, str]) -> bytes:
-    """The `sha256sum` output for payload files (path -> sha256 hex), sorted by path."""
-    return b"".join(f"{digests[p]}  {p}\n".encode("ascii") for p in sorted(digests))
+    """The `sha256sum` output for payload files (path -> sha256 hex), sorted by path (UTF-8)."""
+    return b"".join(f"{digests[p]}  {p}\n".encode() for p in sorted(digests))
 
 
 def tree_hash(digests: Mapping[str, str]) -> str:

@@ -44,6 +44,7 @@ from rollproof.packet.layout import (
     MANIFEST,
     REPORT_JSON,
     REPORT_MD,
+    SURFACES_JSON,
     TREE_HASH,
     Limits,
     payload_of,
@@ -140,10 +141,18 @@ def sign(files: Mapping[str, bytes], key: Ed25519PrivateKey, **predicate: Any) -
 
 
 def edit_report(files: Mapping[str, bytes], change: Callable[[dict[str, Any]], None]) -> Files:
-    """Apply `change` to report.json's content, rewrite it as rollproof does, reseal."""
+    """Apply `change` to report.json's content, rewrite it as rollproof does (isolation.json
+    and surfaces.json too, so they agree with it), reseal."""
     report = json.loads(files[REPORT_JSON])
     change(report)
-    return reseal({**files, REPORT_JSON: report_bytes(report)})
+    return reseal(
+        {
+            **files,
+            REPORT_JSON: report_bytes(report),
+            ISOLATION_JSON: canonical_json(report.get("isolation")),
+            SURFACES_JSON: canonical_json(report.get("surfaces")),
+        }
+    )
 
 
 def edit_canonical(files: Mapping[str, bytes], path: str, change: Callable[[Any], None]) -> Files:
@@ -261,6 +270,12 @@ def _unreferenced_fingerprint(c: Corpus) -> Files:
     return reseal({**c.sound, rel: canonical_json(other.to_json())})
 
 
+def _missing_fingerprint(c: Corpus) -> Files:
+    report = json.loads(c.sound[REPORT_JSON])
+    digest = leg(report, "transaction")["fingerprints"]["after_apply"].removeprefix("sha256:")
+    return reseal({p: d for p, d in c.sound.items() if p != f"fingerprints/{digest}.json"})
+
+
 def _fabricated_no_mutation(report: dict[str, Any]) -> None:
     t = leg(report, "transaction")
     t["fingerprints"]["after_apply"] = t["fingerprints"]["before"]
@@ -277,9 +292,7 @@ def _failed_isolation_check(c: Corpus) -> Files:
     def change(report: dict[str, Any]) -> None:
         report["isolation"]["checks"][0]["holds"] = False
 
-    files = edit_report(c.sound, change)
-    report = json.loads(files[REPORT_JSON])
-    return reseal({**files, ISOLATION_JSON: canonical_json(report["isolation"])})
+    return edit_report(c.sound, change)
 
 
 def _disk_symlink(packet: Path, outside: Path) -> None:
@@ -426,6 +439,12 @@ CASES: tuple[Case, ...] = (
     Case(
         "fingerprint-unreferenced", FindingCode.FINGERPRINT_UNREFERENCED, _unreferenced_fingerprint
     ),
+    Case("fingerprint-missing", FindingCode.FINGERPRINT_MISSING, _missing_fingerprint),
+    Case(
+        "legs-out-of-order",
+        FindingCode.LEGS_MALFORMED,
+        lambda c: edit_report(c.sound, lambda r: r["legs"].reverse()),
+    ),
     Case(
         "fabricated-no-mutation",
         FindingCode.NO_MUTATION_FABRICATED,
@@ -505,6 +524,12 @@ CASES: tuple[Case, ...] = (
             {**c.signed, REPORT_MD: c.signed[REPORT_MD] + b"\nappended after signing\n"},
             keep_attestation=True,
         ),
+        signed=True,
+    ),
+    Case(
+        "predicate-contradicts-report",
+        FindingCode.ATTESTATION_PREDICATE_MISMATCH,
+        lambda c: sign(c.lossy, c.key, overall="PASS", exit_code=0),
         signed=True,
     ),
     Case(
