@@ -205,3 +205,33 @@ def test_rerun_refuses_an_invalid_packet(small: tuple[Path, Path]) -> None:
     _, packet = small
     (packet / "report.md").write_text("# Rehearsal: PASS (trust me)\n")
     assert main(["rerun", str(packet)]) == 1
+
+
+def test_commands_sh_repeats_policy_and_allow_undeclared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Options that change verdicts are reproduced: the policy file (by absolute path, found
+    from any directory) and --allow-undeclared (here: a change that declares nothing)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (work / "rollproof.toml").write_text('[forbidden]\nobjects = ["secret_*"]\n')
+    source = build_tiny_source(work / "source.db")
+    undeclared = {
+        **SOUND_CHANGE,
+        "change.toml": SOUND_CHANGE["change.toml"].replace('writes = ["items"]', "writes = []"),
+    }
+    change = write_change(work / "add-item-note", undeclared)
+    argv = ["rehearse", str(change), "--source", f"sqlite:///{source}", "--out", "packet"]
+    assert main(argv) == 3  # scoping NOT_READY holds the rehearsal
+    code = main([*argv, "--allow-undeclared"])
+    packet = work / "packet"
+    script = (packet / "commands.sh").read_text()
+    assert "--allow-undeclared" in script
+    assert f"--policy {work / 'rollproof.toml'}" in script
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = run_script(packet / "commands.sh", elsewhere)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OVERALL PASS" in proc.stdout
+    assert code == validate_packet(packet).exit_code

@@ -12,6 +12,9 @@ Rules that keep the scripts safe to render from recorded data:
   `ROLLPROOF="python3 -m rollproof"`), else `rollproof` on PATH, else `python3 -m rollproof` when
   python3 can import it; otherwise they exit 4 (environment) with one line on stderr.
 
+commands.sh re-runs the rehearsal with every option that changes a verdict, taken from the
+report: the legs, `--allow-undeclared`, and `--policy` with the policy file's recorded path.
+
 commands.sh decides OVERALL PASS when, and only when: the rehearse step exits with the recorded
 exit code; `rollproof validate --verdicts` accepts the reproduced packet (exit 0); and the
 verdict lines it prints (change id and content id, isolation, each leg, overall, exit code) are
@@ -81,6 +84,12 @@ def render_commands(report: Mapping[str, Any], exit_codes: Mapping[str, Any]) ->
     rc = recorded_exit_code(exit_codes)
     argv = next(c["argv"] for c in exit_codes["commands"] if c["name"] == "rehearse")
     legs = ",".join(str(leg["name"]) for leg in report["legs"])
+    options = f" --legs {shlex.quote(legs)}"
+    surfaces = report["surfaces"]
+    if surfaces["allow_undeclared"]:
+        options += " --allow-undeclared"
+    if surfaces["policy"]["path"] is not None:
+        options += f" --policy {shlex.quote(str(surfaces['policy']['path']))}"
     staged = f'"$out"/change/{shlex.quote(change_id)}'
     expected = "\n".join(verdict_lines(report, rc))
     lines = _header(
@@ -120,7 +129,7 @@ def render_commands(report: Mapping[str, Any], exit_codes: Mapping[str, Any]) ->
             "",
             f'echo "step 1: rollproof rehearse (recorded exit code {rc})"',
             f'"${{rollproof[@]}}" rehearse {staged} --source "$source_dsn" \\',
-            f'  --legs {shlex.quote(legs)} --out "$out"/packet > "$out"/step-1.log 2>&1',
+            f'  {options.strip()} --out "$out"/packet > "$out"/step-1.log 2>&1',
             "rc1=$?",
             f'[ "$rc1" -eq {rc} ] || failed+=("step 1, rehearse: exited $rc1, recorded {rc}'
             ' (see $out/step-1.log)")',
