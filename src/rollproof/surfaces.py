@@ -62,6 +62,10 @@ from rollproof.sqltext import split_sqlite, without_leading_comments
 TEXT_WIDTH = 120
 """Statement text is whitespace-folded and cut to this many characters for display."""
 
+POSTGRESQL = "postgresql"
+"""The dialect read with PostgreSQL's own parser (pglast, rollproof.engines.postgres_scope),
+used for PostgreSQL sources; every other dialect name is a sqlglot dialect."""
+
 
 class AccessKind(StrEnum):
     READ = "READ"
@@ -203,8 +207,13 @@ class _Reading:
 def static_scope(sql: str, *, dialect: str = "sqlite") -> tuple[StatementScope, ...]:
     """Every statement of `sql`, in order, with every object it touches.
 
-    `dialect` is a sqlglot dialect name; an unknown one raises ValueError.
+    `dialect` is "postgresql" (PostgreSQL's own parser) or a sqlglot dialect name; an unknown
+    one raises ValueError.
     """
+    if dialect == POSTGRESQL:
+        from rollproof.engines import postgres_scope
+
+        return postgres_scope.static_scope(sql)
     return tuple(
         StatementScope(index=s.index, text=s.text, accesses=s.accesses, unknown=s.unknown)
         for s in _statements(sql, dialect)
@@ -218,6 +227,10 @@ def lint_destructive(sql: str, *, dialect: str = "sqlite") -> tuple[Risk, ...]:
     empty result proves nothing about it. Trigger bodies are not linted: they run when the
     trigger fires, not when the change is applied.
     """
+    if dialect == POSTGRESQL:
+        from rollproof.engines import postgres_scope
+
+        return postgres_scope.lint_destructive(sql)
     d = Dialect.get_or_raise(dialect)
     risks: list[Risk] = []
     for st in _statements(sql, dialect):
