@@ -118,6 +118,18 @@ def cli(debug: bool) -> None:
     help="Rehearse even though the change touches undeclared objects (recorded in the report).",
 )
 @click.option(
+    "--scratch",
+    metavar="DSN",
+    default=None,
+    help="PostgreSQL only: the server to clone into, or 'ephemeral' (default) for a private "
+    "cluster rollproof starts.",
+)
+@click.option(
+    "--full-fingerprints",
+    is_flag=True,
+    help="Fingerprint every table after each step instead of only what the change wrote.",
+)
+@click.option(
     "--sign",
     "sign_key",
     type=click.Path(path_type=Path),
@@ -137,6 +149,8 @@ def rehearse(
     workdir: Path | None,
     policy_path: Path | None,
     allow_undeclared: bool,
+    scratch: str | None,
+    full_fingerprints: bool,
     sign_key: Path | None,
     as_json: bool,
 ) -> None:
@@ -167,6 +181,8 @@ def rehearse(
             progress=say,
             policy=policy,
             allow_undeclared=allow_undeclared,
+            scratch=scratch,
+            full_fingerprints=full_fingerprints,
         )
     out_dir = write_report(
         result,
@@ -304,12 +320,18 @@ def validator_hash(files: bool) -> None:
     "--source", metavar="DSN", default=None, help="Use this source instead of the recorded one."
 )
 @click.option(
+    "--scratch",
+    metavar="DSN",
+    default=None,
+    help="PostgreSQL only: the server to clone into (default: a private ephemeral cluster).",
+)
+@click.option(
     "--workdir",
     type=click.Path(path_type=Path),
     default=None,
     help="Where to make the private clone directory (default: the system temp dir).",
 )
-def rerun(packet: Path, source: str | None, workdir: Path | None) -> None:
+def rerun(packet: Path, source: str | None, scratch: str | None, workdir: Path | None) -> None:
     """Re-run PACKET's rehearsal from its change/ copy and compare every fingerprint.
 
     Prints PASS/MATCH (exit 0), or each fingerprint that differs and whether the source
@@ -318,7 +340,7 @@ def rerun(packet: Path, source: str | None, workdir: Path | None) -> None:
     from rollproof.packet.rerun import RerunOutcome, rerun_packet
 
     with _progress() as say:
-        result = rerun_packet(packet, source=source, workdir=workdir, progress=say)
+        result = rerun_packet(packet, source=source, scratch=scratch, workdir=workdir, progress=say)
     _out.print(
         f"rerun of {result.change_id} against {result.source}: "
         f"{result.compared} fingerprint points compared",

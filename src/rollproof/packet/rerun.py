@@ -125,6 +125,7 @@ def rerun_packet(
     *,
     source: str | None = None,
     policy: Policy | None = None,
+    scratch: str | None = None,
     workdir: Path | None = None,
     progress: Progress | None = None,
     clock: Clock = utc_now,
@@ -157,6 +158,7 @@ def rerun_packet(
             clock=clock,
             policy=policy if policy is not None else _policy(report["surfaces"]["policy"]),
             allow_undeclared=bool(report["surfaces"]["allow_undeclared"]),
+            scratch=scratch,
         )
 
     mismatches: list[PointMismatch] = []
