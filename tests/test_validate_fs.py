@@ -223,3 +223,13 @@ def test_cli_verdicts(corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixt
         "overall FAIL",
         "exit_code 1",
     ]
+
+
+def test_findings_never_print_control_characters(
+    packet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (packet / "evil\x1b]0;pwned\x07\x1b[2J").write_text("x")
+    assert main(["validate", str(packet)]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "\\x1b" in out  # shown escaped

@@ -24,6 +24,12 @@ from rollproof.fingerprint import Fingerprint
 from rollproof.model import IsolationVerdict, LegName, Verdict
 
 
+def _printable(text: str) -> str:
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
 class Stage(StrEnum):
     """Validation stages, in the order they run. A stage runs only if every earlier one passed:
     later stages parse and interpret bytes that earlier stages have not yet vouched for."""
@@ -107,8 +113,10 @@ class Finding:
     path: str | None = None
 
     def __str__(self) -> str:
+        """One printable line: a message can quote bytes from the packet, and an escape
+        sequence in a hostile packet must not reach the reviewer's terminal."""
         where = f" {self.path}" if self.path else ""
-        return f"{self.code}{where}: {self.message}"
+        return _printable(f"{self.code}{where}: {self.message}")
 
     def to_json(self) -> dict[str, Any]:
         return {"code": str(self.code), "path": self.path, "message": self.message}
