@@ -342,3 +342,45 @@ def test_findings_are_printable_and_serialisable(corpus: Corpus) -> None:
     assert json.loads(json.dumps([f.to_json() for f in report.findings]))[0]["code"] == (
         "OVERALL_CONTRADICTS"
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        pytest.param(
+            lambda r: r.update(started_at="2026-13-45T99:00:00Z"),
+            REPORT_JSON,
+            id="date-out-of-range",
+        ),
+        pytest.param(lambda r: r.update(finished_at="yesterday"), REPORT_JSON, id="not-a-date"),
+        pytest.param(
+            lambda r: leg(r, "revert").update(verdict="PASSED"), REPORT_JSON, id="verdict-misspelt"
+        ),
+        pytest.param(
+            lambda r: leg(r, "revert").update(approved=True), REPORT_JSON, id="unknown-leg-field"
+        ),
+        pytest.param(
+            lambda r: r["surfaces"].update(waived=True), REPORT_JSON, id="unknown-surfaces-field"
+        ),
+        pytest.param(
+            lambda r: r.update(validator_sha256="sha256:abc"),
+            REPORT_JSON,
+            id="validator-hash-malformed",
+        ),
+    ],
+)
+def test_report_schema_violations(
+    corpus: Corpus, change: Callable[[dict[str, Any]], None], path: str
+) -> None:
+    report = check_tree(PacketTree.from_files(edit_report(corpus.sound, change)))
+    assert report.codes[0] is FindingCode.SCHEMA_VIOLATION
+    assert report.findings[0].path == path
+
+
+def test_exit_codes_schema(corpus: Corpus) -> None:
+    tampered = edit_canonical(
+        corpus.sound, EXIT_CODES_JSON, lambda d: d["commands"][0].update(signed_off=True)
+    )
+    report = check_tree(PacketTree.from_files(tampered))
+    assert report.codes[0] is FindingCode.SCHEMA_VIOLATION
+    assert report.findings[0].path == EXIT_CODES_JSON
