@@ -7,6 +7,7 @@ logic recompute the manifest and tree hash first, so only the logic can catch th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from rollproof.isolation import IsolationCheck, IsolationProof
+from rollproof.model import Verdict
 from rollproof.packet.findings import FindingCode, PacketInvalidError, Stage
 from rollproof.packet.layout import (
     ATTESTATION,
@@ -23,6 +26,7 @@ from rollproof.packet.layout import (
     REPORT_JSON,
     Limits,
 )
+from rollproof.packet.recompute import expected_exit_code, surfaces_verdict
 from rollproof.packet.selftest import (
     CASES,
     Corpus,
@@ -384,3 +388,26 @@ def test_exit_codes_schema(corpus: Corpus) -> None:
     report = check_tree(PacketTree.from_files(tampered))
     assert report.codes[0] is FindingCode.SCHEMA_VIOLATION
     assert report.findings[0].path == EXIT_CODES_JSON
+
+
+@pytest.mark.parametrize("overall", list(Verdict), ids=str)
+@pytest.mark.parametrize("proven", [True, False], ids=["proven", "not-proven"])
+def test_recomputed_exit_code_agrees_with_the_rehearsal(
+    corpus: Corpus, overall: Verdict, proven: bool
+) -> None:
+    """The validator's exit-code rule (a pure copy) gives what RehearsalResult.exit_code gives."""
+    result = corpus.results["sound"]
+    checks = tuple(
+        IsolationCheck(c.name, c.holds if proven else None, c.evidence)
+        for c in result.isolation.checks
+    )
+    changed = dataclasses.replace(result, overall=overall, isolation=IsolationProof(checks))
+    assert expected_exit_code(changed.isolation.verdict, overall) == changed.exit_code
+
+
+@pytest.mark.parametrize("packet", ["sound", "lossy"])
+def test_recomputed_surfaces_verdict_agrees_with_the_rehearsal(corpus: Corpus, packet: str) -> None:
+    result = corpus.results[packet]
+    assert surfaces_verdict(result.surfaces.to_json()) is result.surfaces.verdict
+    failing = dataclasses.replace(result.surfaces, observed_undeclared=("items",))
+    assert surfaces_verdict(failing.to_json()) is failing.verdict is Verdict.FAIL
