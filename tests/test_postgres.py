@@ -523,3 +523,23 @@ def test_fresh_clone_equals_the_snapshot_and_points_are_recorded(
     assert txn.fingerprints[Point.AFTER_ROLLBACK].digest == before.digest
     assert leg(result, "restore").fingerprints[Point.AFTER_RESTORE].digest == before.digest
     assert not {r for r in role_names(pg_servers.scratch) if r.startswith("rollproof_")}
+
+
+def test_row_level_security_never_gives_a_filtered_fingerprint(
+    pg_servers: Servers, pg_source: MakeSource, make_pg_change: MakePgChange
+) -> None:
+    dsn = pg_source(
+        SMALL + "ALTER TABLE notes ENABLE ROW LEVEL SECURITY;"
+        "CREATE POLICY only_a ON notes USING (body = 'a');"
+    )
+    change = make_pg_change(
+        "UPDATE items SET qty = 0;", "UPDATE items SET qty = id;", surfaces='writes = ["items"]\n'
+    )
+    result = rehearse(
+        change, dsn, scratch=pg_servers.scratch, legs=[LegName.TRANSACTION, LegName.REVERT]
+    )
+    txn = leg(result, "transaction")
+    assert txn.verdict is Verdict.NOT_APPLICABLE
+    assert "row-level security" in txn.reason
+    assert leg(result, "revert").verdict is Verdict.PASS
+    assert result.source_fingerprint.tables["notes"].rows == 3

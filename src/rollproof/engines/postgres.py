@@ -662,10 +662,21 @@ class PostgresSession:
                 else:
                     # rollproof's own read, inside the still-open transaction: as a role that
                     # may read everything, which the change's own statements could not.
-                    if self._role is not None:
-                        conn.execute("SET LOCAL ROLE pg_read_all_data")
-                    prepare_session(conn)
-                    after = self._fingerprint(conn, "clone (inside the transaction)")
+                    try:
+                        if self._role is not None:
+                            conn.execute("SET LOCAL ROLE pg_read_all_data")
+                        prepare_session(conn)
+                        after = fingerprint_connection(conn)
+                    except psycopg.Error as e:
+                        # e.g. row-level security, which pg_read_all_data does not bypass:
+                        # no honest fingerprint inside the transaction, so no verdict from it.
+                        outcome = ScriptOutcome(
+                            outcome.statements_run,
+                            not_applicable=(
+                                "the clone cannot be fingerprinted inside the still-open "
+                                f"transaction: {describe_error(e)}"
+                            ),
+                        )
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.execute("ROLLBACK")
         return TransactionOutcome(

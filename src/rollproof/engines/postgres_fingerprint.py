@@ -18,7 +18,8 @@ Same JSON shape and semantics as the SQLite engine's (rollproof.fingerprint); en
   in an `integer` and a `text` column digests differently; values are rendered under fixed
   settings (`DateStyle ISO`, `TimeZone UTC`, `extra_float_digits 1`, `bytea_output hex`,
   `IntervalStyle postgres`, `lc_monetary C`), set on every fingerprinting session because a
-  change script may have altered them in the same transaction.
+  change script may have altered them in the same transaction. `row_security` is off, so a
+  read that row-level security would filter fails instead of hashing a subset of the rows.
 * **Sequences** are their own component: `(last_value, is_called)` folded into the position
   of the counter, `last_value` when called and one step before it otherwise, negated for a
   descending sequence so that "advanced" always means "grew". The sequence's definition
@@ -61,6 +62,8 @@ SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
     ("extra_float_digits", "1"),
     ("bytea_output", "hex"),
     ("lc_monetary", "C"),
+    # Never a filtered read: a query row-level security would filter raises instead.
+    ("row_security", "off"),
 )
 
 _USER_NS = (
