@@ -254,3 +254,26 @@ def test_every_error_class_maps_to_a_documented_exit_code() -> None:
     assert codes["IsolationError"] == 3
     assert codes["EnvironmentProblemError"] == 4
     assert codes["InternalError"] == 70
+
+
+def test_sql_in_a_reason_is_printed_as_text_not_markup(
+    source_db: Path, make_change: MakeChange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change = make_change('DELETE FROM "[/]";', "SELECT 1;", surfaces='writes = ["[/]"]\n')
+    code = main(
+        [
+            "rehearse",
+            str(change.directory),
+            "--source",
+            str(source_db),
+            "--out",
+            str(tmp_path / "o"),
+            "--legs",
+            "revert",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 1  # not 70: rich did not try to read "[/]" as a closing tag
+    assert "[/]" in out
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["legs"][0]["reason"].endswith("failed: no such table: [/]")

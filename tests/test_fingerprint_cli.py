@@ -245,12 +245,6 @@ def test_python_m_rollproof_missing_file_subprocess(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: cli.fingerprint prints table names through rich markup, so a name with "
-    "square brackets is altered ('[bold]x' prints as 'x') or crashes the command "
-    "('[/]' gives MarkupError, exit 70)",
-)
 @pytest.mark.parametrize(
     "name", [pytest.param("[bold]x", id="style-tag"), pytest.param("[/]", id="closing-tag")]
 )

@@ -580,3 +580,11 @@ def test_incremental_and_full_fingerprints_agree(source_db: Path, make_change: M
         }
         assert a.verdict == b.verdict
     assert verdicts(quick)["revert"] is Verdict.FAIL  # the fax values do not come back
+
+
+def test_a_password_in_a_bad_dsn_is_not_echoed(make_change: MakeChange) -> None:
+    change = make_change("SELECT 1;", "SELECT 1;")
+    with pytest.raises(SourceError) as info:
+        rehearse(change, "sqlite://admin:hunter2@host/x.db")
+    assert "hunter2" not in str(info.value)
+    assert str(info.value).startswith("source 'sqlite://admin@host/x.db': a SQLite DSN is")

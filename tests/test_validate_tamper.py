@@ -26,7 +26,7 @@ from rollproof.packet.layout import (
     REPORT_JSON,
     Limits,
 )
-from rollproof.packet.recompute import expected_exit_code, surfaces_verdict
+from rollproof.packet.recompute import expected_exit_code, surfaces_verdict_of
 from rollproof.packet.selftest import (
     CASES,
     Corpus,
@@ -408,6 +408,6 @@ def test_recomputed_exit_code_agrees_with_the_rehearsal(
 @pytest.mark.parametrize("packet", ["sound", "lossy"])
 def test_recomputed_surfaces_verdict_agrees_with_the_rehearsal(corpus: Corpus, packet: str) -> None:
     result = corpus.results[packet]
-    assert surfaces_verdict(result.surfaces.to_json()) is result.surfaces.verdict
+    assert surfaces_verdict_of(result.surfaces.to_json()) is result.surfaces.verdict
     failing = dataclasses.replace(result.surfaces, observed_undeclared=("items",))
-    assert surfaces_verdict(failing.to_json()) is failing.verdict is Verdict.FAIL
+    assert surfaces_verdict_of(failing.to_json()) is failing.verdict is Verdict.FAIL

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from rollproof import __version__
 from rollproof.errors import ExitCode, RollproofError
@@ -54,11 +55,31 @@ def _render_result(result: object, out_dir: Path) -> None:
     table.add_column("reason", overflow="fold")
     for leg in result.legs:
         style = VERDICT_STYLE[str(leg.verdict)]
-        table.add_row(str(leg.name), f"[{style}]{leg.verdict}[/]", leg.reason or "")
+        # Reasons quote the change's SQL: shown as text, never interpreted as markup.
+        table.add_row(str(leg.name), Text(str(leg.verdict), style=style), Text(leg.reason or ""))
     _out.print(table)
     for leg in result.legs:
         for d in leg.tolerated:
-            _out.print(f"  tolerated in {leg.name}: {d.summary}")
+            _out.print(f"  tolerated in {leg.name}: {d.summary}", markup=False)
+    surfaces = result.surfaces
+    for role, risk in surfaces.scoping.risks:
+        _out.print(
+            f"  risk ({role} statement {risk.statement}): {risk.message}; {risk.proven_by}",
+            markup=False,
+        )
+    for event in surfaces.events:
+        _out.print(
+            f"  {event.decision} at {event.script} statement {event.statement}: {event.reason}",
+            markup=False,
+        )
+    if surfaces.observed_undeclared:
+        _out.print(
+            "  changed but not declared: " + ", ".join(surfaces.observed_undeclared), markup=False
+        )
+    scoping = str(surfaces.scoping.status)
+    if surfaces.allow_undeclared:
+        scoping += " (rehearsed with --allow-undeclared)"
+    _out.print(f"surfaces: scoping {scoping}; {surfaces.forbidden_line()}", markup=False)
     iso = str(result.isolation.verdict)
     _out.print(f"isolation: {iso}")
     style = VERDICT_STYLE[str(result.overall)]
@@ -389,14 +410,15 @@ def fingerprint(database: Path, as_json: bool) -> None:
     if as_json:
         _out.print_json(json.dumps(fp.to_json()))
         return
-    _out.print(fp.digest)
+    # Table names are the database's own bytes: printed as text, never as markup.
+    _out.print(fp.digest, markup=False)
     for name, t in sorted(fp.tables.items()):
-        _out.print(f"  table {name}: {t.digest} ({t.rows:,} rows, {t.order})")
+        _out.print(f"  table {name}: {t.digest} ({t.rows:,} rows, {t.order})", markup=False)
     for name, seq in sorted(fp.sequences.items()):
-        _out.print(f"  sequence {name}: {seq}")
-    _out.print(f"  schema: {fp.schema_structural} (ddl text {fp.schema_ddl_text})")
+        _out.print(f"  sequence {name}: {seq}", markup=False)
+    _out.print(f"  schema: {fp.schema_structural} (ddl text {fp.schema_ddl_text})", markup=False)
     if fp.excluded:
-        _out.print("  excluded: " + ", ".join(fp.excluded))
+        _out.print("  excluded: " + ", ".join(fp.excluded), markup=False)
 
 
 @cli.command()

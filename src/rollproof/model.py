@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from rollproof.errors import ExitCode
+
 
 class Verdict(StrEnum):
     PASS = "PASS"
@@ -125,3 +127,21 @@ def combine_verdicts(legs: Verdict, surfaces: Verdict) -> Verdict:
     if surfaces is not Verdict.PASS and legs is Verdict.PASS:
         return Verdict.UNKNOWN
     return legs
+
+
+def rehearsal_exit_code(isolation: IsolationVerdict, overall: Verdict) -> ExitCode:
+    """The exit code of `rollproof rehearse` for these verdicts (the validator checks it too)."""
+    if isolation is not IsolationVerdict.PROVEN:
+        return ExitCode.HELD
+    if overall is Verdict.PASS:
+        return ExitCode.OK
+    if overall is Verdict.FAIL:
+        return ExitCode.CHECK_FAILED
+    return ExitCode.HELD  # UNKNOWN is never a pass
+
+
+def surfaces_verdict(*, undeclared_changed: bool, forbidden_touched: bool, denied: bool) -> Verdict:
+    """FAIL when the change stepped outside its lane, as the bytes or the engine saw it."""
+    if undeclared_changed or forbidden_touched or denied:
+        return Verdict.FAIL
+    return Verdict.PASS

@@ -43,6 +43,7 @@ from rollproof.model import (
     Verdict,
     combine_verdicts,
     overall_verdict,
+    rehearsal_exit_code,
 )
 from rollproof.policy import EMPTY_POLICY, Policy
 from rollproof.scope import (
@@ -90,13 +91,7 @@ class RehearsalResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.isolation.verdict != "PROVEN_ISOLATED_NOT_PRODUCTION":
-            return ExitCode.HELD
-        if self.overall is Verdict.PASS:
-            return ExitCode.OK
-        if self.overall is Verdict.FAIL:
-            return ExitCode.CHECK_FAILED
-        return ExitCode.HELD  # UNKNOWN is never a pass
+        return rehearsal_exit_code(self.isolation.verdict, self.overall)
 
 
 def parse_legs(names: Sequence[str] | None) -> tuple[LegName, ...]:

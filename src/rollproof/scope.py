@@ -25,7 +25,7 @@ from typing import Any
 from rollproof.change import Change
 from rollproof.fingerprint import Fingerprint, compare
 from rollproof.guard import Decision, GuardEvent, matches_any
-from rollproof.model import Verdict
+from rollproof.model import Verdict, surfaces_verdict
 from rollproof.surfaces import (
     Risk,
     StatementScope,
@@ -248,13 +248,11 @@ class SurfaceEvidence:
 
     @property
     def verdict(self) -> Verdict:
-        if self.observed_undeclared or any(
-            f.status is ForbiddenStatus.TOUCHED for f in self.forbidden
-        ):
-            return Verdict.FAIL
-        if any(e.decision is Decision.DENIED for e in self.events):
-            return Verdict.FAIL
-        return Verdict.PASS
+        return surfaces_verdict(
+            undeclared_changed=bool(self.observed_undeclared),
+            forbidden_touched=any(f.status is ForbiddenStatus.TOUCHED for f in self.forbidden),
+            denied=any(e.decision is Decision.DENIED for e in self.events),
+        )
 
     def forbidden_line(self) -> str:
         spared = sum(f.status is not ForbiddenStatus.TOUCHED for f in self.forbidden)

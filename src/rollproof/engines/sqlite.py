@@ -45,6 +45,7 @@ from rollproof.errors import EnvironmentProblemError, IsolationError, SourceErro
 from rollproof.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.guard import SurfaceGuard
 from rollproof.isolation import IsolationCheck, IsolationProof
+from rollproof.packet.redact import redact_dsn
 from rollproof.sqltext import split_sqlite, without_leading_comments
 from rollproof.surfaces import AccessKind
 
@@ -61,23 +62,25 @@ def parse_sqlite_dsn(dsn: str) -> Path:
     """`sqlite:///relative.db`, `sqlite:////absolute.db`, or a plain path, to a Path.
 
     The three-slash form is relative and the four-slash form absolute, as in SQLAlchemy.
+    Errors show the DSN with any password removed.
     """
+    shown = repr(redact_dsn(dsn))
     if dsn.startswith("sqlite:"):
         rest = dsn[len("sqlite:") :]
         if not rest.startswith("///"):
             raise SourceError(
-                f"source {dsn!r}: a SQLite DSN is sqlite:///relative.db or sqlite:////absolute.db"
+                f"source {shown}: a SQLite DSN is sqlite:///relative.db or sqlite:////absolute.db"
             )
         rest = rest[3:]
         if "?" in rest or "#" in rest:
-            raise SourceError(f"source {dsn!r}: query parameters are not supported")
+            raise SourceError(f"source {shown}: query parameters are not supported")
         path = urllib.parse.unquote(rest)
     elif "://" in dsn:
-        raise SourceError(f"source {dsn!r}: unsupported scheme (this engine takes sqlite:///…)")
+        raise SourceError(f"source {shown}: unsupported scheme (this engine takes sqlite:///…)")
     else:
         path = dsn
     if not path or path == ":memory:":
-        raise SourceError(f"source {dsn!r}: names no database file")
+        raise SourceError(f"source {shown}: names no database file")
     return Path(path)
 
 

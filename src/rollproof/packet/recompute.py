@@ -50,6 +50,8 @@ from rollproof.model import (
     Verdict,
     combine_verdicts,
     overall_verdict,
+    rehearsal_exit_code,
+    surfaces_verdict,
 )
 from rollproof.packet.findings import Finding, FindingCode
 from rollproof.packet.layout import CHANGE_DIR, COMMANDS_SH, REPORT_MD, RERUN_SH
@@ -81,26 +83,17 @@ def markdown_title(change_id: str, overall: str) -> str:
 
 
 def expected_exit_code(isolation: IsolationVerdict, overall: Verdict) -> ExitCode:
-    """The rehearse command's exit code for these verdicts (RehearsalResult.exit_code)."""
-    if isolation is not IsolationVerdict.PROVEN:
-        return ExitCode.HELD
-    if overall is Verdict.PASS:
-        return ExitCode.OK
-    if overall is Verdict.FAIL:
-        return ExitCode.CHECK_FAILED
-    return ExitCode.HELD  # UNKNOWN is never a pass
+    """The rehearse command's exit code for these verdicts (one rule: model.py)."""
+    return rehearsal_exit_code(isolation, overall)
 
 
-def surfaces_verdict(surfaces: Mapping[str, Any]) -> Verdict:
-    """The surfaces verdict recomputed from report.json's `surfaces` (SurfaceEvidence.verdict):
-    FAIL on an observed undeclared change, a TOUCHED forbidden surface or a denied access."""
-    if surfaces["observed"]["undeclared"]:
-        return Verdict.FAIL
-    if any(f["status"] == "TOUCHED" for f in surfaces["forbidden"]):
-        return Verdict.FAIL
-    if any(e["decision"] == "denied" for e in surfaces["enforcement"]):
-        return Verdict.FAIL
-    return Verdict.PASS
+def surfaces_verdict_of(surfaces: Mapping[str, Any]) -> Verdict:
+    """The surfaces verdict recomputed from report.json's `surfaces` (one rule: model.py)."""
+    return surfaces_verdict(
+        undeclared_changed=bool(surfaces["observed"]["undeclared"]),
+        forbidden_touched=any(f["status"] == "TOUCHED" for f in surfaces["forbidden"]),
+        denied=any(e["decision"] == "denied" for e in surfaces["enforcement"]),
+    )
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -415,7 +408,7 @@ def check_verdicts(ev: Evidence) -> list[Finding]:
     verdicts = [Verdict(leg["verdict"]) for leg in report["legs"]]
     overall = overall_verdict(verdicts, names)
     if "surfaces" in report:
-        surfaces = surfaces_verdict(report["surfaces"])
+        surfaces = surfaces_verdict_of(report["surfaces"])
         if Verdict(report["surfaces"]["verdict"]) is not surfaces:
             out.append(
                 Finding(
