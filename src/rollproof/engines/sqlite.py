@@ -132,16 +132,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _file_digests(path: Path) -> tuple[str, str]:
-    """SHA-256 and BLAKE3 of a file, in one pass."""
-    sha, b3 = hashlib.sha256(), blake3.blake3()
-    with path.open("rb") as f:
-        while chunk := f.read(8 << 20):
-            sha.update(chunk)
-            b3.update(chunk)
-    return sha.hexdigest(), b3.hexdigest()
-
-
 def _file_blake3(path: Path) -> str:
     b3 = blake3.blake3()
     with path.open("rb") as f:
@@ -275,7 +265,6 @@ class SqliteSession:
         self.workspace = Path(tempfile.mkdtemp(prefix="rollproof-", dir=parent)).resolve()
         self.snapshot = self.workspace / "snapshot.db"
         self.clone = self.workspace / "clone.db"
-        self._snapshot_sha256 = ""
         self._snapshot_blake3 = ""
         self._snapshot_fp: Fingerprint | None = None
         try:
@@ -316,29 +305,33 @@ class SqliteSession:
             copied = header[18:20] == b"\x01\x01" and not journal.exists()
             if copied:
                 self._progress("snapshotting the source (file copy under a read lock)")
-                digest = self._copy_locked()
+                sha, source_b3 = self._copy_locked()
                 src.execute("COMMIT")
-                self._source_digest_before = {self.source.name: digest}
+                self._source_digest_before = {self.source.name: sha}
             else:
                 src.execute("COMMIT")
                 self._source_digest_before = source_bytes_digest(self.source)
                 self._backup(src)
         self.snapshot.chmod(0o400)
-        self._snapshot_sha256, self._snapshot_blake3 = _file_digests(self.snapshot)
-        if copied and self._snapshot_sha256 != self._source_digest_before[self.source.name]:
+        # The snapshot is re-read once: with BLAKE3, the internal check every later copy of
+        # it is held to; a copied snapshot must also equal the bytes the source hashed to.
+        self._snapshot_blake3 = _file_blake3(self.snapshot)
+        if copied and self._snapshot_blake3 != source_b3:
             raise EnvironmentProblemError("snapshot copy does not match the source's bytes")
 
-    def _copy_locked(self) -> str:
-        h = hashlib.sha256()
+    def _copy_locked(self) -> tuple[str, str]:
+        """Copy the locked source into the snapshot; SHA-256 and BLAKE3 of what was read."""
+        sha, b3 = hashlib.sha256(), blake3.blake3()
         total = max(self.source.stat().st_size, 1)
         done = 0
         with self.source.open("rb") as f, self.snapshot.open("wb") as out:
             while chunk := f.read(8 << 20):
-                h.update(chunk)
+                sha.update(chunk)
+                b3.update(chunk)
                 out.write(chunk)
                 done += len(chunk)
                 self._progress(f"snapshotting the source: {100 * done // total}%")
-        return h.hexdigest()
+        return sha.hexdigest(), str(b3.hexdigest())
 
     def _backup(self, src: sqlite3.Connection) -> None:
         self._progress("snapshotting the source (backup API, read-only)")
