@@ -543,3 +543,55 @@ def test_row_level_security_never_gives_a_filtered_fingerprint(
     assert "row-level security" in txn.reason
     assert leg(result, "revert").verdict is Verdict.PASS
     assert result.source_fingerprint.tables["notes"].rows == 3
+
+
+def test_extensions_and_their_types_come_across(
+    pg_servers: Servers, pg_source: MakeSource, make_pg_change: MakePgChange
+) -> None:
+    dsn = pg_source(
+        "CREATE EXTENSION citext;"
+        "CREATE TABLE users (id integer PRIMARY KEY, email citext NOT NULL UNIQUE);"
+        "INSERT INTO users VALUES (1, 'A@x.org'), (2, 'b@x.org');"
+    )
+    change = make_pg_change(
+        "UPDATE users SET email = lower(email::text);",
+        "UPDATE users SET email = 'A@x.org' WHERE id = 1;",
+        surfaces='writes = ["users"]\n',
+    )
+    messages: list[str] = []
+    result = rehearse(
+        change, dsn, scratch=pg_servers.scratch, legs=[LegName.REVERT], progress=messages.append
+    )
+    assert result.overall is Verdict.PASS
+    assert "extension:citext" in result.source_fingerprint.schema_objects
+    check = next(c for c in result.isolation.checks if c.name == "clone-matches-source")
+    assert check.holds is True
+    assert any(m.startswith("dumping the source (") for m in messages)
+    assert any('pg_restore: processing data for table "public.users"' in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("scratch", "error", "message"),
+    [
+        pytest.param(
+            "postgresql://postgres@/postgres?host=/nonexistent-socket-dir&port=1",
+            EnvironmentProblemError,
+            "scratch postgresql://postgres@/postgres.*: cannot connect",
+            id="unreachable",
+        ),
+        pytest.param("mysql://h/db", UsageError, "name a PostgreSQL server", id="not-postgres"),
+    ],
+)
+def test_bad_scratch_server(
+    pg_source: MakeSource,
+    make_pg_change: MakePgChange,
+    scratch: str,
+    error: type[Exception],
+    message: str,
+) -> None:
+    dsn = pg_source(SMALL)
+    change = make_pg_change(
+        "UPDATE items SET qty = 0;", "UPDATE items SET qty = id;", surfaces='writes = ["items"]\n'
+    )
+    with pytest.raises(error, match=message):
+        _rehearse(change, dsn, scratch=scratch)

@@ -123,6 +123,15 @@ def fingerprint_source(dsn: str, progress: Progress | None = None) -> Fingerprin
             conn.execute("ROLLBACK")
 
 
+@contextlib.contextmanager
+def _server_errors(what: str) -> Iterator[None]:
+    """Driver errors become environment problems (exit 4) at this boundary, never exit 70."""
+    try:
+        yield
+    except psycopg.Error as e:
+        raise EnvironmentProblemError(f"{what}: {describe_error(e)}") from None
+
+
 class PostgresSession:
     """An `EngineSession` for a PostgreSQL source, cloned onto a scratch server."""
 
@@ -170,7 +179,8 @@ class PostgresSession:
         try:
             self._check_workspace()
             self.scratch = self._open_scratch()
-            self._prepare()
+            with _server_errors("preparing the clone"):
+                self._prepare()
         except BaseException:
             self._cleanup(keep=False)
             raise
@@ -227,8 +237,12 @@ class PostgresSession:
             src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             say("fingerprinting the source (read-only)")
             self._source_before = self._fingerprint(src, "source")
-            snapshot_id = str(src.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
-            self._dump(snapshot_id)
+            row = src.execute(
+                "SELECT pg_catalog.pg_export_snapshot(), "
+                "pg_catalog.pg_size_pretty(pg_catalog.pg_database_size(current_database()))"
+            ).fetchone()
+            assert row is not None
+            self._dump(str(row[0]), str(row[1]))
             src.execute("ROLLBACK")
         self._restore()
         self._enforce()
@@ -281,6 +295,8 @@ class PostgresSession:
                 f"scratch {self.scratch.shown}: cannot create a database: {describe_error(e)} "
                 "(the scratch login needs CREATEDB)"
             ) from None
+        except psycopg.errors.DuplicateDatabase:
+            raise
         except psycopg.Error:
             # The source's locale may not exist on the scratch server; the fingerprint orders
             # rows by bytes, so only the database default differs.
@@ -319,7 +335,7 @@ class PostgresSession:
             )
         return "; ".join(parts)
 
-    def _dump(self, snapshot_id: str) -> None:
+    def _dump(self, snapshot_id: str, size: str) -> None:
         dump_dir = self.workspace / "dump"
         target = self.source
         params = dict(target.params)
@@ -336,7 +352,7 @@ class PostgresSession:
             f"--file={dump_dir}",
             f"--dbname={ro_target.conninfo}",
         ]
-        self._progress("dumping the source (pg_dump, read-only)")
+        self._progress(f"dumping the source ({size}; pg_dump, {self._jobs} jobs, read-only)")
         run = run_tool(
             argv,
             env=subprocess_env(ro_target, read_only=True),
@@ -456,7 +472,10 @@ class PostgresSession:
         return IsolationProof((*self._static_checks(), pending))
 
     def finish_isolation(self) -> IsolationProof:
-        with contextlib.closing(self._source_session()) as src:
+        with (
+            _server_errors("source"),
+            contextlib.closing(self._source_session()) as src,
+        ):
             src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             after = self._fingerprint(src, "source")
             src.execute("ROLLBACK")
@@ -478,7 +497,7 @@ class PostgresSession:
     # -- clones ---------------------------------------------------------------------------------
 
     def _remake_clone(self) -> None:
-        with contextlib.closing(self._admin()) as admin:
+        with _server_errors("re-making the clone"), contextlib.closing(self._admin()) as admin:
             ident = sql.Identifier(self.clone_db)
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
             admin.execute(
@@ -701,27 +720,26 @@ class PostgresSession:
     def explain(self, differences: Sequence[Difference]) -> list[Difference]:
         if not any(d.component.startswith("table:") for d in differences):
             return list(differences)
+        with _server_errors("explaining differences"):
+            self._snapshot_connections(allow=True)
+            try:
+                with (
+                    contextlib.closing(self._admin(self.snapshot_db)) as before,
+                    contextlib.closing(self._admin(self.clone_db)) as now,
+                ):
+                    before.read_only = True
+                    now.read_only = True
+                    return explain_differences(before, now, differences)
+            finally:
+                self._snapshot_connections(allow=False)
+
+    def _snapshot_connections(self, *, allow: bool) -> None:
         with contextlib.closing(self._admin()) as admin:
             admin.execute(
-                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
-                    sql.Identifier(self.snapshot_db)
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                    sql.Identifier(self.snapshot_db), sql.SQL("true" if allow else "false")
                 )
             )
-        try:
-            with (
-                contextlib.closing(self._admin(self.snapshot_db)) as before,
-                contextlib.closing(self._admin(self.clone_db)) as now,
-            ):
-                before.read_only = True
-                now.read_only = True
-                return explain_differences(before, now, differences)
-        finally:
-            with contextlib.closing(self._admin()) as admin:
-                admin.execute(
-                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
-                        sql.Identifier(self.snapshot_db)
-                    )
-                )
 
     # -- teardown -------------------------------------------------------------------------------
 
