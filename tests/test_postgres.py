@@ -364,6 +364,7 @@ def test_fingerprint_covers_schema_objects_and_sequences(
 ) -> None:
     dsn = pg_source(DEMO_SCHEMA + "SELECT setval('orders_id_seq', 9000, false);")
     fp = fingerprint_source(dsn)
+    assert fingerprint_source(dsn, jobs=1) == fp  # parallel sessions, one snapshot: same result
     kinds = {key.split(":", 1)[0] for key in fp.schema_objects}
     assert kinds == {
         "table",

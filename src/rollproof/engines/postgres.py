@@ -57,7 +57,12 @@ from rollproof.engines.postgres_conn import (
     subprocess_env,
 )
 from rollproof.engines.postgres_explain import explain_differences
-from rollproof.engines.postgres_fingerprint import ENGINE, fingerprint_connection, prepare_session
+from rollproof.engines.postgres_fingerprint import (
+    ENGINE,
+    Connect,
+    fingerprint_connection,
+    prepare_session,
+)
 from rollproof.engines.postgres_roles import (
     Grants,
     denied_kind,
@@ -108,19 +113,39 @@ SELECT DISTINCT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid IN (
 """
 
 
-def fingerprint_source(dsn: str, progress: Progress | None = None) -> Fingerprint:
-    """Fingerprint a PostgreSQL database through a read-only session (`rollproof fingerprint`)."""
+def fingerprint_source(
+    dsn: str, progress: Progress | None = None, *, jobs: int | None = None
+) -> Fingerprint:
+    """Fingerprint a PostgreSQL database through read-only sessions (`rollproof fingerprint`).
+
+    Tables are read over up to `jobs` sessions at once (default: up to 4), all in the same
+    exported snapshot, so the result is that of one instant.
+    """
     target = parse_pg_dsn(dsn)
+
+    @contextlib.contextmanager
+    def worker(snapshot_id: str) -> Iterator[psycopg.Connection[Any]]:
+        with contextlib.closing(connect_source(target)) as extra:
+            extra.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            extra.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            yield extra
+
     with contextlib.closing(connect_source(target)) as conn:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
-            return fingerprint_connection(conn, progress)
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
+            assert row is not None
+            snapshot_id = str(row[0])
+            return fingerprint_connection(
+                conn,
+                progress,
+                more=lambda: worker(snapshot_id),
+                jobs=jobs or max(1, min(4, os.cpu_count() or 1)),
+            )
         except psycopg.Error as e:
             raise EnvironmentProblemError(
                 f"source {target.shown}: cannot fingerprint: {describe_error(e)}"
             ) from None
-        finally:
-            conn.execute("ROLLBACK")
 
 
 @contextlib.contextmanager
@@ -203,6 +228,20 @@ class PostgresSession:
         self._source_sessions.append("default_transaction_read_only=on, transaction_read_only=on")
         return conn
 
+    @contextlib.contextmanager
+    def _source_worker(self, snapshot_id: str) -> Iterator[psycopg.Connection[Any]]:
+        """Another read-only source session that sees exactly the exported snapshot."""
+        conn = self._source_session()
+        try:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            yield conn
+        finally:
+            conn.close()
+
+    def _admin_worker(self, dbname: str) -> Connect:
+        return lambda: contextlib.closing(self._admin(dbname))
+
     def _admin(self, dbname: str | None = None) -> psycopg.Connection[Any]:
         target = self.scratch if dbname is None else self.scratch.with_db(dbname)
         return connect(target, what="scratch")
@@ -235,20 +274,25 @@ class PostgresSession:
                 self._create_database(admin, self.snapshot_db, encoding, collate, ctype)
                 self._roles_note = self._copy_roles(admin, roles)
             src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            say("fingerprinting the source (read-only)")
-            self._source_before = self._fingerprint(src, "source")
             row = src.execute(
                 "SELECT pg_catalog.pg_export_snapshot(), "
                 "pg_catalog.pg_size_pretty(pg_catalog.pg_database_size(current_database()))"
             ).fetchone()
             assert row is not None
-            self._dump(str(row[0]), str(row[1]))
+            snapshot_id = str(row[0])
+            say("fingerprinting the source (read-only)")
+            self._source_before = self._fingerprint(
+                src, "source", lambda: self._source_worker(snapshot_id)
+            )
+            self._dump(snapshot_id, str(row[1]))
             src.execute("ROLLBACK")
         self._restore()
         self._enforce()
         with contextlib.closing(self._admin(self.snapshot_db)) as snap:
             say("fingerprinting the snapshot")
-            self._snapshot_fp = self._fingerprint(snap, "scratch")
+            self._snapshot_fp = self._fingerprint(
+                snap, "scratch", self._admin_worker(self.snapshot_db)
+            )
         with contextlib.closing(self._admin()) as admin:
             # A template nobody may connect to: the snapshot stays as it was restored.
             admin.execute(
@@ -267,9 +311,11 @@ class PostgresSession:
         assert row is not None
         return tuple(row)
 
-    def _fingerprint(self, conn: psycopg.Connection[Any], what: str) -> Fingerprint:
+    def _fingerprint(
+        self, conn: psycopg.Connection[Any], what: str, more: Connect | None = None
+    ) -> Fingerprint:
         try:
-            return fingerprint_connection(conn, self._progress)
+            return fingerprint_connection(conn, self._progress, more=more, jobs=self._jobs)
         except psycopg.Error as e:
             raise EnvironmentProblemError(
                 f"{what}: cannot fingerprint: {describe_error(e)}"
@@ -477,7 +523,10 @@ class PostgresSession:
             contextlib.closing(self._source_session()) as src,
         ):
             src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            after = self._fingerprint(src, "source")
+            row = src.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
+            assert row is not None
+            snapshot_id = str(row[0])
+            after = self._fingerprint(src, "source", lambda: self._source_worker(snapshot_id))
             src.execute("ROLLBACK")
         before = self._source_before
         same = before is not None and after.digest == before.digest
@@ -524,7 +573,7 @@ class PostgresSession:
         # SECURITY DEFINER functions, dynamic SQL), so every after-fingerprint is taken in full.
         del reuse
         with contextlib.closing(self._admin(self.clone_db)) as conn:
-            return self._fingerprint(conn, "clone")
+            return self._fingerprint(conn, "clone", self._admin_worker(self.clone_db))
 
     # -- scripts --------------------------------------------------------------------------------
 

@@ -41,9 +41,12 @@ changes declare their surfaces.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -383,10 +386,67 @@ def _sequence_positions(
     return out
 
 
+Connect = Callable[[], "contextlib.AbstractContextManager[psycopg.Connection[Any]]"]
+"""Opens another connection that sees exactly what the first one sees (same database, and for a
+live source the same exported snapshot), for reading tables in parallel."""
+
+
+def _table_digests(
+    conn: psycopg.Connection[Any],
+    tables: list[tuple[str, str, str]],
+    progress: Callable[[str], None] | None,
+    more: Connect | None,
+    jobs: int,
+) -> dict[str, TableDigest]:
+    total = len(tables)
+    done: list[str] = []
+    lock = threading.Lock()
+
+    def note(name: str) -> None:
+        with lock:
+            done.append(name)
+            if progress is not None:
+                progress(f"fingerprinted table {name} ({len(done)}/{total})")
+
+    workers = min(jobs, total) if more is not None else 1
+    if workers <= 1:
+        out = {}
+        for name, schema, relname in tables:
+            out[name] = table_digest(conn, name, schema, relname)
+            note(name)
+        return out
+    assert more is not None
+    queue = list(reversed(tables))
+
+    def work() -> dict[str, TableDigest]:
+        got: dict[str, TableDigest] = {}
+        with more() as extra:
+            prepare_session(extra)
+            while True:
+                with lock:
+                    if not queue:
+                        return got
+                    name, schema, relname = queue.pop()
+                got[name] = table_digest(extra, name, schema, relname)
+                note(name)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = [f.result() for f in [pool.submit(work) for _ in range(workers)]]
+    return {name: digest for part in parts for name, digest in part.items()}
+
+
 def fingerprint_connection(
-    conn: psycopg.Connection[Any], progress: Callable[[str], None] | None = None
+    conn: psycopg.Connection[Any],
+    progress: Callable[[str], None] | None = None,
+    *,
+    more: Connect | None = None,
+    jobs: int = 1,
 ) -> Fingerprint:
-    """Fingerprint the database `conn` is connected to (it may be inside a transaction)."""
+    """Fingerprint the database `conn` is connected to (it may be inside a transaction).
+
+    With `more` and `jobs` > 1, tables are read over up to `jobs` extra connections at once;
+    the schema and the sequences are always read on `conn`.
+    """
     prepare_session(conn)
     objects: dict[str, str] = {}
     texts: dict[str, str] = {}
@@ -436,11 +496,7 @@ def fingerprint_connection(
     comments = [list(r) for r in _rows(conn, _COMMENTS)]
     ddl_text = digest_json({"objects": dict(sorted(texts.items())), "comments": comments})
 
-    digests: dict[str, TableDigest] = {}
-    for i, (name, schema, relname) in enumerate(tables, 1):
-        if progress is not None:
-            progress(f"fingerprinting table {name} ({i}/{len(tables)})")
-        digests[name] = table_digest(conn, name, schema, relname)
+    digests = _table_digests(conn, tables, progress, more, jobs)
     return Fingerprint(
         engine=ENGINE,
         schema_structural=digest_json(objects),
