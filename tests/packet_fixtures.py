@@ -31,8 +31,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from rollproof.governance.keys import SigningKey
 from rollproof.isolation import IsolationCheck, IsolationProof
-from rollproof.packet.attest import TrustedKey, trusted_key
+from rollproof.packet.attest import TrustedKey
 from rollproof.packet.build import build_packet
 from rollproof.packet.selftest import (
     SOUND_CHANGE,
@@ -44,8 +45,10 @@ from rollproof.rehearsal import RehearsalResult
 
 DATA = Path(__file__).parent / "data"
 GOLDEN_DIR = DATA / "golden" / "packet"
-GOLDEN_KEY = Ed25519PrivateKey.from_private_bytes(
-    hashlib.sha256(b"rollproof golden packet test key (not a secret)").digest()
+GOLDEN_KEY = SigningKey.from_private(
+    Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(b"rollproof golden packet test key (not a secret)").digest()
+    )
 )
 GOLDEN_VALIDATOR_PIN = hashlib.sha256(b"golden validator pin").hexdigest()
 GOLDEN_INVOCATION = [
@@ -60,7 +63,7 @@ GOLDEN_INVOCATION = [
 
 
 def golden_trusted_key() -> TrustedKey:
-    return trusted_key(GOLDEN_KEY.public_key())
+    return TrustedKey(GOLDEN_KEY.public.raw)
 
 
 def normalise(result: RehearsalResult) -> RehearsalResult:

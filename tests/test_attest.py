@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from rollproof.canonical import canonical_json
 from rollproof.cli import main
+from rollproof.governance.keys import SigningKey, generate_key
 from rollproof.packet.attest import (
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
@@ -22,7 +23,6 @@ from rollproof.packet.attest import (
     verify_envelope,
 )
 from rollproof.packet.findings import FindingCode
-from rollproof.packet.keys import generate_key
 from rollproof.packet.layout import ATTESTATION, MANIFEST, sha256_hex
 from rollproof.packet.reader import check_packet
 from rollproof.packet.selftest import SOUND_CHANGE, build_tiny_source, write_change
@@ -36,6 +36,7 @@ from tests.packet_fixtures import (
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 TRUSTED = trusted_key(KEY.public_key())
+SIGNER = SigningKey.from_private(KEY)
 STATEMENT = {
     "_type": "https://in-toto.io/Statement/v1",
     "subject": [
@@ -63,7 +64,7 @@ def test_pae_matches_the_dsse_specification() -> None:
 
 
 def test_sign_and_verify_round_trip() -> None:
-    envelope = sign_envelope(STATEMENT, KEY)
+    envelope = sign_envelope(STATEMENT, SIGNER)
     statement, signers = verify_envelope(envelope, [TRUSTED])
     assert statement == STATEMENT
     assert signers == (TRUSTED.keyid,)
@@ -74,7 +75,7 @@ def test_sign_and_verify_round_trip() -> None:
 
 
 def _envelope(**change: object) -> bytes:
-    doc = json.loads(sign_envelope(STATEMENT, KEY))
+    doc = json.loads(sign_envelope(STATEMENT, SIGNER))
     doc.update(change)
     return canonical_json(doc)
 
@@ -96,7 +97,7 @@ def _signed_body(body: bytes, key: Ed25519PrivateKey = KEY) -> bytes:
 
 
 def _non_canonical_sig() -> bytes:
-    doc = json.loads(sign_envelope(STATEMENT, KEY))
+    doc = json.loads(sign_envelope(STATEMENT, SIGNER))
     sig = doc["signatures"][0]["sig"]  # 64 bytes: the last data character carries 4 unused bits
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
     last = sig[-3]
@@ -125,7 +126,7 @@ STATEMENT_WITH_EXTRA = {**STATEMENT, "predicate": {**STATEMENT["predicate"], "no
             _non_canonical_sig, FindingCode.ATTESTATION_MALFORMED, id="base64-padding-bits"
         ),
         pytest.param(
-            lambda: json.dumps(json.loads(sign_envelope(STATEMENT, KEY))).encode(),
+            lambda: json.dumps(json.loads(sign_envelope(STATEMENT, SIGNER))).encode(),
             FindingCode.ATTESTATION_MALFORMED,
             id="not-canonical",
         ),
@@ -140,31 +141,31 @@ STATEMENT_WITH_EXTRA = {**STATEMENT, "predicate": {**STATEMENT["predicate"], "no
             id="unsigned-garbage-never-parsed",
         ),
         pytest.param(
-            lambda: sign_envelope(STATEMENT_WITH_EXTRA, KEY),
+            lambda: sign_envelope(STATEMENT_WITH_EXTRA, SIGNER),
             FindingCode.ATTESTATION_MALFORMED,
             id="unknown-predicate-field",
         ),
         pytest.param(
-            lambda: sign_envelope({**STATEMENT, "predicateType": "https://x/v1"}, KEY),
+            lambda: sign_envelope({**STATEMENT, "predicateType": "https://x/v1"}, SIGNER),
             FindingCode.ATTESTATION_MALFORMED,
             id="other-predicate-type",
         ),
         pytest.param(
-            lambda: sign_envelope({**STATEMENT, "subject": STATEMENT["subject"][:1]}, KEY),
+            lambda: sign_envelope({**STATEMENT, "subject": STATEMENT["subject"][:1]}, SIGNER),
             FindingCode.ATTESTATION_MALFORMED,
             id="one-subject",
         ),
     ],
 )
 def test_envelope_rejections(envelope: object, code: FindingCode) -> None:
-    verify_envelope(sign_envelope(STATEMENT, KEY), [TRUSTED])  # the positive twin
+    verify_envelope(sign_envelope(STATEMENT, SIGNER), [TRUSTED])  # the positive twin
     with pytest.raises(AttestationError) as info:
         verify_envelope(envelope(), [TRUSTED])  # type: ignore[operator]
     assert info.value.code is code
 
 
 def test_a_bad_signature_under_a_trusted_keyid_rejects_even_beside_a_good_one() -> None:
-    doc = json.loads(sign_envelope(STATEMENT, KEY))
+    doc = json.loads(sign_envelope(STATEMENT, SIGNER))
     good = doc["signatures"][0]
     bad = {"keyid": good["keyid"], "sig": base64.b64encode(bytes(64)).decode()}
     doc["signatures"] = [good, bad]
@@ -193,7 +194,7 @@ def test_rehearse_sign_then_validate_require_signature(
         (packet / MANIFEST).read_bytes()
     )
     assert statement["subject"][1]["digest"]["sha256"] == (packet / "TREE_HASH").read_text().strip()
-    assert envelope["signatures"][0]["keyid"] == mine.keyid
+    assert envelope["signatures"][0]["keyid"] == mine.key_id
 
     capsys.readouterr()
     assert (
@@ -202,7 +203,7 @@ def test_rehearse_sign_then_validate_require_signature(
         )
         == 0
     )
-    assert f"signed by {mine.keyid[:16]}" in capsys.readouterr().out
+    assert f"signed by {mine.key_id[:16]}" in capsys.readouterr().out
     assert (
         main(
             [

@@ -9,11 +9,16 @@ import stat
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
 
 from rollproof.cli import main
 from rollproof.packet.build import build_packet
-from rollproof.packet.keys import load_private_key
 from rollproof.packet.redact import redact_argv, redact_dsn, scrub, secrets_in
 from rollproof.packet.selftest import SOUND_CHANGE, build_tiny_source, tiny_rehearsal, write_change
 from rollproof.packet.validate import PacketTree, check_tree
@@ -96,7 +101,8 @@ def test_private_key_never_printed_nor_packed(
     assert main(["key", "generate", "--out", str(tmp_path / "keys")]) == 0
     private = tmp_path / "keys" / "rollproof-ed25519.key"
     assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
-    key = load_private_key(private)
+    key = load_pem_private_key(private.read_bytes(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
     raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     pem_body = b"".join(private.read_bytes().splitlines()[1:-1])
     needles = [raw, raw.hex().encode(), base64.b64encode(raw), pem_body]

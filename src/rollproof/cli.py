@@ -178,8 +178,8 @@ def rehearse(
     """Rehearse CHANGE (a directory with change.toml) on an isolated clone of --source and
     write its evidence packet."""
     from rollproof.change import load_change
+    from rollproof.governance.keys import load_signing_key
     from rollproof.packet.build import check_change_paths
-    from rollproof.packet.keys import load_private_key
     from rollproof.policy import POLICY_FILE, load_policy
     from rollproof.rehearsal import parse_legs
     from rollproof.rehearsal import rehearse as run
@@ -187,7 +187,7 @@ def rehearse(
 
     loaded = load_change(change)
     check_change_paths(loaded)
-    key = None if sign_key is None else load_private_key(sign_key)
+    key = None if sign_key is None else load_signing_key(sign_key)
     # An absolute policy path, so the packet's commands.sh finds it from any directory.
     if policy_path is None and Path(POLICY_FILE).is_file():
         policy_path = Path(POLICY_FILE)
@@ -261,7 +261,8 @@ def validate(
 
     Exit 0 valid, 1 invalid evidence, 2 unusable input, 3 validator pin mismatch.
     """
-    from rollproof.packet.keys import load_public_key
+    from rollproof.governance.keys import load_public_key
+    from rollproof.packet.attest import TrustedKey
     from rollproof.packet.reader import check_packet, check_validator_pin
     from rollproof.packet.scripts import verdict_lines
 
@@ -275,7 +276,7 @@ def validate(
         raise click.UsageError("missing argument PACKET (or give --selftest)")
     report = check_packet(
         packet,
-        trusted_keys=[load_public_key(k) for k in trusted_keys],
+        trusted_keys=[TrustedKey(load_public_key(k).raw) for k in trusted_keys],
         require_signature=require_signature,
         expect_validator=expect_validator,
     )
@@ -391,12 +392,12 @@ def key() -> None:
 )
 def key_generate(out_dir: Path) -> None:
     """Make a new Ed25519 key pair. The private key is written, never printed."""
-    from rollproof.packet.keys import generate_key
+    from rollproof.governance.keys import generate_key
 
     made = generate_key(out_dir)
     _out.print(f"private key: {made.private_path} (mode 0600; keep it secret)", markup=False)
     _out.print(f"public key:  {made.public_path}", markup=False)
-    _out.print(f"key id:      {made.keyid}", markup=False)
+    _out.print(f"key id:      {made.key_id}", markup=False)
 
 
 @cli.command()

@@ -28,7 +28,7 @@ from rollproof.packet.redact import redact_dsn
 from rollproof.rehearsal import LegResult, RehearsalResult
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from rollproof.packet.attest import Signer
 
 SCHEMA_ID = "rollproof/report/v1"
 
@@ -264,7 +264,7 @@ def write_report(
     out: Path,
     *,
     invocation: list[str] | None = None,
-    signing_key: Ed25519PrivateKey | None = None,
+    signing_key: Signer | None = None,
 ) -> Path:
     """Write the rehearsal's whole evidence packet into the new directory `out`, atomically.
 

@@ -1,8 +1,16 @@
-"""Ed25519 operator and executor keys: generation, key files, key ids.
+"""Ed25519 keys: generation, key files, key ids. The one module that reads or writes key files.
+
+Operators sign grants, decisions and ledger checkpoints with these keys; an executor signs
+evidence packets (`rollproof rehearse --sign`); `rollproof key generate` makes them all:
+
+    rollproof key generate --out DIR [--name NAME]
+        DIR/NAME.key   private key (default NAME: rollproof-ed25519)
+        DIR/NAME.pub   public key
 
     private key file   PKCS#8 PEM (optionally passphrase-encrypted), mode 0600, created
                        atomically and never over an existing file
-    public key file    SubjectPublicKeyInfo PEM, mode 0644
+    public key file    SubjectPublicKeyInfo PEM, mode 0644, never over an existing file either
+                       when made by `generate_key`
     key id             lowercase hex sha256 of the 32 raw public key bytes (the same id
                        `rollproof.packet.attest` uses); `short_key_id` is its first 16 digits
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from dataclasses import dataclass, field
@@ -37,6 +46,8 @@ from rollproof.errors import UsageError
 from rollproof.packet.write import atomic_write_bytes
 
 SHORT_ID_DIGITS = 16
+DEFAULT_KEY_NAME = "rollproof-ed25519"
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class KeyFileError(UsageError):
@@ -190,3 +201,27 @@ def public_key_from_pem(data: bytes, *, where: str = "public key") -> PublicKey:
 
 def load_public_key(path: Path) -> PublicKey:
     return public_key_from_pem(_read(path), where=str(path))
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedKey:
+    private_path: Path
+    public_path: Path
+    key_id: str
+
+
+def generate_key(
+    out_dir: Path, *, name: str = DEFAULT_KEY_NAME, passphrase: bytes | None = None
+) -> GeneratedKey:
+    """Write a new key pair as `out_dir/NAME.key` and `out_dir/NAME.pub`; neither may exist."""
+    if not _KEY_NAME.fullmatch(name):
+        raise KeyFileError(f"key name {name!r} must be letters, digits, '.', '_' or '-'")
+    private_path, public_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
+    for p in (private_path, public_path):
+        if os.path.lexists(p):
+            raise KeyFileError(f"{p} already exists; keys are never overwritten")
+    try:
+        public = generate_key_pair(private_path, public_path, passphrase=passphrase)
+    except OSError as e:
+        raise KeyFileError(f"cannot write keys into {out_dir}: {e.strerror}") from e
+    return GeneratedKey(private_path, public_path, public.key_id)

@@ -1,6 +1,6 @@
 """Signed attestation of a packet: an in-toto Statement v1 in a DSSE envelope, Ed25519-signed.
 
-Pure: keys are passed in as objects or raw bytes (reading key files is `rollproof.packet.keys`).
+Pure: keys are passed in as objects or raw bytes (reading key files is `rollproof.governance.keys`).
 
     attestation.dsse.json = canonical JSON of
       {"payload": base64(body), "payloadType": "application/vnd.in-toto+json",
@@ -33,10 +33,10 @@ import binascii
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from rollproof.canonical import canonical_json
@@ -88,6 +88,16 @@ def trusted_key(public: Ed25519PublicKey) -> TrustedKey:
     return TrustedKey(public.public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
+class Signer(Protocol):
+    """What signs an attestation: a key id and a signing function, never the private bytes
+    (`rollproof.governance.keys.SigningKey` is one)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
 def pae(payload_type: str, body: bytes) -> bytes:
     """DSSE v1 pre-authentication encoding."""
     t = payload_type.encode("utf-8")
@@ -108,7 +118,7 @@ def statement_json(
     }
 
 
-def sign_envelope(statement: Mapping[str, Any], key: Ed25519PrivateKey) -> bytes:
+def sign_envelope(statement: Mapping[str, Any], key: Signer) -> bytes:
     """The canonical DSSE envelope bytes over `statement`, signed with `key`."""
     body = canonical_json(dict(statement))
     sig = key.sign(pae(PAYLOAD_TYPE, body))
@@ -117,7 +127,7 @@ def sign_envelope(statement: Mapping[str, Any], key: Ed25519PrivateKey) -> bytes
         "payloadType": PAYLOAD_TYPE,
         "signatures": [
             {
-                "keyid": trusted_key(key.public_key()).keyid,
+                "keyid": key.key_id,
                 "sig": base64.b64encode(sig).decode("ascii"),
             }
         ],

@@ -27,12 +27,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from rollproof.canonical import canonical_json
 from rollproof.change import Change
 from rollproof.errors import UsageError
-from rollproof.packet.attest import predicate_for, sign_envelope, statement_json
+from rollproof.packet.attest import Signer, predicate_for, sign_envelope, statement_json
 from rollproof.packet.layout import (
     ATTESTATION,
     CHANGE_DIR,
@@ -94,7 +92,7 @@ def build_packet(
     *,
     invocation: Sequence[str] | None = None,
     validator_sha256: str | None = None,
-    signing_key: Ed25519PrivateKey | None = None,
+    signing_key: Signer | None = None,
 ) -> dict[str, bytes]:
     """Every file of the packet for `result`, by relative POSIX path."""
     check_change_paths(result.change)
@@ -142,7 +140,7 @@ def write_packet(
     *,
     invocation: Sequence[str] | None = None,
     validator_sha256: str | None = None,
-    signing_key: Ed25519PrivateKey | None = None,
+    signing_key: Signer | None = None,
 ) -> Path:
     """Write the packet for `result` into the new (or empty) directory `out`, atomically: it
     is built under a temporary name beside `out` and renamed into place only when complete."""

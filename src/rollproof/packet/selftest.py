@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rollproof.canonical import canonical_json
 from rollproof.change import load_change
 from rollproof.fingerprint import Fingerprint, TableDigest
+from rollproof.governance.keys import SigningKey
 from rollproof.packet.attest import (
+    Signer,
     TrustedKey,
     predicate_for,
     sign_envelope,
@@ -126,7 +128,7 @@ def reseal(files: Mapping[str, bytes], *, keep_attestation: bool = False) -> Fil
     return out
 
 
-def sign(files: Mapping[str, bytes], key: Ed25519PrivateKey, **predicate: Any) -> Files:
+def sign(files: Mapping[str, bytes], key: Signer, **predicate: Any) -> Files:
     """Reseal and sign again with `key`; keyword arguments are added to the predicate."""
     out = reseal(files)
     report = json.loads(out[REPORT_JSON])
@@ -178,7 +180,7 @@ class Corpus:
     sound: Files
     lossy: Files
     signed: Files
-    key: Ed25519PrivateKey
+    key: SigningKey
     trusted: TrustedKey
     stranger: TrustedKey
     workdir: Path
@@ -195,13 +197,13 @@ def build_corpus(workdir: Path) -> Corpus:
     lossy = tiny_rehearsal(
         source, write_change(workdir / "changes" / "drop-item-qty", LOSSY_CHANGE)
     )
-    key = Ed25519PrivateKey.generate()
+    key = SigningKey.from_private(Ed25519PrivateKey.generate())
     return Corpus(
         sound=build_packet(sound),
         lossy=build_packet(lossy),
         signed=build_packet(sound, signing_key=key),
         key=key,
-        trusted=trusted_key(key.public_key()),
+        trusted=TrustedKey(key.public.raw),
         stranger=trusted_key(Ed25519PrivateKey.generate().public_key()),
         workdir=workdir,
         results={"sound": sound, "lossy": lossy},
