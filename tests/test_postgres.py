@@ -362,7 +362,10 @@ def test_fingerprint_is_typed_order_independent_and_cell_sensitive(
 def test_fingerprint_covers_schema_objects_and_sequences(
     pg_servers: Servers, pg_source: MakeSource
 ) -> None:
-    dsn = pg_source(DEMO_SCHEMA + "SELECT setval('orders_id_seq', 9000, false);")
+    dsn = pg_source(
+        DEMO_SCHEMA + "SELECT setval('orders_id_seq', 9000, false);"
+        "CREATE SEQUENCE invoice_numbers START 100; SELECT nextval('invoice_numbers');"
+    )
     fp = fingerprint_source(dsn)
     assert fingerprint_source(dsn, jobs=1) == fp  # parallel sessions, one snapshot: same result
     kinds = {key.split(":", 1)[0] for key in fp.schema_objects}
@@ -377,7 +380,10 @@ def test_fingerprint_covers_schema_objects_and_sequences(
         "extension",
         "schema",
     }
-    assert "function:audit_orders_status()" in fp.schema_objects
+    assert "function:audit_orders_status" in fp.schema_objects
+    assert "sequence:invoice_numbers" in fp.schema_objects
+    assert "sequence:orders_id_seq" not in fp.schema_objects  # part of table:orders
+    assert fp.sequences["invoice_numbers"] == 100
     assert "type:event_kind" in fp.schema_objects
     # is_called false: the next value is 9000, so the counter stands one step before it.
     assert fp.sequences["orders"] == 8999
@@ -596,3 +602,21 @@ def test_bad_scratch_server(
     )
     with pytest.raises(error, match=message):
         _rehearse(change, dsn, scratch=scratch)
+
+
+def test_a_serial_column_and_a_function_are_declared_by_their_names(
+    pg_servers: Servers, pg_source: MakeSource, make_pg_change: MakePgChange
+) -> None:
+    dsn = pg_source(SMALL)
+    change = make_pg_change(
+        "ALTER TABLE items ADD COLUMN ticket serial;\n"
+        "CREATE FUNCTION item_count() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM items $$;",
+        "DROP FUNCTION item_count();\nALTER TABLE items DROP COLUMN ticket;",
+        surfaces='reads = ["items"]\nwrites = ["items", "items.ticket", "item_count"]\n',
+    )
+    result = rehearse(change, dsn, scratch=pg_servers.scratch, legs=[LegName.REVERT])
+    assert str(result.surfaces.scoping.status) == "READY"
+    # The table's first counter keeps its name; the new column's counter is named by column.
+    assert set(result.surfaces.observed_changed) == {"items", "items.ticket", "item_count"}
+    assert result.surfaces.observed_undeclared == ()
+    assert result.overall is Verdict.PASS

@@ -22,8 +22,10 @@ Same JSON shape and semantics as the SQLite engine's (rollproof.fingerprint); en
   read that row-level security would filter fails instead of hashing a subset of the rows.
 * **Sequences** are their own component: `(last_value, is_called)` folded into the position
   of the counter, `last_value` when called and one step before it otherwise, negated for a
-  descending sequence so that "advanced" always means "grew". The sequence's definition
-  (type, start, increment, bounds, cycle, owner column) is a schema object.
+  descending sequence so that "advanced" always means "grew". A serial or identity sequence is
+  keyed by its table and its definition (type, start, increment, bounds, cycle, owner column)
+  is part of the table's schema object; a free-standing sequence is its own schema object.
+  Functions are keyed by name, overloads folded together (their arguments are described).
 * **Schema** comes from the catalogs, deparsed by the server's own `pg_get_*` functions:
   tables (columns in order with types, NOT NULL, defaults, identity, generation, collation;
   constraints; partitioning; inheritance; row-level security and policies; rules), indexes,
@@ -44,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -186,7 +187,7 @@ SELECT {_NAME.format("c.relname")}, json_build_object(
     'min', s.seqmin, 'max', s.seqmax, 'cache', s.seqcache, 'cycle', s.seqcycle,
     'persistence', c.relpersistence,
     'owned_by', o.owner
-)::text, n.nspname, c.relname, s.seqincrement, o.owner_table, o.owner
+)::text, n.nspname, c.relname, s.seqincrement, o.owner_table, o.owner, o.attnum
 FROM pg_catalog.pg_sequence s
 JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -194,7 +195,8 @@ LEFT JOIN LATERAL (
     SELECT CASE WHEN tn.nspname = 'public' THEN tc.relname
                 ELSE tn.nspname || '.' || tc.relname END AS owner_table,
            CASE WHEN tn.nspname = 'public' THEN tc.relname
-                ELSE tn.nspname || '.' || tc.relname END || '.' || a.attname AS owner
+                ELSE tn.nspname || '.' || tc.relname END || '.' || a.attname AS owner,
+           a.attnum
     FROM pg_catalog.pg_depend d
     JOIN pg_catalog.pg_class tc ON tc.oid = d.refobjid
     JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace
@@ -208,10 +210,10 @@ ORDER BY 1
 """
 
 _FUNCTIONS = f"""
-SELECT {_NAME.format("p.proname")} || '('
-       || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')',
+SELECT {_NAME.format("p.proname")},
 json_build_object(
     'type', 'function', 'kind', p.prokind,
+    'arguments', pg_catalog.pg_get_function_identity_arguments(p.oid),
     'definition', CASE WHEN p.prokind = 'a' THEN NULL
                        ELSE pg_catalog.pg_get_functiondef(p.oid) END,
     'aggregate', CASE WHEN p.prokind = 'a' THEN (
@@ -222,7 +224,7 @@ json_build_object(
 )::text
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE {_USER_NS} AND {_not_extension_member("pg_proc", "p.oid")}
-ORDER BY 1
+ORDER BY 1, 2
 """
 
 _TYPES = f"""
@@ -295,18 +297,18 @@ ORDER BY a.attnum
 """
 
 
-def counter_name(
-    sequence: str, owner_table: str | None, owner: str | None, owners: Counter[str]
-) -> str:
+def counter_name(sequence: str, owner_table: str | None, owner: str | None, first: bool) -> str:
     """The sequence component's key: the table that owns the counter, as in SQLite.
 
     A serial or identity column's sequence is named after its table (`orders`), so the change
-    that writes the table declares the counter it advances with it; a table that owns several
-    counters names each by column (`orders.id`); a free-standing sequence by its own name.
+    that writes the table declares the counter it advances with it. When a table owns several,
+    the one on its first column keeps the table's name (so adding another never renames it)
+    and each other is named by its column (`orders.ticket`); a free-standing sequence by its
+    own name.
     """
     if owner_table is None or owner is None:
         return sequence
-    return owner_table if owners[owner_table] == 1 else owner
+    return owner_table if first else owner
 
 
 def prepare_session(conn: psycopg.Connection[Any]) -> None:
@@ -453,7 +455,9 @@ def fingerprint_connection(
 
     def add(kind: str, name: str, description: str) -> None:
         key = f"{kind}:{name}"
-        if key in objects:  # trigger names are per table: fold same-named ones together
+        # Trigger names are per table and functions overload: same-named ones fold together,
+        # in the deterministic order their queries return them.
+        if key in objects:
             description = f"{texts[key]}\n{description}"
         texts[key] = description
         objects[key] = digest_json(description)
@@ -479,12 +483,20 @@ def fingerprint_connection(
         add("trigger", name, description)
     sequences: list[tuple[str, str, str, int]] = []
     rows = _rows(conn, _SEQUENCES)
-    owners = Counter(str(r[5]) for r in rows if r[5] is not None)
-    for name, description, schema, relname, inc, owner_table, owner in rows:
-        add("sequence", name, description)
-        sequences.append(
-            (counter_name(name, owner_table, owner, owners), schema, relname, int(inc))
-        )
+    first_column: dict[str, int] = {}
+    for r in rows:
+        if r[5] is not None:
+            first_column[str(r[5])] = min(first_column.get(str(r[5]), r[7]), r[7])
+    for name, description, schema, relname, inc, owner_table, owner, attnum in rows:
+        # A serial or identity column's sequence is part of its table's definition (as SQLite's
+        # AUTOINCREMENT is): the change that declares the table has declared it.
+        if owner_table is None:
+            add("sequence", name, description)
+        else:
+            add("table", owner_table, description)
+        first = owner_table is not None and first_column[str(owner_table)] == attnum
+        key = counter_name(name, owner_table, owner, first)
+        sequences.append((key, schema, relname, int(inc)))
     for name, description in _rows(conn, _FUNCTIONS):
         add("function", name, description)
     for name, description in _rows(conn, _TYPES):
