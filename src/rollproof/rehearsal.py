@@ -374,12 +374,15 @@ def rehearse(
     allow_undeclared: bool = False,
     scratch: str | None = None,
     full_fingerprints: bool = False,
+    before_legs: Callable[[Fingerprint], None] | None = None,
 ) -> RehearsalResult:
     """Rehearse `change` against a clone of `source` and return every leg's proof.
 
     Raises ScopeNotReadyError before anything is cloned when the change touches undeclared
     objects (unless `allow_undeclared`), and IsolationError when the clone cannot be isolated.
-    `scratch` is where a PostgreSQL source is cloned (see `open_session`).
+    `scratch` is where a PostgreSQL source is cloned (see `open_session`). `before_legs` is
+    called with the source snapshot's fingerprint before any leg runs; if it raises, nothing
+    runs (a governed rehearsal consumes its grant there, against the state it will rehearse).
     """
     say = progress or (lambda _msg: None)
     started = clock()
@@ -398,6 +401,8 @@ def rehearse(
     kept: Path | None = None
     try:
         before = session.snapshot_fingerprint()
+        if before_legs is not None:
+            before_legs(before)
         runner = _LegRunner(session, change, before, guard, full_fingerprints=full_fingerprints)
         steps = {
             LegName.READ_ONLY: runner.read_only,
