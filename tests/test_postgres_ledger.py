@@ -172,6 +172,14 @@ def test_concurrent_consumers_of_one_grant_consume_it_once(ledger_dsn: str) -> N
     assert pgl.verify_chain(ledger_dsn).size == 2
 
 
+def test_a_ledger_exists_once_written_and_a_missing_one_is_named(ledger_dsn: str) -> None:
+    assert pgl.ledger_exists(ledger_dsn) is False
+    with pytest.raises(sqlite_ledger.LedgerNotFoundError, match="no ledger in"):
+        pgl.verify_chain(ledger_dsn)
+    pgl.append_events(ledger_dsn, [ticket(1)], now=NOW)
+    assert pgl.ledger_exists(ledger_dsn) is True
+
+
 def test_general_appends_cannot_write_a_consumption(ledger_dsn: str) -> None:
     with pytest.raises(ValueError, match="written by consume_grant only"):
         pgl.append_events(ledger_dsn, [consumed("e" * 32)], now=NOW)

@@ -226,6 +226,12 @@ def _read_stored(conn: psycopg.Connection[Any]) -> StoredLedger:
     )
 
 
+def ledger_exists(dsn: str) -> bool:
+    """Whether the database holds a rollproof ledger (its schema), without verifying it."""
+    with _connection(dsn) as conn:
+        return _exists(conn)
+
+
 def read_stored(dsn: str) -> StoredLedger:
     """The raw contents of the ledger, read in one REPEATABLE READ transaction."""
     with _connection(dsn) as conn:
