@@ -176,13 +176,27 @@ def _row(*values: bytes) -> bytes:
             id="i64-max",
         ),
         pytest.param([(1.0,)], _chunk(_row(b"g\x00\x00\x00\x00\x00\x00\xf0\x3f")), id="real-one"),
-        pytest.param([(0.0, -0.0)], _chunk(_row(b"g\x00\x00\x00\x00\x00\x00\x00\x00", b"g\x00\x00\x00\x00\x00\x00\x00\x80")), id="signed-zero"),
+        pytest.param(
+            [(0.0, -0.0)],
+            _chunk(
+                _row(b"g\x00\x00\x00\x00\x00\x00\x00\x00", b"g\x00\x00\x00\x00\x00\x00\x00\x80")
+            ),
+            id="signed-zero",
+        ),
         pytest.param(
             [(math.inf, -math.inf, math.nan)],
-            _chunk(_row(b"g\x00\x00\x00\x00\x00\x00\xf0\x7f", b"g\x00\x00\x00\x00\x00\x00\xf0\xff", b"g\x00\x00\x00\x00\x00\x00\xf8\x7f")),
+            _chunk(
+                _row(
+                    b"g\x00\x00\x00\x00\x00\x00\xf0\x7f",
+                    b"g\x00\x00\x00\x00\x00\x00\xf0\xff",
+                    b"g\x00\x00\x00\x00\x00\x00\xf8\x7f",
+                )
+            ),
             id="non-finite",
         ),
-        pytest.param([(5e-324,)], _chunk(_row(b"g\x01\x00\x00\x00\x00\x00\x00\x00")), id="subnormal"),
+        pytest.param(
+            [(5e-324,)], _chunk(_row(b"g\x01\x00\x00\x00\x00\x00\x00\x00")), id="subnormal"
+        ),
         pytest.param([(1e17,)], _chunk(_row(b"g\x00\xa0\xd8\x85\x57\x34\x76\x43")), id="exponent"),
         pytest.param([("",)], _chunk(_row(b"u\x00\x00\x00\x00")), id="empty-text"),
         pytest.param([(b"",)], _chunk(_row(b"s\x00\x00\x00\x00")), id="empty-blob"),
