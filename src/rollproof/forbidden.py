@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from rollproof.errors import SourceError
@@ -120,13 +120,18 @@ def production_statuses(
     policy: Policy,
     before: Mapping[str, str | None],
     after: Mapping[str, str | None],
-    rehearsal_source: Path | None,
+    is_rehearsal_source: Callable[[str], bool],
     isolation: IsolationProof,
 ) -> list[ForbiddenSurface]:
+    """Each registered production source: never opened, or opened only as the proof says.
+
+    The rehearsal's own source is `untouched` only when every isolation check about the source
+    holds (opened read-only, bytes or fingerprint unchanged); any other registered source was
+    never opened, and a SQLite one is hashed before and after to show it.
+    """
+    source_checks = [c for c in isolation.checks if c.name.startswith("source-")]
     out = []
-    opened = next((c for c in isolation.checks if c.name == "source-opened-read-only"), None)
     for dsn in policy.production_sources:
-        path = _sqlite_path(dsn, policy.directory)
         shown = redact_dsn(dsn)
         if before.get(dsn) != after.get(dsn):
             out.append(
@@ -137,15 +142,15 @@ def production_statuses(
                     "bytes changed during the rehearsal",
                 )
             )
-        elif path is not None and rehearsal_source is not None and path == rehearsal_source:
-            ro = opened is not None and opened.holds is True
+        elif is_rehearsal_source(dsn):
+            held = bool(source_checks) and all(c.holds is True for c in source_checks)
             out.append(
                 ForbiddenSurface(
                     "production-source",
                     shown,
-                    ForbiddenStatus.UNTOUCHED if ro else ForbiddenStatus.TOUCHED,
-                    (opened.evidence if opened else "no record of how it was opened")
-                    + "; sha256 identical before and after",
+                    ForbiddenStatus.UNTOUCHED if held else ForbiddenStatus.TOUCHED,
+                    "; ".join(f"{c.name}: {c.evidence}" for c in source_checks)
+                    or "no record of how it was opened",
                 )
             )
         else:

@@ -430,13 +430,16 @@ def rehearse(
             changed |= changed_objects(
                 r.fingerprints[Point.BEFORE], r.fingerprints[Point.AFTER_APPLY]
             )
-    source_path = Path(str(source_info["path"])) if "path" in source_info else None
     forbidden = (
         object_statuses(policy.forbidden_objects, before, changed, scoping, guard.events)
         + file_statuses(files_before, hash_forbidden_files(policy))
         + env_statuses(policy)
         + production_statuses(
-            policy, production_before, hash_production_sources(policy), source_path, isolation
+            policy,
+            production_before,
+            hash_production_sources(policy),
+            lambda dsn: session.is_source(dsn, policy.directory),
+            isolation,
         )
     )
     surfaces = SurfaceEvidence(

@@ -88,7 +88,7 @@ from rollproof.engines.postgres_tools import (
     run_tool,
     start_ephemeral,
 )
-from rollproof.errors import EnvironmentProblemError, IsolationError, UsageError
+from rollproof.errors import EnvironmentProblemError, IsolationError, SourceError, UsageError
 from rollproof.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.guard import SurfaceGuard
 from rollproof.isolation import IsolationCheck, IsolationProof
@@ -459,6 +459,20 @@ class PostgresSession:
 
     def describe_source(self) -> dict[str, Any]:
         return {"engine": ENGINE, "dsn": self.source.shown}
+
+    def is_source(self, dsn: str, base: Path) -> bool:
+        """Same server address and database (base is unused: a DSN is never relative)."""
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            return False
+        try:
+            other = parse_pg_dsn(dsn)
+        except SourceError:
+            return False
+
+        def where(t: PgTarget) -> tuple[str, str, str]:
+            return (t.params.get("host", ""), t.params.get("port", "5432"), t.dbname)
+
+        return where(other) == where(self.source)
 
     def snapshot_fingerprint(self) -> Fingerprint:
         assert self._snapshot_fp is not None

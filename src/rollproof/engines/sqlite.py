@@ -351,6 +351,14 @@ class SqliteSession:
             # mode lives in the file header, not in the content being proven.
             dst.execute("PRAGMA journal_mode = DELETE")
 
+    def is_source(self, dsn: str, base: Path) -> bool:
+        if "://" in dsn and not dsn.startswith("sqlite:"):
+            return False
+        try:
+            return (base / parse_sqlite_dsn(dsn)).resolve() == self.source
+        except SourceError:
+            return False
+
     def snapshot_fingerprint(self) -> Fingerprint:
         if self._snapshot_fp is None:
             self._progress("fingerprinting the snapshot")
