@@ -277,3 +277,35 @@ def test_sql_in_a_reason_is_printed_as_text_not_markup(
     assert "[/]" in out
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["legs"][0]["reason"].endswith("failed: no such table: [/]")
+
+
+def test_surfaces_command_lists_objects_risks_and_readiness(
+    make_change: MakeChange, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ready = make_change(
+        "ALTER TABLE customers DROP COLUMN fax;", "ALTER TABLE customers ADD COLUMN fax TEXT;"
+    )
+    assert main(["surfaces", str(ready.directory)]) == 0
+    out = capsys.readouterr().out
+    assert "alter customers" in out
+    assert "risk (apply statement 1): " in out
+    assert out.rstrip().endswith("scoping: READY")
+
+    undeclared = make_change(
+        "DELETE FROM orders;", "SELECT 1;", surfaces='writes = ["customers"]\n'
+    )
+    assert main(["surfaces", str(undeclared.directory)]) == 3
+    out = capsys.readouterr().out
+    assert "not ready: apply statement 1 `DELETE FROM orders`: write of undeclared orders" in out
+    assert "risk (apply statement 1): " in out
+    assert out.rstrip().endswith("scoping: NOT_READY")
+
+
+def test_surfaces_command_json(make_change: MakeChange, capsys: pytest.CaptureFixture[str]) -> None:
+    change = make_change("INSERT INTO tags VALUES ('s', 1);", "DELETE FROM tags WHERE label = 's';")
+    assert main(["surfaces", str(change.directory), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "READY"
+    assert doc["statements"]["apply"][0]["accesses"] == [
+        {"object": "tags", "kind": "WRITE", "object_type": "unknown"}
+    ]

@@ -401,6 +401,51 @@ def key_generate(out_dir: Path) -> None:
 
 
 @cli.command()
+@click.argument("change", type=click.Path(path_type=Path))
+@click.option(
+    "--dialect",
+    type=click.Choice(["sqlite", "postgresql"]),
+    default="sqlite",
+    show_default=True,
+    help="The SQL dialect the scripts are written in.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the scoping evidence as JSON.")
+def surfaces(change: Path, dialect: str, as_json: bool) -> None:
+    """Show every object CHANGE's SQL touches, what is undeclared, and destructive statements.
+
+    Exits 0 when scoping is READY, 3 when an object is undeclared or a statement's scope is
+    unknown (the same rule `rehearse` applies before any leg runs).
+    """
+    from rollproof.change import load_change
+    from rollproof.scope import ScopingStatus, check_scoping
+
+    scoping = check_scoping(load_change(change), dialect=dialect)
+    if as_json:
+        _out.print_json(json.dumps(scoping.to_json()))
+    else:
+        table = Table(title="statements and the objects they touch", title_justify="left")
+        for column in ("script", "#", "statement", "touches"):
+            table.add_column(column, overflow="fold")
+        for role, scopes in scoping.statements.items():
+            for s in scopes:
+                touches = ", ".join(f"{a.kind.lower()} {a.object}" for a in s.accesses)
+                if s.unknown is not None:
+                    touches = (touches + "; " if touches else "") + f"UNKNOWN: {s.unknown}"
+                table.add_row(role, str(s.index), Text(s.text), Text(touches or "nothing"))
+        _out.print(table)
+        for role, risk in scoping.risks:
+            _out.print(
+                f"risk ({role} statement {risk.statement}): {risk.message}; {risk.proven_by}",
+                markup=False,
+            )
+        for line in scoping.problems():
+            _out.print(f"not ready: {line}", markup=False)
+        _out.print(f"scoping: {scoping.status}", markup=False)
+    if scoping.status is not ScopingStatus.READY:
+        raise SystemExit(int(ExitCode.HELD))
+
+
+@cli.command()
 @click.argument("database", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the whole fingerprint as JSON.")
 def fingerprint(database: Path, as_json: bool) -> None:
