@@ -92,6 +92,7 @@ from rollproof.errors import EnvironmentProblemError, IsolationError, SourceErro
 from rollproof.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.guard import SurfaceGuard
 from rollproof.isolation import IsolationCheck, IsolationProof
+from rollproof.packet.redact import redact_dsn
 from rollproof.surfaces import POSTGRESQL, AccessKind, static_scope
 
 _SERVER = """
@@ -458,7 +459,14 @@ class PostgresSession:
     # -- evidence -------------------------------------------------------------------------------
 
     def describe_source(self) -> dict[str, Any]:
-        return {"engine": ENGINE, "dsn": self.source.shown}
+        # The scratch server is recorded (password removed) so commands.sh and RERUN.sh
+        # rehearse again on the same kind of scratch server.
+        scratch = self._scratch_spec
+        return {
+            "engine": ENGINE,
+            "dsn": self.source.shown,
+            "scratch": scratch if scratch == EPHEMERAL else redact_dsn(scratch),
+        }
 
     def is_source(self, dsn: str, base: Path) -> bool:
         """Same server address and database (base is unused: a DSN is never relative)."""

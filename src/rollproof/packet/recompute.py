@@ -106,6 +106,11 @@ def check_secrets(ev: Evidence) -> list[Finding]:
         out.append(
             Finding(FindingCode.SECRET_PRESENT, "source.dsn holds a password", "report.json")
         )
+    scratch = ev.report["source"].get("scratch")
+    if scratch is not None and redact_dsn(str(scratch)) != scratch:
+        out.append(
+            Finding(FindingCode.SECRET_PRESENT, "source.scratch holds a password", "report.json")
+        )
     for command in ev.exit_codes["commands"]:
         if redact_argv(command["argv"]) != command["argv"]:
             out.append(

@@ -158,7 +158,7 @@ def rerun_packet(
             clock=clock,
             policy=policy if policy is not None else _policy(report["surfaces"]["policy"]),
             allow_undeclared=bool(report["surfaces"]["allow_undeclared"]),
-            scratch=scratch,
+            scratch=scratch if scratch is not None else report["source"].get("scratch"),
         )
 
     mismatches: list[PointMismatch] = []

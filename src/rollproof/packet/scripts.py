@@ -90,6 +90,8 @@ def render_commands(report: Mapping[str, Any], exit_codes: Mapping[str, Any]) ->
         options += " --allow-undeclared"
     if surfaces["policy"]["path"] is not None:
         options += f" --policy {shlex.quote(str(surfaces['policy']['path']))}"
+    if report["source"].get("scratch") is not None:
+        options += f" --scratch {shlex.quote(str(report['source']['scratch']))}"
     staged = f'"$out"/change/{shlex.quote(change_id)}'
     expected = "\n".join(verdict_lines(report, rc))
     lines = _header(
