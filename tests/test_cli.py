@@ -47,9 +47,9 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_unknown_option_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["rehearse", "--nope"]) == 2
+    assert main(["rehearse", "--frobnicate"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["rollproof: error: No such option '--nope'."]
+    assert err == ["rollproof: error: No such option '--frobnicate'."]
 
 
 def test_rehearse_writes_report_and_exits_0(

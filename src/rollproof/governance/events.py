@@ -59,6 +59,9 @@ class EventKind(StrEnum):
     HOLD_RELEASED = "hold.released"
     VALIDATOR_PINNED = "validator.pinned"
     REHEARSAL_RECORDED = "rehearsal.recorded"
+    PREFLIGHT_RECORDED = "preflight.recorded"
+    PACKET_CHECKED = "packet.checked"
+    LANE_REFUSED = "lane.refused"
 
 
 def format_utc(moment: datetime) -> str:

@@ -23,7 +23,7 @@ checked, each against a named attack:
    signature), its issuer is one of the keys that signed it, and the issuer is not the executor;
 5. it is addressed to this executor (audience), this lane, this change, this source's
    fingerprint, and (when it names one) this evidence packet: a grant for one thing never
-   authorises another;
+   authorises another; a lane that needs evidence refuses a grant that names none;
 6. `not_before <= now < expires`;
 7. consumption inserts the grant id, nonce and payload sha256 into UNIQUE columns in the same
    `BEGIN IMMEDIATE` transaction that appends `grant.consumed`: a replay, even re-encoded or
@@ -59,8 +59,8 @@ from rollproof.governance.envelope import (
 )
 from rollproof.governance.events import Event, EventKind, NewEvent, format_utc, parse_utc
 from rollproof.governance.keys import PublicKey, SigningKey, short_key_id
-from rollproof.governance.ledger import record_grant_event
 from rollproof.governance.state import AlreadyConsumedError
+from rollproof.governance.store import LedgerStore, open_ledger
 from rollproof.packet.strictjson import StrictJsonError, loads_strict
 
 GRANT_PAYLOAD_TYPE = "application/vnd.rollproof.grant+json"
@@ -320,8 +320,13 @@ def check_grant(
     now: datetime,
     required_signatures: int = 1,
     packet_tree_hash: str | None = None,
+    require_evidence: bool = False,
 ) -> Grant:
-    """Verify a grant for this use, without consuming it (see the module docstring)."""
+    """Verify a grant for this use, without consuming it (see the module docstring).
+
+    `packet_tree_hash` is the evidence this use stands on; with `require_evidence` a grant must
+    name it (a lane above the first needs the evidence of the lanes below).
+    """
     if required_signatures < 1:
         raise ValueError("required_signatures must be at least 1")
     try:
@@ -364,6 +369,12 @@ def check_grant(
     if doc["packet_tree_hash"] is not None and doc["packet_tree_hash"] != packet_tree_hash:
         raise GrantEvidenceError(
             f"grant requires evidence packet {doc['packet_tree_hash']}", grant_id=gid
+        )
+    if require_evidence and doc["packet_tree_hash"] is None:
+        # Stops a grant written without looking at the evidence from opening a lane that needs it.
+        raise GrantEvidenceError(
+            "grant names no evidence packet, and this lane needs the evidence of the lanes below",
+            grant_id=gid,
         )
     moment = format_utc(now)
     if moment < doc["not_before"]:
@@ -411,7 +422,7 @@ def _logged(text: str) -> str:
 
 
 def _record_refusal(
-    ledger_path: Path,
+    store: LedgerStore,
     refusal: GrantRefusedError,
     envelope_bytes: bytes,
     *,
@@ -431,14 +442,14 @@ def _record_refusal(
     if refusal.grant_id is not None:
         body["grant_id"] = refusal.grant_id
     try:
-        record_grant_event(ledger_path, NewEvent(EventKind.GRANT_REFUSED, body), now=now)
+        store.record_grant_event(NewEvent(EventKind.GRANT_REFUSED, body), now=now)
     except (RollproofError, ValueError) as e:
         # The grant stays refused either way; say that the record of it is missing.
         refusal.add_note(f"the refusal could not be recorded in the ledger: {e}")
 
 
 def consume_grant(
-    ledger_path: Path,
+    ledger: Path | LedgerStore,
     envelope_bytes: bytes,
     *,
     trusted_keys: Sequence[PublicKey],
@@ -449,12 +460,15 @@ def consume_grant(
     now: datetime,
     required_signatures: int = 1,
     packet_tree_hash: str | None = None,
+    require_evidence: bool = False,
 ) -> ConsumedGrant:
     """Verify a grant for this use and consume it exactly once, or refuse it on the record.
 
-    Returns the grant and its `grant.consumed` event. Raises a `GrantRefusedError` subclass
-    (after appending `grant.refused`), or a ledger error if the ledger itself does not verify.
+    `ledger` is a SQLite ledger file or any `LedgerStore` (`store.open_ledger`). Returns the
+    grant and its `grant.consumed` event. Raises a `GrantRefusedError` subclass (after appending
+    `grant.refused`), or a ledger error if the ledger itself does not verify.
     """
+    store = open_ledger(ledger)
     try:
         grant = check_grant(
             envelope_bytes,
@@ -466,9 +480,10 @@ def consume_grant(
             now=now,
             required_signatures=required_signatures,
             packet_tree_hash=packet_tree_hash,
+            require_evidence=require_evidence,
         )
         try:
-            event = record_grant_event(ledger_path, _consumed_event(grant), now=now)
+            event = store.record_grant_event(_consumed_event(grant), now=now)
         except AlreadyConsumedError as e:
             raise GrantReplayError(
                 f"grant {grant.grant_id} was already consumed (same {e.field})",
@@ -476,7 +491,7 @@ def consume_grant(
             ) from e
     except GrantRefusedError as refusal:
         _record_refusal(
-            ledger_path,
+            store,
             refusal,
             envelope_bytes,
             lane=lane,

@@ -32,12 +32,24 @@ no events at all (a recurring UNKNOWN opens a new blocker: `record_unknown`).
 **Grants**: a `grant.consumed` event's grant id, nonce and payload digest are each new, for
 ever. **Holds**: every change is on HOLD unless its latest hold event is `hold.released`, which
 must cite a grant consumed earlier for that change and not used to release a hold before.
-**Decisions**: PROCEED must cite a consumed grant for that change and lane; HOLD cites none.
-**Rehearsals**: a packet tree hash is recorded once.
+**Decisions**: PROCEED must cite a consumed grant for that change and lane; HOLD cites none. A
+signed decision (or validator pin) carries the operator's public key and an Ed25519 signature
+over `PAE(<its payload type>, canonical JSON of the body without "signature")`, and the fold
+refuses one whose signature does not verify (an edited reason or option is caught even before
+the chain is checked); whether that key is an operator's is the policy's question, asked by
+whoever reads the state.
+**Rehearsals**: a packet tree hash is recorded once; one that cites a grant cites a grant
+consumed for that change (and lane), and each grant backs one rehearsal.
+**Preflights** record the ledger position they verified, which must be the position they are
+appended at: a preflight cannot claim to have read a ledger it did not (it is appended by a
+builder in the same transaction that read the state).
+**Packet checks** (commands.sh, RERUN.sh) cite a packet recorded earlier for the same change.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,15 +57,22 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from rollproof.canonical import canonical_json
 from rollproof.errors import CheckFailedError, UsageError
 from rollproof.governance.events import GENESIS, HEX64, Event, EventKind, NewEvent, parse_utc
+from rollproof.governance.keys import PublicKey, SigningKey
 from rollproof.model import Verdict
+from rollproof.packet.attest import pae
 from rollproof.packet.strictjson import StrictJsonError, loads_strict
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_TEXT = 4000
+DECISION_PAYLOAD_TYPE = "application/vnd.rollproof.decision+json"
+PIN_PAYLOAD_TYPE = "application/vnd.rollproof.validator-pin+json"
+PACKET_CHECKS = ("commands.sh", "RERUN.sh")
+PACKET_OUTCOMES = ("OVERALL PASS", "OVERALL FAIL", "PASS/MATCH", "FAIL/MISMATCH", "ERROR")
 
 
 class LedgerRuleError(CheckFailedError):
@@ -113,6 +132,13 @@ class Ticket:
     change_id: str | None = None
     notes: tuple[str, ...] = ()
     closed_at: int | None = None
+    updated_at: tuple[int, ...] = ()
+
+    @property
+    def touched_at(self) -> tuple[int, ...]:
+        """Every event seq that opened, updated or closed it."""
+        closed = () if self.closed_at is None else (self.closed_at,)
+        return (self.opened_at, *self.updated_at, *closed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +156,7 @@ class Blocker:
     """The reason recorded by the latest `blocker.classified`."""
     notes: tuple[str, ...] = ()
     closed_at: int | None = None
+    updated_at: tuple[int, ...] = ()
 
     @property
     def open_conditions(self) -> tuple[Condition, ...]:
@@ -142,6 +169,10 @@ class RehearsalRecord:
     change_id: str
     overall: Verdict
     seq: int
+    lane: str | None = None
+    grant_id: str | None = None
+    packet: str | None = None
+    """Where the packet was written, as recorded (a hint for readers; the hash is the identity)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +183,12 @@ class ConsumedGrantRecord:
     lane: str
     change_id: str
     seq: int
+    source_fingerprint: str = ""
+    issuer: str = ""
+    signers: tuple[str, ...] = ()
+    not_before: str = ""
+    expires: str = ""
+    packet_tree_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +196,9 @@ class RefusalRecord:
     seq: int
     reason: str
     grant_id: str | None
+    lane: str = ""
+    change_id: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +209,46 @@ class DecisionRecord:
     reason: str
     lane: str | None = None
     grant_id: str | None = None
+    operator: str | None = None
+    """The key id whose signature the fold verified, when the decision was signed."""
+    packet_tree_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRecord:
+    check: str
+    verdict: Verdict
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightRecord:
+    seq: int
+    change_id: str
+    lane: str
+    source: str
+    checks: tuple[CheckRecord, ...]
+    overall: Verdict
+    through: int
+    head: str
+
+
+@dataclass(frozen=True, slots=True)
+class PacketCheckRecord:
+    seq: int
+    change_id: str
+    packet_tree_hash: str
+    check: str
+    outcome: str
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaneRefusalRecord:
+    seq: int
+    change_id: str
+    lane: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +275,11 @@ class LedgerState:
     decisions: tuple[DecisionRecord, ...]
     holds: Mapping[str, HoldRecord]
     validator_pin: str | None
+    validator_pin_by: str | None = None
+    """The operator key id that signed the current pin (None: unsigned, e.g. by init)."""
+    preflights: tuple[PreflightRecord, ...] = ()
+    packet_checks: tuple[PacketCheckRecord, ...] = ()
+    lane_refusals: tuple[LaneRefusalRecord, ...] = ()
 
     def is_held(self, change_id: str) -> bool:
         """HOLD is the default: a change is held unless a hold.released says otherwise."""
@@ -266,6 +351,43 @@ def _is_evidence(v: Any) -> bool:
     )
 
 
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53
+
+
+def _is_exit_code(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255
+
+
+def _b64_of(size: int) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return len(raw) == size and base64.b64encode(raw).decode("ascii") == v
+
+    return check
+
+
+def _is_checks(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and bool(v)
+        and all(
+            isinstance(c, dict)
+            and set(c) == {"check", "verdict", "detail"}
+            and _is_id(c["check"])
+            and c["verdict"] in {x.value for x in Verdict}
+            and _is_text(c["detail"])
+            for c in v
+        )
+        and len({c["check"] for c in v}) == len(v)
+    )
+
+
 def _one_of(values: Iterable[str]) -> Callable[[Any], bool]:
     allowed = frozenset(values)
     return lambda v: isinstance(v, str) and v in allowed
@@ -282,6 +404,13 @@ CONDITIONS: _Check = (_is_conditions, "a non-empty list of {id, text} with disti
 EVIDENCE: _Check = (_is_evidence, "{packet_tree_hash: 64 lowercase hex digits}")
 VERDICT: _Check = (_one_of(Verdict), "a verdict")
 DECISION: _Check = (_one_of(Decision), "HOLD or PROCEED")
+COUNT: _Check = (_is_count, "a non-negative integer")
+EXIT_CODE: _Check = (_is_exit_code, "an exit code (0 to 255)")
+PUBKEY: _Check = (_b64_of(32), "base64 of a 32-byte Ed25519 public key")
+SIGNATURE: _Check = (_b64_of(64), "base64 of a 64-byte Ed25519 signature")
+CHECKS: _Check = (_is_checks, "a non-empty list of {check, verdict, detail}, checks distinct")
+PACKET_CHECK: _Check = (_one_of(PACKET_CHECKS), " or ".join(PACKET_CHECKS))
+OUTCOME: _Check = (_one_of(PACKET_OUTCOMES), ", ".join(PACKET_OUTCOMES))
 REQ, OPT = True, False
 
 _SCHEMAS: dict[EventKind, dict[str, tuple[_Check, bool]]] = {
@@ -338,14 +467,45 @@ _SCHEMAS: dict[EventKind, dict[str, tuple[_Check, bool]]] = {
         "reason": (TEXT, REQ),
         "lane": (ID, OPT),
         "grant_id": (HEX32, OPT),
+        "packet_tree_hash": (HEX64_, OPT),
+        "operator_key": (PUBKEY, OPT),
+        "signature": (SIGNATURE, OPT),
     },
     EventKind.HOLD_SET: {"change_id": (ID, REQ), "reason": (TEXT, REQ)},
     EventKind.HOLD_RELEASED: {"change_id": (ID, REQ), "grant_id": (HEX32, REQ)},
-    EventKind.VALIDATOR_PINNED: {"sha256": (HEX64_, REQ)},
+    EventKind.VALIDATOR_PINNED: {
+        "sha256": (HEX64_, REQ),
+        "operator_key": (PUBKEY, OPT),
+        "signature": (SIGNATURE, OPT),
+    },
     EventKind.REHEARSAL_RECORDED: {
         "change_id": (ID, REQ),
         "packet_tree_hash": (HEX64_, REQ),
         "overall": (VERDICT, REQ),
+        "lane": (ID, OPT),
+        "grant_id": (HEX32, OPT),
+        "packet": (TEXT, OPT),
+    },
+    EventKind.PREFLIGHT_RECORDED: {
+        "change_id": (ID, REQ),
+        "lane": (ID, REQ),
+        "source": (TEXT, REQ),
+        "checks": (CHECKS, REQ),
+        "overall": (VERDICT, REQ),
+        "through": (COUNT, REQ),
+        "head": (HEX64_, REQ),
+    },
+    EventKind.PACKET_CHECKED: {
+        "change_id": (ID, REQ),
+        "packet_tree_hash": (HEX64_, REQ),
+        "check": (PACKET_CHECK, REQ),
+        "outcome": (OUTCOME, REQ),
+        "exit_code": (EXIT_CODE, REQ),
+    },
+    EventKind.LANE_REFUSED: {
+        "change_id": (ID, REQ),
+        "lane": (TEXT, REQ),
+        "reason": (TEXT, REQ),
     },
 }
 _AT_LEAST_ONE: dict[EventKind, frozenset[str]] = {
@@ -403,6 +563,12 @@ class Folder:
     decisions: list[DecisionRecord] = field(default_factory=list)
     holds: dict[str, HoldRecord] = field(default_factory=dict)
     validator_pin: str | None = None
+    validator_pin_by: str | None = None
+    backed: set[str] = field(default_factory=set)
+    """Grant ids already cited by a rehearsal.recorded."""
+    preflights: list[PreflightRecord] = field(default_factory=list)
+    packet_checks: list[PacketCheckRecord] = field(default_factory=list)
+    lane_refusals: list[LaneRefusalRecord] = field(default_factory=list)
 
     def apply(self, event: Event) -> None:
         if event.seq != self.through + 1:
@@ -426,6 +592,10 @@ class Folder:
             decisions=tuple(self.decisions),
             holds=MappingProxyType(dict(self.holds)),
             validator_pin=self.validator_pin,
+            validator_pin_by=self.validator_pin_by,
+            preflights=tuple(self.preflights),
+            packet_checks=tuple(self.packet_checks),
+            lane_refusals=tuple(self.lane_refusals),
         )
 
     # helpers
@@ -478,7 +648,12 @@ def _ticket_opened(f: Folder, e: Event, b: dict[str, Any]) -> None:
 def _ticket_updated(f: Folder, e: Event, b: dict[str, Any]) -> None:
     ticket = f._ticket(e, b["ticket_id"])
     notes = (*ticket.notes, b["note"]) if "note" in b else ticket.notes
-    f.tickets[ticket.id] = replace(ticket, title=b.get("title", ticket.title), notes=notes)
+    f.tickets[ticket.id] = replace(
+        ticket,
+        title=b.get("title", ticket.title),
+        notes=notes,
+        updated_at=(*ticket.updated_at, e.seq),
+    )
 
 
 def _ticket_closed(f: Folder, e: Event, b: dict[str, Any]) -> None:
@@ -526,6 +701,7 @@ def _blocker_updated(f: Folder, e: Event, b: dict[str, Any]) -> None:
         title=b.get("title", blocker.title),
         conditions=blocker.conditions + added,
         notes=notes,
+        updated_at=(*blocker.updated_at, e.seq),
     )
 
 
@@ -557,14 +733,20 @@ def _blocker_discharged(f: Folder, e: Event, b: dict[str, Any]) -> None:
             e.seq, e.kind, f"blocker {blocker.id} has no condition {b['condition_id']}"
         )
     f.blockers[blocker.id] = replace(
-        blocker, conditions=tuple(conditions), state=BlockerState.PARTIALLY_DISCHARGED
+        blocker,
+        conditions=tuple(conditions),
+        state=BlockerState.PARTIALLY_DISCHARGED,
+        updated_at=(*blocker.updated_at, e.seq),
     )
 
 
 def _blocker_classified(f: Folder, e: Event, b: dict[str, Any]) -> None:
     blocker = f._blocker(e, b["blocker_id"])
     f.blockers[blocker.id] = replace(
-        blocker, state=BlockerState.CLASSIFIED, classification=b["reason"]
+        blocker,
+        state=BlockerState.CLASSIFIED,
+        classification=b["reason"],
+        updated_at=(*blocker.updated_at, e.seq),
     )
 
 
@@ -595,16 +777,65 @@ def _grant_consumed(f: Folder, e: Event, b: dict[str, Any]) -> None:
         lane=b["lane"],
         change_id=b["change_id"],
         seq=e.seq,
+        source_fingerprint=b["source_fingerprint"],
+        issuer=b["issuer"],
+        signers=tuple(b["signers"]),
+        not_before=b["not_before"],
+        expires=b["expires"],
+        packet_tree_hash=b.get("packet_tree_hash"),
     )
     f.nonces.add(b["nonce"])
     f.payloads.add(b["payload_sha256"])
 
 
 def _grant_refused(f: Folder, e: Event, b: dict[str, Any]) -> None:
-    f.refusals.append(RefusalRecord(seq=e.seq, reason=b["reason"], grant_id=b.get("grant_id")))
+    f.refusals.append(
+        RefusalRecord(
+            seq=e.seq,
+            reason=b["reason"],
+            grant_id=b.get("grant_id"),
+            lane=b["lane"],
+            change_id=b["change_id"],
+            detail=b["detail"],
+        )
+    )
+
+
+_SIGNED_TYPES = {
+    EventKind.DECISION_RECORDED: DECISION_PAYLOAD_TYPE,
+    EventKind.VALIDATOR_PINNED: PIN_PAYLOAD_TYPE,
+}
+
+
+def signed_bytes(kind: EventKind, body: Mapping[str, Any]) -> bytes:
+    """The bytes an operator signs for an event body: the body without "signature", in PAE."""
+    unsigned = {k: v for k, v in body.items() if k != "signature"}
+    return pae(_SIGNED_TYPES[kind], canonical_json(unsigned))
+
+
+def _signer(e: Event, b: dict[str, Any]) -> str | None:
+    """The key id that signed this body (verified), or None for an unsigned one."""
+    key, signature = b.get("operator_key"), b.get("signature")
+    if key is None and signature is None:
+        return None
+    if key is None or signature is None:
+        raise LedgerRuleError(e.seq, e.kind, "a signed event needs operator_key and signature")
+    public = PublicKey(base64.b64decode(key))
+    if not public.verify(base64.b64decode(signature), signed_bytes(e.kind, b)):
+        # Stops an edited decision or pin (another option, reason or hash) passing as signed.
+        raise LedgerRuleError(e.seq, e.kind, "the operator's signature does not verify")
+    return public.key_id
+
+
+def _signed(kind: EventKind, body: dict[str, Any], key: SigningKey | None) -> NewEvent:
+    if key is not None:
+        body["operator_key"] = base64.b64encode(key.public.raw).decode("ascii")
+        body["signature"] = base64.b64encode(key.sign(signed_bytes(kind, body))).decode("ascii")
+    return NewEvent(kind, body)
 
 
 def _decision_recorded(f: Folder, e: Event, b: dict[str, Any]) -> None:
+    operator = _signer(e, b)
     decision = Decision(b["decision"])
     lane, grant_id = b.get("lane"), b.get("grant_id")
     if decision is Decision.PROCEED:
@@ -623,6 +854,8 @@ def _decision_recorded(f: Folder, e: Event, b: dict[str, Any]) -> None:
             reason=b["reason"],
             lane=lane,
             grant_id=grant_id,
+            operator=operator,
+            packet_tree_hash=b.get("packet_tree_hash"),
         )
     )
 
@@ -645,6 +878,7 @@ def _hold_released(f: Folder, e: Event, b: dict[str, Any]) -> None:
 
 
 def _validator_pinned(f: Folder, e: Event, b: dict[str, Any]) -> None:
+    f.validator_pin_by = _signer(e, b)
     f.validator_pin = b["sha256"]
 
 
@@ -652,8 +886,68 @@ def _rehearsal_recorded(f: Folder, e: Event, b: dict[str, Any]) -> None:
     tree = b["packet_tree_hash"]
     if tree in f.rehearsals:
         raise LedgerRuleError(e.seq, e.kind, f"packet {tree} is already recorded")
+    grant_id, lane = b.get("grant_id"), b.get("lane")
+    if grant_id is not None:
+        grant = f._consumed_for(e, grant_id, b["change_id"])
+        if lane is not None and grant.lane != lane:
+            raise LedgerRuleError(e.seq, e.kind, f"grant {grant_id} is for lane {grant.lane}")
+        if grant_id in f.backed:
+            # Stops one single-use grant from standing behind two rehearsals.
+            raise LedgerRuleError(e.seq, e.kind, f"grant {grant_id} already backs a rehearsal")
+        f.backed.add(grant_id)
     f.rehearsals[tree] = RehearsalRecord(
-        packet_tree_hash=tree, change_id=b["change_id"], overall=Verdict(b["overall"]), seq=e.seq
+        packet_tree_hash=tree,
+        change_id=b["change_id"],
+        overall=Verdict(b["overall"]),
+        seq=e.seq,
+        lane=lane,
+        grant_id=grant_id,
+        packet=b.get("packet"),
+    )
+
+
+def _preflight_recorded(f: Folder, e: Event, b: dict[str, Any]) -> None:
+    if b["through"] != f.through or b["head"] != f.head:
+        # Stops a preflight claiming to have verified a ledger position it was not appended at.
+        raise LedgerRuleError(
+            e.seq, e.kind, f"claims to have read the ledger through {b['through']}, not {f.through}"
+        )
+    checks = tuple(CheckRecord(c["check"], Verdict(c["verdict"]), c["detail"]) for c in b["checks"])
+    f.preflights.append(
+        PreflightRecord(
+            seq=e.seq,
+            change_id=b["change_id"],
+            lane=b["lane"],
+            source=b["source"],
+            checks=checks,
+            overall=Verdict(b["overall"]),
+            through=b["through"],
+            head=b["head"],
+        )
+    )
+
+
+def _packet_checked(f: Folder, e: Event, b: dict[str, Any]) -> None:
+    record = f.rehearsals.get(b["packet_tree_hash"])
+    if record is None or record.change_id != b["change_id"]:
+        raise LedgerRuleError(
+            e.seq, e.kind, f"packet {b['packet_tree_hash']} was never recorded for this change"
+        )
+    f.packet_checks.append(
+        PacketCheckRecord(
+            seq=e.seq,
+            change_id=b["change_id"],
+            packet_tree_hash=b["packet_tree_hash"],
+            check=b["check"],
+            outcome=b["outcome"],
+            exit_code=b["exit_code"],
+        )
+    )
+
+
+def _lane_refused(f: Folder, e: Event, b: dict[str, Any]) -> None:
+    f.lane_refusals.append(
+        LaneRefusalRecord(seq=e.seq, change_id=b["change_id"], lane=b["lane"], reason=b["reason"])
     )
 
 
@@ -673,6 +967,9 @@ _HANDLERS: dict[EventKind, Callable[[Folder, Event, dict[str, Any]], None]] = {
     EventKind.HOLD_RELEASED: _hold_released,
     EventKind.VALIDATOR_PINNED: _validator_pinned,
     EventKind.REHEARSAL_RECORDED: _rehearsal_recorded,
+    EventKind.PREFLIGHT_RECORDED: _preflight_recorded,
+    EventKind.PACKET_CHECKED: _packet_checked,
+    EventKind.LANE_REFUSED: _lane_refused,
 }
 assert set(_HANDLERS) == set(EventKind) == set(_SCHEMAS)  # every kind has its rules
 
@@ -809,15 +1106,76 @@ def record_unknown(
     )
 
 
-def record_rehearsal(change_id: str, packet_tree_hash: str, overall: Verdict) -> NewEvent:
+def record_rehearsal(
+    change_id: str,
+    packet_tree_hash: str,
+    overall: Verdict,
+    *,
+    lane: str | None = None,
+    grant_id: str | None = None,
+    packet: str | None = None,
+) -> NewEvent:
     return NewEvent(
         EventKind.REHEARSAL_RECORDED,
-        _body(change_id=change_id, packet_tree_hash=packet_tree_hash, overall=str(overall)),
+        _body(
+            change_id=change_id,
+            packet_tree_hash=packet_tree_hash,
+            overall=str(overall),
+            lane=lane,
+            grant_id=grant_id,
+            packet=packet,
+        ),
     )
 
 
-def pin_validator(sha256: str) -> NewEvent:
-    return NewEvent(EventKind.VALIDATOR_PINNED, _body(sha256=sha256))
+def record_preflight(
+    state: LedgerState,
+    *,
+    change_id: str,
+    lane: str,
+    source: str,
+    checks: Sequence[CheckRecord],
+    overall: Verdict,
+) -> NewEvent:
+    """A preflight's results, citing the ledger position `state` was folded through."""
+    return NewEvent(
+        EventKind.PREFLIGHT_RECORDED,
+        _body(
+            change_id=change_id,
+            lane=lane,
+            source=source,
+            checks=[
+                {"check": c.check, "verdict": str(c.verdict), "detail": c.detail} for c in checks
+            ],
+            overall=str(overall),
+            through=state.through,
+            head=state.head,
+        ),
+    )
+
+
+def record_packet_check(
+    change_id: str, packet_tree_hash: str, *, check: str, outcome: str, exit_code: int
+) -> NewEvent:
+    return NewEvent(
+        EventKind.PACKET_CHECKED,
+        _body(
+            change_id=change_id,
+            packet_tree_hash=packet_tree_hash,
+            check=check,
+            outcome=outcome,
+            exit_code=exit_code,
+        ),
+    )
+
+
+def refuse_lane(change_id: str, lane: str, *, reason: str) -> NewEvent:
+    return NewEvent(EventKind.LANE_REFUSED, _body(change_id=change_id, lane=lane, reason=reason))
+
+
+def pin_validator(sha256: str, *, key: SigningKey | None = None) -> NewEvent:
+    """Pin the validator's hash; signed by `key` (an operator's) when given."""
+    return _signed(EventKind.VALIDATOR_PINNED, _body(sha256=sha256), key)
 
 
 def set_hold(change_id: str, *, reason: str) -> NewEvent:
@@ -835,14 +1193,16 @@ def record_decision(
     reason: str,
     lane: str | None = None,
     grant_id: str | None = None,
+    packet_tree_hash: str | None = None,
+    key: SigningKey | None = None,
 ) -> NewEvent:
-    return NewEvent(
-        EventKind.DECISION_RECORDED,
-        _body(
-            change_id=change_id,
-            decision=str(decision),
-            reason=reason,
-            lane=lane,
-            grant_id=grant_id,
-        ),
+    """A decision; signed by `key` (an operator's) when given (see the module docstring)."""
+    body = _body(
+        change_id=change_id,
+        decision=str(decision),
+        reason=reason,
+        lane=lane,
+        grant_id=grant_id,
+        packet_tree_hash=packet_tree_hash,
     )
+    return _signed(EventKind.DECISION_RECORDED, body, key)

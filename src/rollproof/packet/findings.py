@@ -47,6 +47,7 @@ class Stage(StrEnum):
     EXIT_CODES = "exit-codes"
     SCRIPTS = "scripts"
     SIGNATURE = "signature"
+    GOVERNANCE = "governance"
 
 
 class FindingCode(StrEnum):
@@ -102,6 +103,8 @@ class FindingCode(StrEnum):
     SIGNATURE_INVALID = "SIGNATURE_INVALID"
     ATTESTATION_SUBJECT_MISMATCH = "ATTESTATION_SUBJECT_MISMATCH"
     ATTESTATION_PREDICATE_MISMATCH = "ATTESTATION_PREDICATE_MISMATCH"
+    # governance (the optional layer: decision packet, checkpoint, addendum; packet/governance.py)
+    GOVERNANCE_MISMATCH = "GOVERNANCE_MISMATCH"
     # the validator itself raised: the packet is rejected, never accepted by accident
     VALIDATOR_EXCEPTION = "VALIDATOR_EXCEPTION"
 
@@ -139,6 +142,9 @@ class VerifiedPacket:
     report: Mapping[str, Any] = field(repr=False)
     fingerprints: Mapping[str, Fingerprint] = field(repr=False)
     files: Mapping[str, bytes] = field(repr=False)
+    decision: Mapping[str, Any] | None = field(default=None, repr=False)
+    """The governance layer's decision.json, when the packet carries the layer."""
+    governance_files: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

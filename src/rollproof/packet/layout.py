@@ -15,11 +15,27 @@ A packet is a directory of **payload** files plus three **control** files:
 The control files are not payload: the manifest cannot list itself, the tree hash cannot cover
 itself, and the attestation signs both.
 
+A governed rehearsal adds a **governance layer** once the evidence has validated: files that
+cite the tree hash and so cannot be covered by it (`rollproof.packet.governance`):
+
+    governance/decision.json   the decision packet (schema rollproof/decision/v1): HOLD first
+                               and default, each next lane with what it needs, APPLY_NOW
+    governance/decision.md     the same for people, rendered from decision.json
+    governance/checkpoint.md   the checkpoint: where the change stands, from ledger and packet
+    governance/addendum.json   tickets opened or touched by the run (by id range), APPLY_NOW
+    GOVERNANCE.json            control file sealing the layer: canonical JSON
+                               {"schema": "rollproof/governance-seal/v1", "tree_hash": <TREE_HASH>,
+                                "files": [{"path", "sha256", "size"}, ...]} over exactly the four
+
+The layer is optional, all or nothing: without GOVERNANCE.json nothing may sit under
+governance/, and the manifest never lists a governance path.
+
 **Tree hash rule** (recomputable with coreutils): the sha256 of the `sha256sum`-style lines
 `<sha256 hex>  <path>\\n` of every payload file, sorted by path in byte order:
 
     cd PACKET && find . -type f ! -path ./MANIFEST.json ! -path ./TREE_HASH \\
-      ! -path ./attestation.dsse.json | sed 's|^\\./||' | LC_ALL=C sort \\
+      ! -path ./attestation.dsse.json ! -path ./GOVERNANCE.json ! -path './governance/*' \\
+      | sed 's|^\\./||' | LC_ALL=C sort \\
       | xargs -d '\\n' sha256sum | sha256sum | cut -d' ' -f1
 
 **Path grammar** (every payload path): relative POSIX paths of 1 to `MAX_DEPTH` segments, each
@@ -43,7 +59,16 @@ from rollproof.canonical import canonical_json
 MANIFEST = "MANIFEST.json"
 TREE_HASH = "TREE_HASH"
 ATTESTATION = "attestation.dsse.json"
-CONTROL_FILES = frozenset({MANIFEST, TREE_HASH, ATTESTATION})
+GOVERNANCE_SEAL = "GOVERNANCE.json"
+CONTROL_FILES = frozenset({MANIFEST, TREE_HASH, ATTESTATION, GOVERNANCE_SEAL})
+
+GOVERNANCE_DIR = "governance"
+DECISION_JSON = "governance/decision.json"
+DECISION_MD = "governance/decision.md"
+CHECKPOINT_MD = "governance/checkpoint.md"
+ADDENDUM_JSON = "governance/addendum.json"
+GOVERNANCE_FILES = (ADDENDUM_JSON, CHECKPOINT_MD, DECISION_JSON, DECISION_MD)
+"""The governance layer's files, sorted: all present with GOVERNANCE.json, or none."""
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -135,6 +160,11 @@ def case_collisions(paths: Iterable[str]) -> list[tuple[str, str]]:
             if other != prefix and (other, prefix) not in out:
                 out.append((other, prefix))
     return out
+
+
+def is_governance_path(path: str) -> bool:
+    """True for the governance layer's seal and anything under governance/."""
+    return path in (GOVERNANCE_SEAL, GOVERNANCE_DIR) or path.startswith(GOVERNANCE_DIR + "/")
 
 
 def is_known_payload(path: str) -> bool:

@@ -28,6 +28,7 @@ from rollproof.canonical import canonical_json
 from rollproof.change import load_change
 from rollproof.fingerprint import Fingerprint, TableDigest
 from rollproof.governance.keys import SigningKey
+from rollproof.model import Verdict
 from rollproof.packet.attest import (
     Signer,
     TrustedKey,
@@ -41,7 +42,9 @@ from rollproof.packet.findings import FindingCode, ValidationReport, ValidatorPi
 from rollproof.packet.layout import (
     ATTESTATION,
     COMMANDS_SH,
+    DECISION_MD,
     EXIT_CODES_JSON,
+    GOVERNANCE_SEAL,
     ISOLATION_JSON,
     MANIFEST,
     REPORT_JSON,
@@ -172,6 +175,80 @@ def leg(report: dict[str, Any], name: str) -> dict[str, Any]:
     return next(x for x in report["legs"] if x["name"] == name)
 
 
+def governance_layer(
+    files: Mapping[str, bytes],
+    *,
+    edit_decision: Callable[[dict[str, Any]], None] | None = None,
+) -> Files:
+    """`files` plus a governance layer as a governed run writes it, derived from an empty
+    ledger and the default ladder (decision: HOLD first and default; APPLY_NOW=NO)."""
+    from rollproof.governance.decision import decision_packet
+    from rollproof.governance.state import fold
+    from rollproof.packet.governance import ADDENDUM_SCHEMA, checkpoint_title, layer_files
+    from rollproof.policy import DEFAULT_GATES, DEFAULT_LANES, Governance
+
+    tree = files[TREE_HASH].decode("ascii").strip()
+    report = json.loads(files[REPORT_JSON])
+    change_id = report["change"]["id"]
+    gov = Governance("", Path(), None, {}, DEFAULT_LANES, DEFAULT_GATES)
+    state = fold(())
+    lane = DEFAULT_LANES[0].name
+    decision = decision_packet(
+        gov,
+        state,
+        change_id=change_id,
+        lane=lane,
+        packet_tree_hash=tree,
+        overall=Verdict(report["overall"]),
+        now=FIXED_TIME,
+    )
+    if edit_decision is not None:
+        edit_decision(decision)
+    addendum = {
+        "schema": ADDENDUM_SCHEMA,
+        "change_id": change_id,
+        "lane": lane,
+        "packet_tree_hash": tree,
+        "ledger": {"from": 1, "through": 1, "head": "0" * 64},
+        "grant_id": None,
+        "tickets": {"range": None, "ids": []},
+        "discharged": [],
+        "apply_now": "NO",
+    }
+    checkpoint = checkpoint_title(change_id, "2026-01-02") + "\n\n(self-test)\n"
+    return {**files, **layer_files(decision, addendum, checkpoint, tree)}
+
+
+def _reseal_layer(c: Corpus, path: str, data: bytes) -> Files:
+    """The governed packet with one layer file replaced and the layer sealed again."""
+    from rollproof.packet.governance import seal_json
+
+    layer = {p: d for p, d in c.governed.items() if p.startswith("governance/")}
+    layer[path] = data
+    tree = c.governed[TREE_HASH].decode("ascii").strip()
+    return {**c.governed, **layer, GOVERNANCE_SEAL: seal_json(layer, tree)}
+
+
+def _seal_other_tree(c: Corpus) -> Files:
+    doc = json.loads(c.governed[GOVERNANCE_SEAL])
+    doc["tree_hash"] = "0" * 64
+    return {**c.governed, GOVERNANCE_SEAL: canonical_json(doc)}
+
+
+def _decision_defaults_to_proceed(c: Corpus) -> Files:
+    def edit(decision: dict[str, Any]) -> None:
+        decision["default"] = "PROCEED"
+
+    return governance_layer(c.sound, edit_decision=edit)
+
+
+def _decision_other_change(c: Corpus) -> Files:
+    def edit(decision: dict[str, Any]) -> None:
+        decision["change_id"] = "another-change"
+
+    return governance_layer(c.sound, edit_decision=edit)
+
+
 # -- the corpus ------------------------------------------------------------------------------
 
 
@@ -180,6 +257,7 @@ class Corpus:
     sound: Files
     lossy: Files
     signed: Files
+    governed: Files
     key: SigningKey
     trusted: TrustedKey
     stranger: TrustedKey
@@ -202,6 +280,7 @@ def build_corpus(workdir: Path) -> Corpus:
         sound=build_packet(sound),
         lossy=build_packet(lossy),
         signed=build_packet(sound, signing_key=key),
+        governed=governance_layer(build_packet(sound)),
         key=key,
         trusted=TrustedKey(key.public.raw),
         stranger=trusted_key(Ed25519PrivateKey.generate().public_key()),
@@ -539,6 +618,31 @@ CASES: tuple[Case, ...] = (
         FindingCode.ATTESTATION_MALFORMED,
         lambda c: sign(c.sound, c.key, approved_by="nobody"),
         signed=True,
+    ),
+    Case("good-governed", None, lambda c: c.governed),
+    Case(
+        "governance-layer-without-seal",
+        FindingCode.FILE_EXTRA,
+        lambda c: {p: d for p, d in c.governed.items() if p != GOVERNANCE_SEAL},
+    ),
+    Case("governance-seal-over-another-tree", FindingCode.GOVERNANCE_MISMATCH, _seal_other_tree),
+    Case(
+        "governance-file-altered",
+        FindingCode.SHA256_MISMATCH,
+        lambda c: {**c.governed, DECISION_MD: flip_byte(c.governed[DECISION_MD], 3)},
+    ),
+    Case(
+        "governance-decision-defaults-to-proceed",
+        FindingCode.SCHEMA_VIOLATION,
+        _decision_defaults_to_proceed,
+    ),
+    Case(
+        "governance-decision-md-not-rendered",
+        FindingCode.GOVERNANCE_MISMATCH,
+        lambda c: _reseal_layer(c, DECISION_MD, c.governed[DECISION_MD] + b"\nPROCEED now\n"),
+    ),
+    Case(
+        "governance-decision-other-change", FindingCode.GOVERNANCE_MISMATCH, _decision_other_change
     ),
 )
 

@@ -42,6 +42,9 @@ finding (VALIDATOR_EXCEPTION): the validator fails closed, never open.
               with a trusted key over the raw payload before the payload is parsed, its
               subjects are this MANIFEST.json and tree hash, and its predicate says what the
               report says (`rollproof.packet.attest`).
+14. governance the optional governance layer (GOVERNANCE.json and governance/*) is sealed
+              over this tree hash, complete, and consistent (`rollproof.packet.governance`).
+              The file-set and file-types stages leave the layer's names to this stage.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ import jsonschema
 from rollproof.canonical import canonical_json
 from rollproof.fingerprint import Fingerprint, fingerprint_from_json
 from rollproof.model import IsolationVerdict, LegName, Verdict
+from rollproof.packet import governance as layer
 from rollproof.packet import recompute
 from rollproof.packet.attest import (
     AttestationError,
@@ -83,6 +87,7 @@ from rollproof.packet.layout import (
     DEFAULT_LIMITS,
     EXIT_CODES_JSON,
     FINGERPRINT_FILE,
+    GOVERNANCE_SEAL,
     ISOLATION_JSON,
     MANIFEST,
     REPORT_JSON,
@@ -92,6 +97,7 @@ from rollproof.packet.layout import (
     TREE_HASH_LINE,
     Limits,
     case_collisions,
+    is_governance_path,
     is_known_payload,
     path_problem,
     sha256_hex,
@@ -225,6 +231,8 @@ class _State:
     tree_hash: str = ""
     manifest_sha256: str = ""
     signers: tuple[str, ...] = ()
+    decision: dict[str, Any] | None = None
+    governance_files: dict[str, bytes] = field(default_factory=dict)
 
     def evidence(self) -> recompute.Evidence:
         return recompute.Evidence(
@@ -316,7 +324,9 @@ def _manifest(st: _State) -> list[Finding]:
 
 
 def _file_set(st: _State) -> list[Finding]:
-    entries = st.tree.entries
+    # The governance layer's names are the governance stage's to judge (unless the manifest
+    # lists one, which `is_known_payload` refuses below).
+    entries = {p: e for p, e in st.tree.entries.items() if not is_governance_path(p)}
     on_disk = {p for p, e in entries.items() if e.kind is not FileKind.DIRECTORY}
     expected = set(st.manifest) | {MANIFEST, TREE_HASH}
     missing = sorted(expected - on_disk)
@@ -545,6 +555,62 @@ def _signature(st: _State) -> list[Finding]:
     return out
 
 
+def _governance(st: _State) -> list[Finding]:
+    entries = st.tree.entries
+    under = sorted(p for p in entries if is_governance_path(p) and p != GOVERNANCE_SEAL)
+    files_under = [p for p in under if entries[p].kind is not FileKind.DIRECTORY]
+    seal = entries.get(GOVERNANCE_SEAL)
+    if seal is None:
+        return [
+            Finding(FindingCode.FILE_EXTRA, "governance layer file without GOVERNANCE.json", p)
+            for p in (files_under or under)
+        ]
+    bad = _type_finding(GOVERNANCE_SEAL, seal)
+    if bad is not None:
+        return [bad]
+    assert seal.data is not None
+    out, sealed = layer.check_seal(seal.data, st.tree_hash, _schema_findings)
+    if out:
+        return out
+    out += [
+        Finding(FindingCode.FILE_MISSING, "sealed but not on disk", p)
+        for p in sorted(set(sealed) - set(files_under))
+    ]
+    out += [
+        Finding(FindingCode.FILE_EXTRA, "on disk but not sealed", _shown(p))
+        for p in sorted(set(files_under) - set(sealed))
+    ]
+    if out:
+        return out
+    files: dict[str, bytes] = {}
+    for path, (sha, size) in sealed.items():
+        entry = entries[path]
+        bad = _type_finding(path, entry)
+        if bad is not None:
+            out.append(bad)
+            continue
+        assert entry.data is not None
+        if len(entry.data) != size:
+            out.append(
+                Finding(FindingCode.SIZE_MISMATCH, f"{len(entry.data)} bytes, sealed {size}", path)
+            )
+        elif sha256_hex(entry.data) != sha:
+            out.append(Finding(FindingCode.SHA256_MISMATCH, "sha256 differs from the seal", path))
+        else:
+            files[path] = entry.data
+    if out:
+        return out
+    out, decision = layer.check_layer_documents(
+        files,
+        change_id=st.docs[REPORT_JSON]["change"]["id"],
+        tree_hash=st.tree_hash,
+        schema_check=_schema_findings,
+    )
+    st.decision = decision
+    st.governance_files = {**files, GOVERNANCE_SEAL: seal.data}
+    return out
+
+
 _STAGES: tuple[tuple[Stage, Callable[[_State], list[Finding]]], ...] = (
     (Stage.LIMITS, _limits),
     (Stage.MANIFEST, _manifest),
@@ -559,6 +625,7 @@ _STAGES: tuple[tuple[Stage, Callable[[_State], list[Finding]]], ...] = (
     (Stage.EXIT_CODES, _exit_codes),
     (Stage.SCRIPTS, _scripts),
     (Stage.SIGNATURE, _signature),
+    (Stage.GOVERNANCE, _governance),
 )
 
 
@@ -578,6 +645,8 @@ def _verified(st: _State) -> VerifiedPacket:
         report=report,
         fingerprints=dict(st.fingerprints),
         files=dict(st.files),
+        decision=st.decision,
+        governance_files=dict(st.governance_files),
     )
 
 

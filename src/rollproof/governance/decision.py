@@ -1,0 +1,159 @@
+"""The decision packet an operator reads after a rehearsal, and the decision the operator records.
+
+    decision_packet(gov, state, change_id, lane, tree, overall, now) -> decision.json's content
+    decide(policy, change_id, Decision.HOLD | PROCEED, key=..., reason=..., now=...) -> Event
+
+The packet is pure (policy, folded ledger state and clock in, a JSON document out; schema
+`rollproof/decision/v1`, rendered to Markdown by `rollproof.packet.governance`). Invariants:
+
+* HOLD is always the first option and the default, and `selected` is null: the packet lists
+  choices, it never makes one;
+* every lane above the evidence's lane is an option, with what it needs (its grant, the
+  operator signatures, the evidence of the lanes below, the blockers in its way) and whether it
+  is available now, meaning nothing but the operator's own signature is missing;
+* `apply_now` is YES only while HOLD is lifted by a consumed production-lane grant inside its
+  window, and then names that grant (`lanes.hold_status`).
+
+`decide` appends a `decision.recorded` event signed with the operator's key (the fold verifies
+the signature). It refuses, with exit 3 and no event, a key that is not one of the policy's
+operators (the executor's included) and a PROCEED for a lane without a consumed grant for it;
+it never picks an option itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rollproof.errors import HeldError
+from rollproof.governance.events import Event
+from rollproof.governance.keys import SigningKey, short_key_id
+from rollproof.governance.lanes import hold_status, lane_status, latest_grant
+from rollproof.governance.state import Decision, LedgerState, record_decision
+from rollproof.governance.store import LedgerStore, open_ledger
+from rollproof.model import Verdict
+from rollproof.packet.governance import DECISION_SCHEMA
+from rollproof.policy import Governance, Policy
+
+
+class DecisionRefusedError(HeldError):
+    """A decision rollproof will not record: not an operator's key, or no grant behind it."""
+
+
+def apply_now(gov: Governance, state: LedgerState, change_id: str, now: datetime) -> str | None:
+    """The grant id that makes APPLY_NOW=YES, or None (APPLY_NOW=NO)."""
+    hold = hold_status(gov, state, change_id, now)
+    return None if hold.held or hold.grant is None else hold.grant.grant_id
+
+
+def decision_packet(
+    gov: Governance,
+    state: LedgerState,
+    *,
+    change_id: str,
+    lane: str,
+    packet_tree_hash: str,
+    overall: Verdict,
+    now: datetime,
+) -> dict[str, Any]:
+    """decision.json for evidence of `lane` (see the module docstring)."""
+    hold = hold_status(gov, state, change_id, now)
+    options: list[dict[str, Any]] = [
+        {
+            "option": "HOLD",
+            "lane": None,
+            "default": True,
+            "available_now": True,
+            "needs": [],
+            "summary": f"Keep production untouched. {hold.reason}.",
+        }
+    ]
+    for above in gov.above(lane):
+        status = lane_status(gov, state, change_id, above)
+        missing = [n.text for n in status.unmet if n.kind.value in ("evidence", "blockers")]
+        summary = f"Enter lane {above.name} ({above.kind}): " + (
+            "available as soon as an operator signs its grant."
+            if status.available_now
+            else "not available now: " + "; ".join(missing) + "."
+        )
+        options.append(
+            {
+                "option": "PROCEED",
+                "lane": above.name,
+                "default": False,
+                "available_now": status.available_now,
+                "needs": [
+                    {"need": str(n.kind), "text": n.text, "met": n.met, "refs": list(n.refs)}
+                    for n in status.needs
+                ],
+                "summary": summary,
+            }
+        )
+    grant = apply_now(gov, state, change_id, now)
+    return {
+        "schema": DECISION_SCHEMA,
+        "change_id": change_id,
+        "lane": lane,
+        "packet_tree_hash": packet_tree_hash,
+        "overall": str(overall),
+        "ledger": {"through": state.through, "head": state.head},
+        "default": "HOLD",
+        "selected": None,
+        "apply_now": "NO" if grant is None else "YES",
+        "apply_now_grant": grant,
+        "options": options,
+    }
+
+
+def decide(
+    policy: Policy,
+    change_id: str,
+    decision: Decision,
+    *,
+    key: SigningKey,
+    reason: str,
+    now: datetime,
+    lane: str | None = None,
+    store: LedgerStore | None = None,
+) -> Event:
+    """Record an operator's signed decision (see the module docstring)."""
+    gov = policy.governed()
+    if gov.executor is not None and key.key_id == gov.executor.key_id:
+        raise DecisionRefusedError("the executor cannot decide for an operator")
+    if gov.operator_name(key.key_id) is None:
+        raise DecisionRefusedError(
+            f"key {short_key_id(key.key_id)} is not an operator key in the policy"
+        )
+    ledger = store or open_ledger(gov.ledger)
+    state_lane = None if decision is Decision.HOLD else gov.lane(lane or "").name
+    if decision is Decision.PROCEED and lane is None:
+        raise ValueError("PROCEED names a lane")
+
+    def build(state: LedgerState) -> list[Any]:
+        grant_id = None
+        if state_lane is not None:
+            grant = latest_grant(state, change_id, state_lane)
+            if grant is None:
+                raise DecisionRefusedError(
+                    f"lane {state_lane} has no consumed grant for change {change_id}: "
+                    "an operator issues one and the executor consumes it first"
+                )
+            grant_id = grant.grant_id
+        rehearsals = sorted(
+            (r for r in state.rehearsals.values() if r.change_id == change_id),
+            key=lambda r: r.seq,
+        )
+        return [
+            record_decision(
+                change_id,
+                decision,
+                reason=reason,
+                lane=state_lane,
+                grant_id=grant_id,
+                packet_tree_hash=rehearsals[-1].packet_tree_hash if rehearsals else None,
+                key=key,
+            )
+        ]
+
+    (event,) = ledger.append_events(build, now=now)
+    return event

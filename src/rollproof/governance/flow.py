@@ -1,0 +1,465 @@
+"""The governed flow: preflight, a rehearsal under a consumed grant, validated evidence, the
+decision packet and the checkpoint; and the gate an executor passes to enter a production lane.
+
+    governed_rehearse(change, source, policy=..., out=..., grant=...) -> GovernedRehearsal
+    enter_lane(policy, lane=..., change_id=..., source=..., grant=...) -> ConsumedGrant
+    reproduce_packet(packet, policy) -> {"commands.sh": (outcome, exit code), "RERUN.sh": ...}
+
+`governed_rehearse`, in order, and why:
+
+1. the lane is checked before anything else, and a refusal is appended as `lane.refused`
+   (exit 3): a production lane is never run by rollproof; a lane whose policy needs a grant is
+   not entered without one; a lane above the first needs every lane below reached and no
+   blocker in its way (`lanes.py`);
+2. preflight runs and is recorded (`preflight.py`); a FAIL, or an UNKNOWN the lane does not
+   allow, stops the run (exit 3) before the grant is consumed, so a grant is not spent on a run
+   that cannot go ahead;
+3. the rehearsal snapshots the source and, **before any leg runs**, consumes the grant against
+   the snapshot's fingerprint (`rehearse(before_legs=...)`): a grant is checked against the very
+   state that is rehearsed, and a refused grant stops everything (exit 3, `grant.refused`);
+4. the evidence packet is written and validated from disk; only a valid packet is recorded
+   (`rehearsal.recorded`, naming the lane and the grant), and in the same transaction its PASS
+   discharges the conditions it is evidence for: a blocker condition named after this lane, and
+   the "resolved" condition of an UNKNOWN blocker whose check PASSed in this run's preflight;
+5. with `reproduce`, the packet's own `commands.sh` and `RERUN.sh` are run as a reviewer would
+   (bash, in a private directory) and their outcomes recorded (`packet.checked`);
+6. the decision packet, the checkpoint and the addendum are derived from the ledger as it now
+   stands and the validated packet, written as the packet's governance layer, and the whole
+   packet is validated again: what rollproof hands over is what its validator accepts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rollproof.change import Change
+from rollproof.engines.base import Progress
+from rollproof.errors import HeldError, UsageError
+from rollproof.fingerprint import Fingerprint
+from rollproof.governance.checkpoint import Evidence, change_checkpoint, render_checkpoint
+from rollproof.governance.decision import apply_now, decision_packet
+from rollproof.governance.events import Event, NewEvent
+from rollproof.governance.grants import ConsumedGrant, consume_grant
+from rollproof.governance.lanes import lane_status, required_evidence
+from rollproof.governance.ledger import Checkpoint
+from rollproof.governance.preflight import Preflight, run_preflight, trusted_checkpoint
+from rollproof.governance.state import (
+    LedgerState,
+    discharge_condition,
+    fold,
+    record_packet_check,
+    record_rehearsal,
+    refuse_lane,
+    release_hold,
+)
+from rollproof.governance.store import LedgerStore, open_ledger
+from rollproof.model import LegName, Verdict
+from rollproof.packet.attest import Signer
+from rollproof.packet.findings import VerifiedPacket
+from rollproof.packet.governance import layer_files
+from rollproof.packet.reader import validate_packet
+from rollproof.packet.write import atomic_write_bytes
+from rollproof.policy import Governance, Lane, LaneKind, Policy
+from rollproof.rehearsal import Clock, RehearsalResult, utc_now
+
+REPRODUCE_TIMEOUT_S = 3600.0
+_OUTCOMES = {
+    "commands.sh": {0: "OVERALL PASS", 1: "OVERALL FAIL"},
+    "RERUN.sh": {0: "PASS/MATCH", 1: "FAIL/MISMATCH"},
+}
+
+
+class LaneRefusedError(HeldError):
+    """A lane was not entered: recorded in the ledger as `lane.refused`."""
+
+    def __init__(self, lane: str, reason: str, *, seq: int | None) -> None:
+        self.lane = lane
+        self.reason = reason
+        self.seq = seq
+        where = f" (ledger event {seq})" if seq is not None else ""
+        super().__init__(f"lane {lane} refused: {reason}{where}")
+
+
+class PreflightBlockedError(HeldError):
+    """Preflight did not let the run go ahead (a FAIL, or an UNKNOWN the lane does not allow)."""
+
+    def __init__(self, preflight: Preflight) -> None:
+        self.preflight = preflight
+        failing = [
+            f"{c.check} {c.verdict}: {c.detail}"
+            for c in preflight.checks
+            if c.verdict is Verdict.FAIL or c in preflight.disallowed_unknowns
+        ]
+        where = (
+            f" (ledger event {preflight.recorded_at})" if preflight.recorded_at is not None else ""
+        )
+        super().__init__("preflight blocks the run" + where + ": " + "; ".join(failing))
+
+
+@dataclass(frozen=True, slots=True)
+class GovernedRehearsal:
+    result: RehearsalResult
+    packet: Path
+    verified: VerifiedPacket
+    preflight: Preflight
+    grant: ConsumedGrant | None
+    recorded: Event
+    reproduced: dict[str, tuple[str, int]]
+    checkpoint: dict[str, object]
+    checkpoint_md: str
+
+
+def _state(store: LedgerStore, gov: Governance) -> tuple[LedgerState, Checkpoint | None]:
+    checkpoint = trusted_checkpoint(gov)
+    return fold(store.read_verified(trusted_checkpoint=checkpoint).events), checkpoint
+
+
+def _refuse(store: LedgerStore, change_id: str, lane: str, reason: str, clock: Clock) -> None:
+    (event,) = store.append_events([refuse_lane(change_id, lane, reason=reason)], now=clock())
+    raise LaneRefusedError(lane, reason, seq=event.seq)
+
+
+def check_lane_entry(
+    gov: Governance,
+    store: LedgerStore,
+    change_id: str,
+    lane: Lane,
+    *,
+    has_grant: bool,
+    clock: Clock,
+) -> LedgerState:
+    """Refuse (on the record) a lane entry the policy does not allow yet; the state otherwise."""
+    if lane.grant and not has_grant:
+        _refuse(
+            store,
+            change_id,
+            lane.name,
+            f"needs its own operator grant ({lane.signatures} signature(s)); none was presented",
+            clock,
+        )
+    state, _ = _state(store, gov)
+    if lane.name != gov.first.name:
+        status = lane_status(gov, state, change_id, lane)
+        missing = [n.text for n in status.unmet if n.kind.value in ("evidence", "blockers")]
+        if missing:
+            _refuse(store, change_id, lane.name, "; ".join(missing), clock)
+    return state
+
+
+def _discharges(
+    state: LedgerState, change_id: str, lane: str, tree: str, preflight: Preflight
+) -> list[NewEvent]:
+    passed = {str(c.check) for c in preflight.checks if c.verdict is Verdict.PASS}
+    events = []
+    for blocker in state.open_blockers(change_id):
+        for condition in blocker.open_conditions:
+            by_lane = condition.id == lane and blocker.check is None
+            by_check = blocker.check in passed and condition.id == "resolved"
+            if by_lane or by_check:
+                events.append(discharge_condition(blocker.id, condition.id, packet_tree_hash=tree))
+    return events
+
+
+def _shown_path(policy: Policy, packet: Path) -> str:
+    absolute = packet.absolute()
+    try:
+        return absolute.relative_to(policy.directory).as_posix()
+    except ValueError:
+        return str(absolute)
+
+
+def packet_location(policy: Policy, recorded: str) -> Path:
+    """A packet path as recorded in the ledger, resolved from the policy's folder."""
+    path = Path(recorded)
+    return path if path.is_absolute() else policy.directory / path
+
+
+def reproduce_packet(packet: Path, policy: Policy) -> dict[str, tuple[str, int]]:
+    """Run the packet's commands.sh and RERUN.sh as a reviewer would; outcome and exit code."""
+    from rollproof.forbidden import child_environment
+
+    env = child_environment(policy)
+    env["ROLLPROOF"] = f"{sys.executable} -m rollproof"
+    env.pop("ROLLPROOF_SOURCE", None)
+    out: dict[str, tuple[str, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="rollproof-reproduce-") as tmp:
+        runs = {
+            "commands.sh": ["bash", str(packet / "commands.sh"), str(Path(tmp) / "commands")],
+            "RERUN.sh": ["bash", str(packet / "RERUN.sh")],
+        }
+        for name, argv in runs.items():
+            try:
+                proc = subprocess.run(
+                    argv,
+                    cwd=tmp,
+                    env=env,
+                    capture_output=True,
+                    timeout=REPRODUCE_TIMEOUT_S,
+                    check=False,
+                )
+                code = proc.returncode
+            except (OSError, subprocess.TimeoutExpired):
+                code = 255
+            out[name] = (_OUTCOMES[name].get(code, "ERROR"), code if 0 <= code <= 255 else 255)
+    return out
+
+
+def governed_rehearse(
+    change: Change,
+    source: str,
+    *,
+    policy: Policy,
+    out: Path | None = None,
+    grant: bytes | None = None,
+    lane: str | None = None,
+    legs: tuple[LegName, ...] | None = None,
+    workdir: Path | None = None,
+    keep_clone: bool = False,
+    allow_undeclared: bool = False,
+    scratch: str | None = None,
+    full_fingerprints: bool = False,
+    signing_key: Signer | None = None,
+    invocation: list[str] | None = None,
+    reproduce: bool = False,
+    progress: Progress | None = None,
+    clock: Clock = utc_now,
+) -> GovernedRehearsal:
+    """Rehearse `change` in a lane of the policy's ladder, on the record (module docstring)."""
+    from rollproof.model import DEFAULT_LEGS
+    from rollproof.rehearsal import rehearse
+    from rollproof.report import default_out_dir, write_report
+
+    say = progress or (lambda _msg: None)
+    gov = policy.governed()
+    chosen = gov.lane(lane) if lane is not None else gov.first
+    store = open_ledger(gov.ledger)
+    if chosen.kind is LaneKind.PRODUCTION:
+        _refuse(
+            store,
+            change.id,
+            chosen.name,
+            "a production lane is never run by rollproof; its grant is consumed by "
+            "`rollproof grant consume`, and the deploy that follows is yours",
+            clock,
+        )
+    if grant is not None and gov.executor is None:
+        raise UsageError("the policy names no executor key ([governance] executor)")
+    check_lane_entry(gov, store, change.id, chosen, has_grant=grant is not None, clock=clock)
+
+    say("preflight")
+    preflight = run_preflight(policy, change, source, lane=chosen.name, now=clock(), store=store)
+    if not preflight.may_proceed:
+        raise PreflightBlockedError(preflight)
+
+    consumed: list[ConsumedGrant] = []
+
+    def consume(snapshot: Fingerprint) -> None:
+        if grant is None:
+            return
+        assert gov.executor is not None
+        say(f"consuming the grant for lane {chosen.name}")
+        state, _ = _state(store, gov)
+        required = required_evidence(gov, state, change.id, chosen.name)
+        consumed.append(
+            consume_grant(
+                store,
+                grant,
+                trusted_keys=list(gov.operators.values()),
+                lane=chosen.name,
+                change_id=change.id,
+                source_fingerprint=snapshot.digest,
+                executor_key_id=gov.executor.key_id,
+                now=clock(),
+                required_signatures=chosen.signatures,
+                packet_tree_hash=None if required is None else required.packet_tree_hash,
+                require_evidence=chosen.evidence,
+            )
+        )
+
+    result = rehearse(
+        change,
+        source,
+        legs=legs or DEFAULT_LEGS,
+        workdir=workdir,
+        keep_clone=keep_clone,
+        progress=say,
+        clock=clock,
+        policy=policy,
+        allow_undeclared=allow_undeclared,
+        scratch=scratch,
+        full_fingerprints=full_fingerprints,
+        before_legs=consume,
+    )
+    packet = write_report(
+        result,
+        out or default_out_dir(result, Path(".rollproof/packets")),
+        invocation=invocation,
+        signing_key=signing_key,
+    )
+    say("validating the packet")
+    verified = validate_packet(packet)
+    grant_id = consumed[0].grant.grant_id if consumed else None
+    tree = verified.tree_hash
+
+    def record(state: LedgerState) -> list[NewEvent]:
+        events = [
+            record_rehearsal(
+                change.id,
+                tree,
+                verified.overall,
+                lane=chosen.name,
+                grant_id=grant_id,
+                packet=_shown_path(policy, packet),
+            )
+        ]
+        if verified.overall is Verdict.PASS:
+            events += _discharges(state, change.id, chosen.name, tree, preflight)
+        return events
+
+    (recorded, *_discharged) = store.append_events(record, now=clock())
+    reproduced: dict[str, tuple[str, int]] = {}
+    if reproduce:
+        say("reproducing: commands.sh and RERUN.sh")
+        reproduced = reproduce_packet(packet, policy)
+        store.append_events(
+            [
+                record_packet_check(change.id, tree, check=name, outcome=outcome, exit_code=code)
+                for name, (outcome, code) in reproduced.items()
+            ],
+            now=clock(),
+        )
+    doc, markdown = write_governance_layer(
+        policy,
+        store,
+        change_id=change.id,
+        lane=chosen.name,
+        packet=packet,
+        verified=verified,
+        record=recorded,
+        clock=clock,
+    )
+    final = validate_packet(packet)
+    return GovernedRehearsal(
+        result=result,
+        packet=packet,
+        verified=final,
+        preflight=preflight,
+        grant=consumed[0] if consumed else None,
+        recorded=recorded,
+        reproduced=reproduced,
+        checkpoint=doc,
+        checkpoint_md=markdown,
+    )
+
+
+def write_governance_layer(
+    policy: Policy,
+    store: LedgerStore,
+    *,
+    change_id: str,
+    lane: str,
+    packet: Path,
+    verified: VerifiedPacket,
+    record: Event,
+    clock: Clock,
+) -> tuple[dict[str, object], str]:
+    """Derive the decision packet, checkpoint and addendum; write them into `packet`, sealed."""
+    gov = policy.governed()
+    state, ledger_checkpoint = _state(store, gov)
+    now = clock()
+    rehearsal = state.rehearsals[verified.tree_hash]
+    evidence = Evidence(rehearsal, Path(_shown_path(policy, packet)), verified)
+    doc = change_checkpoint(
+        gov, state, change_id, evidence, now=now, ledger_checkpoint=ledger_checkpoint
+    )
+    markdown = render_checkpoint(doc)
+    decision = decision_packet(
+        gov,
+        state,
+        change_id=change_id,
+        lane=lane,
+        packet_tree_hash=verified.tree_hash,
+        overall=verified.overall,
+        now=now,
+    )
+    addendum_doc = doc["addendum"]
+    assert isinstance(addendum_doc, dict)
+    start = addendum_doc["ledger"]["from"]
+    discharged = [
+        {"blocker_id": b.id, "condition_id": c.id, "seq": c.discharged_at}
+        for b in state.blockers.values()
+        for c in b.conditions
+        if c.evidence == verified.tree_hash and c.discharged_at is not None
+    ]
+    granted = apply_now(gov, state, change_id, now)
+    addendum = {
+        "schema": "rollproof/governance-addendum/v1",
+        "change_id": change_id,
+        "lane": lane,
+        "packet_tree_hash": verified.tree_hash,
+        "ledger": {"from": min(start, record.seq), "through": state.through, "head": state.head},
+        "grant_id": rehearsal.grant_id,
+        "tickets": addendum_doc["tickets"],
+        "discharged": sorted(discharged, key=lambda d: (d["seq"], d["blocker_id"])),
+        "apply_now": "NO" if granted is None else "YES",
+    }
+    files = layer_files(decision, addendum, markdown, verified.tree_hash)
+    seal = files.pop("GOVERNANCE.json")
+    for rel, data in sorted(files.items()):
+        target = packet / rel
+        if target.exists():
+            raise UsageError(f"{target} exists: a packet's governance layer is written once")
+        atomic_write_bytes(target, data)
+    atomic_write_bytes(packet / "GOVERNANCE.json", seal)  # last: an unsealed layer is invalid
+    return doc, markdown
+
+
+def enter_lane(
+    policy: Policy,
+    *,
+    lane: str,
+    change_id: str,
+    source: str,
+    grant: bytes | None,
+    clock: Clock = utc_now,
+    fingerprint: Callable[[str], Fingerprint] | None = None,
+) -> ConsumedGrant:
+    """Consume a production lane's grant and lift HOLD for the change (module docstring)."""
+    from rollproof.governance.issuance import fingerprint_source
+
+    gov = policy.governed()
+    chosen = gov.lane(lane)
+    if chosen.kind is not LaneKind.PRODUCTION:
+        raise UsageError(
+            f"lane {chosen.name} is a clone lane: its grant is consumed by "
+            f"`rollproof rehearse CHANGE --lane {chosen.name} --grant FILE`"
+        )
+    if gov.executor is None:
+        raise UsageError("the policy names no executor key ([governance] executor)")
+    store = open_ledger(gov.ledger)
+    state = check_lane_entry(
+        gov, store, change_id, chosen, has_grant=grant is not None, clock=clock
+    )
+    assert grant is not None  # check_lane_entry refused it otherwise: production needs a grant
+    required = required_evidence(gov, state, change_id, chosen.name)
+    digest = (fingerprint or fingerprint_source)(source).digest
+    consumed = consume_grant(
+        store,
+        grant,
+        trusted_keys=list(gov.operators.values()),
+        lane=chosen.name,
+        change_id=change_id,
+        source_fingerprint=digest,
+        executor_key_id=gov.executor.key_id,
+        now=clock(),
+        required_signatures=chosen.signatures,
+        packet_tree_hash=None if required is None else required.packet_tree_hash,
+        require_evidence=chosen.evidence,
+    )
+    store.append_events([release_hold(change_id, grant_id=consumed.grant.grant_id)], now=clock())
+    return consumed

@@ -1,0 +1,197 @@
+"""An operator issues (or co-signs) a grant file for one lane of one change, against the policy.
+
+    issue_grant_file(policy, key_path=..., lane=..., change_id=..., source=..., expires=...,
+                     out=..., now=...) -> IssuedGrant
+    cosign_grant_file(policy, path, key_path=...) -> IssuedGrant
+
+The grant's content and signature rules are `grants.py`'s; this module fills its fields from the
+policy and the world: the audience is the policy's executor key, the source fingerprint is taken
+*now* from the source opened read-only, and a lane that needs the evidence of the lanes below
+names the validated packet the operator read (`--evidence`). Refusals (exit 2, nothing written):
+
+* a key that is not one of the policy's operators: its grant would be refused anyway, and the
+  executor's own key above all (the executor cannot mint its own grant);
+* evidence that does not validate, is for another change, or did not PASS;
+* an expiry that is not a positive duration of at most `MAX_GRANT_LIFETIME`: a grant is a
+  bearer token until it is consumed, so it should not outlive the decision it records.
+
+A grant file is a secret until consumed (whoever holds it can present it): it is written with
+mode 0600, never over an existing file, and never printed; only its id is shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from rollproof.errors import UsageError
+from rollproof.fingerprint import Fingerprint
+from rollproof.governance.envelope import EnvelopeError, parse_envelope
+from rollproof.governance.grants import (
+    GRANT_PAYLOAD_TYPE,
+    GrantIssueError,
+    cosign_grant,
+    issue_grant,
+)
+from rollproof.governance.keys import SigningKey, load_signing_key, short_key_id
+from rollproof.packet.write import atomic_write_bytes
+from rollproof.policy import Governance, Policy
+
+MAX_GRANT_LIFETIME = timedelta(days=30)
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedGrant:
+    path: Path
+    grant_id: str
+    lane: str
+    change_id: str
+    expires: str
+    packet_tree_hash: str | None
+    signers: int
+
+
+def parse_duration(text: str) -> timedelta:
+    """`2h`, `90m`, `1d12h`, `45s` as a timedelta; anything else is a usage error."""
+    match = _DURATION.fullmatch(text.strip())
+    if not text.strip() or match is None:
+        raise UsageError(f"expiry {text!r} is not a duration such as 2h, 90m or 1d12h")
+    d, h, m, s = (int(x or 0) for x in match.groups())
+    duration = timedelta(days=d, hours=h, minutes=m, seconds=s)
+    if not timedelta(0) < duration <= MAX_GRANT_LIFETIME:
+        raise UsageError(f"expiry must be more than 0 and at most {MAX_GRANT_LIFETIME.days} days")
+    return duration
+
+
+def fingerprint_source(dsn: str) -> Fingerprint:
+    """The content fingerprint of the source a DSN names, opened read-only."""
+    from rollproof.rehearsal import is_postgres_dsn
+
+    if is_postgres_dsn(dsn):
+        from rollproof.engines.postgres import fingerprint_source as fingerprint_postgres
+
+        return fingerprint_postgres(dsn)
+    from rollproof.engines.sqlite import fingerprint_file, parse_sqlite_dsn
+
+    return fingerprint_file(parse_sqlite_dsn(dsn))
+
+
+def operator_key(gov: Governance, key_path: Path) -> tuple[SigningKey, str]:
+    """The operator's signing key and name, or a refusal naming why it is not one."""
+    key = load_signing_key(key_path)
+    if gov.executor is not None and key.key_id == gov.executor.key_id:
+        # The executor cannot mint its own grant: refused here, and at consumption again.
+        raise GrantIssueError(f"{key_path} is the executor's key; only an operator signs grants")
+    name = gov.operator_name(key.key_id)
+    if name is None:
+        raise GrantIssueError(
+            f"{key_path} (key {short_key_id(key.key_id)}) is not an operator key in the "
+            "policy; a grant it signs would be refused"
+        )
+    return key, name
+
+
+def _evidence_tree(change_id: str, evidence: Path) -> str:
+    from rollproof.packet.reader import validate_packet
+
+    verified = validate_packet(evidence)
+    if verified.change_id != change_id:
+        raise GrantIssueError(f"evidence {evidence} is for change {verified.change_id}")
+    if str(verified.overall) != "PASS":
+        raise GrantIssueError(f"evidence {evidence} is {verified.overall}, not PASS")
+    return verified.tree_hash
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 holding `data`; never over an existing file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; a grant file is never overwritten") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def issue_grant_file(
+    policy: Policy,
+    *,
+    key_path: Path,
+    lane: str,
+    change_id: str,
+    source: str,
+    expires: timedelta,
+    out: Path,
+    now: datetime,
+    evidence: Path | None = None,
+) -> IssuedGrant:
+    """Sign a grant with an operator's key and write it to `out` (module docstring)."""
+    gov = policy.governed()
+    chosen = gov.lane(lane)
+    if gov.executor is None:
+        raise UsageError("the policy names no executor key ([governance] executor): no audience")
+    key, _name = operator_key(gov, key_path)
+    tree = None
+    if chosen.evidence:
+        if evidence is None:
+            raise GrantIssueError(
+                f"lane {chosen.name} needs the evidence of the lanes below: name the validated "
+                "packet you read with --evidence PACKET"
+            )
+        tree = _evidence_tree(change_id, evidence)
+    elif evidence is not None:
+        raise GrantIssueError(f"lane {chosen.name} stands on no evidence; drop --evidence")
+    if out.exists():
+        raise UsageError(f"{out} already exists; a grant file is never overwritten")
+    envelope = issue_grant(
+        key,
+        lane=chosen.name,
+        change_id=change_id,
+        source_fingerprint=fingerprint_source(source).digest,
+        audience=gov.executor.key_id,
+        not_before=now,
+        expires=now + expires,
+        packet_tree_hash=tree,
+    )
+    write_secret_file(out, envelope)
+    return _describe(out, envelope)
+
+
+def _describe(path: Path, envelope: bytes) -> IssuedGrant:
+    parsed = parse_envelope(envelope, GRANT_PAYLOAD_TYPE)
+    doc = json.loads(parsed.payload)
+    return IssuedGrant(
+        path=path,
+        grant_id=doc["grant_id"],
+        lane=doc["lane"],
+        change_id=doc["change_id"],
+        expires=doc["expires"],
+        packet_tree_hash=doc["packet_tree_hash"],
+        signers=len({s.keyid for s in parsed.signatures}),
+    )
+
+
+def cosign_grant_file(policy: Policy, path: Path, *, key_path: Path) -> IssuedGrant:
+    """Add a second (third...) operator's signature to a grant file, in place."""
+    gov = policy.governed()
+    key, _name = operator_key(gov, key_path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read grant {path}: {e.strerror}") from e
+    try:
+        already = {s.keyid for s in parse_envelope(data, GRANT_PAYLOAD_TYPE).signatures}
+    except EnvelopeError as e:
+        raise GrantIssueError(f"cannot co-sign {path}: {e}") from e
+    if key.key_id in already:
+        raise GrantIssueError(f"{path} is already signed by this key (one key counts once)")
+    signed = cosign_grant(data, key)
+    atomic_write_bytes(path, signed, mode=0o600)
+    return _describe(path, signed)
