@@ -1165,9 +1165,19 @@ def status(
     show_default=True,
     help="Work directory for the sample database and reports.",
 )
-def demo(workdir: Path) -> None:
+@click.option(
+    "--governed",
+    is_flag=True,
+    help="The governed story instead: keys, policy, tickets, blockers, grants, preflight, "
+    "rehearsal, decision (HOLD), checkpoint, and production lanes refused.",
+)
+def demo(workdir: Path, governed: bool) -> None:
     """Build a sample production database and rehearse two changes against it."""
     from rollproof.demo import run_demo
+
+    if governed:
+        _governed_demo(workdir)
+        return
 
     with _progress() as say:
         outcome = run_demo(workdir, progress=say)
@@ -1180,6 +1190,46 @@ def demo(workdir: Path) -> None:
     _out.print(outcome.conclusion)
     _out.print(f"reports are in {outcome.packets_dir}")
     raise SystemExit(0 if outcome.as_expected else int(ExitCode.CHECK_FAILED))
+
+
+def _governed_demo(workdir: Path) -> None:
+    """Run the governed story's commands from `workdir`, as a user would type them."""
+    import os
+
+    from rollproof.demo import prepare_governed_demo
+
+    with _progress() as say:
+        steps = prepare_governed_demo(workdir, progress=say)
+    unexpected = []
+    home = Path.cwd()
+    os.chdir(workdir)
+    try:
+        for number, step in enumerate(steps, 1):
+            _out.rule(f"{number}. {step.title}")
+            _out.print("$ rollproof " + " ".join(_shell_word(a) for a in step.argv), markup=False)
+            code = main(list(step.argv))
+            if step.why:
+                _out.print(f"→ exit {code}: {step.why}", markup=False)
+            if code != step.expect:
+                unexpected.append(f"step {number} exited {code}, expected {step.expect}")
+    finally:
+        os.chdir(home)
+    _out.rule()
+    if unexpected:
+        _out.print("demo: UNEXPECTED: " + "; ".join(unexpected), markup=False)
+        raise SystemExit(int(ExitCode.CHECK_FAILED))
+    _out.print(
+        "demo: as expected: the change was rehearsed under a consumed rehearsal-only grant, "
+        "production stays on HOLD (the operator's decision), and every production lane was "
+        f"refused without its own grant. Everything is in {workdir}.",
+        markup=False,
+    )
+
+
+def _shell_word(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
 
 
 def main(argv: list[str] | None = None) -> int:

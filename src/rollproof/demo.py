@@ -1,4 +1,5 @@
-"""`rollproof demo`: a sample production database and two changes, one sound and one lossy.
+"""`rollproof demo`: a sample production database and two changes, one sound and one lossy;
+`rollproof demo --governed`: the governed story of one change, command by command.
 
 The sample database is built deterministically (seeded), with related tables, NULLs, blobs, an
 AUTOINCREMENT table, a table without a primary key, an index, a CHECK constraint, a trigger, a
@@ -9,6 +10,11 @@ view and ANALYZE statistics, so the rehearsal meets what real schemas have.
   which is reported as tolerated by name.
 * `drop-customer-fax` drops a column; its revert re-creates the column empty. The transaction
   and restore legs pass, and the revert leg fails with the number of values that would be lost.
+
+The governed demo (`prepare_governed_demo`) runs `add-order-priority` through the whole flow as
+the commands a user would type, each with the exit code it must give: keys, `init`, tickets and
+blockers, preflight, a rehearsal-only grant issued and consumed, validation, a replay refused,
+an operator's HOLD, the checkpoint, and every production lane refused without its own grant.
 """
 
 from __future__ import annotations
@@ -253,3 +259,275 @@ def run_demo(workdir: Path, *, progress: Progress | None = None) -> DemoOutcome:
         else "demo: UNEXPECTED verdicts; see the reports."
     )
     return DemoOutcome(results, [STORIES[c] for c in CHANGES], packets, as_expected, conclusion)
+
+
+# -- the governed demo (`rollproof demo --governed`) -----------------------------------------
+
+GOVERNED_CHANGE = "add-order-priority"
+_SOURCE = "sqlite:///production.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One command of the governed story, run from the work directory as a user would."""
+
+    title: str
+    argv: tuple[str, ...]
+    expect: int
+    why: str
+
+
+def _steps() -> list[Step]:
+    change = f"changes/{GOVERNED_CHANGE}"
+    packet = f"packets/{GOVERNED_CHANGE}"
+    lane_args = ("--change", GOVERNED_CHANGE, "--source", _SOURCE)
+    return [
+        *(
+            Step(
+                f"{who} makes a key pair" if who != "executor" else "the executor's key pair",
+                ("key", "generate", "--out", "keys", "--name", who),
+                0,
+                "the private key is written 0600 and never printed",
+            )
+            for who in ("alice", "bob", "executor")
+        ),
+        Step(
+            "a governed policy: two operators, one executor, production registered",
+            (
+                "init",
+                "--executor-key",
+                "keys/executor.pub",
+                "--operator",
+                "alice=keys/alice.pub",
+                "--operator",
+                "bob=keys/bob.pub",
+                "--production",
+                _SOURCE,
+            ),
+            0,
+            "rollproof.toml is commented; the ledger starts with the validator's hash pinned",
+        ),
+        Step(
+            "a ticket for the change",
+            (
+                "ticket",
+                "open",
+                "TKT-1",
+                "--title",
+                "Add orders.priority",
+                "--change",
+                GOVERNED_CHANGE,
+            ),
+            0,
+            "every governance fact is an event in the hash-chained ledger",
+        ),
+        Step(
+            "a ticket for the production rollout",
+            (
+                "ticket",
+                "open",
+                "TKT-2",
+                "--title",
+                "Roll orders.priority out to production",
+                "--change",
+                GOVERNED_CHANGE,
+            ),
+            0,
+            "",
+        ),
+        Step(
+            "a blocker whose conditions name the lanes that discharge them",
+            (
+                "blocker",
+                "open",
+                "ROLLBACK-1",
+                "--title",
+                "Rollback proven on every path",
+                "--ticket",
+                "TKT-1",
+                "--change",
+                GOVERNED_CHANGE,
+                "--condition",
+                "rehearsal-clone=clone leg proven",
+                "--condition",
+                "production-apply=production leg proven",
+            ),
+            0,
+            "only validated evidence moves it; there is no way to set its state by hand",
+        ),
+        Step(
+            "a blocker only an operator's evidence can discharge",
+            (
+                "blocker",
+                "open",
+                "WINDOW-1",
+                "--title",
+                "Rollout window agreed with the owners",
+                "--ticket",
+                "TKT-2",
+                "--change",
+                GOVERNED_CHANGE,
+                "--condition",
+                "window=the owners agree a rollout window",
+            ),
+            0,
+            "",
+        ),
+        Step(
+            "preflight, read from the ledger's bytes",
+            ("preflight", change, "--source", _SOURCE),
+            0,
+            "the CI/deploy scope is UNKNOWN (no [ci] table): a blocker is opened and classified, "
+            "nothing is triggered; the first lane allows that UNKNOWN, so the run may go on",
+        ),
+        Step(
+            "alice issues a rehearsal-only grant",
+            (
+                "grant",
+                "issue",
+                "--lane",
+                "rehearsal-clone",
+                *lane_args,
+                "--expires",
+                "2h",
+                "--key",
+                "keys/alice.key",
+                "--out",
+                "grants/rehearsal.grant",
+            ),
+            0,
+            "signed for one lane, one change, this source's fingerprint, this executor",
+        ),
+        Step(
+            "the executor tries to mint a grant for itself",
+            (
+                "grant",
+                "issue",
+                "--lane",
+                "rehearsal-clone",
+                *lane_args,
+                "--expires",
+                "2h",
+                "--key",
+                "keys/executor.key",
+                "--out",
+                "grants/self.grant",
+            ),
+            2,
+            "refused: the executor's key signs no grant (and one it signed would be refused)",
+        ),
+        Step(
+            "the executor rehearses under the grant",
+            (
+                "rehearse",
+                change,
+                "--source",
+                _SOURCE,
+                "--grant",
+                "grants/rehearsal.grant",
+                "--reproduce",
+                "--sign",
+                "keys/executor.key",
+                "--out",
+                packet,
+            ),
+            0,
+            "the grant is consumed before any leg runs; the packet is validated, recorded, "
+            "reproduced (commands.sh, RERUN.sh) and given its decision packet and checkpoint",
+        ),
+        Step(
+            "anyone validates the evidence",
+            (
+                "validate",
+                packet,
+                "--require-signature",
+                "--trusted-key",
+                "keys/executor.pub",
+            ),
+            0,
+            "",
+        ),
+        Step(
+            "the same grant, presented again",
+            ("rehearse", change, "--source", _SOURCE, "--grant", "grants/rehearsal.grant"),
+            3,
+            "refused as a replay, on the record: a grant is consumed exactly once",
+        ),
+        Step(
+            "bob reads the decision packet and decides",
+            (
+                "decide",
+                GOVERNED_CHANGE,
+                "--hold",
+                "--reason",
+                "clone evidence read; production waits for the CI scope and a rollout window",
+                "--key",
+                "keys/bob.key",
+            ),
+            0,
+            "HOLD is the default and the first option; nothing was selected for him",
+        ),
+        Step("the checkpoint", ("status", GOVERNED_CHANGE), 0, ""),
+        Step(
+            "the production-shaped lane without its own grant",
+            ("rehearse", change, "--source", _SOURCE, "--lane", "production-shaped-clone"),
+            3,
+            "refused and recorded",
+        ),
+        Step(
+            "production-apply without its own grant",
+            ("grant", "consume", "--lane", "production-apply", *lane_args),
+            3,
+            "refused and recorded: rollproof never runs a change against production",
+        ),
+        Step(
+            "cutover, presenting the rehearsal grant",
+            (
+                "grant",
+                "consume",
+                "--grant",
+                "grants/rehearsal.grant",
+                "--lane",
+                "cutover",
+                *lane_args,
+            ),
+            3,
+            "refused and recorded: the lanes below are not reached",
+        ),
+        Step(
+            "an operator cannot PROCEED without a consumed grant for the lane",
+            (
+                "decide",
+                GOVERNED_CHANGE,
+                "--proceed",
+                "production-apply",
+                "--reason",
+                "ship it",
+                "--key",
+                "keys/alice.key",
+            ),
+            3,
+            "",
+        ),
+        Step("every change, where it stands", ("status",), 0, ""),
+        Step(
+            "alice signs a ledger checkpoint, kept outside the database",
+            ("ledger", "checkpoint", "--key", "keys/alice.key"),
+            0,
+            "a restored older or truncated ledger no longer verifies against it",
+        ),
+        Step("the ledger, re-derived from its bytes", ("ledger", "verify"), 0, ""),
+    ]
+
+
+def prepare_governed_demo(workdir: Path, *, progress: Progress | None = None) -> list[Step]:
+    """Build the sample database and the change in `workdir`; the steps to run there."""
+    say = progress or (lambda _msg: None)
+    _prepare_workdir(workdir)
+    say("building the sample production database")
+    build_sample_database(workdir / "production.db")
+    cdir = workdir / "changes" / GOVERNED_CHANGE
+    cdir.mkdir(parents=True)
+    for name, text in CHANGES[GOVERNED_CHANGE].items():
+        (cdir / name).write_text(text)
+    return _steps()

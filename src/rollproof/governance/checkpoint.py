@@ -273,7 +273,7 @@ def _next(
     hold = hold_status(gov, state, change_id, now)
     reached = lane_reached(gov, state, change_id)
     lines = [
-        f"Operator decision (default HOLD; {hold.reason}): "
+        f"Operator decision, default HOLD ({hold.reason}): "
         f"rollproof decide {change_id} --hold | --proceed LANE."
     ]
     above = gov.above(reached.name) if reached is not None else gov.lanes

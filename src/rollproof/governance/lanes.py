@@ -262,7 +262,7 @@ class HoldStatus:
 def hold_status(gov: Governance, state: LedgerState, change_id: str, now: datetime) -> HoldStatus:
     record = state.holds.get(change_id)
     if record is None or record.held or record.grant_id is None:
-        why = "HOLD in force (the default)" if record is None else "HOLD in force"
+        why = "HOLD in force, the default" if record is None else "HOLD in force"
         if record is not None and record.held and record.reason:
             why = f"HOLD in force: {record.reason}"
         return HoldStatus(True, None, why)

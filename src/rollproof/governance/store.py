@@ -78,7 +78,9 @@ class PostgresLedger:
         return redact_dsn(self.dsn)
 
     def exists(self) -> bool:
-        return True  # created on first append; a missing schema is reported by read_verified
+        from rollproof.engines import postgres_ledger
+
+        return postgres_ledger.ledger_exists(self.dsn)
 
     def read_verified(self, *, trusted_checkpoint: Checkpoint | None = None) -> VerifiedLedger:
         from rollproof.engines import postgres_ledger
