@@ -716,3 +716,82 @@ def test_no_private_key_or_grant_signature_reaches_an_output_or_a_packet(ws: Wor
             assert needle not in (out.out + out.err).encode()
         for path in written:
             assert needle not in path.read_bytes(), path
+
+
+# --- a failing rehearsal is evidence too, and blocks -------------------------------------------
+
+
+def test_a_failing_rehearsal_is_recorded_and_blocks(ws: Workspace) -> None:
+    from rollproof.packet.selftest import LOSSY_CHANGE
+
+    write_change(ws.dir / "changes" / "drop-item-qty", LOSSY_CHANGE)
+    ws.ok(
+        "blocker", "open", "B-1", "--title", "t", "--change", "drop-item-qty",
+        "--condition", "rehearsal-clone=clone leg",
+    )  # fmt: skip
+    result = ws.run(
+        "rehearse", "changes/drop-item-qty", "--source", ws.dsn, "--lane", "rehearsal-clone",
+        "--out", "packets/lossy",
+    )  # fmt: skip
+    assert result.code == 1
+    [record] = ws.state().rehearsals.values()
+    assert (record.change_id, str(record.overall)) == ("drop-item-qty", "FAIL")
+    assert ws.state().blockers["B-1"].open_conditions  # FAIL evidence discharges nothing
+    assert check_packet_ok(ws.dir / "packets" / "lossy")
+    doc = json.loads(ws.ok("status", "drop-item-qty", "--json").out)
+    assert doc["status"] == "DROP_ITEM_QTY_BLOCKED"
+    assert f"the rehearsal recorded at event {record.seq} is FAIL" in doc["blocked_by"]
+
+
+def check_packet_ok(packet: Path) -> bool:
+    from rollproof.packet.reader import check_packet
+
+    report = check_packet(packet)
+    return report.ok and report.packet is not None and report.packet.decision is not None
+
+
+# --- eight executors racing for one production grant ------------------------------------------
+
+
+def test_eight_processes_racing_to_consume_one_grant_through_the_cli(ws: Workspace) -> None:
+    import subprocess
+    import sys
+
+    from tests.packet_fixtures import subprocess_env
+
+    (ws.dir / "rollproof.toml").write_text(
+        f'[production]\nsources = ["{ws.dsn}"]\n'
+        '[governance]\nexecutor = "keys/executor.pub"\n'
+        '[operators]\nalice = "keys/alice.pub"\n'
+        '[[lanes]]\nname = "rehearsal-clone"\n'
+        '[[lanes]]\nname = "production-apply"\nkind = "production"\n'
+        "[ci]\ntriggers = []\n"
+    )
+    assert ws.rehearse("--lane", "rehearsal-clone", out="packets/clone").code == 0
+    grant = ws.issue("prod.grant", lane="production-apply", evidence="packets/clone")
+    argv = [
+        sys.executable, "-m", "rollproof", "grant", "consume", "--grant", str(grant),
+        "--lane", "production-apply", "--change", CHANGE_ID, "--source", ws.dsn,
+    ]  # fmt: skip
+    racers = [
+        subprocess.Popen(
+            argv,
+            cwd=ws.dir,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in racers]
+    codes = sorted(p.returncode for p in racers)
+    assert codes == [0, 3, 3, 3, 3, 3, 3, 3], errors
+    assert sum("grant refused (replay)" in e for e in errors) == 7
+    events = ws.events()
+    consumed = [b for _, k, b in events if k is EventKind.GRANT_CONSUMED]
+    refused = [b["reason"] for _, k, b in events if k is EventKind.GRANT_REFUSED]
+    released = [b for _, k, b in events if k is EventKind.HOLD_RELEASED]
+    assert len(consumed) == 1
+    assert refused == ["replay"] * 7
+    assert [r["grant_id"] for r in released] == [consumed[0]["grant_id"]]

@@ -171,6 +171,13 @@ def test_the_whole_ladder_to_apply_now_yes(ws: Workspace) -> None:
     again = ws.run(*consume)
     assert again.code == 3
     assert ws.last()[1]["reason"] == "replay"
+    # An operator's HOLD takes effect at once: production is held again, every gate NO.
+    ws.ok("decide", CHANGE_ID, "--hold", "--reason", "wait", "--key", "keys/bob.key")
+    assert ws.state().is_held(CHANGE_ID)
+    held = json.loads(ws.ok("status", CHANGE_ID, "--json").out)
+    assert held["apply_now"] == "NO"
+    assert held["status"] == "ADD_ITEM_NOTE_REHEARSAL_ONLY_ROLLBACK_READY"
+    assert {v["open"] for v in held["gates"].values()} == {"NO"}
 
 
 def test_a_grant_citing_superseded_evidence_is_refused(ws: Workspace) -> None:

@@ -15,9 +15,10 @@ The packet is pure (policy, folded ledger state and clock in, a JSON document ou
   window, and then names that grant (`lanes.hold_status`).
 
 `decide` appends a `decision.recorded` event signed with the operator's key (the fold verifies
-the signature). It refuses, with exit 3 and no event, a key that is not one of the policy's
-operators (the executor's included) and a PROCEED for a lane without a consumed grant for it;
-it never picks an option itself.
+the signature); a HOLD decided while a grant has lifted HOLD also appends `hold.set`, so the
+operator's HOLD takes effect at once (APPLY_NOW=NO). It refuses, with exit 3 and no event, a
+key that is not one of the policy's operators (the executor's included) and a PROCEED for a lane
+without a consumed grant for it; it never picks an option itself.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from rollproof.errors import HeldError
 from rollproof.governance.events import Event
 from rollproof.governance.keys import SigningKey, short_key_id
 from rollproof.governance.lanes import hold_status, lane_status, latest_grant
-from rollproof.governance.state import Decision, LedgerState, record_decision
+from rollproof.governance.state import Decision, LedgerState, record_decision, set_hold
 from rollproof.governance.store import LedgerStore, open_ledger
 from rollproof.model import Verdict
 from rollproof.packet.governance import DECISION_SCHEMA
@@ -143,7 +144,7 @@ def decide(
             (r for r in state.rehearsals.values() if r.change_id == change_id),
             key=lambda r: r.seq,
         )
-        return [
+        events = [
             record_decision(
                 change_id,
                 decision,
@@ -154,6 +155,10 @@ def decide(
                 key=key,
             )
         ]
+        if decision is Decision.HOLD and not state.is_held(change_id):
+            # HOLD decided after a grant lifted it: production is held again, at once.
+            events.append(set_hold(change_id, reason=f"operator decided HOLD: {reason}"))
+        return events
 
-    (event,) = ledger.append_events(build, now=now)
+    (event, *_held) = ledger.append_events(build, now=now)
     return event

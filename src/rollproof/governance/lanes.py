@@ -21,9 +21,10 @@ Rules, each against a named failure:
   - an open condition named after no lane blocks every lane past the first (only evidence an
     operator cites can discharge it).
 * **Gates** are NO unless a grant for the gate's lane was consumed for the change and the clock
-  is inside the grant's window. **HOLD** is in force unless a `hold.released` cites a grant of a
-  production lane whose window is still open: an expired grant does not keep production open.
-  **APPLY_NOW** is YES only when HOLD is lifted that way.
+  is inside the grant's window (and, for a production lane, HOLD is not in force).
+* **HOLD** is in force unless a `hold.released` cites a grant of a production lane whose window
+  is still open: an expired grant does not keep production open, and an operator's later
+  `hold.set` (a HOLD decision) closes it at once. **APPLY_NOW** is YES only when HOLD is lifted.
 """
 
 from __future__ import annotations
@@ -284,11 +285,20 @@ def hold_status(gov: Governance, state: LedgerState, change_id: str, now: dateti
 def gates(
     gov: Governance, state: LedgerState, change_id: str, now: datetime
 ) -> Mapping[Gate, ConsumedGrantRecord | None]:
-    """Each gate and the in-window consumed grant that opens it (None: the gate is NO)."""
+    """Each gate and the in-window consumed grant that opens it (None: the gate is NO).
+
+    A gate on a production lane is also NO while HOLD is in force (an operator's later HOLD
+    closes it again)."""
+    held = hold_status(gov, state, change_id, now).held
+    kinds = {lane.name: lane.kind for lane in gov.lanes}
     out: dict[Gate, ConsumedGrantRecord | None] = {}
     for gate in Gate:
-        grant = latest_grant(state, change_id, gov.gates[gate])
-        out[gate] = grant if grant is not None and in_window(grant, now) else None
+        lane = gov.gates[gate]
+        grant = latest_grant(state, change_id, lane)
+        open_ = grant is not None and in_window(grant, now)
+        if kinds.get(lane) is LaneKind.PRODUCTION and held:
+            open_ = False
+        out[gate] = grant if open_ else None
     return MappingProxyType(out)
 
 
