@@ -101,8 +101,8 @@ def _render_result(result: object, out_dir: Path) -> None:
 def cli(debug: bool) -> None:
     """Prove a database change can be undone before it may run against production.
 
-    Exit codes: 0 passed, 1 a check failed, 2 bad input, 3 held (isolation not proven or
-    result unknown), 4 environment problem, 70 internal error.
+    Exit codes: 0 passed, 1 a check failed, 2 bad input, 3 held (isolation not proven,
+    result unknown, HOLD, a grant missing or refused), 4 environment problem, 70 internal error.
     """
 
 

@@ -1,11 +1,25 @@
-"""Governance: the hash-chained ledger, its state, operator keys and single-use grants.
+"""Governance: the hash-chained ledger, its state, operator keys and single-use grants, and the
+governed flow built on them (docs/governance.md).
 
-    events.py    event kinds, the leaf-hash rule, the one UTC time spelling (pure)
-    state.py     the fold of events 1..N and every rule an event must obey (pure)
-    ledger.py    the SQLite store, chain verification, signed checkpoints (IO around a pure core)
-    keys.py      Ed25519 key files and key ids
-    envelope.py  DSSE envelopes for grants and checkpoints (PAE shared with packet attestations)
-    grants.py    issuing, checking (pure) and consuming (ledger) grants
+    events.py     event kinds, the leaf-hash rule, the one UTC time spelling (pure)
+    state.py      the fold of events 1..N and every rule an event must obey (pure)
+    ledger.py     the SQLite store, chain verification, signed checkpoints (IO around a pure core)
+    store.py      which store a policy names: SQLite file or PostgreSQL (engines/postgres_ledger)
+    keys.py       Ed25519 key files and key ids (the one key module, packet signing included)
+    envelope.py   DSSE envelopes for grants and checkpoints (PAE shared with packet attestations)
+    grants.py     issuing, checking (pure) and consuming (ledger) grants
+    lanes.py      the ladder: evidence, blockers by lane, gates, HOLD, APPLY_NOW (pure)
+    preflight.py  the checks before a run, read from the ledger and recorded in it
+    decision.py   the decision packet (pure) and an operator's signed decision
+    checkpoint.py the checkpoint and the current state, from ledger and validated packets (pure)
+    issuance.py   an operator issues or co-signs a grant file against the policy
+    flow.py       the governed rehearsal and the gate into a production lane
+    status.py     `rollproof status`: the checkpoint with the packets validated now
+    workspace.py  `rollproof init`
+    views.py      the folded state as text and JSON
+
+The flow modules (preflight and after) are imported from their modules, not from this package,
+so that `rollproof.policy` (which reads key files through `keys.py`) can load without them.
 
 Errors, all `RollproofError`s:
 
@@ -18,6 +32,9 @@ Errors, all `RollproofError`s:
     UsageError                             exit 2
     ├── LedgerNotFoundError, LedgerRangeError, KeyFileError, GrantIssueError
     HeldError                              exit 3
+    ├── LaneRefusedError (flow.py)         a lane not entered; recorded as lane.refused
+    ├── PreflightBlockedError (flow.py)    preflight FAIL, or an UNKNOWN the lane does not allow
+    ├── DecisionRefusedError (decision.py) not an operator's key, or no grant behind a PROCEED
     └── GrantRefusedError                  every refusal; `reason` is a RefusalReason
         ├── GrantMalformedError, GrantUnknownKeyError, GrantSignatureError,
         ├── GrantSelfSignedError, GrantAudienceError, GrantLaneError, GrantChangeError,

@@ -254,7 +254,8 @@ def _done(
     ]
     if refusals:
         shown = ", ".join(str(s) for s in sorted(refusals))
-        lines.append(f"Refusals on the record for this change: {len(refusals)} (events {shown}).")
+        word = "event" if len(refusals) == 1 else "events"
+        lines.append(f"Refusals on the record for this change: {len(refusals)} ({word} {shown}).")
     return lines
 
 
