@@ -313,19 +313,28 @@ class _LegRunner:
         self.pristine = points[Point.AFTER_ROLLBACK].digest == self.before.digest
         return self.judge(leg, points, statements, t.script.settings)
 
-    def revert(self) -> LegResult:
-        leg = LegName.REVERT
-        points: dict[Point, Fingerprint] = {}
-        statements: dict[str, int] = {}
+    def applied_and_reverted(
+        self, leg: LegName, points: dict[Point, Fingerprint], statements: dict[str, int]
+    ) -> tuple[ScriptOutcome, LegResult | None]:
+        """Apply and COMMIT, then run the revert script on a new connection and fingerprint.
+
+        Returns apply's outcome and, when a script failed, the leg's result.
+        """
         out = self.apply_committed(points, statements)
         if not out.ok:
-            return self.failed(leg, "apply", out, points, statements)
+            return out, self.failed(leg, "apply", out, points, statements)
         rv = self.s.run_script("revert", self.change.revert, self.change.connection)
         statements["revert"] = rv.statements_run
         if not rv.ok:
-            return self.failed(leg, "revert", rv, points, statements)
+            return out, self.failed(leg, "revert", rv, points, statements)
         points[Point.AFTER_REVERT] = self.s.fingerprint_clone(self.reuse("apply", "revert"))
-        return self.judge(leg, points, statements, out.settings)
+        return out, None
+
+    def revert(self) -> LegResult:
+        points: dict[Point, Fingerprint] = {}
+        statements: dict[str, int] = {}
+        out, failed = self.applied_and_reverted(LegName.REVERT, points, statements)
+        return failed or self.judge(LegName.REVERT, points, statements, out.settings)
 
     def restore(self) -> LegResult:
         leg = LegName.RESTORE
@@ -343,14 +352,9 @@ class _LegRunner:
         leg = LegName.REAPPLY
         points: dict[Point, Fingerprint] = {}
         statements: dict[str, int] = {}
-        out = self.apply_committed(points, statements)
-        if not out.ok:
-            return self.failed(leg, "apply", out, points, statements)
-        rv = self.s.run_script("revert", self.change.revert, self.change.connection)
-        statements["revert"] = rv.statements_run
-        if not rv.ok:
-            return self.failed(leg, "revert", rv, points, statements)
-        points[Point.AFTER_REVERT] = self.s.fingerprint_clone(self.reuse("apply", "revert"))
+        out, failed = self.applied_and_reverted(leg, points, statements)
+        if failed is not None:
+            return failed
         again = self.s.run_script("reapply", self.change.apply, self.change.connection)
         statements["reapply"] = again.statements_run
         if not again.ok:
