@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from rollproof.engines.postgres_conn import describe_error, quote_ident
+from rollproof.explain import keyed_row_summary
 from rollproof.fingerprint import Difference
 
 _COLUMNS = """
@@ -106,27 +107,11 @@ def _explain_table(
                                 lost_col[c] = lost_col.get(c, 0) + 1
                     changed += differs
                     old, new = next(old_rows, None), next(new_rows, None)
-        detail.update(
-            rows_changed=changed,
-            rows_missing=missing,
-            rows_added=extra,
-            columns_changed=per_col,
-            values_now_null=lost_col,
+        summary, counts = keyed_row_summary(
+            changed=changed, missing=missing, added=extra, per_column=per_col, now_null=lost_col
         )
-        if changed:
-            parts.append(f"{_n(changed)} rows differ")
-        for c, v in per_col.items():
-            lost = lost_col.get(c, 0)
-            if lost == v:
-                parts.append(f"{c}: {_n(v)} values lost (set before, NULL now)")
-            elif lost:
-                parts.append(f"{c}: {_n(v)} values differ, {_n(lost)} of them now NULL")
-            else:
-                parts.append(f"{c}: {_n(v)} values differ")
-        if missing:
-            parts.append(f"{_n(missing)} rows missing")
-        if extra:
-            parts.append(f"{_n(extra)} rows added")
+        parts.extend(summary)
+        detail.update(counts)
     if added:
         parts.append("new column(s) " + ", ".join(added))
     return f"table {table}: " + ("; ".join(parts) or "content differs"), detail

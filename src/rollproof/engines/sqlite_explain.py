@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rollproof.engines.sqlite_schema import primary_key, quote_ident
+from rollproof.explain import keyed_row_summary
 from rollproof.fingerprint import Difference
 
 
@@ -78,27 +79,11 @@ def _explain_table(conn: sqlite3.Connection, table: str) -> tuple[str, dict[str,
             changed = row[0]
             per_col = {c: v for c, v in zip(others, row[1 : 1 + len(others)], strict=True) if v}
             lost_col = {c: v for c, v in zip(others, row[1 + len(others) :], strict=True) if v}
-        detail.update(
-            rows_changed=changed,
-            rows_missing=missing,
-            rows_added=extra,
-            columns_changed=per_col,
-            values_now_null=lost_col,
+        summary, counts = keyed_row_summary(
+            changed=changed, missing=missing, added=extra, per_column=per_col, now_null=lost_col
         )
-        if changed:
-            parts.append(f"{_n(changed)} rows differ")
-        for c, v in per_col.items():
-            lost = lost_col.get(c, 0)
-            if lost == v:
-                parts.append(f"{c}: {_n(v)} values lost (set before, NULL now)")
-            elif lost:
-                parts.append(f"{c}: {_n(v)} values differ, {_n(lost)} of them now NULL")
-            else:
-                parts.append(f"{c}: {_n(v)} values differ")
-        if missing:
-            parts.append(f"{_n(missing)} rows missing")
-        if extra:
-            parts.append(f"{_n(extra)} rows added")
+        parts.extend(summary)
+        detail.update(counts)
     elif common:
         cols = ", ".join(quote_ident(c) for c in common)
         missing = conn.execute(
