@@ -10,6 +10,8 @@ command needs them.
     verified = rollproof.validate_packet(packet)          # raises PacketInvalidError
     report = rollproof.check_packet(packet)               # every finding, never raises on one
     rerun = rollproof.rerun_packet(packet)                # MATCH / SOURCE_DRIFTED / ...
+    fp = rollproof.fingerprint_file(Path("prod.db"))      # or fingerprint_source("postgresql://…")
+    outcome = rollproof.governed_rehearse(...)            # preflight, grant, rehearse, decide
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from rollproof.change import Change, load_change
+    from rollproof.engines.postgres import fingerprint_source
+    from rollproof.engines.sqlite import fingerprint_file
     from rollproof.errors import ExitCode, RollproofError
+    from rollproof.governance.flow import enter_lane, governed_rehearse
+    from rollproof.governance.preflight import run_preflight
     from rollproof.packet.build import build_packet, write_packet
     from rollproof.packet.findings import (
         Finding,
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
     from rollproof.packet.pin import validator_sha256
     from rollproof.packet.reader import check_packet, validate_packet
     from rollproof.packet.rerun import RerunOutcome, RerunResult, rerun_packet
+    from rollproof.policy import Policy, load_policy
     from rollproof.rehearsal import RehearsalResult, rehearse
 
 _HOME = {
@@ -47,7 +54,14 @@ _HOME = {
     "RollproofError": "rollproof.errors",
     "ValidationReport": "rollproof.packet.findings",
     "VerifiedPacket": "rollproof.packet.findings",
+    "Policy": "rollproof.policy",
     "build_packet": "rollproof.packet.build",
+    "enter_lane": "rollproof.governance.flow",
+    "fingerprint_file": "rollproof.engines.sqlite",
+    "fingerprint_source": "rollproof.engines.postgres",
+    "governed_rehearse": "rollproof.governance.flow",
+    "load_policy": "rollproof.policy",
+    "run_preflight": "rollproof.governance.preflight",
     "check_packet": "rollproof.packet.reader",
     "load_change": "rollproof.change",
     "rehearse": "rollproof.rehearsal",
@@ -63,6 +77,7 @@ __all__ = [
     "Finding",
     "FindingCode",
     "PacketInvalidError",
+    "Policy",
     "RehearsalResult",
     "RerunOutcome",
     "RerunResult",
@@ -72,9 +87,15 @@ __all__ = [
     "__version__",
     "build_packet",
     "check_packet",
+    "enter_lane",
+    "fingerprint_file",
+    "fingerprint_source",
+    "governed_rehearse",
     "load_change",
+    "load_policy",
     "rehearse",
     "rerun_packet",
+    "run_preflight",
     "validate_packet",
     "validator_sha256",
     "write_packet",
