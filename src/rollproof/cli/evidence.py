@@ -1,0 +1,473 @@
+"""Commands about evidence: rehearse, validate, rerun, keys, surfaces, fingerprint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from rollproof.errors import ExitCode
+
+if TYPE_CHECKING:
+    pass
+
+from rollproof.cli.app import (
+    _now,
+    _out,
+    _progress,
+    _read_grant,
+    _render_governed,
+    _render_result,
+    cli,
+)
+
+
+@cli.command()
+@click.argument("change", type=click.Path(path_type=Path))
+@click.option(
+    "--source",
+    required=True,
+    metavar="DSN",
+    help="The database the change is meant for: sqlite:///path.db (opened read-only).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Packet directory (new or empty). Default: .rollproof/packets/<change>-<utc stamp>.",
+)
+@click.option(
+    "--legs",
+    multiple=True,
+    metavar="LEGS",
+    help="Comma-separated legs: read-only, transaction, revert, restore, reapply. "
+    "Default: read-only,transaction,revert,restore.",
+)
+@click.option("--keep-clone", is_flag=True, help="Keep the private clone directory afterwards.")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to make the private clone directory (default: the system temp dir).",
+)
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Policy file (default: ./rollproof.toml if it exists).",
+)
+@click.option(
+    "--allow-undeclared",
+    is_flag=True,
+    help="Rehearse even though the change touches undeclared objects (recorded in the report).",
+)
+@click.option(
+    "--scratch",
+    metavar="DSN",
+    default=None,
+    help="PostgreSQL only: the server to clone into, or 'ephemeral' (default) for a private "
+    "cluster rollproof starts.",
+)
+@click.option(
+    "--full-fingerprints",
+    is_flag=True,
+    help="Fingerprint every table after each step instead of only what the change wrote.",
+)
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="KEY",
+    help="Sign the packet with this Ed25519 private key (from `rollproof key generate`).",
+)
+@click.option(
+    "--grant",
+    "grant_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="An operator's grant for the lane: checked and consumed (once) before any leg runs.",
+)
+@click.option(
+    "--lane",
+    default=None,
+    metavar="LANE",
+    help="Rehearse in this lane of the policy's ladder, on the record (default: the first).",
+)
+@click.option(
+    "--reproduce",
+    is_flag=True,
+    help="Governed runs: run the packet's commands.sh and RERUN.sh and record their outcomes.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table."
+)
+def rehearse(
+    change: Path,
+    source: str,
+    out: Path | None,
+    legs: tuple[str, ...],
+    keep_clone: bool,
+    workdir: Path | None,
+    policy_path: Path | None,
+    allow_undeclared: bool,
+    scratch: str | None,
+    full_fingerprints: bool,
+    sign_key: Path | None,
+    grant_file: Path | None,
+    lane: str | None,
+    reproduce: bool,
+    as_json: bool,
+) -> None:
+    """Rehearse CHANGE (a directory with change.toml) on an isolated clone of --source and
+    write its evidence packet.
+
+    Under a governed policy, with --grant, --lane or --reproduce (or when the policy's first
+    lane needs a grant), the run is governed: preflight, the grant consumed before any leg,
+    the packet validated and recorded in the ledger, its decision packet and checkpoint added.
+    """
+    from rollproof.change import load_change
+    from rollproof.governance.keys import load_signing_key
+    from rollproof.packet.build import check_change_paths
+    from rollproof.policy import POLICY_FILE, load_policy
+    from rollproof.rehearsal import parse_legs
+    from rollproof.rehearsal import rehearse as run
+    from rollproof.report import default_out_dir, report_json, write_report
+
+    loaded = load_change(change)
+    check_change_paths(loaded)
+    key = None if sign_key is None else load_signing_key(sign_key)
+    # An absolute policy path, so the packet's commands.sh finds it from any directory.
+    if policy_path is None and Path(POLICY_FILE).is_file():
+        policy_path = Path(POLICY_FILE)
+    policy = load_policy(None if policy_path is None else policy_path.absolute())
+    invocation = ["rollproof", *click.get_current_context().find_root().obj["argv"]]
+    first_needs_grant = policy.governance is not None and policy.governance.first.grant
+    if grant_file is not None or lane is not None or reproduce or first_needs_grant:
+        from rollproof.governance.flow import governed_rehearse
+
+        with _progress() as say:
+            governed = governed_rehearse(
+                loaded,
+                source,
+                policy=policy,
+                out=out,
+                grant=None if grant_file is None else _read_grant(grant_file),
+                lane=lane,
+                legs=parse_legs(legs),
+                workdir=workdir,
+                keep_clone=keep_clone,
+                allow_undeclared=allow_undeclared,
+                scratch=scratch,
+                full_fingerprints=full_fingerprints,
+                signing_key=key,
+                invocation=invocation,
+                reproduce=reproduce,
+                progress=say,
+                clock=_now,
+            )
+        _render_result(governed.result, governed.packet)
+        _render_governed(governed)
+        raise SystemExit(int(governed.result.exit_code))
+    with _progress() as say:
+        result = run(
+            loaded,
+            source,
+            legs=parse_legs(legs),
+            workdir=workdir,
+            keep_clone=keep_clone,
+            progress=say,
+            policy=policy,
+            allow_undeclared=allow_undeclared,
+            scratch=scratch,
+            full_fingerprints=full_fingerprints,
+        )
+    out_dir = write_report(
+        result,
+        out or default_out_dir(result, Path(".rollproof/packets")),
+        invocation=invocation,
+        signing_key=key,
+    )
+    if as_json:
+        _out.print_json(json.dumps(report_json(result)))
+    else:
+        _render_result(result, out_dir)
+        _out.print(f"packet: {out_dir} (tree {(out_dir / 'TREE_HASH').read_text().strip()})")
+        if key is not None:
+            _out.print(f"signed: {out_dir / 'attestation.dsse.json'}")
+        if result.clone_kept:
+            _out.print(f"clone kept: {result.clone_kept}")
+    raise SystemExit(int(result.exit_code))
+
+
+@cli.command()
+@click.argument("packet", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--expect-validator",
+    metavar="SHA256",
+    default=None,
+    help="Refuse to give any verdict (exit 3) unless the running validator's hash "
+    "(`rollproof validator-hash`) is this one.",
+)
+@click.option(
+    "--require-signature",
+    is_flag=True,
+    help="Reject a packet without a valid attestation signed by a --trusted-key.",
+)
+@click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="PUB",
+    help="An Ed25519 public key (PEM) whose signature is trusted; may be repeated.",
+)
+@click.option("--verdicts", is_flag=True, help="On success, print the verified verdicts only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--selftest", is_flag=True, help="Run the built-in good and bad packet corpus.")
+def validate(
+    packet: Path | None,
+    expect_validator: str | None,
+    require_signature: bool,
+    trusted_keys: tuple[Path, ...],
+    verdicts: bool,
+    as_json: bool,
+    selftest: bool,
+) -> None:
+    """Check the evidence packet PACKET byte for byte; fail closed on anything wrong.
+
+    Exit 0 valid, 1 invalid evidence, 2 unusable input, 3 validator pin mismatch.
+    """
+    from rollproof.governance.keys import load_public_key
+    from rollproof.packet.attest import TrustedKey
+    from rollproof.packet.reader import check_packet, check_validator_pin
+    from rollproof.packet.scripts import verdict_lines
+
+    if selftest:
+        if packet is not None:
+            raise click.UsageError("--selftest takes no PACKET")
+        check_validator_pin(expect_validator)
+        _selftest()
+        return
+    if packet is None:
+        raise click.UsageError("missing argument PACKET (or give --selftest)")
+    report = check_packet(
+        packet,
+        trusted_keys=[TrustedKey(load_public_key(k).raw) for k in trusted_keys],
+        require_signature=require_signature,
+        expect_validator=expect_validator,
+    )
+    if as_json:
+        body = {
+            "packet": str(packet),
+            "valid": report.ok,
+            "findings": [f.to_json() for f in report.findings],
+            "stages_passed": [str(s) for s in report.stages_passed],
+        }
+        _out.print(json.dumps(body, indent=2), markup=False, highlight=False)
+    elif report.packet is not None:
+        v = report.packet
+        if verdicts:
+            for line in verdict_lines(v.report, v.exit_code):
+                _out.print(line, markup=False)
+        else:
+            signed = f"; signed by {', '.join(k[:16] for k in v.signed_by)}" if v.signed_by else ""
+            _out.print(
+                f"VALID {packet}: {v.change_id} overall {v.overall}, exit code {v.exit_code}; "
+                f"tree {v.tree_hash}{signed}",
+                markup=False,
+            )
+            if v.decision is not None:
+                d = v.decision
+                _out.print(
+                    f"governance layer sealed over this tree: decision default {d['default']}, "
+                    f"nothing selected, APPLY_NOW={d['apply_now']}",
+                    markup=False,
+                )
+    else:
+        for finding in report.findings:
+            _out.print(f"INVALID {finding}", markup=False)
+        _out.print(f"packet {packet} is not valid evidence", markup=False)
+    raise SystemExit(0 if report.ok else int(ExitCode.CHECK_FAILED))
+
+
+def _selftest() -> None:
+    import tempfile
+
+    from rollproof.packet.selftest import run_selftest
+
+    with tempfile.TemporaryDirectory(prefix="rollproof-selftest-") as tmp:
+        results = run_selftest(Path(tmp))
+    for r in results:
+        mark = "ok  " if r.ok else "FAIL"
+        _out.print(f"{mark} {r.name}: expected {r.expected}, got {r.got}", markup=False)
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        _out.print(f"selftest FAILED: {', '.join(failed)}", markup=False)
+        raise SystemExit(int(ExitCode.CHECK_FAILED))
+    _out.print(f"selftest passed: {len(results)} cases", markup=False)
+
+
+@cli.command("validator-hash")
+@click.option("--files", is_flag=True, help="List each validator file and its sha256.")
+def validator_hash(files: bool) -> None:
+    """Print the sha256 of the running validator's own source files."""
+    from rollproof.packet.pin import validator_listing, validator_sha256
+
+    if files:
+        _out.print(validator_listing(), end="", markup=False)
+        return
+    _out.print(validator_sha256(), markup=False)
+
+
+@cli.command()
+@click.argument("packet", type=click.Path(path_type=Path))
+@click.option(
+    "--source", metavar="DSN", default=None, help="Use this source instead of the recorded one."
+)
+@click.option(
+    "--scratch",
+    metavar="DSN",
+    default=None,
+    help="PostgreSQL only: the server to clone into (default: a private ephemeral cluster).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to make the private clone directory (default: the system temp dir).",
+)
+def rerun(packet: Path, source: str | None, scratch: str | None, workdir: Path | None) -> None:
+    """Re-run PACKET's rehearsal from its change/ copy and compare every fingerprint.
+
+    Prints PASS/MATCH (exit 0), or each fingerprint that differs and whether the source
+    drifted or the change is non-deterministic (exit 1).
+    """
+    from rollproof.packet.rerun import RerunOutcome, rerun_packet
+
+    with _progress() as say:
+        result = rerun_packet(packet, source=source, scratch=scratch, workdir=workdir, progress=say)
+    _out.print(
+        f"rerun of {result.change_id} against {result.source}: "
+        f"{result.compared} fingerprint points compared",
+        markup=False,
+    )
+    for m in result.mismatches:
+        _out.print(f"MISMATCH {m}", markup=False)
+    if result.outcome is RerunOutcome.MATCH:
+        _out.print(f"PASS/MATCH: {result.explanation()}", markup=False)
+    else:
+        _out.print(f"FAIL/MISMATCH: {result.explanation()}", markup=False)
+    raise SystemExit(int(result.exit_code))
+
+
+@cli.group()
+def key() -> None:
+    """Ed25519 keys: operators sign grants and decisions, executors sign packets."""
+
+
+@key.command("generate")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory for NAME.key (mode 0600) and NAME.pub.",
+)
+@click.option(
+    "--name",
+    default="rollproof-ed25519",
+    show_default=True,
+    help="File name stem: an operator's or the executor's name, say.",
+)
+def key_generate(out_dir: Path, name: str) -> None:
+    """Make a new Ed25519 key pair. The private key is written, never printed."""
+    from rollproof.governance.keys import generate_key
+
+    made = generate_key(out_dir, name=name)
+    _out.print(f"private key: {made.private_path} (mode 0600; keep it secret)", markup=False)
+    _out.print(f"public key:  {made.public_path}", markup=False)
+    _out.print(f"key id:      {made.key_id}", markup=False)
+
+
+@cli.command()
+@click.argument("change", type=click.Path(path_type=Path))
+@click.option(
+    "--dialect",
+    type=click.Choice(["sqlite", "postgresql"]),
+    default="sqlite",
+    show_default=True,
+    help="The SQL dialect the scripts are written in.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the scoping evidence as JSON.")
+def surfaces(change: Path, dialect: str, as_json: bool) -> None:
+    """Show every object CHANGE's SQL touches, what is undeclared, and destructive statements.
+
+    Exits 0 when scoping is READY, 3 when an object is undeclared or a statement's scope is
+    unknown (the same rule `rehearse` applies before any leg runs).
+    """
+    from rollproof.change import load_change
+    from rollproof.scope import ScopingStatus, check_scoping
+
+    scoping = check_scoping(load_change(change), dialect=dialect)
+    if as_json:
+        _out.print_json(json.dumps(scoping.to_json()))
+    else:
+        table = Table(title="statements and the objects they touch", title_justify="left")
+        for column in ("script", "#", "statement", "touches"):
+            table.add_column(column, overflow="fold")
+        for role, scopes in scoping.statements.items():
+            for s in scopes:
+                touches = ", ".join(f"{a.kind.lower()} {a.object}" for a in s.accesses)
+                if s.unknown is not None:
+                    touches = (touches + "; " if touches else "") + f"UNKNOWN: {s.unknown}"
+                table.add_row(role, str(s.index), Text(s.text), Text(touches or "nothing"))
+        _out.print(table)
+        for role, risk in scoping.risks:
+            _out.print(
+                f"risk ({role} statement {risk.statement}): {risk.message}; {risk.proven_by}",
+                markup=False,
+            )
+        for line in scoping.problems():
+            _out.print(f"not ready: {line}", markup=False)
+        _out.print(f"scoping: {scoping.status}", markup=False)
+    if scoping.status is not ScopingStatus.READY:
+        raise SystemExit(int(ExitCode.HELD))
+
+
+@cli.command()
+@click.argument("database")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole fingerprint as JSON.")
+def fingerprint(database: str, as_json: bool) -> None:
+    """Print the content fingerprint of DATABASE, opened read-only.
+
+    DATABASE is a SQLite file (a path or sqlite:///path.db) or a postgresql:// DSN.
+    """
+    if database.startswith(("postgresql://", "postgres://")):
+        from rollproof.engines.postgres import fingerprint_source
+
+        with _progress() as say:
+            fp = fingerprint_source(database, say)
+    else:
+        from rollproof.engines.sqlite import fingerprint_file, parse_sqlite_dsn
+
+        with _progress() as say:
+            fp = fingerprint_file(parse_sqlite_dsn(database), say)
+    if as_json:
+        _out.print_json(json.dumps(fp.to_json()))
+        return
+    # Table names are the database's own bytes: printed as text, never as markup.
+    _out.print(fp.digest, markup=False)
+    for name, t in sorted(fp.tables.items()):
+        _out.print(f"  table {name}: {t.digest} ({t.rows:,} rows, {t.order})", markup=False)
+    for name, seq in sorted(fp.sequences.items()):
+        _out.print(f"  sequence {name}: {seq}", markup=False)
+    _out.print(f"  schema: {fp.schema_structural} (ddl text {fp.schema_ddl_text})", markup=False)
+    if fp.excluded:
+        _out.print("  excluded: " + ", ".join(fp.excluded), markup=False)
