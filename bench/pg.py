@@ -2,6 +2,7 @@
 
     python bench/pg.py --quick            # 100k rows, 3 runs
     python bench/pg.py --sizes 100000 1000000 --runs 5
+    python bench/pg.py --sizes 1000000 --runs 7 --fingerprint-only
 
 Servers: ROLLPROOF_BENCH_PG_SOURCE and ROLLPROOF_BENCH_PG_SCRATCH name a source and a scratch
 server (superuser DSNs, different clusters); run as root without them and two throwaway
@@ -153,7 +154,9 @@ def shell(cmd: str) -> None:
     subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, stdout=subprocess.DEVNULL)
 
 
-def bench_size(source_admin: str, scratch_admin: str, rows: int, runs: int) -> dict[str, object]:
+def bench_size(
+    source_admin: str, scratch_admin: str, rows: int, runs: int, clone: bool = True
+) -> dict[str, object]:
     dsn = build(source_admin, rows)
     jobs = max(1, min(4, os.cpu_count() or 1))
     work = Path(tempfile.mkdtemp(prefix="rollproof-pg-bench-"))
@@ -175,9 +178,10 @@ def bench_size(source_admin: str, scratch_admin: str, rows: int, runs: int) -> d
     cases: dict[str, Callable[[], object]] = {
         "rollproof fingerprint": lambda: fingerprint_source(dsn),
         "pg_dump | sha256sum": lambda: shell(f"pg_dump '{dsn}' | sha256sum"),
-        "rollproof clone": rollproof_clone,
-        "pg_dump -Fd | pg_restore by hand": by_hand_clone,
     }
+    if clone:
+        cases["rollproof clone"] = rollproof_clone
+        cases["pg_dump -Fd | pg_restore by hand"] = by_hand_clone
     samples: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(runs):
         for name, fn in cases.items():
@@ -193,10 +197,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="100k rows, 3 runs")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--fingerprint-only", action="store_true", help="time the fingerprint, not the clone"
+    )
     args = parser.parse_args()
     sizes, runs = ([100_000], 3) if args.quick else (args.sizes, args.runs)
+    clone = not args.fingerprint_only
     with servers() as (source_admin, scratch_admin):
-        results = [bench_size(source_admin, scratch_admin, n, runs) for n in sizes]
+        results = [bench_size(source_admin, scratch_admin, n, runs, clone) for n in sizes]
     print(f"{os.cpu_count()} cores; {runs} runs, medians.\n")
     print("| rows | fingerprint | vs pg_dump \\| sha256sum | clone | vs pg_dump -Fd + pg_restore |")
     print("|---|---|---|---|---|")
@@ -204,8 +212,12 @@ def main() -> int:
         s = r["seconds"]
         assert isinstance(s, dict)
         fp, dump = s["rollproof fingerprint"], s["pg_dump | sha256sum"]
-        cl, hand = s["rollproof clone"], s["pg_dump -Fd | pg_restore by hand"]
-        print(f"| {r['rows']:,} | {fp:.2f} s | {fp / dump:.2f}x | {cl:.2f} s | {cl / hand:.2f}x |")
+        if clone:
+            cl, hand = s["rollproof clone"], s["pg_dump -Fd | pg_restore by hand"]
+            cloned = f"{cl:.2f} s | {cl / hand:.2f}x"
+        else:
+            cloned = "- | -"
+        print(f"| {r['rows']:,} | {fp:.2f} s | {fp / dump:.2f}x | {cloned} |")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -7,6 +7,7 @@ when made and again at teardown, so every test also proves the source was not ch
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import threading
@@ -18,11 +19,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from rollproof.canonical import canonical_json
 from rollproof.demo import CHANGES as SQLITE_CHANGES
 from rollproof.demo import build_sample_database
 from rollproof.engines.postgres import PostgresSession, fingerprint_source
 from rollproof.engines.postgres_conn import connect_source, parse_pg_dsn
 from rollproof.errors import EnvironmentProblemError, ExitCode, IsolationError, UsageError
+from rollproof.fingerprint import TableDigest
 from rollproof.model import LegName, Point, Verdict
 from rollproof.packet.build import write_packet
 from rollproof.packet.reader import check_packet
@@ -388,6 +391,89 @@ def test_fingerprint_covers_schema_objects_and_sequences(
     # is_called false: the next value is 9000, so the counter stands one step before it.
     assert fp.sequences["orders"] == 8999
     assert fp.to_json()["engine"] == "postgresql"
+
+
+def expected_pg_table_digest(
+    name: str, columns: list[str], types: list[str], order: str, lines: list[bytes]
+) -> str:
+    """The documented PostgreSQL table digest: the header, then the rows' COPY text in order."""
+    header = canonical_json(
+        {"table": name, "columns": columns, "types": types, "order": order, "rows": "copy-text"}
+    )
+    return "sha256:" + hashlib.sha256(header + b"".join(lines)).hexdigest()
+
+
+def test_table_digest_follows_the_documented_algorithm(
+    pg_servers: Servers, pg_source: MakeSource
+) -> None:
+    dsn = pg_source(
+        "CREATE TABLE k (name text PRIMARY KEY, n integer);"
+        "INSERT INTO k VALUES ('b', 2), ('B', 1), (E'a\\tb\\nc\\\\', NULL), ('', 0);"
+        "CREATE TABLE bag (x integer, y double precision);"
+        "INSERT INTO bag VALUES (2, 0.5), (NULL, 1), (1, NULL), (2, 0.5);"
+        "CREATE TABLE nothing ();"
+        "INSERT INTO nothing DEFAULT VALUES; INSERT INTO nothing DEFAULT VALUES;"
+    )
+    fp = fingerprint_source(dsn)
+    # Key order compares bytes whatever the collation: 'B' < 'a' < 'b'; escapes as COPY writes
+    # them (\t, \n, \\), NULL as \N.
+    k = [b"\t0\n", b"B\t1\n", b"a\\tb\\nc\\\\\t\\N\n", b"b\t2\n"]
+    assert fp.tables["k"] == TableDigest(
+        "k",
+        expected_pg_table_digest("k", ["name", "n"], ["text", "integer"], "primary-key", k),
+        4,
+        "primary-key",
+    )
+    # Without a key, rows sorted by value (NULLs last); duplicates count.
+    bag = [b"1\t\\N\n", b"2\t0.5\n", b"2\t0.5\n", b"\\N\t1\n"]
+    types = ["integer", "double precision"]
+    assert fp.tables["bag"].digest == expected_pg_table_digest(
+        "bag", ["x", "y"], types, "sorted-rows", bag
+    )
+    assert fp.tables["nothing"].rows == 2
+    assert fp.tables["nothing"].digest == expected_pg_table_digest(
+        "nothing", [], [], "sorted-rows", [b"\n", b"\n"]
+    )
+
+
+# Values that compare equal but print differently. A table without a primary key holding both
+# must digest the same whatever their physical order (so its sort order has to be total on the
+# printed text, not on SQL equality), and differently from one holding either value twice.
+EQUAL_BUT_PRINTED_DIFFERENTLY = [
+    ("numeric", "1.0", "1.00"),
+    ("double precision", "'-0'", "'0'"),
+    ("real", "'0'", "'-0'"),
+    ("interval", "'1 day'", "'24 hours'"),
+    ("numeric[]", "'{1.0}'", "'{1.00}'"),
+    ("jsonb", "'1.0'", "'1.00'"),
+    ("bpchar", "'a'", "'a  '"),
+    ("text COLLATE ci", "'a'", "'A'"),  # a nondeterministic (case-insensitive) collation
+]
+
+
+def test_sorted_rows_order_is_total_on_the_printed_text(
+    pg_servers: Servers, pg_source: MakeSource
+) -> None:
+    def source(pairs: list[tuple[str, str]]) -> str:
+        script = [
+            "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', "
+            "deterministic = false);"
+        ]
+        for i, ((type_, _a, _b), (first, second)) in enumerate(
+            zip(EQUAL_BUT_PRINTED_DIFFERENTLY, pairs, strict=True)
+        ):
+            script.append(f"CREATE TABLE t{i} (g integer, v {type_});")
+            script.append(f"INSERT INTO t{i} VALUES (1, NULL), (1, {first}), (1, {second});")
+        return pg_source("".join(script))
+
+    forward = fingerprint_source(source([(a, b) for _t, a, b in EQUAL_BUT_PRINTED_DIFFERENTLY]))
+    backward = fingerprint_source(source([(b, a) for _t, a, b in EQUAL_BUT_PRINTED_DIFFERENTLY]))
+    twice = fingerprint_source(source([(a, a) for _t, a, _b in EQUAL_BUT_PRINTED_DIFFERENTLY]))
+    for i, (type_, a, b) in enumerate(EQUAL_BUT_PRINTED_DIFFERENTLY):
+        name = f"t{i}"
+        assert forward.tables[name].order == "sorted-rows"
+        assert forward.tables[name] == backward.tables[name], f"{type_}: {a} and {b}"
+        assert forward.tables[name].digest != twice.tables[name].digest, f"{type_}: {a} {b}"
 
 
 def test_roles_the_source_uses_come_across(
