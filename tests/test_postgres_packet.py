@@ -3,16 +3,22 @@ the packet's own commands.sh and RERUN.sh as real subprocesses, and `rollproof f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from rollproof.cli import main
 from rollproof.engines.postgres import fingerprint_source
+from rollproof.model import LegName, Verdict
+from rollproof.policy import load_policy
+from rollproof.rehearsal import rehearse
 from tests.pg_fixtures import (
     MakePgChange,
     MakeSource,
@@ -97,3 +103,50 @@ def test_fingerprint_command_takes_a_postgresql_dsn(
     assert printed == fingerprint_source(dsn).to_json()
     assert printed["engine"] == "postgresql"
     assert printed["tables"]["items"]["rows"] == 40
+
+
+def test_forbidden_environment_never_reaches_pg_dump(
+    pg_servers: Servers,
+    pg_source: MakeSource,
+    make_pg_change: MakePgChange,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planted = "planted-" + os.urandom(6).hex()
+    monkeypatch.setenv("DEPLOY_TOKEN", planted)
+    (tmp_path / "rollproof.toml").write_text('[forbidden]\nenv = ["DEPLOY_TOKEN"]\n')
+    policy = load_policy(tmp_path / "rollproof.toml")
+    dsn = pg_source(SOURCE)
+    change = make_pg_change(
+        "UPDATE items SET qty = 0 WHERE id = 1;",
+        "UPDATE items SET qty = 1 WHERE id = 1;",
+        surfaces='writes = ["items"]\n',
+    )
+    seen: list[tuple[str, bytes]] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # every pg_dump / pg_restore process's environment, while it runs
+        while not stop.is_set():
+            for proc in Path("/proc").iterdir():
+                with contextlib.suppress(OSError):
+                    cmdline = (proc / "cmdline").read_bytes()
+                    if b"pg_dump" in cmdline or b"pg_restore" in cmdline:
+                        seen.append(
+                            (cmdline.decode(errors="replace"), (proc / "environ").read_bytes())
+                        )
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = rehearse(
+            change, dsn, scratch=pg_servers.scratch, policy=policy, legs=[LegName.REVERT]
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    assert result.overall is Verdict.PASS
+    assert seen, "the watcher never saw pg_dump run"
+    assert not [cmd for cmd, env in seen if planted.encode() in env]
+    [env_status] = [f for f in result.surfaces.forbidden if f.kind == "env"]
+    assert (env_status.name, str(env_status.status)) == ("DEPLOY_TOKEN", "not-requested")

@@ -18,6 +18,7 @@ Rules (names compare case-insensitively):
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,11 +70,14 @@ class SurfaceGuard:
         writes: Iterable[str],
         forbidden: Iterable[str] = (),
         read_mode: ReadMode = ReadMode.DENY,
+        forbidden_env: Iterable[str] = (),
     ) -> None:
         self.writes = frozenset(n.lower().removeprefix("main.") for n in writes)
         self.reads = frozenset(n.lower().removeprefix("main.") for n in reads) | self.writes
         self.forbidden = tuple(forbidden)
         self.read_mode = read_mode
+        self.forbidden_env = tuple(forbidden_env)
+        """Environment variables no subprocess started for this rehearsal may receive."""
         self.events: list[GuardEvent] = []
         self.written: dict[str, set[str]] = {}
         """Every object each script role was seen writing, creating, altering or dropping,
@@ -94,6 +98,10 @@ class SurfaceGuard:
         event = GuardEvent(self._script, self._statement, kind, obj, via, decision, reason)
         if event not in self.events:
             self.events.append(event)
+
+    def child_environment(self) -> dict[str, str]:
+        """This process's environment without any forbidden variable, for a subprocess."""
+        return {k: v for k, v in os.environ.items() if k not in self.forbidden_env}
 
     def mark_opaque(self) -> None:
         self.opaque.add(self._script)

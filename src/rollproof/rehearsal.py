@@ -400,6 +400,7 @@ def rehearse(
         writes=change.writes,
         forbidden=policy.forbidden_objects,
         read_mode=policy.undeclared_reads,
+        forbidden_env=policy.forbidden_env,
     )
     session = open_session(source, workdir=workdir, progress=say, guard=guard, scratch=scratch)
     kept: Path | None = None

@@ -220,7 +220,7 @@ class PostgresSession:
 
     def _open_scratch(self) -> PgTarget:
         if self._scratch_spec == EPHEMERAL:
-            self._cluster = start_ephemeral(self.workspace, self._progress)
+            self._cluster = start_ephemeral(self.workspace, self._progress, self._child_base())
             return parse_pg_dsn(self._cluster.dsn, what="scratch")
         return parse_pg_dsn(self._scratch_spec, what="scratch")
 
@@ -402,7 +402,7 @@ class PostgresSession:
         self._progress(f"dumping the source ({size}; pg_dump, {self._jobs} jobs, read-only)")
         run = run_tool(
             argv,
-            env=subprocess_env(ro_target, read_only=True),
+            env=subprocess_env(ro_target, self._child_base(), read_only=True),
             secrets=target.secrets(),
             progress=self._progress,
             label="pg_dump",
@@ -427,7 +427,7 @@ class PostgresSession:
         try:
             run = run_tool(
                 argv,
-                env=subprocess_env(target),
+                env=subprocess_env(target, self._child_base()),
                 secrets=target.secrets() | self.source.secrets(),
                 progress=self._progress,
                 label="pg_restore",
@@ -457,6 +457,10 @@ class PostgresSession:
                 ) from None
 
     # -- evidence -------------------------------------------------------------------------------
+
+    def _child_base(self) -> dict[str, str]:
+        """The environment subprocesses start from: forbidden variables never reach them."""
+        return dict(os.environ) if self.guard is None else self.guard.child_environment()
 
     def describe_source(self) -> dict[str, Any]:
         # The scratch server is recorded (password removed) so commands.sh and RERUN.sh

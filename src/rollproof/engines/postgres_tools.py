@@ -144,8 +144,13 @@ class EphemeralCluster:
         )
 
 
-def start_ephemeral(directory: Path, progress: Callable[[str], None]) -> EphemeralCluster:
-    """initdb + pg_ctl start in `directory` (which must be private: mode 0700, ours)."""
+def start_ephemeral(
+    directory: Path, progress: Callable[[str], None], env: Mapping[str, str] | None = None
+) -> EphemeralCluster:
+    """initdb + pg_ctl start in `directory` (which must be private: mode 0700, ours).
+
+    `env` is the environment the two programs get (forbidden variables already removed).
+    """
     if os.geteuid() == 0:
         raise EnvironmentProblemError(ROOT_MESSAGE)
     initdb, pg_ctl = find_tool("initdb"), find_tool("pg_ctl")
@@ -170,6 +175,7 @@ def start_ephemeral(directory: Path, progress: Callable[[str], None]) -> Ephemer
         text=True,
         check=False,
         timeout=300,
+        env=None if env is None else dict(env),
     )
     if init.returncode != 0:
         raise EnvironmentProblemError(
@@ -191,6 +197,7 @@ def start_ephemeral(directory: Path, progress: Callable[[str], None]) -> Ephemer
         text=True,
         check=False,
         timeout=120,
+        env=None if env is None else dict(env),
     )
     if started.returncode != 0:
         log = directory / "server.log"
