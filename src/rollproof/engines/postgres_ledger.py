@@ -50,9 +50,7 @@ from rollproof.governance.events import (
     Event,
     EventKind,
     NewEvent,
-    body_bytes,
     format_utc,
-    leaf_hash,
 )
 from rollproof.governance.keys import SigningKey
 from rollproof.governance.ledger import (
@@ -68,10 +66,11 @@ from rollproof.governance.ledger import (
     LedgerNotFoundError,
     StoredLedger,
     VerifiedLedger,
+    chain_events,
     load_checkpoint,
     verify_stored,
 )
-from rollproof.governance.state import AlreadyConsumedError, LedgerState, fold, fold_events
+from rollproof.governance.state import AlreadyConsumedError, LedgerState, fold
 from rollproof.packet.write import atomic_write_bytes
 
 SCHEMA = "rollproof_ledger"
@@ -298,31 +297,9 @@ def _append_locked(
     time: str,
     allowed: frozenset[EventKind],
 ) -> tuple[Event, ...]:
-    verified = verify_stored(_read_stored(conn))
-    folder = fold_events(verified.events)
-    new = events(folder.state()) if callable(events) else events
-    if not new:
-        raise ValueError("nothing to append")
-    appended: list[Event] = []
-    prev, seq = verified.head.hash, verified.head.size
-    for item in new:
-        if item.kind not in allowed:
-            raise ValueError(f"{item.kind} events are written by consume_grant only")
-        seq += 1
-        body = body_bytes(item.body)
-        event = Event(
-            seq,
-            time,
-            item.kind,
-            body,
-            prev,
-            leaf_hash(seq=seq, time=time, kind=item.kind, body=body, prev_hash=prev),
-        )
-        _insert(conn, event, dict(item.body))
-        folder.apply(event)  # refuses a rule-breaking event before COMMIT
-        appended.append(event)
-        prev = event.hash
-    return tuple(appended)
+    return chain_events(
+        _read_stored(conn), events, time, allowed, lambda e, body: _insert(conn, e, body)
+    )
 
 
 def _insert(conn: psycopg.Connection[Any], event: Event, body: dict[str, Any]) -> None:

@@ -451,7 +451,25 @@ def _append_locked(
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (LEDGER_FORMAT,))
-    verified = verify_stored(_read_stored(conn))
+    return chain_events(
+        _read_stored(conn), events, time, allowed, lambda e, body: _insert(conn, e, body)
+    )
+
+
+def chain_events(
+    stored: StoredLedger,
+    events: Sequence[NewEvent] | Builder,
+    time: str,
+    allowed: frozenset[EventKind],
+    insert: Callable[[Event, dict[str, Any]], None],
+) -> tuple[Event, ...]:
+    """Verify the stored chain, then hash and insert each new event after it (any store).
+
+    The caller holds the store's append lock and transaction; `insert` writes one event in it.
+    Each event is folded before the next is made, so a rule-breaking event raises before the
+    caller commits anything.
+    """
+    verified = verify_stored(stored)
     folder = fold_events(verified.events)
     new = events(folder.state()) if callable(events) else events
     if not new:
@@ -471,7 +489,7 @@ def _append_locked(
             prev,
             leaf_hash(seq=seq, time=time, kind=item.kind, body=body, prev_hash=prev),
         )
-        _insert(conn, event, dict(item.body))
+        insert(event, dict(item.body))
         folder.apply(event)  # refuses a rule-breaking event before COMMIT
         appended.append(event)
         prev = event.hash
