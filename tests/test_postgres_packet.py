@@ -23,9 +23,11 @@ from tests.pg_fixtures import (
     MakePgChange,
     MakeSource,
     Servers,
+    admin,
     make_pg_change_fixture,  # noqa: F401  (fixture)
     pg_servers_fixture,  # noqa: F401  (fixture)
     pg_source_fixture,  # noqa: F401  (fixture)
+    with_db,
 )
 
 SOURCE = """
@@ -150,3 +152,38 @@ def test_forbidden_environment_never_reaches_pg_dump(
     assert not [cmd for cmd, env in seen if planted.encode() in env]
     [env_status] = [f for f in result.surfaces.forbidden if f.kind == "env"]
     assert (env_status.name, str(env_status.status)) == ("DEPLOY_TOKEN", "not-requested")
+
+
+def test_a_team_ledger_in_postgresql_governs_a_rehearsal(
+    pg_servers: Servers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A governed workspace whose ledger lives on a PostgreSQL server: the validator pin, the
+    # grant's consumption, the rehearsal and a refused replay all land there and verify.
+    from tests.test_governance_cli import make_workspace
+
+    ws = make_workspace(tmp_path, monkeypatch, capsys)
+    ledger_db = "rp_ledger_" + os.urandom(4).hex()
+    with admin(pg_servers.scratch) as conn:
+        conn.execute(f'CREATE DATABASE "{ledger_db}"')
+    ledger_dsn = with_db(pg_servers.scratch, ledger_db)
+    policy = ws.dir / "rollproof.toml"
+    text = policy.read_text()
+    assert 'ledger = ".rollproof/ledger.db"' in text
+    policy.write_text(text.replace('ledger = ".rollproof/ledger.db"', f'ledger = "{ledger_dsn}"'))
+
+    ws.ok("ledger", "pin", "--key", "keys/alice.key")
+    grant = ws.issue("team.grant")
+    assert ws.rehearse("--grant", str(grant), out="packets/first").code == 0
+    replay = ws.rehearse("--grant", str(grant), out="packets/again")
+    assert replay.code == 3
+    assert ws.ok("ledger", "verify").code == 0
+    with admin(ledger_dsn) as conn:
+        kinds = [
+            r[0] for r in conn.execute("SELECT kind FROM rollproof_ledger.events ORDER BY seq")
+        ]
+    assert kinds.count("grant.consumed") == 1
+    assert kinds.count("grant.refused") == 1
+    assert "rehearsal.recorded" in kinds
