@@ -109,3 +109,25 @@ def make_change(tmp_path: Path) -> MakeChange:
         return load_change(cdir)
 
     return make
+
+
+def rehearse_checked(change: Change, source: str, **kwargs: Any) -> Any:
+    """Rehearse, and prove the source file's bytes did not change.
+
+    Every test that rehearses against a SQLite file goes through this (or the source_db
+    fixture, which checks the same at teardown): a rehearsal never writes its source.
+    """
+    from rollproof.engines.sqlite import parse_sqlite_dsn
+    from rollproof.errors import SourceError
+    from rollproof.rehearsal import rehearse
+
+    try:
+        path = parse_sqlite_dsn(source)
+    except SourceError:
+        return rehearse(change, source, **kwargs)  # not a SQLite file: the error is the test
+    if not path.is_file():
+        return rehearse(change, source, **kwargs)
+    before = sha256_file(path)
+    result = rehearse(change, source, **kwargs)
+    assert sha256_file(path) == before, "the source database's bytes changed"
+    return result

@@ -15,14 +15,15 @@ from rollproof.model import LegName, Point, Verdict
 from rollproof.rehearsal import RehearsalResult, parse_legs
 from rollproof.rehearsal import rehearse as _rehearse
 from rollproof.report import report_json, report_markdown
-from tests.conftest import MakeChange, assert_valid_report, sha256_file
+from tests.conftest import MakeChange, assert_valid_report, rehearse_checked, sha256_file
 
 ALL_LEGS = list(LegName)
 
 
-def rehearse(*args: Any, **kwargs: Any) -> RehearsalResult:
-    """Every report a test produces must validate against the report schema."""
-    result = _rehearse(*args, **kwargs)
+def rehearse(*args: Any, source_may_change: bool = False, **kwargs: Any) -> RehearsalResult:
+    """Every report a test produces must validate against the report schema, and (unless the
+    test itself writes the source) the source's bytes must be unchanged."""
+    result = _rehearse(*args, **kwargs) if source_may_change else rehearse_checked(*args, **kwargs)
     assert_valid_report(report_json(result))
     assert report_markdown(result).startswith(
         f"# Rehearsal of `{result.change.id}`: {result.overall}"
@@ -423,7 +424,9 @@ def test_source_written_during_the_rehearsal_is_not_proven_isolated(
             conn.commit()
 
     change = make_change("INSERT INTO t VALUES (2);", "DELETE FROM t WHERE x = 2;")
-    result = rehearse(change, str(src), legs=[LegName.REVERT], progress=concurrent_writer)
+    result = rehearse(
+        change, str(src), legs=[LegName.REVERT], progress=concurrent_writer, source_may_change=True
+    )
     conn.close()
     assert verdicts(result) == {"revert": Verdict.PASS}
     assert str(result.isolation.verdict) == "NOT_PROVEN"

@@ -16,9 +16,9 @@ from rollproof.errors import ScopeNotReadyError
 from rollproof.forbidden import child_environment
 from rollproof.model import LegName, Verdict
 from rollproof.policy import Policy, PolicyError, ReadMode, load_policy
-from rollproof.rehearsal import rehearse
 from rollproof.scope import ForbiddenStatus, changed_objects, observed_undeclared
 from tests.conftest import MakeChange
+from tests.conftest import rehearse_checked as rehearse
 
 
 def policy_file(tmp_path: Path, body: str) -> Policy:
