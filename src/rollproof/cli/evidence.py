@@ -10,11 +10,6 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from rollproof.errors import ExitCode
-
-if TYPE_CHECKING:
-    pass
-
 from rollproof.cli.app import (
     _now,
     _out,
@@ -24,6 +19,10 @@ from rollproof.cli.app import (
     _render_result,
     cli,
 )
+from rollproof.errors import ExitCode
+
+if TYPE_CHECKING:
+    pass
 
 
 @cli.command()

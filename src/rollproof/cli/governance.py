@@ -11,13 +11,6 @@ from typing import TYPE_CHECKING
 import click
 from rich.text import Text
 
-from rollproof.errors import ExitCode
-
-if TYPE_CHECKING:
-    from rollproof.governance.events import NewEvent
-    from rollproof.governance.store import LedgerStore
-    from rollproof.policy import Policy
-
 from rollproof.cli.app import (
     VERDICT_STYLE,
     _err,
@@ -30,6 +23,12 @@ from rollproof.cli.app import (
     cli,
     main,
 )
+from rollproof.errors import ExitCode
+
+if TYPE_CHECKING:
+    from rollproof.governance.events import NewEvent
+    from rollproof.governance.store import LedgerStore
+    from rollproof.policy import Policy
 
 
 def _policy_option(f: Callable[..., None]) -> Callable[..., None]:
