@@ -309,3 +309,13 @@ def test_surfaces_command_json(make_change: MakeChange, capsys: pytest.CaptureFi
     assert doc["statements"]["apply"][0]["accesses"] == [
         {"object": "tags", "kind": "WRITE", "object_type": "unknown"}
     ]
+
+
+def test_demo_in_a_directory_that_cannot_be_made_is_an_environment_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["demo", "--dir", str(blocker / "demo")]) == 4
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"rollproof: {blocker / 'demo'}: cannot create the demo directory: ")

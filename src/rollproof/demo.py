@@ -28,7 +28,7 @@ from pathlib import Path
 
 from rollproof.change import load_change
 from rollproof.engines.base import Progress
-from rollproof.errors import UsageError
+from rollproof.errors import EnvironmentProblemError, UsageError
 from rollproof.model import LegName, Verdict
 from rollproof.rehearsal import RehearsalResult, rehearse
 from rollproof.report import write_report
@@ -224,8 +224,13 @@ def _prepare_workdir(workdir: Path) -> None:
                 f"{workdir} exists and was not made by `rollproof demo`; choose another --dir"
             )
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    (workdir / MARKER).write_text("made by rollproof demo; safe to delete\n")
+    try:
+        workdir.mkdir(parents=True)
+        (workdir / MARKER).write_text("made by rollproof demo; safe to delete\n")
+    except OSError as e:
+        raise EnvironmentProblemError(
+            f"{workdir}: cannot create the demo directory: {e.strerror}"
+        ) from e
 
 
 def run_demo(workdir: Path, *, progress: Progress | None = None) -> DemoOutcome:
