@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -635,10 +636,10 @@ def test_sequence_decrease_is_always_a_difference(tmp_path: Path, strict: bool) 
 
 def expected_table_digest(name: str, cols: list[str], order: str, rows: list[Row]) -> str:
     """The documented table digest, recomputed with the reference encoder."""
-    h = hashlib.sha256(canonical_json({"table": name, "columns": cols, "order": order}))
+    h = blake3.blake3(canonical_json({"table": name, "columns": cols, "order": order}))
     for i in range(0, len(rows), ROW_CHUNK):
         h.update(encode_rows_reference(rows[i : i + ROW_CHUNK]))
-    return "sha256:" + h.hexdigest()
+    return "blake3:" + h.hexdigest()
 
 
 def test_invalid_utf8_text_fingerprints_and_differs_from_valid_text(tmp_path: Path) -> None:
@@ -689,7 +690,7 @@ def test_table_digest_follows_the_documented_algorithm(tmp_path: Path) -> None:
     whole = json.dumps(
         {
             "algorithm": "rollproof-fingerprint",
-            "version": 1,
+            "version": 2,
             "schema": fp.schema_structural,
             "tables": {"k": fp.tables["k"].digest, "n": fp.tables["n"].digest},
             "sequences": {},
@@ -750,7 +751,7 @@ def test_fingerprint_streams_in_bounded_memory(tmp_path: Path, ddl: str, order: 
     assert fp.tables["big"].rows == BIG_ROWS
     assert fp.tables["big"].order == order
 
-    h = hashlib.sha256(
+    h = blake3.blake3(
         canonical_json({"table": "big", "columns": ["id", "payload"], "order": order})
     )
     chunk: list[Row] = []
@@ -761,7 +762,7 @@ def test_fingerprint_streams_in_bounded_memory(tmp_path: Path, ddl: str, order: 
             chunk = []
     if chunk:
         h.update(encode_rows_reference(chunk))
-    assert fp.tables["big"].digest == "sha256:" + h.hexdigest()
+    assert fp.tables["big"].digest == "blake3:" + h.hexdigest()
 
 
 # -- JSON round trip ----------------------------------------------------------------------------
@@ -805,12 +806,13 @@ def _set(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], None]:
 
 
 FAKE = "sha256:" + "0" * 64
+FAKE_CONTENT = "blake3:" + "0" * 64
 
 
 @pytest.mark.parametrize(
     "tamper",
     [
-        pytest.param(_set(("tables", "t_int", "digest"), FAKE), id="table-digest"),
+        pytest.param(_set(("tables", "t_int", "digest"), FAKE_CONTENT), id="table-digest"),
         pytest.param(_set(("sequences", "s"), 3), id="sequence-value"),
         pytest.param(_set(("schema", "structural"), FAKE), id="schema-structural"),
         pytest.param(_set(("digest",), FAKE), id="whole-digest"),
@@ -841,7 +843,8 @@ def test_tampered_json_is_rejected(
 @pytest.mark.parametrize(
     "edit",
     [
-        pytest.param(_set(("version",), 2), id="version"),
+        pytest.param(_set(("version",), 1), id="version-1-sha256-tables"),
+        pytest.param(_set(("version",), 3), id="version-unknown"),
         pytest.param(_set(("algorithm",), "other"), id="algorithm"),
     ],
 )
@@ -851,6 +854,14 @@ def test_unknown_algorithm_or_version_is_rejected(
     data = rich_fp.to_json()
     edit(data)
     with pytest.raises(ValueError, match="unsupported fingerprint algorithm"):
+        fingerprint_from_json(data)
+
+
+def test_a_table_digest_in_another_form_is_rejected(rich_fp: Fingerprint) -> None:
+    data = rich_fp.to_json()
+    fingerprint_from_json(data)  # as written: accepted
+    data["tables"]["t_int"]["digest"] = "sha256:" + data["tables"]["t_int"]["digest"][7:]
+    with pytest.raises(ValueError, match="table t_int: digest is not of the form blake3:<64 hex>"):
         fingerprint_from_json(data)
 
 

@@ -7,7 +7,6 @@ when made and again at teardown, so every test also proves the source was not ch
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import secrets
 import threading
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import blake3
 import psycopg
 import pytest
 from psycopg import sql
@@ -400,7 +400,7 @@ def expected_pg_table_digest(
     header = canonical_json(
         {"table": name, "columns": columns, "types": types, "order": order, "rows": "copy-text"}
     )
-    return "sha256:" + hashlib.sha256(header + b"".join(lines)).hexdigest()
+    return "blake3:" + blake3.blake3(header + b"".join(lines)).hexdigest()
 
 
 def test_table_digest_follows_the_documented_algorithm(

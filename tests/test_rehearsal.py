@@ -591,3 +591,75 @@ def test_a_password_in_a_bad_dsn_is_not_echoed(make_change: MakeChange) -> None:
         rehearse(change, "sqlite://admin:hunter2@host/x.db")
     assert "hunter2" not in str(info.value)
     assert str(info.value).startswith("source 'sqlite://admin@host/x.db': a SQLite DSN is")
+
+
+# -- legs grouped on shared clones ---------------------------------------------------------------
+
+
+def test_legs_run_in_three_groups_that_share_applies(
+    source_db: Path, make_change: MakeChange
+) -> None:
+    change = make_change(
+        "UPDATE orders SET total = total + 1 WHERE status = 'paid';",
+        "UPDATE orders SET total = total - 1 WHERE status = 'paid';",
+        "SELECT count(*) FROM orders;",
+    )
+    said: list[str] = []
+    result = rehearse(change, str(source_db), legs=ALL_LEGS, progress=said.append)
+    assert [m for m in said if m.startswith("leg")] == [
+        "leg 1/5: transaction",
+        "legs 2-3/5: read-only, restore",
+        "legs 4-5/5: revert, reapply",
+    ]
+    assert set(verdicts(result).values()) == {Verdict.PASS}
+    ro, restore = leg(result, "read-only"), leg(result, "restore")
+    revert, reapply = leg(result, "revert"), leg(result, "reapply")
+    # read-only starts in the state restore's apply produced; reapply continues from revert.
+    assert ro.fingerprints[Point.ENTRY] == restore.fingerprints[Point.AFTER_APPLY]
+    assert reapply.fingerprints[Point.AFTER_REVERT] == revert.fingerprints[Point.AFTER_REVERT]
+    assert reapply.fingerprints[Point.AFTER_APPLY] == revert.fingerprints[Point.AFTER_APPLY]
+    assert ro.statements == {"apply": 1, "verify": 1}
+    assert restore.statements == {"apply": 1}
+    assert reapply.statements == {"apply": 1, "revert": 1, "reapply": 1}
+
+
+def test_a_failing_verify_leaves_the_restore_leg_to_pass(
+    source_db: Path, make_change: MakeChange
+) -> None:
+    change = make_change(
+        "INSERT INTO tags VALUES ('v', 1);",
+        "DELETE FROM tags WHERE label = 'v';",
+        "DELETE FROM tags;",
+    )
+    result = rehearse(change, str(source_db), legs=[LegName.READ_ONLY, LegName.RESTORE])
+    assert verdicts(result) == {"read-only": Verdict.FAIL, "restore": Verdict.PASS}
+    assert leg(result, "read-only").reason == (
+        "verify (read-only) failed: statement 1 `DELETE FROM tags;` failed: "
+        "attempt to write a readonly database"
+    )
+    restore = leg(result, "restore")
+    assert restore.fingerprints[Point.AFTER_RESTORE].digest == result.source_fingerprint.digest
+
+
+def test_a_failing_revert_fails_revert_and_reapply_with_its_error(
+    source_db: Path, make_change: MakeChange
+) -> None:
+    change = make_change(
+        "INSERT INTO tags VALUES ('v', 1);", "DELETE FROM no_such_table;", extra=""
+    )
+    result = rehearse(
+        change, str(source_db), legs=[LegName.REVERT, LegName.REAPPLY], allow_undeclared=True
+    )
+    assert verdicts(result) == {"revert": Verdict.FAIL, "reapply": Verdict.FAIL}
+    for name in ("revert", "reapply"):
+        assert leg(result, name).reason == (
+            "revert failed: statement 1 `DELETE FROM no_such_table;` failed: "
+            "no such table: no_such_table"
+        )
+
+
+def test_a_change_without_verify_still_restores(source_db: Path, make_change: MakeChange) -> None:
+    change = make_change("INSERT INTO tags VALUES ('v', 1);", "DELETE FROM tags WHERE label = 'v';")
+    result = rehearse(change, str(source_db), legs=[LegName.READ_ONLY, LegName.RESTORE])
+    assert verdicts(result) == {"read-only": Verdict.NOT_APPLICABLE, "restore": Verdict.PASS}
+    assert leg(result, "read-only").reason == "the change has no verify script"

@@ -39,6 +39,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+import blake3
 import rfc8785
 
 ROW_CHUNK = 256
@@ -62,6 +63,21 @@ def sha256_hex(data: bytes) -> str:
 def tagged(hex_digest: str) -> str:
     """The `sha256:<hex>` form used for every digest rollproof reports."""
     return f"sha256:{hex_digest}"
+
+
+def content_hasher(header: bytes) -> blake3.blake3:
+    """The hash of a table's content stream: BLAKE3, started with the table's header.
+
+    Table content is the one large thing rollproof hashes, and BLAKE3 runs about four times as
+    fast as SHA-256 (with SHA extensions) on the machines measured; its digests are labelled
+    `blake3:` so nobody mistakes them for SHA-256. Everything small stays SHA-256.
+    """
+    return blake3.blake3(header)
+
+
+def content_tagged(hex_digest: str) -> str:
+    """The `blake3:<hex>` form of a table content digest."""
+    return f"blake3:{hex_digest}"
 
 
 def digest_json(value: Any) -> str:

@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,8 @@ from typing import Any
 from rollproof.canonical import digest_json
 
 ALGORITHM = "rollproof-fingerprint"
-VERSION = 1
+VERSION = 2
+"""2: table content digests are BLAKE3 (`blake3:`); 1 had SHA-256 there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,9 @@ def whole_digest(fp: Fingerprint) -> str:
     )
 
 
+_CONTENT_DIGEST = re.compile(r"blake3:[0-9a-f]{64}")
+
+
 def fingerprint_from_json(data: Mapping[str, Any]) -> Fingerprint:
     """Rebuild a fingerprint from its JSON form, rejecting unknown versions and bad digests."""
     if data.get("algorithm") != ALGORITHM or data.get("version") != VERSION:
@@ -95,6 +100,9 @@ def fingerprint_from_json(data: Mapping[str, Any]) -> Fingerprint:
             f"version {data.get('version')!r}"
         )
     schema = data["schema"]
+    for name, t in data["tables"].items():
+        if not isinstance(t.get("digest"), str) or not _CONTENT_DIGEST.fullmatch(t["digest"]):
+            raise ValueError(f"table {name}: digest is not of the form blake3:<64 hex>")
     tables = {
         name: TableDigest(name=name, digest=t["digest"], rows=int(t["rows"]), order=t["order"])
         for name, t in data["tables"].items()

@@ -7,9 +7,12 @@ Order of work, and why:
    static isolation items; if they fail nothing else runs (IsolationError, exit 3).
 2. The snapshot is fingerprinted once; it is every leg's `before`, since each leg's clone is a
    byte-verified copy of the snapshot.
-3. Each leg runs on a fresh clone, each script on a new connection. A leg's verdict comes only
-   from `invariants.judge_leg` over its recorded fingerprints; script errors and scripts that
-   cannot honestly run in a transaction give FAIL or NOT_APPLICABLE with the reason.
+3. Legs run in three groups, each on a clone that is a byte-verified copy of the snapshot (or
+   one a rollback or restore left digest-equal to it), each script on a new connection:
+   transaction; read-only and restore (both start from one apply); revert and reapply (reapply
+   continues where revert left off). A leg's verdict comes only from `invariants.judge_leg`
+   over its recorded fingerprints; script errors and scripts that cannot honestly run in a
+   transaction give FAIL or NOT_APPLICABLE with the reason.
 4. The isolation proof is finished (source bytes re-hashed). A rehearsal whose isolation is not
    proven is held, whatever its legs say.
 """
@@ -148,15 +151,6 @@ def open_session(
     return SqliteSession(dsn, workdir=workdir, progress=progress, guard=guard)
 
 
-_RUN_ORDER = (
-    LegName.TRANSACTION,
-    LegName.RESTORE,
-    LegName.READ_ONLY,
-    LegName.REVERT,
-    LegName.REAPPLY,
-)
-
-
 class _LegRunner:
     def __init__(
         self,
@@ -279,24 +273,7 @@ class _LegRunner:
             points[Point.AFTER_APPLY] = self.s.fingerprint_clone(self.reuse("apply"))
         return out
 
-    def read_only(self) -> LegResult:
-        leg = LegName.READ_ONLY
-        if self.change.verify is None:
-            return LegResult(leg, Verdict.NOT_APPLICABLE, "the change has no verify script", {})
-        scratch: dict[Point, Fingerprint] = {}
-        statements: dict[str, int] = {}
-        out = self.apply_committed(scratch, statements)
-        if not out.ok:
-            return self.failed(leg, "apply", out, {}, statements)
-        ro = self.s.run_read_only(self.change.verify, self.reuse("apply"))
-        points = {Point.ENTRY: ro.entry, Point.EXIT: ro.exit}
-        if ro.script is not None:
-            statements["verify"] = ro.script.statements_run
-            if not ro.script.ok:
-                return self.failed(leg, "verify (read-only)", ro.script, points, statements)
-        return self.judge(leg, points, statements, out.settings, explain_last=False)
-
-    def transaction(self) -> LegResult:
+    def transaction(self) -> dict[LegName, LegResult]:
         leg = LegName.TRANSACTION
         self.fresh()
         points: dict[Point, Fingerprint] = {Point.BEFORE: self.before}
@@ -305,64 +282,146 @@ class _LegRunner:
         )
         statements = {"apply": t.script.statements_run}
         if not t.script.ok or t.after_apply is None:
-            return self.failed(leg, "apply", t.script, points, statements)
+            return {leg: self.failed(leg, "apply", t.script, points, statements)}
         points[Point.AFTER_APPLY] = t.after_apply
         points[Point.AFTER_ROLLBACK] = self.s.fingerprint_clone(self.reuse("apply"))
         # ROLLBACK put the pages back; digest-equal (sequences included) means the next leg
         # may start from here instead of from a new copy of the snapshot.
         self.pristine = points[Point.AFTER_ROLLBACK].digest == self.before.digest
-        return self.judge(leg, points, statements, t.script.settings)
+        return {leg: self.judge(leg, points, statements, t.script.settings)}
 
-    def applied_and_reverted(
-        self, leg: LegName, points: dict[Point, Fingerprint], statements: dict[str, int]
-    ) -> tuple[ScriptOutcome, LegResult | None]:
-        """Apply and COMMIT, then run the revert script on a new connection and fingerprint.
+    def applied_then_restored(self, wanted: frozenset[LegName]) -> dict[LegName, LegResult]:
+        """The read-only and restore legs, from one apply: both begin in the applied state.
 
-        Returns apply's outcome and, when a script failed, the leg's result.
+        apply and COMMIT; fingerprint (after_apply); the read-only leg runs `verify` on a
+        read-only connection (entry is that state, exit is fingerprinted); then the restore leg
+        copies the snapshot back and fingerprints. `verify` runs on a connection that cannot
+        write, so the state the restore leg restores from is the one it recorded; if `verify`
+        did write, the read-only leg says so and the restore leg still restores from a clone
+        whose every write is in the engine's record.
         """
+        results: dict[LegName, LegResult] = {}
+        want_ro = LegName.READ_ONLY in wanted
+        if want_ro and self.change.verify is None:
+            results[LegName.READ_ONLY] = LegResult(
+                LegName.READ_ONLY, Verdict.NOT_APPLICABLE, "the change has no verify script", {}
+            )
+            want_ro = False
+        want_restore = LegName.RESTORE in wanted
+        if not (want_ro or want_restore):
+            return results
+        points: dict[Point, Fingerprint] = {}
+        statements: dict[str, int] = {}
         out = self.apply_committed(points, statements)
         if not out.ok:
-            return out, self.failed(leg, "apply", out, points, statements)
+            if want_ro:
+                results[LegName.READ_ONLY] = self.failed(
+                    LegName.READ_ONLY, "apply", out, {}, dict(statements)
+                )
+            if want_restore:
+                results[LegName.RESTORE] = self.failed(
+                    LegName.RESTORE, "apply", out, points, statements
+                )
+            return results
+        if want_ro:
+            results[LegName.READ_ONLY] = self.read_only(points[Point.AFTER_APPLY], statements, out)
+        if want_restore:
+            self.s.restore_clone()
+            points[Point.AFTER_RESTORE] = self.s.fingerprint_clone(self.reuse("apply", "verify"))
+            self.pristine = points[Point.AFTER_RESTORE].digest == self.before.digest
+            results[LegName.RESTORE] = self.judge(
+                LegName.RESTORE, points, {"apply": statements["apply"]}, out.settings
+            )
+        return results
+
+    def read_only(
+        self, applied: Fingerprint, apply_statements: Mapping[str, int], out: ScriptOutcome
+    ) -> LegResult:
+        """Run `verify` read-only on the applied clone: entry and exit fingerprints.
+
+        Entry is the applied state just fingerprinted (nothing has run on the clone since, so
+        every table is taken from it and only the schema and sequences are read again).
+        """
+        leg = LegName.READ_ONLY
+        assert self.change.verify is not None
+        statements = dict(apply_statements)
+        entry_reuse = None if self.full else Reuse(applied, frozenset())
+        ro = self.s.run_read_only(self.change.verify, entry_reuse)
+        points = {Point.ENTRY: ro.entry, Point.EXIT: ro.exit}
+        if ro.script is not None:
+            statements["verify"] = ro.script.statements_run
+            if not ro.script.ok:
+                return self.failed(leg, "verify (read-only)", ro.script, points, statements)
+        return self.judge(leg, points, statements, out.settings, explain_last=False)
+
+    def reverted_then_reapplied(self, wanted: frozenset[LegName]) -> dict[LegName, LegResult]:
+        """The revert leg and, continuing on the same clone, the reapply leg.
+
+        apply and COMMIT; fingerprint; revert; fingerprint (the revert leg); then apply again
+        and fingerprint (the reapply leg, which by definition starts where revert left off).
+        """
+        legs = [leg for leg in (LegName.REVERT, LegName.REAPPLY) if leg in wanted]
+        points: dict[Point, Fingerprint] = {}
+        statements: dict[str, int] = {}
+        out = self.apply_committed(points, statements)
+        if not out.ok:
+            return {leg: self.failed(leg, "apply", out, points, statements) for leg in legs}
         rv = self.s.run_script("revert", self.change.revert, self.change.connection)
         statements["revert"] = rv.statements_run
         if not rv.ok:
-            return out, self.failed(leg, "revert", rv, points, statements)
+            return {leg: self.failed(leg, "revert", rv, points, statements) for leg in legs}
         points[Point.AFTER_REVERT] = self.s.fingerprint_clone(self.reuse("apply", "revert"))
-        return out, None
-
-    def revert(self) -> LegResult:
-        points: dict[Point, Fingerprint] = {}
-        statements: dict[str, int] = {}
-        out, failed = self.applied_and_reverted(LegName.REVERT, points, statements)
-        return failed or self.judge(LegName.REVERT, points, statements, out.settings)
-
-    def restore(self) -> LegResult:
-        leg = LegName.RESTORE
-        points: dict[Point, Fingerprint] = {}
-        statements: dict[str, int] = {}
-        out = self.apply_committed(points, statements)
-        if not out.ok:
-            return self.failed(leg, "apply", out, points, statements)
-        self.s.restore_clone()
-        points[Point.AFTER_RESTORE] = self.s.fingerprint_clone(self.reuse("apply"))
-        self.pristine = points[Point.AFTER_RESTORE].digest == self.before.digest
-        return self.judge(leg, points, statements, out.settings)
-
-    def reapply(self) -> LegResult:
+        results: dict[LegName, LegResult] = {}
+        if LegName.REVERT in wanted:
+            # Judged now: a failing revert is explained from the clone in its reverted state.
+            results[LegName.REVERT] = self.judge(
+                LegName.REVERT, dict(points), dict(statements), out.settings
+            )
+        if LegName.REAPPLY not in wanted:
+            return results
         leg = LegName.REAPPLY
-        points: dict[Point, Fingerprint] = {}
-        statements: dict[str, int] = {}
-        out, failed = self.applied_and_reverted(leg, points, statements)
-        if failed is not None:
-            return failed
         again = self.s.run_script("reapply", self.change.apply, self.change.connection)
         statements["reapply"] = again.statements_run
         if not again.ok:
-            return self.failed(leg, "reapply", again, points, statements)
+            results[leg] = self.failed(leg, "reapply", again, points, statements)
+            return results
         points[Point.AFTER_REAPPLY] = self.s.fingerprint_clone(
             self.reuse("apply", "revert", "reapply")
         )
-        return self.judge(leg, points, statements, out.settings, explain_last=False)
+        results[leg] = self.judge(leg, points, statements, out.settings, explain_last=False)
+        return results
+
+    def run(self, legs: Sequence[LegName], say: Callable[[str], None]) -> dict[LegName, LegResult]:
+        """Run the requested legs in groups that share work, and return each leg's result.
+
+        Three groups, each on one clone: transaction; read-only + restore (one apply); revert +
+        reapply (one apply, one revert). A rolled-back or restored clone that is digest-equal
+        to the snapshot serves the next group without a new copy.
+        """
+        wanted = frozenset(legs)
+        groups: list[tuple[frozenset[LegName], Callable[[], dict[LegName, LegResult]]]] = [
+            (frozenset({LegName.TRANSACTION}), self.transaction),
+            (
+                frozenset({LegName.READ_ONLY, LegName.RESTORE}),
+                lambda: self.applied_then_restored(wanted),
+            ),
+            (
+                frozenset({LegName.REVERT, LegName.REAPPLY}),
+                lambda: self.reverted_then_reapplied(wanted),
+            ),
+        ]
+        results: dict[LegName, LegResult] = {}
+        done = 0
+        for members, step in groups:
+            mine = [leg for leg in LegName if leg in members & wanted]
+            if not mine:
+                continue
+            names = ", ".join(str(leg) for leg in mine)
+            span = f"{done + 1}" if len(mine) == 1 else f"{done + 1}-{done + len(mine)}"
+            say(f"leg{'s' if len(mine) > 1 else ''} {span}/{len(wanted)}: {names}")
+            results.update(step())
+            done += len(mine)
+        return results
 
 
 def rehearse(
@@ -409,20 +468,9 @@ def rehearse(
         if before_legs is not None:
             before_legs(before)
         runner = _LegRunner(session, change, before, guard, full_fingerprints=full_fingerprints)
-        steps = {
-            LegName.READ_ONLY: runner.read_only,
-            LegName.TRANSACTION: runner.transaction,
-            LegName.REVERT: runner.revert,
-            LegName.RESTORE: runner.restore,
-            LegName.REAPPLY: runner.reapply,
-        }
-        # Legs run in an order that lets a rolled-back or restored clone serve the next leg;
-        # they are reported in the canonical order.
-        run_order = sorted(legs, key=lambda leg: _RUN_ORDER.index(leg))
-        by_leg: dict[LegName, LegResult] = {}
-        for i, leg in enumerate(run_order, 1):
-            say(f"leg {i}/{len(legs)}: {leg}")
-            by_leg[leg] = steps[leg]()
+        # Legs run in groups that share work (see _LegRunner.run); they are reported in the
+        # order requested.
+        by_leg = runner.run(legs, say)
         results = [by_leg[leg] for leg in legs]
         say("re-hashing the source to finish the isolation proof")
         isolation = session.finish_isolation()

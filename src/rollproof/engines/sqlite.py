@@ -493,6 +493,10 @@ class SqliteSession:
         # The authorizer is installed after the settings pragmas, which are rollproof's own.
         conn = sqlite3.connect(self.clone, isolation_level=None)
         try:
+            # The clone is disposable: syncing it to disk protects against power loss, which a
+            # rehearsal does not survive anyway, and changes no statement's result. It halved
+            # the time of the benchmark's change.
+            conn.execute("PRAGMA synchronous = OFF")
             applied: dict[str, Any] = {}
             for key, value in sorted(settings.items()):
                 conn.execute(f"PRAGMA {key} = {'ON' if value else 'OFF'}")

@@ -1,4 +1,4 @@
-"""Fingerprint v1 of a SQLite database, streamed from one connection.
+"""Fingerprint v2 of a SQLite database, streamed from one connection.
 
 Rows are read in a canonical order, fetched in batches and hashed as one stream of encoded
 rows (rollproof.canonical), so memory stays bounded by one batch whatever the table's size:
@@ -9,7 +9,7 @@ rows (rollproof.canonical), so memory stays bounded by one batch whatever the ta
   SQL finds equal but that are encoded differently (1 and 1.0, -0.0 and 0.0) is put in the
   order of the encodings. That is a total order on the multiset of rows, so the digest is
   that of the sorted multiset: independent of physical order, VACUUM and rowids, and as
-  collision resistant as SHA-256 (no additive or XOR combination). SQLite does the sort,
+  collision resistant as the hash (BLAKE3) (no additive or XOR combination). SQLite does the sort,
   spilling to temporary files rather than memory for large tables.
 
 The hidden rowid is never hashed (VACUUM may renumber it). `sqlite_sequence` is its own
@@ -18,7 +18,6 @@ component; `sqlite_stat*` tables are statistics, excluded and named as excluded.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import operator
 import os
@@ -32,9 +31,10 @@ from rollproof.canonical import (
     ROW_CHUNK,
     SqlValue,
     canonical_json,
+    content_hasher,
+    content_tagged,
     digest_json,
     encode_rows,
-    tagged,
 )
 from rollproof.engines.sqlite_schema import (
     EXCLUDED_PREFIX,
@@ -146,7 +146,7 @@ def _settle_ties(rows: list[tuple[SqlValue, ...]]) -> list[tuple[SqlValue, ...]]
 def _hash_rows(
     conn: sqlite3.Connection, name: str, query: str, header: bytes, order: str
 ) -> TableDigest:
-    h = hashlib.sha256(header)
+    h = content_hasher(header)
     count = 0
     cur = conn.execute(query)
     if order == "primary-key":  # a key orders rows totally: hash the driver's batches directly
@@ -168,7 +168,7 @@ def _hash_rows(
         if carry:
             h.update(encode_rows(_settle_ties(carry)))
             count += len(carry)
-    return TableDigest(name=name, digest=tagged(h.hexdigest()), rows=count, order=order)
+    return TableDigest(name=name, digest=content_tagged(h.hexdigest()), rows=count, order=order)
 
 
 def fingerprint_connection(

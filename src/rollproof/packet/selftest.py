@@ -329,7 +329,7 @@ def _forged_fingerprint(c: Corpus) -> Files:
     path = next(p for p in c.sound if p.startswith("fingerprints/"))
     doc = json.loads(c.sound[path])
     table = next(iter(doc["tables"]))
-    doc["tables"][table]["digest"] = "sha256:" + "0" * 64  # digest field left as it was
+    doc["tables"][table]["digest"] = "blake3:" + "0" * 64  # digest field left as it was
     return reseal({**c.sound, path: canonical_json(doc)})
 
 
@@ -337,7 +337,7 @@ def _unreferenced_fingerprint(c: Corpus) -> Files:
     fp = c.results["sound"].source_fingerprint
     tables = dict(fp.tables)
     name = next(iter(tables))
-    tables[name] = TableDigest(name, "sha256:" + "1" * 64, tables[name].rows, tables[name].order)
+    tables[name] = TableDigest(name, "blake3:" + "1" * 64, tables[name].rows, tables[name].order)
     other = Fingerprint(
         fp.engine,
         fp.schema_structural,
