@@ -36,6 +36,7 @@ from rollproof.canonical import (
     digest_json,
     encode_rows,
 )
+from rollproof.engines.sqlite_pages import PageProofs
 from rollproof.engines.sqlite_schema import (
     EXCLUDED_PREFIX,
     INTERNAL_TABLES,
@@ -177,13 +178,15 @@ def fingerprint_connection(
     *,
     reuse: Reuse | None = None,
     parallel_path: Path | None = None,
+    pages: PageProofs | None = None,
 ) -> Fingerprint:
     """Fingerprint the `main` database of an open connection (it may be inside a transaction).
 
     `progress`, when given, hears which table is being read, for long fingerprints. `reuse`
     takes unwritten tables' digests from an earlier fingerprint (see Reuse). `parallel_path`
     names the committed database file the connection reads, so that large tables may be read
-    by worker processes on their own read-only connections.
+    by worker processes on their own read-only connections. `pages`, with `parallel_path`,
+    lets a table that must be read be proven from its page bytes instead (sqlite_pages).
     """
     schema_rows = conn.execute(
         "SELECT type, name, tbl_name, sql FROM main.sqlite_schema ORDER BY type, name"
@@ -230,6 +233,15 @@ def fingerprint_connection(
             tables[name] = reuse.base.tables[name]
         else:
             to_read.append(name)
+    page_of: dict[str, str] = {}
+    if pages is not None and parallel_path is not None:
+        for name in list(to_read):
+            proven, page = pages.lookup(conn, parallel_path, name, objects[f"table:{name}"])
+            if proven is not None:
+                tables[name] = proven
+                to_read.remove(name)
+            elif page is not None:
+                page_of[name] = page
     workers = _worker_count(parallel_path, to_read)
     if workers > 1 and parallel_path is not None:
         if progress is not None:
@@ -240,6 +252,9 @@ def fingerprint_connection(
             if progress is not None:
                 progress(f"fingerprinting table {name} ({i}/{len(to_read)})")
             tables[name] = table_digest(conn, name)
+    if pages is not None:
+        for name, page in page_of.items():
+            pages.remember(page, tables[name])
     tables = dict(sorted(tables.items()))
     sequences: dict[str, int] = {}
     if any(n == SEQUENCE_TABLE for _k, n, _t, _s in kept):

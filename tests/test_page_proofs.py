@@ -1,0 +1,163 @@
+"""Table digests proven from page bytes (engines/sqlite_pages): used when the pages match, and
+never in place of a re-read when anything the rows depend on differs."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from rollproof.engines.sqlite import SqliteSession, connect_read_only, fingerprint_file
+from rollproof.engines.sqlite_pages import page_digest
+from rollproof.fingerprint import Reuse
+from rollproof.guard import SurfaceGuard
+from rollproof.policy import ReadMode
+from tests.conftest import MakeChange, sha256_file
+
+
+def _db(path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE docs (id INTEGER PRIMARY KEY, title TEXT, body BLOB);
+        CREATE INDEX idx_docs_title ON docs(title);
+        CREATE TABLE other (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+        """
+    )
+    # 20 kB bodies: each row spills onto overflow pages.
+    conn.executemany(
+        "INSERT INTO docs (title, body) VALUES (?, ?)",
+        [(f"t{i}", bytes([i % 251]) * 20_000) for i in range(40)],
+    )
+    conn.executemany("INSERT INTO other VALUES (?, ?)", [(f"k{i}", i) for i in range(500)])
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _digest(path: Path, table: str = "docs", schema: str = "s") -> str | None:
+    with contextlib.closing(connect_read_only(path)) as conn:
+        return page_digest(conn, path, table, schema)
+
+
+def _edit(path: Path, sql: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(sql)
+    conn.close()
+
+
+def test_identical_bytes_give_one_page_digest(tmp_path: Path) -> None:
+    a = _db(tmp_path / "a.db")
+    b = tmp_path / "b.db"
+    shutil.copyfile(a, b)
+    assert _digest(a) is not None
+    assert _digest(a) == _digest(b)
+    assert _digest(a, "other") == _digest(b, "other")
+    assert _digest(a) != _digest(a, "other")
+    assert _digest(a, schema="s") != _digest(a, schema="t")  # the schema digest is covered
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # one byte in the middle of one row's overflow chain
+        pytest.param(
+            "UPDATE docs SET body = substr(body, 1, 10000) || x'ff' || substr(body, 10002) "
+            "WHERE id = 7;",
+            id="overflow-page",
+        ),
+        pytest.param("UPDATE docs SET title = 'changed' WHERE id = 3;", id="leaf-and-index"),
+        pytest.param("REINDEX idx_docs_title;", id="index-rebuilt-content-equal"),
+    ],
+)
+def test_any_change_to_a_tables_pages_changes_its_page_digest(tmp_path: Path, sql: str) -> None:
+    a = _db(tmp_path / "a.db")
+    b = tmp_path / "b.db"
+    shutil.copyfile(a, b)
+    _edit(b, sql)
+    assert _digest(b) != _digest(a)
+    assert _digest(b, "other") == _digest(a, "other")  # another table's pages are untouched
+
+
+def test_no_page_digest_in_wal_mode_or_beside_a_journal(tmp_path: Path) -> None:
+    a = _db(tmp_path / "a.db")
+    assert _digest(a) is not None
+    (tmp_path / "a.db-journal").write_bytes(b"x" * 512)
+    assert _digest(a) is None
+    (tmp_path / "a.db-journal").unlink()
+    _edit(a, "PRAGMA journal_mode = WAL;")
+    assert _digest(a) is None
+
+
+def _session(src: Path, tmp_path: Path) -> SqliteSession:
+    guard = SurfaceGuard(
+        reads=(), writes=("docs",), forbidden=(), read_mode=ReadMode.REPORT, forbidden_env=()
+    )
+    return SqliteSession(str(src), workdir=tmp_path / "work", guard=guard)
+
+
+def test_a_restored_table_is_proven_by_its_pages_and_a_changed_one_is_read(
+    tmp_path: Path, make_change: MakeChange
+) -> None:
+    (tmp_path / "src").mkdir()
+    src = _db(tmp_path / "src" / "prod.db")
+    before_bytes = sha256_file(src)
+    change = make_change(
+        "UPDATE docs SET title = title || '!' WHERE id % 2 = 0;",
+        "UPDATE docs SET title = substr(title, 1, length(title) - 1) WHERE id % 2 = 0;",
+    )
+    s = _session(src, tmp_path)
+    try:
+        before = s.snapshot_fingerprint()
+        written = frozenset({"docs"})
+        s.fresh_clone()
+        assert s.run_script("apply", change.apply, change.connection).ok
+        applied = s.fingerprint_clone(Reuse(before, written))
+        pages = s._page_proofs()
+        assert pages.proven == 0  # the change's pages are new: the rows were read
+        assert applied.tables["docs"].digest != before.tables["docs"].digest
+        s.restore_clone()
+        restored = s.fingerprint_clone(Reuse(before, written))
+        assert pages.proven == 1  # the snapshot's pages: proven without reading the rows
+        assert restored == before
+        # The same change again lands on the same pages: proven equal to the first apply.
+        assert s.run_script("apply", change.apply, change.connection).ok
+        again = s.fingerprint_clone(Reuse(before, written))
+        assert pages.proven == 2
+        assert again == applied
+    finally:
+        s.close(keep=False)
+    assert sha256_file(src) == before_bytes
+
+
+def test_proven_digests_equal_a_full_read(tmp_path: Path, make_change: MakeChange) -> None:
+    (tmp_path / "src").mkdir()
+    src = _db(tmp_path / "src" / "prod.db")
+    change = make_change("DELETE FROM docs WHERE id = 1;", "SELECT 1;")
+    s = _session(src, tmp_path)
+    try:
+        before = s.snapshot_fingerprint()
+        s.fresh_clone()
+        assert s.run_script("apply", change.apply, change.connection).ok
+        s.restore_clone()
+        proven = s.fingerprint_clone(Reuse(before, frozenset({"docs"})))
+        assert s._page_proofs().proven == 1
+        assert proven == s.fingerprint_clone(None) == fingerprint_file(s.clone)
+    finally:
+        s.close(keep=False)
+
+
+def test_full_fingerprints_prove_nothing_from_pages(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    src = _db(tmp_path / "src" / "prod.db")
+    s = _session(src, tmp_path)
+    try:
+        s.snapshot_fingerprint()
+        s.fresh_clone()
+        s.fingerprint_clone(None)
+        assert s._pages is None or s._pages.proven == 0
+    finally:
+        s.close(keep=False)
