@@ -11,7 +11,9 @@ little on a shared machine, ratios taken side by side mean more. References:
   own tool, from Debian's sqlite3-tools, when installed) and `sha256sum DB` (reading the bytes);
 * clone: `cp` of the file, against rollproof's backup-API snapshot;
 * rehearsal: applying the change bare to a `cp` copy with the sqlite3 shell, against a full
-  rollproof rehearsal (clone, four legs, every fingerprint);
+  rollproof rehearsal (clone, four legs, every fingerprint), and the same rehearsal with
+  `--full-fingerprints` (every table re-read at every point: what the incremental
+  after-fingerprints and page proofs save);
 * growth: time per row of the fingerprint at each size.
 
 Results are printed as Markdown and written as JSON to bench/results/.
@@ -114,6 +116,9 @@ def bench_size(rows: int, runs: int, work: Path) -> dict[str, object]:
         {
             "rollproof rehearsal": lambda: rehearse(loaded, str(db), workdir=scratch),
             "cp + bare apply": bare_apply,
+            "rollproof rehearsal, full fingerprints": lambda: rehearse(
+                loaded, str(db), workdir=scratch, full_fingerprints=True
+            ),
         },
         runs,
     )
@@ -139,8 +144,9 @@ def render(results: list[dict[str, object]], machine: dict[str, object]) -> str:
         f"SQLite {machine['sqlite']}; {machine['runs']} runs, medians.",
         "",
         "| rows | MB | fingerprint | vs .sha3sum | vs dbhash | vs sha256sum | clone | vs cp "
-        "| rehearsal | vs cp + bare apply | vs clone + 1 fingerprint | ns/row |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| rehearsal | vs cp + bare apply | vs clone + 1 fingerprint "
+        "| vs full fingerprints | ns/row |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         fp = r["fingerprint"]
@@ -159,6 +165,7 @@ def render(results: list[dict[str, object]], machine: dict[str, object]) -> str:
             f"| {re_['rollproof rehearsal']:.2f} s "
             f"| {ratio(re_['rollproof rehearsal'], re_['cp + bare apply'])} "
             f"| {ratio(re_['rollproof rehearsal'], cl['rollproof clone'] + ours)} "
+            f"| {ratio(re_['rollproof rehearsal'], re_['rollproof rehearsal, full fingerprints'])} "
             f"| {float(r['fingerprint_ns_per_row']):.0f} |"
         )
     return "\n".join(lines)

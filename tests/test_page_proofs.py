@@ -12,6 +12,7 @@ import pytest
 
 from rollproof.engines.sqlite import SqliteSession, connect_read_only, fingerprint_file
 from rollproof.engines.sqlite_pages import page_digest
+from rollproof.errors import EnvironmentProblemError
 from rollproof.fingerprint import Reuse
 from rollproof.guard import SurfaceGuard
 from rollproof.policy import ReadMode
@@ -161,3 +162,54 @@ def test_full_fingerprints_prove_nothing_from_pages(tmp_path: Path) -> None:
         assert s._pages is None or s._pages.proven == 0
     finally:
         s.close(keep=False)
+
+
+# -- the spare clone copied on another thread ----------------------------------------------------
+
+
+def test_a_prepared_clone_is_a_checked_copy_of_the_snapshot(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    src = _db(tmp_path / "src" / "prod.db")
+    s = _session(src, tmp_path)
+    try:
+        s.prepare_clone()
+        s.fresh_clone()
+        assert s.clone.read_bytes() == s.snapshot.read_bytes()
+        assert not (s.workspace / "spare.db").exists()
+        s.fresh_clone()  # no spare prepared: copied in place, the same bytes
+        assert s.clone.read_bytes() == s.snapshot.read_bytes()
+    finally:
+        s.close(keep=False)
+
+
+def test_a_spare_copied_from_a_changed_snapshot_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    src = _db(tmp_path / "src" / "prod.db")
+    s = _session(src, tmp_path)
+    try:
+        s.snapshot.chmod(0o600)
+        with s.snapshot.open("r+b") as f:
+            f.seek(5000)
+            byte = f.read(1)
+            f.seek(5000)
+            f.write(bytes([byte[0] ^ 1]))
+        s.prepare_clone()
+        with pytest.raises(EnvironmentProblemError) as info:
+            s.fresh_clone()
+        assert str(info.value) == (
+            "working clone does not match the snapshot taken at the start, byte for byte"
+        )
+    finally:
+        workspace = s.workspace
+        s.close(keep=False)
+    assert not workspace.exists()
+
+
+def test_closing_while_a_spare_is_being_copied_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    src = _db(tmp_path / "src" / "prod.db")
+    s = _session(src, tmp_path)
+    s.prepare_clone()
+    workspace = s.workspace
+    s.close(keep=False)
+    assert not workspace.exists()

@@ -273,9 +273,13 @@ class _LegRunner:
             points[Point.AFTER_APPLY] = self.s.fingerprint_clone(self.reuse("apply"))
         return out
 
-    def transaction(self) -> dict[LegName, LegResult]:
+    def transaction(self, restore_next: bool) -> dict[LegName, LegResult]:
         leg = LegName.TRANSACTION
         self.fresh()
+        if restore_next:
+            # The restore leg will want a copy of the snapshot: an engine may make it while
+            # this leg runs (on SQLite, on a core this leg leaves idle).
+            self.s.prepare_clone()
         points: dict[Point, Fingerprint] = {Point.BEFORE: self.before}
         t = self.s.run_in_transaction(
             self.change.apply, self.change.connection, None if self.full else self.before
@@ -400,7 +404,10 @@ class _LegRunner:
         """
         wanted = frozenset(legs)
         groups: list[tuple[frozenset[LegName], Callable[[], dict[LegName, LegResult]]]] = [
-            (frozenset({LegName.TRANSACTION}), self.transaction),
+            (
+                frozenset({LegName.TRANSACTION}),
+                lambda: self.transaction(restore_next=LegName.RESTORE in wanted),
+            ),
             (
                 frozenset({LegName.READ_ONLY, LegName.RESTORE}),
                 lambda: self.applied_then_restored(wanted),

@@ -82,6 +82,11 @@ class EngineSession(Protocol):
 
     def fresh_clone(self) -> None: ...
 
+    def prepare_clone(self) -> None:
+        """A hint that a fresh clone or a restore will be wanted soon: an engine may start
+        making it in the background (SQLite copies the snapshot on an idle core)."""
+        ...
+
     def fingerprint_clone(self, reuse: Reuse | None = None) -> Fingerprint:
         """Fingerprint the clone; an engine may take unwritten tables' digests from `reuse`
         (a hint it is free to ignore, at the cost of a full fingerprint)."""

@@ -590,6 +590,10 @@ class PostgresSession:
         if self.fingerprint_clone().digest != self.snapshot_fingerprint().digest:
             raise EnvironmentProblemError("working clone does not match the snapshot")
 
+    def prepare_clone(self) -> None:
+        """Nothing to prepare: a clone is a template copy made by the server in well under a
+        second (docs/postgresql.md)."""
+
     def restore_clone(self) -> None:
         self._remake_clone()
 

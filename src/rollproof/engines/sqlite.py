@@ -30,6 +30,7 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -251,6 +252,29 @@ def authorizer_for(guard: SurfaceGuard | None) -> Authorizer:
     return authorize
 
 
+class _SpareCopy:
+    """A checked copy of the snapshot being made on another thread."""
+
+    def __init__(self, session: SqliteSession, path: Path) -> None:
+        self.path = path
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(session,), name="rollproof-spare-clone", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, session: SqliteSession) -> None:
+        try:
+            session._copy_snapshot(self.path)
+        except OSError as e:
+            self.error = EnvironmentProblemError(f"cannot copy the snapshot: {e.strerror}")
+        except BaseException as e:  # handed to the thread that takes the copy
+            self.error = e
+
+    def join(self) -> None:
+        self._thread.join()
+
+
 class SqliteSession:
     """An `EngineSession` for a SQLite source file."""
 
@@ -280,6 +304,7 @@ class SqliteSession:
         self._snapshot_blake3 = ""
         self._snapshot_fp: Fingerprint | None = None
         self._pages: PageProofs | None = None
+        self._spare: _SpareCopy | None = None
         try:
             self._check_static_isolation()
             self._take_snapshot()
@@ -465,19 +490,32 @@ class SqliteSession:
             *(self.clone.with_name("clone.db" + s) for s in ("-journal", "-wal", "-shm")),
         ):
             leftover.unlink(missing_ok=True)
-        self._copy_snapshot_to_clone()
+        if self._spare is not None:
+            spare, self._spare = self._spare, None
+            spare.join()
+            if spare.error is not None:
+                raise spare.error
+            os.replace(spare.path, self.clone)  # a checked copy, made while other work ran
+            return
+        self._copy_snapshot(self.clone)
 
-    def _copy_snapshot_to_clone(self) -> None:
-        """Copy the snapshot's bytes over the clone, and prove the clone holds them.
+    def prepare_clone(self) -> None:
+        """Start copying the snapshot into a spare file on another thread (the copy and its
+        BLAKE3 check release the GIL), for the next fresh_clone or restore_clone to take."""
+        if self._spare is None:
+            self._spare = _SpareCopy(self, self.workspace / "spare.db")
 
-        The clone is re-read and must hash to the digest recorded when the snapshot was taken,
+    def _copy_snapshot(self, target: Path) -> None:
+        """Copy the snapshot's bytes to `target`, and prove `target` holds them.
+
+        The copy is re-read and must hash to the digest recorded when the snapshot was taken,
         which refuses both a copy that went wrong and a snapshot changed since. This internal
         check uses BLAKE3, several times faster than SHA-256 here; digests that appear in
         evidence stay SHA-256, which anyone can recompute with standard tools.
         """
-        shutil.copyfile(self.snapshot, self.clone)
-        self.clone.chmod(0o600)
-        if _file_blake3(self.clone) != self._snapshot_blake3:
+        shutil.copyfile(self.snapshot, target)
+        target.chmod(0o600)
+        if _file_blake3(target) != self._snapshot_blake3:
             raise EnvironmentProblemError(
                 "working clone does not match the snapshot taken at the start, byte for byte"
             )
@@ -637,6 +675,10 @@ class SqliteSession:
             return explain_differences(conn, differences)
 
     def close(self, *, keep: bool) -> Path | None:
+        if self._spare is not None:
+            self._spare.join()  # its file is in the workspace: let the copy end first
+            self._spare.path.unlink(missing_ok=True)
+            self._spare = None
         if keep:
             return self.workspace
         self.snapshot.chmod(0o600)
