@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rollproof.canonical import ROW_CHUNK, SqlValue, canonical_json, encode_rows_reference
+from rollproof.engines import sqlite_fingerprint
 from rollproof.engines.sqlite import fingerprint_file
 from rollproof.fingerprint import (
     Difference,
@@ -215,6 +216,23 @@ def test_insertion_order_does_not_count(
     assert b.to_json() == a.to_json()
     assert c.to_json() == a.to_json()
     assert {t: a.tables[t].rows for t in TABLES} == {t: len(data.rows[t]) for t in TABLES}
+
+
+@settings(max_examples=10, deadline=None)
+@given(DATASETS)
+def test_worker_processes_and_one_process_agree(
+    fresh_dir: Callable[[], Path], data: Dataset
+) -> None:
+    db = data.build(fresh_dir() / "a.db")
+    original = sqlite_fingerprint.PARALLEL_MIN_BYTES
+    try:
+        sqlite_fingerprint.PARALLEL_MIN_BYTES = 0  # every table on a worker process
+        parallel = fp_of(db)
+        sqlite_fingerprint.PARALLEL_MIN_BYTES = 1 << 62  # all in this process
+        single = fp_of(db)
+    finally:
+        sqlite_fingerprint.PARALLEL_MIN_BYTES = original
+    assert parallel.to_json() == single.to_json()
 
 
 @PROPERTY

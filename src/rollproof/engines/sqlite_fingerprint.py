@@ -51,8 +51,10 @@ from rollproof.engines.sqlite_schema import (
 from rollproof.fingerprint import Fingerprint, Reuse, TableDigest
 
 ENGINE = "sqlite"
-PARALLEL_MIN_BYTES = 64 << 20
-"""Below this size a database is fingerprinted in one process: starting workers costs more."""
+PARALLEL_MIN_BYTES = 8 << 20
+"""Below this size a database is fingerprinted in one process: starting workers costs more.
+Measured on 2 cores: 3 MB, one process 15 ms against two 18 ms; 9 MB, 41 against 32 ms;
+33 MB, 130 against 84 ms."""
 
 
 def _worker_count(path: Path | None, tables: list[str]) -> int:
