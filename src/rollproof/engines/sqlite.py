@@ -252,27 +252,30 @@ def authorizer_for(guard: SurfaceGuard | None) -> Authorizer:
     return authorize
 
 
-class _SpareCopy:
-    """A checked copy of the snapshot being made on another thread."""
+class _Background:
+    """Work on another thread (file copies and hashes, which release the GIL); `result()`
+    waits for it and re-raises what it raised, in the thread that needs the result."""
 
-    def __init__(self, session: SqliteSession, path: Path) -> None:
-        self.path = path
-        self.error: BaseException | None = None
+    def __init__(self, what: str, work: Callable[[], None]) -> None:
+        self._what = what
+        self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(session,), name="rollproof-spare-clone", daemon=True
+            target=self._run, args=(work,), name=f"rollproof: {what}", daemon=True
         )
         self._thread.start()
 
-    def _run(self, session: SqliteSession) -> None:
+    def _run(self, work: Callable[[], None]) -> None:
         try:
-            session._copy_snapshot(self.path)
+            work()
         except OSError as e:
-            self.error = EnvironmentProblemError(f"cannot copy the snapshot: {e.strerror}")
-        except BaseException as e:  # handed to the thread that takes the copy
-            self.error = e
+            self._error = EnvironmentProblemError(f"{self._what}: {e.strerror}")
+        except BaseException as e:
+            self._error = e
 
-    def join(self) -> None:
+    def result(self) -> None:
         self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class SqliteSession:
@@ -304,7 +307,8 @@ class SqliteSession:
         self._snapshot_blake3 = ""
         self._snapshot_fp: Fingerprint | None = None
         self._pages: PageProofs | None = None
-        self._spare: _SpareCopy | None = None
+        self._spare: _Background | None = None
+        self._spare_path = self.workspace / "spare.db"
         try:
             self._check_static_isolation()
             self._take_snapshot()
@@ -492,10 +496,8 @@ class SqliteSession:
             leftover.unlink(missing_ok=True)
         if self._spare is not None:
             spare, self._spare = self._spare, None
-            spare.join()
-            if spare.error is not None:
-                raise spare.error
-            os.replace(spare.path, self.clone)  # a checked copy, made while other work ran
+            spare.result()
+            os.replace(self._spare_path, self.clone)  # a checked copy, made while other work ran
             return
         self._copy_snapshot(self.clone)
 
@@ -503,7 +505,9 @@ class SqliteSession:
         """Start copying the snapshot into a spare file on another thread (the copy and its
         BLAKE3 check release the GIL), for the next fresh_clone or restore_clone to take."""
         if self._spare is None:
-            self._spare = _SpareCopy(self, self.workspace / "spare.db")
+            self._spare = _Background(
+                "copying the snapshot", lambda: self._copy_snapshot(self._spare_path)
+            )
 
     def _copy_snapshot(self, target: Path) -> None:
         """Copy the snapshot's bytes to `target`, and prove `target` holds them.
@@ -676,9 +680,10 @@ class SqliteSession:
 
     def close(self, *, keep: bool) -> Path | None:
         if self._spare is not None:
-            self._spare.join()  # its file is in the workspace: let the copy end first
-            self._spare.path.unlink(missing_ok=True)
+            with contextlib.suppress(Exception):
+                self._spare.result()  # its file is in the workspace: let the copy end first
             self._spare = None
+            self._spare_path.unlink(missing_ok=True)
         if keep:
             return self.workspace
         self.snapshot.chmod(0o600)
