@@ -674,7 +674,15 @@ def test_invalid_utf8_text_fingerprints_and_differs_from_valid_text(tmp_path: Pa
     assert fp_of(bad) == fb  # and deterministically so
 
 
-def test_invalid_utf8_in_one_table_leaves_others_alone(tmp_path: Path) -> None:
+@pytest.fixture(params=["one-process", "worker-processes"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a file's tables are read: here with `sqlite3`, or by workers through APSW."""
+    if request.param == "worker-processes":
+        monkeypatch.setattr(sqlite_fingerprint, "PARALLEL_MIN_BYTES", 0)
+    return str(request.param)
+
+
+def test_invalid_utf8_in_one_table_leaves_others_alone(tmp_path: Path, reader: str) -> None:
     mixed, clean = tmp_path / "mixed.db", tmp_path / "clean.db"
     ok = "CREATE TABLE ok (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO ok VALUES (1, 'é');"
     run_sql(clean, ok)
@@ -691,7 +699,7 @@ def test_invalid_utf8_in_one_table_leaves_others_alone(tmp_path: Path) -> None:
     )
 
 
-def test_table_digest_follows_the_documented_algorithm(tmp_path: Path) -> None:
+def test_table_digest_follows_the_documented_algorithm(tmp_path: Path, reader: str) -> None:
     path = tmp_path / "a.db"
     run_sql(
         path,

@@ -18,6 +18,8 @@ component; `sqlite_stat*` tables are statistics, excluded and named as excluded.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import multiprocessing
 import operator
 import os
@@ -26,6 +28,8 @@ import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import apsw
 
 from rollproof.canonical import (
     ROW_CHUNK,
@@ -58,24 +62,52 @@ Measured on 2 cores: 3 MB, one process 15 ms against two 18 ms; 9 MB, 41 against
 
 
 def _worker_count(path: Path | None, tables: list[str]) -> int:
-    if path is None or len(tables) < 2:
-        return 1
+    """Worker processes to read `tables` with: 0 means in this process.
+
+    Even one table is read faster by one worker than here once the file is large enough
+    (APSW's rows, see _digest_in_worker: 0.12 s against 0.175 s on the benchmark's 200k-row
+    table, fork included).
+    """
+    if path is None or not tables:
+        return 0
     try:
         if path.stat().st_size < PARALLEL_MIN_BYTES:
-            return 1
+            return 0
     except OSError:
-        return 1
+        return 0
     return min(len(tables), os.cpu_count() or 1)
 
 
 def _digest_in_worker(path: str, name: str) -> TableDigest:
+    """One table's digest, in a worker process: rows read through APSW, checked by the same
+    encoder and hash as the standard module's (the digest cannot tell them apart).
+
+    APSW returns rows about 30% faster than Python's `sqlite3` module (measured on the
+    benchmark's tables: 0.67 -> 0.48 s for 400k unkeyed rows, 0.46 -> 0.29 s keyed). It is used
+    only here, in a process of its own, and never while a `sqlite3` connection to the same file
+    is open in that process: two copies of SQLite in one process do not see each other's POSIX
+    locks. A table whose TEXT is not valid UTF-8 is read again with the standard module,
+    whose lenient text factory keeps the bytes.
+    """
     uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
+        conn.execute("PRAGMA query_only = ON")
+        query, header, order = _table_query(conn, name)
     try:
+        fast = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+        try:
+            fast.execute("PRAGMA query_only = ON")
+            rows = fast.execute(query)
+            return _hash_rows(lambda: list(itertools.islice(rows, ROW_CHUNK)), name, header, order)
+        finally:
+            fast.close()
+    except UnicodeDecodeError:
+        pass
+    except apsw.Error as e:
+        raise sqlite3.DatabaseError(f"{name}: {e}") from e
+    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
         conn.execute("PRAGMA query_only = ON")
         return table_digest(conn, name)
-    finally:
-        conn.close()
 
 
 def _parallel_digests(path: Path, names: list[str], workers: int) -> dict[str, TableDigest]:
@@ -95,7 +127,8 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def table_digest(conn: sqlite3.Connection, name: str) -> TableDigest:
+def _table_query(conn: sqlite3.Connection, name: str) -> tuple[str, bytes, str]:
+    """The canonical-order query of a table, its digest header, and its order mode."""
     cols = columns(conn, name)
     pk = primary_key(conn, name)
     select = ", ".join(quote_ident(c) for c in cols)
@@ -107,15 +140,25 @@ def table_digest(conn: sqlite3.Connection, name: str) -> TableDigest:
         order = "sorted-rows"
     query = f"SELECT {select} FROM main.{quote_ident(name)} ORDER BY {order_by}"
     header = canonical_json({"table": name, "columns": cols, "order": order})
+    return query, header, order
+
+
+def table_digest(conn: sqlite3.Connection, name: str) -> TableDigest:
+    query, header, order = _table_query(conn, name)
+
+    def hashed() -> TableDigest:
+        cur = conn.execute(query)
+        return _hash_rows(lambda: cur.fetchmany(ROW_CHUNK), name, header, order)
+
     try:
-        return _hash_rows(conn, name, query, header, order)
+        return hashed()
     except sqlite3.OperationalError as e:
         if "decode" not in str(e).lower():
             raise
         previous = conn.text_factory
         conn.text_factory = _lenient_text
         try:
-            return _hash_rows(conn, name, query, header, order)
+            return hashed()
         finally:
             conn.text_factory = previous
 
@@ -147,18 +190,18 @@ def _settle_ties(rows: list[tuple[SqlValue, ...]]) -> list[tuple[SqlValue, ...]]
 
 
 def _hash_rows(
-    conn: sqlite3.Connection, name: str, query: str, header: bytes, order: str
+    fetch: Callable[[], list[tuple[SqlValue, ...]]], name: str, header: bytes, order: str
 ) -> TableDigest:
+    """Hash the rows `fetch` returns batch by batch (an empty batch ends them)."""
     h = content_hasher(header)
     count = 0
-    cur = conn.execute(query)
     if order == "primary-key":  # a key orders rows totally: hash the driver's batches directly
-        while batch := cur.fetchmany(ROW_CHUNK):
+        while batch := fetch():
             h.update(encode_rows(batch))
             count += len(batch)
     else:
         carry: list[tuple[SqlValue, ...]] = []
-        while batch := cur.fetchmany(ROW_CHUNK):
+        while batch := fetch():
             rows = carry + batch if carry else batch
             # The trailing run may continue into the next batch: hold it back until it ends.
             k = len(rows) - 1
@@ -245,7 +288,7 @@ def fingerprint_connection(
             elif page is not None:
                 page_of[name] = page
     workers = _worker_count(parallel_path, to_read)
-    if workers > 1 and parallel_path is not None:
+    if workers and parallel_path is not None:
         if progress is not None:
             progress(f"fingerprinting {len(to_read)} tables on {workers} processes")
         tables.update(_parallel_digests(parallel_path, to_read, workers))
