@@ -75,7 +75,8 @@ if TYPE_CHECKING:
 @click.option(
     "--full-fingerprints",
     is_flag=True,
-    help="Fingerprint every table after each step instead of only what the change wrote.",
+    help="Read every table after each step, instead of only what the change wrote and only "
+    "where its pages changed.",
 )
 @click.option(
     "--sign",
