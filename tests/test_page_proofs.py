@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rollproof.engines.sqlite import SqliteSession, connect_read_only, fingerprint_file
-from rollproof.engines.sqlite_pages import page_digest
+from rollproof.engines.sqlite_pages import page_digest, page_map
 from rollproof.errors import EnvironmentProblemError
 from rollproof.fingerprint import Reuse
 from rollproof.guard import SurfaceGuard
@@ -39,9 +39,15 @@ def _db(path: Path) -> Path:
     return path
 
 
-def _digest(path: Path, table: str = "docs", schema: str = "s") -> str | None:
+def _digest(
+    path: Path, table: str = "docs", schema: str = "s", *, mapped_in: Path | None = None
+) -> str | None:
+    """The page digest of `path`'s bytes at the pages `table` occupies in `mapped_in`."""
+    with contextlib.closing(connect_read_only(mapped_in or path)) as conn:
+        where = page_map(conn, table)
+    assert where is not None
     with contextlib.closing(connect_read_only(path)) as conn:
-        return page_digest(conn, path, table, schema)
+        return page_digest(conn, path, table, schema, where)
 
 
 def _edit(path: Path, sql: str) -> None:
@@ -55,8 +61,8 @@ def test_identical_bytes_give_one_page_digest(tmp_path: Path) -> None:
     b = tmp_path / "b.db"
     shutil.copyfile(a, b)
     assert _digest(a) is not None
-    assert _digest(a) == _digest(b)
-    assert _digest(a, "other") == _digest(b, "other")
+    assert _digest(a) == _digest(b) == _digest(b, mapped_in=a)
+    assert _digest(a, "other") == _digest(b, "other", mapped_in=a)
     assert _digest(a) != _digest(a, "other")
     assert _digest(a, schema="s") != _digest(a, schema="t")  # the schema digest is covered
 
@@ -79,18 +85,25 @@ def test_any_change_to_a_tables_pages_changes_its_page_digest(tmp_path: Path, sq
     b = tmp_path / "b.db"
     shutil.copyfile(a, b)
     _edit(b, sql)
-    assert _digest(b) != _digest(a)
-    assert _digest(b, "other") == _digest(a, "other")  # another table's pages are untouched
+    assert _digest(b, mapped_in=a) != _digest(a)  # b's bytes where a's b-trees lie
+    assert _digest(b) != _digest(a)  # b's own b-trees
+    # another table's pages are untouched
+    assert _digest(b, "other", mapped_in=a) == _digest(a, "other")
 
 
 def test_no_page_digest_in_wal_mode_or_beside_a_journal(tmp_path: Path) -> None:
     a = _db(tmp_path / "a.db")
-    assert _digest(a) is not None
+    with contextlib.closing(connect_read_only(a)) as conn:
+        where = page_map(conn, "docs")
+        assert where is not None
+        assert page_digest(conn, a, "docs", "s", where) is not None
     (tmp_path / "a.db-journal").write_bytes(b"x" * 512)
-    assert _digest(a) is None
+    with contextlib.closing(connect_read_only(a)) as conn:
+        assert page_digest(conn, a, "docs", "s", where) is None
     (tmp_path / "a.db-journal").unlink()
     _edit(a, "PRAGMA journal_mode = WAL;")
-    assert _digest(a) is None
+    with contextlib.closing(connect_read_only(a)) as conn:
+        assert page_digest(conn, a, "docs", "s", where) is None
 
 
 def _session(src: Path, tmp_path: Path) -> SqliteSession:

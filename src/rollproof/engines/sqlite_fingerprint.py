@@ -278,15 +278,12 @@ def fingerprint_connection(
             tables[name] = reuse.base.tables[name]
         else:
             to_read.append(name)
-    page_of: dict[str, str] = {}
     if pages is not None and parallel_path is not None:
         for name in list(to_read):
-            proven, page = pages.lookup(conn, parallel_path, name, objects[f"table:{name}"])
+            proven = pages.lookup(conn, parallel_path, name, objects[f"table:{name}"])
             if proven is not None:
                 tables[name] = proven
                 to_read.remove(name)
-            elif page is not None:
-                page_of[name] = page
     workers = _worker_count(parallel_path, to_read)
     if workers and parallel_path is not None:
         if progress is not None:
@@ -297,9 +294,9 @@ def fingerprint_connection(
             if progress is not None:
                 progress(f"fingerprinting table {name} ({i}/{len(to_read)})")
             tables[name] = table_digest(conn, name)
-    if pages is not None:
-        for name, page in page_of.items():
-            pages.remember(page, tables[name])
+    if pages is not None and parallel_path is not None:
+        for name in to_read:
+            pages.remember(conn, parallel_path, name, objects[f"table:{name}"], tables[name])
     tables = dict(sorted(tables.items()))
     sequences: dict[str, int] = {}
     if any(n == SEQUENCE_TABLE for _k, n, _t, _s in kept):

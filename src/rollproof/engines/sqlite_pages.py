@@ -2,25 +2,29 @@
 
 A table the change wrote must be fingerprinted again after each step of a leg. When the step
 put the table's pages back exactly as they were (ROLLBACK restores them from the journal, a
-restore copies the snapshot, and a revert that rewrites values in place often leaves them
-byte-identical), reading every row again proves what the page bytes already prove. So before
-re-reading a written table, the SQLite engine digests the pages that hold it and looks that
-digest up among the page digests of states whose table digest it already knows (the snapshot's,
-and every state it has re-read since). A hit takes the known table digest; a miss re-reads the
-rows as before, and the page digest of what was read is remembered.
+restore copies the snapshot, and a change that lands on the same pages twice leaves the same
+bytes), reading every row again proves what the page bytes already prove. So before re-reading
+a written table, the SQLite engine checks its pages against the states whose table digest it
+already knows (the snapshot's, and every state it has read since): a match takes the known
+table digest; otherwise the rows are read as before, and where that state's pages lie is
+remembered.
 
-Why a page digest determines the table digest (the soundness argument):
+Why matching pages determine the table digest (the soundness argument):
 
-* The page digest covers every page of every b-tree of the table, the table itself and each of
-  its indexes (`dbstat` lists the pages reachable from each b-tree's root, interior, leaf and
-  overflow pages alike), each page's number and every byte of it, each b-tree's root page, and
-  the file-header fields that decide how page bytes decode: page size, reserved bytes per page,
-  schema format and text encoding. It also covers the table's structural schema digest (columns,
-  types, defaults, collations, WITHOUT ROWID), which the fingerprint compares anyway.
+* A state is recorded as a *page map* (for the table and each of its indexes: the b-tree's
+  name, root page and every page `dbstat` reaches from that root, interior, leaf and overflow
+  alike) and a *page digest*: BLAKE3 over the map, the file-header fields that decide how page
+  bytes decode (page size, reserved bytes per page, schema format, text encoding), the table's
+  structural schema digest, and every mapped page's number and bytes.
+* To check the clone against a known state, the clone's roots (from its schema) must be the
+  map's, and the page digest is recomputed over the clone's bytes at the map's page numbers.
+  If it matches, every b-tree reads the same in the clone: the walk from a root reads the root
+  page (same bytes), follows the child and overflow page numbers written in it (same numbers,
+  all in the map, since the known state reached them), and so on down, reading the same bytes
+  at every step. No page outside the map can be reached.
 * The rows a fingerprint reads (`SELECT … ORDER BY …` on that table) are a function of exactly
-  those inputs: SQLite reads them by walking those b-trees from their roots, and the rows of a
-  missing trailing column come from the schema's default. Two states with equal page digests
-  therefore return the same rows in the same order and have the same table digest.
+  those b-trees, the header fields and the schema (a missing trailing column's value is the
+  schema's default): equal page digests mean equal table digests.
 * The digest is BLAKE3, so two different page sets do not share one by accident.
 
 When it is not used, and the rows are read instead: the connection is inside a write
@@ -31,12 +35,13 @@ build has no `dbstat` table; `--full-fingerprints` was asked for.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import sqlite3
-import struct
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
@@ -45,41 +50,88 @@ from rollproof.canonical import canonical_json
 from rollproof.fingerprint import TableDigest
 
 
-def _runs(pages: list[int]) -> list[tuple[int, int]]:
-    """Sorted page numbers as (first, count) runs of consecutive pages, to read in one call."""
+def _runs(pages: list[int]) -> tuple[tuple[int, int], ...]:
+    """Sorted page numbers as (first, count) runs of consecutive pages, to hash in one call."""
     runs: list[tuple[int, int]] = []
     for p in pages:
         if runs and runs[-1][0] + runs[-1][1] == p:
             runs[-1] = (runs[-1][0], runs[-1][1] + 1)
         else:
             runs.append((p, 1))
-    return runs
+    return tuple(runs)
 
 
-def page_digest(conn: sqlite3.Connection, path: Path, table: str, schema: str) -> str | None:
-    """BLAKE3 over the pages of `table`'s b-trees in the committed file `path`, or None.
+@dataclass(frozen=True, slots=True)
+class PageMap:
+    """Where one table's b-trees lie in one state: (name, root page, page runs) per b-tree."""
 
-    `conn` is a read-only connection to `path` (it has written nothing); the digest is taken
-    inside a read transaction (the caller's, if it holds one, so that rows it reads in the same
-    transaction are of the same state), and no writer can change the file while its pages are
-    read. None when the file's pages cannot be trusted to be the database's (see the module
-    docstring).
-    """
+    btrees: tuple[tuple[str, int, tuple[tuple[int, int], ...]], ...]
+
+
+def _side_files_empty(path: Path) -> bool:
     for suffix in ("-wal", "-journal"):
         side = path.with_name(path.name + suffix)
         if side.exists() and side.stat().st_size > 0:
-            return None
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """Hold a read transaction (the caller's, if it has one): no writer changes the file."""
     own = not conn.in_transaction
     if own:
         conn.execute("BEGIN")
     try:
-        # The first read takes the SHARED lock: from here to COMMIT no writer can change the file.
-        btrees = conn.execute(
+        yield
+    finally:
+        if own and conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+def _roots(conn: sqlite3.Connection, table: str) -> list[tuple[str, int]]:
+    return [
+        (str(n), int(r))
+        for n, r in conn.execute(
             "SELECT name, rootpage FROM main.sqlite_schema "
             "WHERE tbl_name = ? AND rootpage > 0 ORDER BY name",
             (table,),
-        ).fetchall()
-        if not btrees:
+        )
+    ]
+
+
+def page_map(conn: sqlite3.Connection, table: str) -> PageMap | None:
+    """The pages of `table`'s b-trees as `conn` sees them now (None without `dbstat`)."""
+    try:
+        with _read_transaction(conn):
+            trees = []
+            for name, root in _roots(conn, table):
+                pages = [
+                    int(p)
+                    for (p,) in conn.execute(
+                        "SELECT pageno FROM main.dbstat WHERE name = ? ORDER BY pageno", (name,)
+                    )
+                ]
+                trees.append((name, root, _runs(pages)))
+    except sqlite3.OperationalError:
+        return None  # no dbstat in this SQLite build
+    return PageMap(tuple(trees)) if trees else None
+
+
+def page_digest(
+    conn: sqlite3.Connection, path: Path, table: str, schema: str, where: PageMap
+) -> str | None:
+    """BLAKE3 over `path`'s bytes at the pages `where` maps, or None if they cannot count.
+
+    `conn` is a read-only connection to `path`; the digest is taken inside a read transaction
+    (the caller's, if it holds one, so that rows it reads in the same transaction are of the
+    same state). None when the file's pages cannot be trusted to be the database's (WAL mode,
+    a journal beside it), or when the table's roots in `path` are not the map's.
+    """
+    if not _side_files_empty(path):
+        return None
+    with _read_transaction(conn):
+        if [(n, r) for n, r, _ in where.btrees] != _roots(conn, table):
             return None
         page_size = int(conn.execute("PRAGMA main.page_size").fetchone()[0])
         with path.open("rb") as f:
@@ -89,55 +141,47 @@ def page_digest(conn: sqlite3.Connection, path: Path, table: str, schema: str) -
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 return None
+            h = blake3.blake3(
+                canonical_json(
+                    {
+                        "table": table,
+                        "schema": schema,
+                        "btrees": [
+                            [n, r, [list(run) for run in runs]] for n, r, runs in where.btrees
+                        ],
+                        "page_size": page_size,
+                        "header": header[20:21].hex() + header[44:48].hex() + header[56:60].hex(),
+                    }
+                ),
+                max_threads=blake3.blake3.AUTO,
+            )
             # Mapped, not read: the pages are hashed where they lie in the page cache.
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                 view = memoryview(mapped)
                 try:
-                    h = blake3.blake3(
-                        canonical_json(
-                            {
-                                "table": table,
-                                "schema": schema,
-                                "btrees": [[str(n), int(r)] for n, r in btrees],
-                                "page_size": page_size,
-                                "header": header[20:21].hex()
-                                + header[44:48].hex()
-                                + header[56:60].hex(),
-                            }
-                        ),
-                        max_threads=blake3.blake3.AUTO,
-                    )
-                    for name, _root in btrees:
-                        pages = [
-                            int(p)
-                            for (p,) in conn.execute(
-                                "SELECT pageno FROM main.dbstat WHERE name = ? ORDER BY pageno",
-                                (name,),
-                            )
-                        ]
-                        h.update(struct.pack("<Q", len(pages)))
-                        for first, count in _runs(pages):
+                    for _name, _root, runs in where.btrees:
+                        for first, count in runs:
                             start, end = (first - 1) * page_size, (first - 1 + count) * page_size
                             if end > size:
                                 return None
-                            h.update(struct.pack("<QQ", first, count))
                             h.update(view[start:end])
-                    return "blake3:" + str(h.hexdigest())
                 finally:
                     view.release()
-    except sqlite3.OperationalError:
-        return None  # no dbstat in this SQLite build, or the file changed shape under us
-    finally:
-        if own and conn.in_transaction:
-            conn.execute("COMMIT")
+            return "blake3:" + str(h.hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    where: PageMap
+    page: str
+    digest: TableDigest
 
 
 class PageProofs:
-    """The table digests a session has proven, by the page digest of the state they were in.
+    """The table digests a session has proven, with where each state's pages lay.
 
-    `known` maps a page digest to the table digest of the state it was taken in. The snapshot's
-    entries are added lazily, the first time a table is looked up, from the snapshot file and
-    its fingerprint's table digests.
+    The snapshot's state of a table is added lazily, the first time that table is looked up,
+    from the snapshot file and the before-fingerprint's table digest.
     """
 
     def __init__(
@@ -150,10 +194,9 @@ class PageProofs:
         self._snapshot_tables = snapshot_tables
         self._snapshot_schema = snapshot_schema
         self._snapshot_seen: set[str] = set()
-        self.known: dict[str, TableDigest] = {}
+        self.known: dict[str, list[_Known]] = {}
         self.proven = 0
-        """How many table digests were taken from page digests instead of read: for tests and
-        for the benchmark's account of where time goes."""
+        """How many table digests were taken from pages instead of read (for tests)."""
 
     def _add_snapshot(self, table: str) -> None:
         if table in self._snapshot_seen:
@@ -164,27 +207,30 @@ class PageProofs:
         if digest is None or schema is None:
             return
         uri = "file:" + urllib.parse.quote(str(self.snapshot)) + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-        try:
-            pd = page_digest(conn, self.snapshot, table, schema)
-        finally:
-            conn.close()
-        if pd is not None:
-            self.known[pd] = digest
+        with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
+            self.remember(conn, self.snapshot, table, schema, digest)
 
     def lookup(
         self, conn: sqlite3.Connection, path: Path, table: str, schema: str
-    ) -> tuple[TableDigest | None, str | None]:
-        """The proven table digest of `table` as `path` holds it now, and its page digest."""
-        pd = page_digest(conn, path, table, schema)
-        if pd is None:
-            return None, None
-        if pd not in self.known:
-            self._add_snapshot(table)
-        hit = self.known.get(pd)
-        if hit is not None:
-            self.proven += 1
-        return hit, pd
+    ) -> TableDigest | None:
+        """The table digest of `table` as `path` holds it now, if its pages prove one."""
+        self._add_snapshot(table)
+        for known in reversed(self.known.get(table, [])):
+            if page_digest(conn, path, table, schema, known.where) == known.page:
+                self.proven += 1
+                return known.digest
+        return None
 
-    def remember(self, page: str, digest: TableDigest) -> None:
-        self.known[page] = digest
+    def remember(
+        self, conn: sqlite3.Connection, path: Path, table: str, schema: str, digest: TableDigest
+    ) -> None:
+        """Record that `table` as `path` holds it now has `digest` (just read from its rows)."""
+        where = page_map(conn, table)
+        if where is None:
+            return
+        page = page_digest(conn, path, table, schema, where)
+        if page is None:
+            return
+        entries = self.known.setdefault(table, [])
+        if all(k.page != page for k in entries):
+            entries.append(_Known(where, page, digest))
