@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import apsw
 import dataset
 
 from rollproof.change import load_change
@@ -141,7 +142,8 @@ def ratio(a: float, b: float) -> str:
 def render(results: list[dict[str, object]], machine: dict[str, object]) -> str:
     lines = [
         f"Machine: {machine['cpus']} cores, {machine['platform']}, Python {machine['python']}, "
-        f"SQLite {machine['sqlite']}; {machine['runs']} runs, medians.",
+        f"SQLite {machine['sqlite']} (APSW's {machine['sqlite_in_workers']} in fingerprint "
+        f"workers); {machine['runs']} runs, medians.",
         "",
         "| rows | MB | fingerprint | vs .sha3sum | vs dbhash | vs sha256sum | clone | vs cp "
         "| rehearsal | vs cp + bare apply | vs clone + 1 fingerprint "
@@ -191,6 +193,7 @@ def main() -> int:
         "platform": platform.platform(terse=True),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
+        "sqlite_in_workers": apsw.sqlite_lib_version(),
         "runs": runs,
     }
     results = [bench_size(rows, runs, work) for rows in sizes]

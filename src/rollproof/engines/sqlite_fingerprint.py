@@ -40,7 +40,7 @@ from rollproof.canonical import (
     digest_json,
     encode_rows,
 )
-from rollproof.engines.sqlite_pages import PageProofs
+from rollproof.engines.sqlite_pages import PageMap, PageProofs
 from rollproof.engines.sqlite_schema import (
     EXCLUDED_PREFIX,
     INTERNAL_TABLES,
@@ -110,14 +110,18 @@ def _digest_in_worker(path: str, name: str) -> TableDigest:
         return table_digest(conn, name)
 
 
-def _parallel_digests(path: Path, names: list[str], workers: int) -> dict[str, TableDigest]:
+def _parallel_digests(
+    path: Path, names: list[str], workers: int, meanwhile: Callable[[], None]
+) -> dict[str, TableDigest]:
     # Tables are independent, so each is read by one worker on its own read-only connection.
     # fork is used where it exists: the workers need no re-import, and they never touch the
-    # parent's connections.
+    # parent's connections. `meanwhile` is this process's own work while the workers read
+    # (they are all started by then: no thread of ours is alive across a fork).
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = {name: pool.submit(_digest_in_worker, str(path), name) for name in names}
+        meanwhile()
         return {name: f.result() for name, f in futures.items()}
 
 
@@ -284,19 +288,30 @@ def fingerprint_connection(
             if proven is not None:
                 tables[name] = proven
                 to_read.remove(name)
+    located: dict[str, tuple[PageMap, str] | None] = {}
+
+    def locate_pages() -> None:
+        # Where the tables about to be read lie, so that a later state can be proven equal to
+        # this one from its pages (sqlite_pages); done while worker processes read the rows.
+        if pages is not None and parallel_path is not None:
+            for name in to_read:
+                located[name] = pages.locate(conn, parallel_path, name, objects[f"table:{name}"])
+
     workers = _worker_count(parallel_path, to_read)
     if workers and parallel_path is not None:
         if progress is not None:
             progress(f"fingerprinting {len(to_read)} tables on {workers} processes")
-        tables.update(_parallel_digests(parallel_path, to_read, workers))
+        tables.update(_parallel_digests(parallel_path, to_read, workers, locate_pages))
     else:
         for i, name in enumerate(to_read, 1):
             if progress is not None:
                 progress(f"fingerprinting table {name} ({i}/{len(to_read)})")
             tables[name] = table_digest(conn, name)
-    if pages is not None and parallel_path is not None:
-        for name in to_read:
-            pages.remember(conn, parallel_path, name, objects[f"table:{name}"], tables[name])
+        locate_pages()
+    if pages is not None:
+        for name, where in located.items():
+            if where is not None:
+                pages.remember(name, where, tables[name])
     tables = dict(sorted(tables.items()))
     sequences: dict[str, int] = {}
     if any(n == SEQUENCE_TABLE for _k, n, _t, _s in kept):

@@ -208,7 +208,9 @@ class PageProofs:
             return
         uri = "file:" + urllib.parse.quote(str(self.snapshot)) + "?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
-            self.remember(conn, self.snapshot, table, schema, digest)
+            located = self.locate(conn, self.snapshot, table, schema)
+        if located is not None:
+            self.remember(table, located, digest)
 
     def lookup(
         self, conn: sqlite3.Connection, path: Path, table: str, schema: str
@@ -221,16 +223,20 @@ class PageProofs:
                 return known.digest
         return None
 
-    def remember(
-        self, conn: sqlite3.Connection, path: Path, table: str, schema: str, digest: TableDigest
-    ) -> None:
-        """Record that `table` as `path` holds it now has `digest` (just read from its rows)."""
+    def locate(
+        self, conn: sqlite3.Connection, path: Path, table: str, schema: str
+    ) -> tuple[PageMap, str] | None:
+        """Where `table`'s pages lie in `path` now, and their page digest, to `remember` once
+        the table's rows have been read in the same state."""
         where = page_map(conn, table)
         if where is None:
-            return
+            return None
         page = page_digest(conn, path, table, schema, where)
-        if page is None:
-            return
+        return None if page is None else (where, page)
+
+    def remember(self, table: str, located: tuple[PageMap, str], digest: TableDigest) -> None:
+        """Record that the state `located` describes has `digest` (read from its rows)."""
+        where, page = located
         entries = self.known.setdefault(table, [])
         if all(k.page != page for k in entries):
             entries.append(_Known(where, page, digest))
