@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -106,123 +107,99 @@ def test_no_page_digest_in_wal_mode_or_beside_a_journal(tmp_path: Path) -> None:
         assert page_digest(conn, a, "docs", "s", where) is None
 
 
-def _session(src: Path, tmp_path: Path) -> SqliteSession:
-    guard = SurfaceGuard(
-        reads=(), writes=("docs",), forbidden=(), read_mode=ReadMode.REPORT, forbidden_env=()
-    )
-    return SqliteSession(str(src), workdir=tmp_path / "work", guard=guard)
-
-
-def test_a_restored_table_is_proven_by_its_pages_and_a_changed_one_is_read(
-    tmp_path: Path, make_change: MakeChange
-) -> None:
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[SqliteSession]:
+    """A session on a 'production' file whose bytes must not change; closed afterwards."""
     (tmp_path / "src").mkdir()
     src = _db(tmp_path / "src" / "prod.db")
     before_bytes = sha256_file(src)
+    guard = SurfaceGuard(
+        reads=(), writes=("docs",), forbidden=(), read_mode=ReadMode.REPORT, forbidden_env=()
+    )
+    s = SqliteSession(str(src), workdir=tmp_path / "work", guard=guard)
+    try:
+        yield s
+    finally:
+        workspace = s.workspace
+        s.close(keep=False)
+        assert not workspace.exists()
+        assert sha256_file(src) == before_bytes
+
+
+def test_a_restored_table_is_proven_by_its_pages_and_a_changed_one_is_read(
+    session: SqliteSession, make_change: MakeChange
+) -> None:
+    s = session
     change = make_change(
         "UPDATE docs SET title = title || '!' WHERE id % 2 = 0;",
         "UPDATE docs SET title = substr(title, 1, length(title) - 1) WHERE id % 2 = 0;",
     )
-    s = _session(src, tmp_path)
-    try:
-        before = s.snapshot_fingerprint()
-        written = frozenset({"docs"})
-        s.fresh_clone()
-        assert s.run_script("apply", change.apply, change.connection).ok
-        applied = s.fingerprint_clone(Reuse(before, written))
-        pages = s._page_proofs()
-        assert pages.proven == 0  # the change's pages are new: the rows were read
-        assert applied.tables["docs"].digest != before.tables["docs"].digest
-        s.restore_clone()
-        restored = s.fingerprint_clone(Reuse(before, written))
-        assert pages.proven == 1  # the snapshot's pages: proven without reading the rows
-        assert restored == before
-        # The same change again lands on the same pages: proven equal to the first apply.
-        assert s.run_script("apply", change.apply, change.connection).ok
-        again = s.fingerprint_clone(Reuse(before, written))
-        assert pages.proven == 2
-        assert again == applied
-    finally:
-        s.close(keep=False)
-    assert sha256_file(src) == before_bytes
+    before = s.snapshot_fingerprint()
+    written = frozenset({"docs"})
+    s.fresh_clone()
+    assert s.run_script("apply", change.apply, change.connection).ok
+    applied = s.fingerprint_clone(Reuse(before, written))
+    pages = s._page_proofs()
+    assert pages.proven == 0  # the change's pages are new: the rows were read
+    assert applied.tables["docs"].digest != before.tables["docs"].digest
+    s.restore_clone()
+    restored = s.fingerprint_clone(Reuse(before, written))
+    assert pages.proven == 1  # the snapshot's pages: proven without reading the rows
+    assert restored == before
+    # The same change again lands on the same pages: proven equal to the first apply.
+    assert s.run_script("apply", change.apply, change.connection).ok
+    again = s.fingerprint_clone(Reuse(before, written))
+    assert pages.proven == 2
+    assert again == applied
 
 
-def test_proven_digests_equal_a_full_read(tmp_path: Path, make_change: MakeChange) -> None:
-    (tmp_path / "src").mkdir()
-    src = _db(tmp_path / "src" / "prod.db")
+def test_proven_digests_equal_a_full_read(session: SqliteSession, make_change: MakeChange) -> None:
+    s = session
     change = make_change("DELETE FROM docs WHERE id = 1;", "SELECT 1;")
-    s = _session(src, tmp_path)
-    try:
-        before = s.snapshot_fingerprint()
-        s.fresh_clone()
-        assert s.run_script("apply", change.apply, change.connection).ok
-        s.restore_clone()
-        proven = s.fingerprint_clone(Reuse(before, frozenset({"docs"})))
-        assert s._page_proofs().proven == 1
-        assert proven == s.fingerprint_clone(None) == fingerprint_file(s.clone)
-    finally:
-        s.close(keep=False)
+    before = s.snapshot_fingerprint()
+    s.fresh_clone()
+    assert s.run_script("apply", change.apply, change.connection).ok
+    s.restore_clone()
+    proven = s.fingerprint_clone(Reuse(before, frozenset({"docs"})))
+    assert s._page_proofs().proven == 1
+    assert proven == s.fingerprint_clone(None) == fingerprint_file(s.clone)
 
 
-def test_full_fingerprints_prove_nothing_from_pages(tmp_path: Path) -> None:
-    (tmp_path / "src").mkdir()
-    src = _db(tmp_path / "src" / "prod.db")
-    s = _session(src, tmp_path)
-    try:
-        s.snapshot_fingerprint()
-        s.fresh_clone()
-        s.fingerprint_clone(None)
-        assert s._pages is None or s._pages.proven == 0
-    finally:
-        s.close(keep=False)
+def test_full_fingerprints_prove_nothing_from_pages(session: SqliteSession) -> None:
+    session.snapshot_fingerprint()
+    session.fresh_clone()
+    session.fingerprint_clone(None)
+    assert session._pages is None
 
 
 # -- the spare clone copied on another thread ----------------------------------------------------
 
 
-def test_a_prepared_clone_is_a_checked_copy_of_the_snapshot(tmp_path: Path) -> None:
-    (tmp_path / "src").mkdir()
-    src = _db(tmp_path / "src" / "prod.db")
-    s = _session(src, tmp_path)
-    try:
-        s.prepare_clone()
-        s.fresh_clone()
-        assert s.clone.read_bytes() == s.snapshot.read_bytes()
-        assert not (s.workspace / "spare.db").exists()
-        s.fresh_clone()  # no spare prepared: copied in place, the same bytes
-        assert s.clone.read_bytes() == s.snapshot.read_bytes()
-    finally:
-        s.close(keep=False)
-
-
-def test_a_spare_copied_from_a_changed_snapshot_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "src").mkdir()
-    src = _db(tmp_path / "src" / "prod.db")
-    s = _session(src, tmp_path)
-    try:
-        s.snapshot.chmod(0o600)
-        with s.snapshot.open("r+b") as f:
-            f.seek(5000)
-            byte = f.read(1)
-            f.seek(5000)
-            f.write(bytes([byte[0] ^ 1]))
-        s.prepare_clone()
-        with pytest.raises(EnvironmentProblemError) as info:
-            s.fresh_clone()
-        assert str(info.value) == (
-            "working clone does not match the snapshot taken at the start, byte for byte"
-        )
-    finally:
-        workspace = s.workspace
-        s.close(keep=False)
-    assert not workspace.exists()
-
-
-def test_closing_while_a_spare_is_being_copied_leaves_nothing(tmp_path: Path) -> None:
-    (tmp_path / "src").mkdir()
-    src = _db(tmp_path / "src" / "prod.db")
-    s = _session(src, tmp_path)
+def test_a_prepared_clone_is_a_checked_copy_of_the_snapshot(session: SqliteSession) -> None:
+    s = session
     s.prepare_clone()
-    workspace = s.workspace
-    s.close(keep=False)
-    assert not workspace.exists()
+    s.fresh_clone()
+    assert s.clone.read_bytes() == s.snapshot.read_bytes()
+    assert not (s.workspace / "spare.db").exists()
+    s.fresh_clone()  # no spare prepared: copied in place, the same bytes
+    assert s.clone.read_bytes() == s.snapshot.read_bytes()
+
+
+def test_a_spare_copied_from_a_changed_snapshot_is_refused(session: SqliteSession) -> None:
+    s = session
+    s.snapshot.chmod(0o600)
+    with s.snapshot.open("r+b") as f:
+        f.seek(5000)
+        byte = f.read(1)
+        f.seek(5000)
+        f.write(bytes([byte[0] ^ 1]))
+    s.prepare_clone()
+    with pytest.raises(EnvironmentProblemError) as info:
+        s.fresh_clone()
+    assert str(info.value) == (
+        "working clone does not match the snapshot taken at the start, byte for byte"
+    )
+
+
+def test_closing_while_a_spare_is_being_copied_leaves_nothing(session: SqliteSession) -> None:
+    session.prepare_clone()  # the fixture closes the session at once and checks the workspace

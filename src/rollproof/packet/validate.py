@@ -481,7 +481,7 @@ def _schemas(st: _State) -> list[Finding]:
             out.append(
                 Finding(
                     FindingCode.FINGERPRINT_INVALID,
-                    "holds fields outside fingerprint v1 (or values of the wrong type)",
+                    "holds fields outside the fingerprint format (or values of the wrong type)",
                     path,
                 )
             )
