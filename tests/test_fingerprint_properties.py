@@ -699,6 +699,51 @@ def test_invalid_utf8_in_one_table_leaves_others_alone(tmp_path: Path, reader: s
     )
 
 
+LIVE = (
+    "CREATE TABLE a (id INTEGER PRIMARY KEY, v); CREATE TABLE b (id INTEGER PRIMARY KEY, v);"
+    "INSERT INTO a VALUES (1, 'x'); INSERT INTO b VALUES (1, 'y');"
+)
+
+
+def _write_b(db: Path, outcomes: list[str]) -> None:
+    """A writer on another connection commits one row into b, or says why it cannot."""
+    with contextlib.closing(sqlite3.connect(db, timeout=0, isolation_level=None)) as w:
+        try:
+            w.execute("INSERT INTO b VALUES (?, 'late')", (len(outcomes) + 2,))
+            outcomes.append("committed")
+        except sqlite3.OperationalError as e:
+            outcomes.append(str(e))
+
+
+def test_a_live_database_is_fingerprinted_at_one_instant(tmp_path: Path, reader: str) -> None:
+    db = tmp_path / "live.db"
+    run_sql(db, LIVE)
+    before = fp_of(db)
+    outcomes: list[str] = []
+    fp = fingerprint_file(db, lambda _msg: _write_b(db, outcomes))
+    # The fingerprint's read lock keeps writers from committing until it is taken...
+    assert outcomes
+    assert set(outcomes) == {"database is locked"}
+    assert fp == before
+    # ...and no longer.
+    _write_b(db, outcomes)
+    assert outcomes[-1] == "committed"
+    assert fp_of(db) != before
+
+
+def test_a_live_wal_database_is_fingerprinted_at_one_instant(tmp_path: Path, reader: str) -> None:
+    db = tmp_path / "live.db"
+    run_sql(db, "PRAGMA journal_mode = WAL;", LIVE)
+    before = fp_of(db)
+    outcomes: list[str] = []
+    # In WAL mode a writer commits while the fingerprint runs (before table b is read): the
+    # fingerprint is still that of the instant it began.
+    fp = fingerprint_file(db, lambda _msg: _write_b(db, outcomes))
+    assert "committed" in outcomes
+    assert fp == before
+    assert fp_of(db) != before
+
+
 def test_table_digest_follows_the_documented_algorithm(tmp_path: Path, reader: str) -> None:
     path = tmp_path / "a.db"
     run_sql(

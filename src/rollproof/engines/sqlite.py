@@ -117,13 +117,26 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
 
 
 def fingerprint_file(path: Path, progress: Progress | None = None) -> Fingerprint:
-    """Fingerprint a SQLite file, opening it read-only (large ones on several processes)."""
+    """Fingerprint a SQLite file, opening it read-only, as it is at one instant.
+
+    One read transaction covers the whole fingerprint, so a live database being written is
+    fingerprinted as of one commit. In rollback-journal mode its SHARED lock keeps every writer
+    from committing until the end, so worker processes (for a large file) read that same state.
+    In WAL mode a writer may commit meanwhile and only this connection's snapshot is fixed, so
+    a WAL database is read here, in one process.
+    """
     resolved = check_sqlite_file(path)
     with contextlib.closing(connect_read_only(resolved)) as conn:
         try:
-            return fingerprint_connection(conn, progress, parallel_path=resolved)
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM main.sqlite_schema").fetchone()  # the instant
+            wal = str(conn.execute("PRAGMA main.journal_mode").fetchone()[0]).lower() == "wal"
+            return fingerprint_connection(conn, progress, parallel_path=None if wal else resolved)
         except sqlite3.DatabaseError as e:
             raise SourceError(f"source {path}: cannot read database: {e}") from e
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
 
 def file_sha256(path: Path) -> str:
