@@ -290,6 +290,10 @@ class _Background:
         if self._error is not None:
             raise self._error
 
+    def wait(self) -> None:
+        """Let it finish (its error, if any, is raised later by `result`)."""
+        self._thread.join()
+
 
 class SqliteSession:
     """An `EngineSession` for a SQLite source file."""
@@ -541,6 +545,12 @@ class SqliteSession:
         """Restore the clone from the pre-change snapshot: its checked bytes, copied back."""
         self.fresh_clone()
 
+    def _before_workers(self) -> None:
+        """Let a background copy finish before a fingerprint may fork worker processes: no
+        thread of ours is alive across a fork (a child inherits only the forking thread)."""
+        if self._spare is not None:
+            self._spare.wait()
+
     def _page_proofs(self) -> PageProofs:
         if self._pages is None:
             before = self.snapshot_fingerprint()
@@ -553,6 +563,7 @@ class SqliteSession:
         One read transaction covers the whole fingerprint, so page digests and rows are read
         from one state. Without `reuse` (full fingerprints) every table is read.
         """
+        self._before_workers()
         with contextlib.closing(connect_read_only(self.clone)) as conn:
             conn.execute("BEGIN")
             try:
@@ -670,6 +681,7 @@ class SqliteSession:
     def run_read_only(
         self, script: Script | None, entry_reuse: Reuse | None = None
     ) -> ReadOnlyOutcome:
+        self._before_workers()
         with contextlib.closing(connect_read_only(self.clone)) as conn:
             entry = fingerprint_connection(conn, reuse=entry_reuse, parallel_path=self.clone)
             outcome: ScriptOutcome | None = None
