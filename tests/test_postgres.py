@@ -706,3 +706,71 @@ def test_a_serial_column_and_a_function_are_declared_by_their_names(
     assert set(result.surfaces.observed_changed) == {"items", "items.ticket", "item_count"}
     assert result.surfaces.observed_undeclared == ()
     assert result.overall is Verdict.PASS
+
+
+# -- incremental after-fingerprints: only what the change's role can have altered ---------------
+
+CASCADE_SCHEMA = """
+CREATE TABLE parent (id int PRIMARY KEY, label text);
+CREATE TABLE child (id int PRIMARY KEY,
+                    parent_id int REFERENCES parent (id) ON DELETE CASCADE, note text);
+CREATE TABLE other (id int PRIMARY KEY, v text);
+INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 20) g;
+INSERT INTO child SELECT g, g, 'c' || g FROM generate_series(1, 20) g;
+INSERT INTO other SELECT g, 'o' || g FROM generate_series(1, 20) g;
+"""
+
+
+@pytest.mark.parametrize(
+    "full", [pytest.param(False, id="incremental"), pytest.param(True, id="full")]
+)
+def test_a_cascade_into_a_table_the_role_cannot_write_is_still_caught(
+    pg_servers: Servers, pg_source: MakeSource, make_pg_change: MakePgChange, full: bool
+) -> None:
+    # The role may write only parent; ON DELETE CASCADE deletes child rows as child's owner.
+    # The revert puts parent back but not child: the foreign-key closure must re-read child.
+    dsn = pg_source(CASCADE_SCHEMA)
+    change = make_pg_change(
+        "DELETE FROM parent WHERE id <= 5;",
+        "INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 5) g;",
+        surfaces='writes = ["parent"]\n',
+    )
+    said: list[str] = []
+    result = rehearse(
+        change,
+        dsn,
+        scratch=pg_servers.scratch,
+        legs=[LegName.REVERT, LegName.RESTORE],
+        full_fingerprints=full,
+        progress=said.append,
+    )
+    assert verdicts(result) == {"revert": Verdict.FAIL, "restore": Verdict.PASS}
+    assert [d.summary for d in leg(result, "revert").differences] == ["table child: 5 rows missing"]
+    reads_of_other = sum("fingerprinted table other " in m for m in said)
+    # `other` is read four times for the clone's own proofs (the source, the restored
+    # snapshot, clones checked against it); at the four points after a script (after apply
+    # and after revert or restore, in each leg) only when every table is read.
+    assert reads_of_other == (8 if full else 4)
+
+
+def test_a_security_definer_trigger_means_every_table_is_read(
+    pg_servers: Servers, pg_source: MakeSource, make_pg_change: MakePgChange
+) -> None:
+    dsn = pg_source(
+        "CREATE TABLE items (id int PRIMARY KEY, qty int); CREATE TABLE audit (n int);"
+        "INSERT INTO items VALUES (1, 10), (2, 20);"
+        "CREATE FUNCTION log_it() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+        "AS $$ BEGIN INSERT INTO audit VALUES (1); RETURN NEW; END $$;"
+        "CREATE TRIGGER log_items AFTER UPDATE ON items FOR EACH ROW EXECUTE FUNCTION log_it();"
+    )
+    # The trigger's function runs as its owner and writes audit, which the role cannot:
+    # no privilege closure can see that, so nothing is taken from before.
+    change = make_pg_change(
+        "UPDATE items SET qty = qty + 1 WHERE id = 1;",
+        "UPDATE items SET qty = qty - 1 WHERE id = 1;",
+        surfaces='writes = ["items"]\n',
+    )
+    result = rehearse(change, dsn, scratch=pg_servers.scratch, legs=[LegName.REVERT])
+    revert = leg(result, "revert")
+    assert revert.verdict is Verdict.FAIL
+    assert [d.component for d in revert.differences] == ["table:audit"]

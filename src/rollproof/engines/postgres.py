@@ -72,6 +72,7 @@ from rollproof.engines.postgres_roles import (
     normalize,
     own_table,
     tables_for_declared,
+    writable_tables,
 )
 from rollproof.engines.postgres_sql import (
     NOT_IN_TRANSACTION_STATES,
@@ -313,10 +314,16 @@ class PostgresSession:
         return tuple(row)
 
     def _fingerprint(
-        self, conn: psycopg.Connection[Any], what: str, more: Connect | None = None
+        self,
+        conn: psycopg.Connection[Any],
+        what: str,
+        more: Connect | None = None,
+        reuse: Reuse | None = None,
     ) -> Fingerprint:
         try:
-            return fingerprint_connection(conn, self._progress, more=more, jobs=self._jobs)
+            return fingerprint_connection(
+                conn, self._progress, more=more, jobs=self._jobs, reuse=reuse
+            )
         except psycopg.Error as e:
             raise EnvironmentProblemError(
                 f"{what}: cannot fingerprint: {describe_error(e)}"
@@ -598,12 +605,31 @@ class PostgresSession:
         self._remake_clone()
 
     def fingerprint_clone(self, reuse: Reuse | None = None) -> Fingerprint:
-        # `reuse` is a hint this engine ignores: the server hashes every table, and a
-        # PostgreSQL script can write through paths no client-side record sees (rules,
-        # SECURITY DEFINER functions, dynamic SQL), so every after-fingerprint is taken in full.
-        del reuse
+        """Fingerprint the clone; with `reuse`, only tables the change's role can have altered
+        are read again.
+
+        No client-side record sees every write a PostgreSQL script makes (rules, SECURITY
+        DEFINER functions, dynamic SQL), so what the rehearsal saw written is not trusted here.
+        The role's privileges are: every table it can write or owns, closed under foreign-key
+        actions and inheritance, is read again; if the database has any path that runs with
+        someone else's privileges (a rule, a user trigger, a SECURITY DEFINER function, an
+        event trigger, a writable view), every table is (postgres_roles.writable_tables). The
+        schema and the sequences are always read. Without an enforcing role, all tables are.
+        """
         with contextlib.closing(self._admin(self.clone_db)) as conn:
-            return self._fingerprint(conn, "clone", self._admin_worker(self.clone_db))
+            narrowed: Reuse | None = None
+            if reuse is not None and self._role is not None:
+                try:
+                    writable = writable_tables(conn, self._role)
+                except psycopg.Error as e:
+                    raise EnvironmentProblemError(
+                        f"clone: cannot read the change role's privileges: {describe_error(e)}"
+                    ) from None
+                if writable is not None:
+                    narrowed = Reuse(reuse.base, writable)
+            return self._fingerprint(
+                conn, "clone", self._admin_worker(self.clone_db), reuse=narrowed
+            )
 
     # -- scripts --------------------------------------------------------------------------------
 
@@ -785,7 +811,7 @@ class PostgresSession:
     def run_read_only(
         self, script: Script | None, entry_reuse: Reuse | None = None
     ) -> ReadOnlyOutcome:
-        entry = self.fingerprint_clone()
+        entry = self.fingerprint_clone(entry_reuse)
         outcome: ScriptOutcome | None = None
         if script is not None:
             with self._change_connection(read_only=True) as conn:
@@ -794,7 +820,8 @@ class PostgresSession:
                 )
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     conn.rollback()
-        return ReadOnlyOutcome(entry, outcome, self.fingerprint_clone())
+        exit_reuse = None if entry_reuse is None else Reuse(entry, frozenset())
+        return ReadOnlyOutcome(entry, outcome, self.fingerprint_clone(exit_reuse))
 
     def explain(self, differences: Sequence[Difference]) -> list[Difference]:
         if not any(d.component.startswith("table:") for d in differences):

@@ -98,7 +98,7 @@ import psycopg
 
 from rollproof.canonical import canonical_json, content_hasher, content_tagged, digest_json
 from rollproof.engines.postgres_conn import quote_ident
-from rollproof.fingerprint import Fingerprint, TableDigest
+from rollproof.fingerprint import Fingerprint, Reuse, TableDigest
 
 ENGINE = "postgresql"
 
@@ -639,12 +639,15 @@ def fingerprint_connection(
     *,
     more: Connect | None = None,
     jobs: int = 1,
+    reuse: Reuse | None = None,
 ) -> Fingerprint:
     """Fingerprint the database `conn` is connected to (it may be inside a transaction).
 
     With `more` and `jobs` > 1, tables are read over up to `jobs` extra connections at once,
     starting as soon as they are listed; the rest of the schema and the sequences are read on
-    `conn` meanwhile.
+    `conn` meanwhile. With `reuse`, a table not in `reuse.written` whose schema object is
+    unchanged takes its digest from `reuse.base` (the caller vouches that nothing else can
+    have changed it: see PostgresSession.fingerprint_clone).
     """
     prepare_session(conn)
     objects: dict[str, str] = {}
@@ -680,6 +683,14 @@ def fingerprint_connection(
     # Largest first, so that the sessions finish together (the order of reading does not
     # change any digest).
     tables.sort(key=lambda t: (-sizes[t[0]], t[0]))
+    # Unwritten tables are not read unless their schema object turns out to differ (it is
+    # complete only once the sequences are folded in, below).
+    deferred = [
+        t
+        for t in tables
+        if reuse is not None and t[0] not in reuse.written and t[0] in reuse.base.tables
+    ]
+    tables = [t for t in tables if t not in deferred]
     reader = None
     if more is not None and jobs > 1 and len(tables) > 1:
         reader = _TableReader(tables, progress, more, jobs)
@@ -697,6 +708,13 @@ def fingerprint_connection(
             digests[name] = table_digest(conn, name, schema, relname)
             if progress is not None:
                 progress(f"fingerprinted table {name} ({i}/{len(tables)})")
+    for name, schema, relname in deferred:
+        assert reuse is not None
+        key = f"table:{name}"
+        if objects[key] == reuse.base.schema_objects.get(key):
+            digests[name] = reuse.base.tables[name]
+        else:
+            digests[name] = table_digest(conn, name, schema, relname)
     return Fingerprint(
         engine=ENGINE,
         schema_structural=digest_json(objects),

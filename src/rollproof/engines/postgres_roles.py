@@ -251,3 +251,83 @@ def denied_via(context: str | None) -> str | None:
         return None
     m = _VIA.search(context)
     return None if m is None else normalize(m.group("name").strip('"'))
+
+
+# What a change run as its role can alter, for incremental after-fingerprints. The role holds
+# the declared writes (and tables handed over for a declared CREATE INDEX/TRIGGER); through
+# them a statement can reach further only by paths that run with someone else's privileges:
+# foreign-key actions (run as the referenced table's owner), rules and updatable views (run
+# as their owner), SECURITY DEFINER functions, triggers (whose functions may be any of these),
+# event triggers. Any rule, user trigger, SECURITY DEFINER function or event trigger in the
+# database, or a write privilege on a view, and nothing is assumed: every table is read.
+_SYSTEM_NS = "n.nspname IN ('pg_catalog', 'information_schema')"
+_OPAQUE_PATHS = f"""
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE NOT tgisinternal)
+    OR EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger)
+    OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r
+               JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE r.rulename <> '_RETURN' AND NOT {_SYSTEM_NS})
+    OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+               JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+               WHERE p.prosecdef AND NOT {_SYSTEM_NS})
+    OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind = 'v' AND NOT {_SYSTEM_NS}
+                 AND (pg_catalog.pg_has_role(%(role)s, c.relowner, 'MEMBER')
+                      OR pg_catalog.has_table_privilege(%(role)s, c.oid,
+                                                        'INSERT, UPDATE, DELETE, TRUNCATE')
+                      OR pg_catalog.has_any_column_privilege(%(role)s, c.oid,
+                                                             'INSERT, UPDATE')))
+"""
+
+_NAMED = "CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END"
+
+# Tables the role can write or own (fingerprint names).
+_WRITABLE = f"""
+SELECT {_NAMED} FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm')
+  AND (pg_catalog.pg_has_role(%(role)s, c.relowner, 'MEMBER')
+       OR pg_catalog.has_table_privilege(%(role)s, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+       OR pg_catalog.has_any_column_privilege(%(role)s, c.oid, 'INSERT, UPDATE'))
+"""
+
+# Edges along which a write to one table can change another: a foreign key with an action (the
+# referenced table's delete or update changes the referencing one, as its owner), and
+# inheritance both ways (a write to a parent reaches its partitions and children; each table is
+# fingerprinted ONLY itself).
+_REACHES = """
+SELECT CASE WHEN fn.nspname = 'public' THEN fc.relname ELSE fn.nspname || '.' || fc.relname END,
+       CASE WHEN tn.nspname = 'public' THEN tc.relname ELSE tn.nspname || '.' || tc.relname END
+FROM (
+    SELECT co.confrelid AS f, co.conrelid AS t FROM pg_catalog.pg_constraint co
+    WHERE co.contype = 'f'
+      AND (co.confdeltype NOT IN ('a', 'r') OR co.confupdtype NOT IN ('a', 'r'))
+    UNION SELECT i.inhparent, i.inhrelid FROM pg_catalog.pg_inherits i
+    UNION SELECT i.inhrelid, i.inhparent FROM pg_catalog.pg_inherits i
+) e
+JOIN pg_catalog.pg_class fc ON fc.oid = e.f
+JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace
+JOIN pg_catalog.pg_class tc ON tc.oid = e.t
+JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace
+"""
+
+
+def writable_tables(conn: psycopg.Connection[Any], role: str) -> frozenset[str] | None:
+    """Every table (fingerprint names) a change run as `role` can have altered, or None when
+    the database has a path that would let it reach further (see _OPAQUE_PATHS)."""
+    row = conn.execute(_OPAQUE_PATHS, {"role": role}).fetchone()
+    if row is None or row[0]:
+        return None
+    reached = {str(name) for (name,) in conn.execute(_WRITABLE, {"role": role})}
+    edges: dict[str, set[str]] = {}
+    for f, t in conn.execute(_REACHES):
+        edges.setdefault(str(f), set()).add(str(t))
+    todo = list(reached)
+    while todo:
+        for t in edges.get(todo.pop(), ()):
+            if t not in reached:
+                reached.add(t)
+                todo.append(t)
+    return frozenset(reached)
