@@ -135,6 +135,8 @@ def test_a_restored_table_is_proven_by_its_pages_and_a_changed_one_is_read(
         "UPDATE docs SET title = substr(title, 1, length(title) - 1) WHERE id % 2 = 0;",
     )
     before = s.snapshot_fingerprint()
+    # The declared write's pages were located while the snapshot was fingerprinted.
+    assert set(s._page_proofs().known) == {"docs"}
     written = frozenset({"docs"})
     s.fresh_clone()
     assert s.run_script("apply", change.apply, change.connection).ok
@@ -169,7 +171,7 @@ def test_full_fingerprints_prove_nothing_from_pages(session: SqliteSession) -> N
     session.snapshot_fingerprint()
     session.fresh_clone()
     session.fingerprint_clone(None)
-    assert session._pages is None
+    assert session._page_proofs().proven == 0
 
 
 # -- the spare clone copied on another thread ----------------------------------------------------

@@ -414,10 +414,16 @@ class SqliteSession:
     def snapshot_fingerprint(self) -> Fingerprint:
         if self._snapshot_fp is None:
             self._progress("fingerprinting the snapshot")
+            # Where the tables the change declares it writes lie in the snapshot is taken while
+            # worker processes read it, for the page proofs of later points (sqlite_pages).
+            pages = PageProofs(self.snapshot)
+            writes = () if self.guard is None else self.guard.writes
             with contextlib.closing(connect_read_only(self.snapshot)) as conn:
-                self._snapshot_fp = fingerprint_connection(
-                    conn, self._progress, parallel_path=self.snapshot
+                fp = fingerprint_connection(
+                    conn, self._progress, parallel_path=self.snapshot, pages=pages, locate=writes
                 )
+            pages.snapshot_fingerprinted(fp.tables, fp.schema_objects)
+            self._snapshot_fp, self._pages = fp, pages
         return self._snapshot_fp
 
     def describe_source(self) -> dict[str, Any]:
@@ -552,9 +558,8 @@ class SqliteSession:
             self._spare.wait()
 
     def _page_proofs(self) -> PageProofs:
-        if self._pages is None:
-            before = self.snapshot_fingerprint()
-            self._pages = PageProofs(self.snapshot, before.tables, before.schema_objects)
+        self.snapshot_fingerprint()
+        assert self._pages is not None
         return self._pages
 
     def fingerprint_clone(self, reuse: Reuse | None = None) -> Fingerprint:

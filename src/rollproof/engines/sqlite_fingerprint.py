@@ -25,7 +25,7 @@ import operator
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -228,6 +228,7 @@ def fingerprint_connection(
     reuse: Reuse | None = None,
     parallel_path: Path | None = None,
     pages: PageProofs | None = None,
+    locate: Collection[str] = (),
 ) -> Fingerprint:
     """Fingerprint the `main` database of an open connection (it may be inside a transaction).
 
@@ -235,7 +236,9 @@ def fingerprint_connection(
     takes unwritten tables' digests from an earlier fingerprint (see Reuse). `parallel_path`
     names the committed database file the connection reads, so that large tables may be read
     by worker processes on their own read-only connections. `pages`, with `parallel_path`,
-    lets a table that must be read be proven from its page bytes instead (sqlite_pages).
+    lets a table that must be read be proven from its page bytes instead (sqlite_pages), and
+    where each table it reads lies is remembered there; `locate`, with `pages`, names tables
+    to be remembered so even if they are not read (the snapshot's tables a change will write).
     """
     schema_rows = conn.execute(
         "SELECT type, name, tbl_name, sql FROM main.sqlite_schema ORDER BY type, name"
@@ -282,7 +285,7 @@ def fingerprint_connection(
             tables[name] = reuse.base.tables[name]
         else:
             to_read.append(name)
-    if pages is not None and parallel_path is not None:
+    if pages is not None and parallel_path is not None and reuse is not None:
         for name in list(to_read):
             proven = pages.lookup(conn, parallel_path, name, objects[f"table:{name}"])
             if proven is not None:
@@ -294,8 +297,13 @@ def fingerprint_connection(
         # Where the tables about to be read lie, so that a later state can be proven equal to
         # this one from its pages (sqlite_pages); done while worker processes read the rows.
         if pages is not None and parallel_path is not None:
-            for name in to_read:
-                located[name] = pages.locate(conn, parallel_path, name, objects[f"table:{name}"])
+            read_again = to_read if reuse is not None else []
+            wanted = {t.lower() for t in locate}
+            for name in [*read_again, *(t for t in content_tables if t.lower() in wanted)]:
+                if name not in located:
+                    located[name] = pages.locate(
+                        conn, parallel_path, name, objects[f"table:{name}"]
+                    )
 
     workers = _worker_count(parallel_path, to_read)
     if workers and parallel_path is not None:

@@ -180,23 +180,26 @@ class _Known:
 class PageProofs:
     """The table digests a session has proven, with where each state's pages lay.
 
-    The snapshot's state of a table is added lazily, the first time that table is looked up,
-    from the snapshot file and the before-fingerprint's table digest.
+    The snapshot's states are those located while it was fingerprinted (the tables a change
+    declares it writes) and, for any other table, added the first time that table is looked
+    up, from the snapshot file and the before-fingerprint's table digest.
     """
 
-    def __init__(
-        self,
-        snapshot: Path,
-        snapshot_tables: Mapping[str, TableDigest],
-        snapshot_schema: Mapping[str, str],
-    ) -> None:
+    def __init__(self, snapshot: Path) -> None:
         self.snapshot = snapshot
-        self._snapshot_tables = snapshot_tables
-        self._snapshot_schema = snapshot_schema
+        self._snapshot_tables: Mapping[str, TableDigest] = {}
+        self._snapshot_schema: Mapping[str, str] = {}
         self._snapshot_seen: set[str] = set()
         self.known: dict[str, list[_Known]] = {}
         self.proven = 0
         """How many table digests were taken from pages instead of read (for tests)."""
+
+    def snapshot_fingerprinted(
+        self, tables: Mapping[str, TableDigest], schema: Mapping[str, str]
+    ) -> None:
+        """The before-fingerprint: the states located while it was taken are the snapshot's."""
+        self._snapshot_tables, self._snapshot_schema = tables, schema
+        self._snapshot_seen |= set(self.known)
 
     def _add_snapshot(self, table: str) -> None:
         if table in self._snapshot_seen:
