@@ -633,6 +633,10 @@ class _TableReader:
         return {name: digest for part in parts for name, digest in part.items()}
 
 
+def _reusable(reuse: Reuse, name: str) -> bool:
+    return name not in reuse.written and name in reuse.base.tables
+
+
 def fingerprint_connection(
     conn: psycopg.Connection[Any],
     progress: Callable[[str], None] | None = None,
@@ -685,12 +689,10 @@ def fingerprint_connection(
     tables.sort(key=lambda t: (-sizes[t[0]], t[0]))
     # Unwritten tables are not read unless their schema object turns out to differ (it is
     # complete only once the sequences are folded in, below).
-    deferred = [
-        t
-        for t in tables
-        if reuse is not None and t[0] not in reuse.written and t[0] in reuse.base.tables
-    ]
-    tables = [t for t in tables if t not in deferred]
+    deferred, tables = (
+        [t for t in tables if reuse is not None and _reusable(reuse, t[0])],
+        [t for t in tables if reuse is None or not _reusable(reuse, t[0])],
+    )
     reader = None
     if more is not None and jobs > 1 and len(tables) > 1:
         reader = _TableReader(tables, progress, more, jobs)

@@ -710,8 +710,7 @@ class SqliteSession:
 
     def close(self, *, keep: bool) -> Path | None:
         if self._spare is not None:
-            with contextlib.suppress(Exception):
-                self._spare.result()  # its file is in the workspace: let the copy end first
+            self._spare.wait()  # its file is in the workspace: let the copy end first
             self._spare = None
             self._spare_path.unlink(missing_ok=True)
         if keep:

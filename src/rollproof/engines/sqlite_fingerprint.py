@@ -9,7 +9,7 @@ rows (rollproof.canonical), so memory stays bounded by one batch whatever the ta
   SQL finds equal but that are encoded differently (1 and 1.0, -0.0 and 0.0) is put in the
   order of the encodings. That is a total order on the multiset of rows, so the digest is
   that of the sorted multiset: independent of physical order, VACUUM and rowids, and as
-  collision resistant as the hash (BLAKE3) (no additive or XOR combination). SQLite does the sort,
+  collision resistant as BLAKE3 (no additive or XOR combination). SQLite does the sort,
   spilling to temporary files rather than memory for large tables.
 
 The hidden rowid is never hashed (VACUUM may renumber it). `sqlite_sequence` is its own
@@ -84,9 +84,10 @@ def _digest_in_worker(path: str, name: str) -> TableDigest:
 
     APSW returns rows about 30% faster than Python's `sqlite3` module (measured on the
     benchmark's tables: 0.67 -> 0.48 s for 400k unkeyed rows, 0.46 -> 0.29 s keyed). It is used
-    only here, in a process of its own, and never while a `sqlite3` connection to the same file
-    is open in that process: two copies of SQLite in one process do not see each other's POSIX
-    locks. A table whose TEXT is not valid UTF-8 is read again with the standard module,
+    only here, in a process of its own, and never while this process has a `sqlite3` connection
+    of its own open on the same file: two copies of SQLite in one process do not see each
+    other's POSIX locks (the parent's connections a forked worker inherits are neither used
+    nor closed here). A table whose TEXT is not valid UTF-8 is read again with the standard module,
     whose lenient text factory keeps the bytes.
     """
     uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
