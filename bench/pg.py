@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from rollproof.engines.postgres import PostgresSession, fingerprint_source
+from rollproof.engines.postgres.session import PostgresSession, fingerprint_source
 
 SCHEMA = """
 DROP TABLE IF EXISTS accounts, events, items;

@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import apsw
 import dataset
 
-from rollproof.change import load_change
-from rollproof.engines.sqlite import SqliteSession, fingerprint_file
-from rollproof.rehearsal import rehearse
+from rollproof.core.change import load_change
+from rollproof.engines.sqlite.session import SqliteSession, fingerprint_file
+from rollproof.rehearse.flow import rehearse
 
 APPLY = "UPDATE items SET qty = qty + 1 WHERE warehouse = 3;\n"
 REVERT = "UPDATE items SET qty = qty - 1 WHERE warehouse = 3;\n"

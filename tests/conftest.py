@@ -11,9 +11,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from rollproof.change import Change, load_change
-from rollproof.report import report_schema
-from rollproof.surfaces import AccessKind, static_scope
+from rollproof.core.change import Change, load_change
+from rollproof.core.surface import AccessKind
+from rollproof.rehearse.report import report_schema
+from rollproof.surfaces.static import static_scope
 
 BASE_SCHEMA = """
 CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, fax TEXT);
@@ -117,9 +118,9 @@ def rehearse_checked(change: Change, source: str, **kwargs: Any) -> Any:
     Every test that rehearses against a SQLite file goes through this (or the source_db
     fixture, which checks the same at teardown): a rehearsal never writes its source.
     """
-    from rollproof.engines.sqlite import parse_sqlite_dsn
-    from rollproof.errors import SourceError
-    from rollproof.rehearsal import rehearse
+    from rollproof.core.errors import SourceError
+    from rollproof.engines.sqlite.session import parse_sqlite_dsn
+    from rollproof.rehearse.flow import rehearse
 
     try:
         path = parse_sqlite_dsn(source)

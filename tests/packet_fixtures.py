@@ -31,17 +31,17 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from rollproof.governance.keys import SigningKey
-from rollproof.isolation import IsolationCheck, IsolationProof
-from rollproof.packet.attest import TrustedKey
-from rollproof.packet.build import build_packet
-from rollproof.packet.selftest import (
+from rollproof.assurance.selftest import (
     SOUND_CHANGE,
     build_tiny_source,
     tiny_rehearsal,
     write_change,
 )
-from rollproof.rehearsal import RehearsalResult
+from rollproof.core.isolation import IsolationCheck, IsolationProof
+from rollproof.core.keys import SigningKey
+from rollproof.rehearse.flow import RehearsalResult
+from rollproof.rehearse.packet import build_packet
+from rollproof.verify.attest import TrustedKey
 
 DATA = Path(__file__).parent / "data"
 GOLDEN_DIR = DATA / "golden" / "packet"

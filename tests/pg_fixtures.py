@@ -25,8 +25,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from rollproof.change import Change, load_change
-from rollproof.engines.postgres import fingerprint_source
+from rollproof.core.change import Change, load_change
+from rollproof.engines.postgres.session import fingerprint_source
 
 SOURCE_ENV, SCRATCH_ENV = "ROLLPROOF_TEST_PG_SOURCE", "ROLLPROOF_TEST_PG_SCRATCH"
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from rollproof.canonical import canonical_json
+from rollproof.assurance.selftest import SOUND_CHANGE, build_tiny_source, write_change
 from rollproof.cli import main
-from rollproof.governance.keys import SigningKey, generate_key
-from rollproof.packet.attest import (
+from rollproof.core.canonical import canonical_json
+from rollproof.core.keys import SigningKey
+from rollproof.governance.keys import generate_key
+from rollproof.verify.attest import (
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
     AttestationError,
@@ -22,10 +24,9 @@ from rollproof.packet.attest import (
     trusted_key,
     verify_envelope,
 )
-from rollproof.packet.findings import FindingCode
-from rollproof.packet.layout import ATTESTATION, MANIFEST, sha256_hex
-from rollproof.packet.reader import check_packet
-from rollproof.packet.selftest import SOUND_CHANGE, build_tiny_source, write_change
+from rollproof.verify.findings import FindingCode
+from rollproof.verify.layout import ATTESTATION, MANIFEST, sha256_hex
+from rollproof.verify.reader import check_packet
 from tests.packet_fixtures import (
     GOLDEN_DIR,
     GOLDEN_KEY,

@@ -1,6 +1,6 @@
 """The canonical encodings: the row-chunk grammar (marshal v0 fast path vs. pure reference) and
 RFC 8785 canonical JSON. Every expected byte string here is written out by hand from the
-grammar in `rollproof.canonical`, so a change in either encoder is caught, not just a mismatch.
+grammar in `rollproof.core.canonical`, so a change in either encoder is caught, not just a mismatch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rollproof.canonical import (
+from rollproof.core.canonical import (
     KNOWN_ANSWERS,
     MARSHAL_AGREES,
     ROW_CHUNK,

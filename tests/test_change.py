@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rollproof.change import load_change
 from rollproof.cli import main
-from rollproof.errors import ChangeError
+from rollproof.core.change import load_change
+from rollproof.core.errors import ChangeError
 
 
 def write(cdir: Path, toml: str, files: dict[str, str | bytes] | None = None) -> Path:

@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 import pytest
 
-import rollproof.rehearsal
+import rollproof.rehearse.flow
 from rollproof.cli import cli, main
-from rollproof.errors import ExitCode, RollproofError
+from rollproof.core.errors import ExitCode, RollproofError
 from tests.conftest import MakeChange, assert_valid_report, sha256_file
 
 
@@ -181,7 +181,7 @@ def test_unexpected_error_is_internal_never_zero(
     def broken(*_a: object, **_k: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(rollproof.rehearsal, "rehearse", broken)
+    monkeypatch.setattr(rollproof.rehearse.flow, "rehearse", broken)
     change = make_change("SELECT 1;", "SELECT 1;")
     args = ["rehearse", str(change.directory), "--source", str(source_db)]
     assert main(args) == 70

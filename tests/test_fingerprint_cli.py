@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from rollproof.cli import main
-from rollproof.engines.sqlite import fingerprint_file
-from rollproof.fingerprint import Fingerprint
+from rollproof.core.fingerprint import Fingerprint
+from rollproof.engines.sqlite.session import fingerprint_file
 
 SOURCE_SQL = """
 CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, fax TEXT);

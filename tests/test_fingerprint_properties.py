@@ -25,15 +25,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rollproof.canonical import ROW_CHUNK, SqlValue, canonical_json, encode_rows_reference
-from rollproof.engines import sqlite_fingerprint
-from rollproof.engines.sqlite import fingerprint_file
-from rollproof.fingerprint import (
+from rollproof.core.canonical import ROW_CHUNK, SqlValue, canonical_json, encode_rows_reference
+from rollproof.core.fingerprint import (
     Difference,
     Fingerprint,
     compare,
     fingerprint_from_json,
 )
+from rollproof.engines.sqlite import fingerprint as sqlite_fingerprint
+from rollproof.engines.sqlite.session import fingerprint_file
 
 Row = tuple[SqlValue, ...]
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from rollproof.canonical import canonical_json
+from rollproof.assurance.selftest import SOUND_CHANGE, build_tiny_source, write_change
 from rollproof.cli import main
+from rollproof.core.canonical import canonical_json
 from rollproof.governance import (
     EventKind,
     LedgerState,
@@ -30,7 +31,6 @@ from rollproof.governance.envelope import encode_envelope, sign_envelope
 from rollproof.governance.grants import GRANT_PAYLOAD_TYPE
 from rollproof.governance.issuance import fingerprint_source
 from rollproof.governance.ledger import append_events
-from rollproof.packet.selftest import SOUND_CHANGE, build_tiny_source, write_change
 
 CHANGE_ID = "add-item-note"
 
@@ -165,8 +165,8 @@ def ws(
 
 
 def test_init_writes_a_commented_governed_policy_and_pins_the_validator(ws: Workspace) -> None:
-    from rollproof.packet.pin import validator_sha256
-    from rollproof.policy import load_policy
+    from rollproof.core.policy import load_policy
+    from rollproof.verify.pin import validator_sha256
 
     text = (ws.dir / "rollproof.toml").read_text()
     assert text.startswith("# rollproof.toml: written by `rollproof init`")
@@ -722,7 +722,7 @@ def test_no_private_key_or_grant_signature_reaches_an_output_or_a_packet(ws: Wor
 
 
 def test_a_failing_rehearsal_is_recorded_and_blocks(ws: Workspace) -> None:
-    from rollproof.packet.selftest import LOSSY_CHANGE
+    from rollproof.assurance.selftest import LOSSY_CHANGE
 
     write_change(ws.dir / "changes" / "drop-item-qty", LOSSY_CHANGE)
     ws.ok(
@@ -744,7 +744,7 @@ def test_a_failing_rehearsal_is_recorded_and_blocks(ws: Workspace) -> None:
 
 
 def check_packet_ok(packet: Path) -> bool:
-    from rollproof.packet.reader import check_packet
+    from rollproof.verify.reader import check_packet
 
     report = check_packet(packet)
     return report.ok and report.packet is not None and report.packet.decision is not None

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from rollproof.core.model import Verdict
+from rollproof.core.policy import DEFAULT_GATES, DEFAULT_LANES, Check, Governance, load_policy
 from rollproof.governance import (
     Blocker,
     BlockerState,
@@ -19,8 +21,6 @@ from rollproof.governance import (
 from rollproof.governance.decision import decision_packet
 from rollproof.governance.flow import enter_lane
 from rollproof.governance.lanes import blocks, hold_status
-from rollproof.model import Verdict
-from rollproof.policy import DEFAULT_GATES, DEFAULT_LANES, Check, Governance, load_policy
 from tests.test_governance_cli import CHANGE_ID, Workspace, make_workspace
 
 GOV = Governance("", Path(), None, {}, DEFAULT_LANES, DEFAULT_GATES)

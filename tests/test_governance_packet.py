@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from rollproof.cli import main
-from rollproof.packet.findings import FindingCode
-from rollproof.packet.layout import GOVERNANCE_FILES, GOVERNANCE_SEAL
-from rollproof.packet.reader import check_packet
+from rollproof.verify.findings import FindingCode
+from rollproof.verify.layout import GOVERNANCE_FILES, GOVERNANCE_SEAL
+from rollproof.verify.reader import check_packet
 from tests.packet_fixtures import subprocess_env
 from tests.test_governance_cli import Workspace, make_workspace
 

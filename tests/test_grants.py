@@ -19,8 +19,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from rollproof.canonical import canonical_json
-from rollproof.errors import ExitCode
+from rollproof.core.canonical import canonical_json
+from rollproof.core.errors import ExitCode
 from rollproof.governance import (
     AlreadyConsumedError,
     ConsumedGrant,

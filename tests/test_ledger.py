@@ -20,8 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from rollproof.canonical import canonical_json
-from rollproof.errors import ExitCode
+from rollproof.core.canonical import canonical_json
+from rollproof.core.errors import ExitCode
+from rollproof.core.keys import SigningKey
+from rollproof.core.model import Verdict
 from rollproof.governance import (
     BlockerState,
     CheckpointError,
@@ -60,8 +62,6 @@ from rollproof.governance import (
     write_checkpoint,
 )
 from rollproof.governance.events import GENESIS
-from rollproof.governance.keys import SigningKey
-from rollproof.model import Verdict
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TREE_PASS = "a" * 64

@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from rollproof.packet.layout import (
+from rollproof.core.strictjson import StrictJsonError, loads_strict
+from rollproof.verify.layout import (
     ATTESTATION,
     MANIFEST,
     TREE_HASH,
@@ -17,7 +18,6 @@ from rollproof.packet.layout import (
     tree_hash,
     tree_lines,
 )
-from rollproof.packet.strictjson import StrictJsonError, loads_strict
 
 
 @pytest.mark.parametrize(

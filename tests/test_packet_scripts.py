@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from rollproof.assurance.selftest import SOUND_CHANGE, build_tiny_source, write_change
 from rollproof.cli import main
-from rollproof.demo import CHANGES, build_sample_database
-from rollproof.packet.reader import validate_packet
-from rollproof.packet.rerun import RerunOutcome, rerun_packet
-from rollproof.packet.selftest import SOUND_CHANGE, build_tiny_source, write_change
+from rollproof.rehearse.demo import CHANGES, build_sample_database
+from rollproof.rehearse.rerun import RerunOutcome, rerun_packet
+from rollproof.verify.reader import validate_packet
 from tests.packet_fixtures import subprocess_env
 
 

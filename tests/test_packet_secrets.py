@@ -17,11 +17,16 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from rollproof.assurance.selftest import (
+    SOUND_CHANGE,
+    build_tiny_source,
+    tiny_rehearsal,
+    write_change,
+)
 from rollproof.cli import main
-from rollproof.packet.build import build_packet
-from rollproof.packet.redact import redact_argv, redact_dsn, scrub, secrets_in
-from rollproof.packet.selftest import SOUND_CHANGE, build_tiny_source, tiny_rehearsal, write_change
-from rollproof.packet.validate import PacketTree, check_tree
+from rollproof.core.redact import redact_argv, redact_dsn, scrub, secrets_in
+from rollproof.rehearse.packet import build_packet
+from rollproof.verify.validate import PacketTree, check_tree
 from tests.packet_fixtures import read_tree
 
 PASSWORD = "Pl4nted-S3cret"

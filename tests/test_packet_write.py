@@ -11,20 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from rollproof.canonical import canonical_json
-from rollproof.change import load_change
-from rollproof.cli import main
-from rollproof.demo import run_demo
-from rollproof.packet.build import PacketPathError, build_packet
-from rollproof.packet.layout import MANIFEST, TREE_HASH, manifest_json, payload_of
-from rollproof.packet.reader import check_packet, validate_packet
-from rollproof.packet.selftest import (
+from rollproof.assurance.selftest import (
     LOSSY_CHANGE,
     SOUND_CHANGE,
     build_tiny_source,
     tiny_rehearsal,
     write_change,
 )
+from rollproof.cli import main
+from rollproof.core.canonical import canonical_json
+from rollproof.core.change import load_change
+from rollproof.evidence.build import PacketPathError
+from rollproof.rehearse.demo import run_demo
+from rollproof.rehearse.packet import build_packet
+from rollproof.verify.layout import MANIFEST, TREE_HASH, manifest_json, payload_of
+from rollproof.verify.reader import check_packet, validate_packet
 from tests.packet_fixtures import read_tree
 
 TREE_HASH_COMMAND = (

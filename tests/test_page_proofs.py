@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from rollproof.engines.sqlite import SqliteSession, connect_read_only, fingerprint_file
-from rollproof.engines.sqlite_pages import page_digest, page_map
-from rollproof.errors import EnvironmentProblemError
-from rollproof.fingerprint import Reuse
-from rollproof.guard import SurfaceGuard
-from rollproof.policy import ReadMode
+from rollproof.core.errors import EnvironmentProblemError
+from rollproof.core.fingerprint import Reuse
+from rollproof.core.guard import SurfaceGuard
+from rollproof.core.policy import ReadMode
+from rollproof.engines.sqlite.pages import page_digest, page_map
+from rollproof.engines.sqlite.session import SqliteSession, connect_read_only, fingerprint_file
 from tests.conftest import MakeChange, sha256_file
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rollproof.governance.keys import generate_key
-from rollproof.policy import (
+from rollproof.core.policy import (
     DEFAULT_GATES,
     DEFAULT_LANES,
     Check,
@@ -17,6 +16,7 @@ from rollproof.policy import (
     PolicyError,
     load_policy,
 )
+from rollproof.governance.keys import generate_key
 
 
 @pytest.fixture

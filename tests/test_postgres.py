@@ -19,19 +19,19 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from rollproof.canonical import canonical_json
-from rollproof.demo import CHANGES as SQLITE_CHANGES
-from rollproof.demo import build_sample_database
-from rollproof.engines.postgres import PostgresSession, fingerprint_source
-from rollproof.engines.postgres_conn import connect_source, parse_pg_dsn
-from rollproof.errors import EnvironmentProblemError, ExitCode, IsolationError, UsageError
-from rollproof.fingerprint import TableDigest
-from rollproof.model import LegName, Point, Verdict
-from rollproof.packet.build import write_packet
-from rollproof.packet.reader import check_packet
-from rollproof.rehearsal import RehearsalResult
-from rollproof.rehearsal import rehearse as _rehearse
-from rollproof.report import report_json, report_markdown
+from rollproof.core.canonical import canonical_json
+from rollproof.core.errors import EnvironmentProblemError, ExitCode, IsolationError, UsageError
+from rollproof.core.fingerprint import TableDigest
+from rollproof.core.model import LegName, Point, Verdict
+from rollproof.engines.postgres.conn import connect_source, parse_pg_dsn
+from rollproof.engines.postgres.session import PostgresSession, fingerprint_source
+from rollproof.rehearse.demo import CHANGES as SQLITE_CHANGES
+from rollproof.rehearse.demo import build_sample_database
+from rollproof.rehearse.flow import RehearsalResult
+from rollproof.rehearse.flow import rehearse as _rehearse
+from rollproof.rehearse.packet import write_packet
+from rollproof.rehearse.report import report_json, report_markdown
+from rollproof.verify.reader import check_packet
 from tests.conftest import assert_valid_report
 from tests.pg_fixtures import (
     DEMO_CHANGES,

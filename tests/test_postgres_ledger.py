@@ -18,10 +18,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
-from rollproof.engines import postgres_ledger as pgl
+from rollproof.core.keys import SigningKey
 from rollproof.governance import ledger as sqlite_ledger
+from rollproof.governance import ledger_postgres as pgl
 from rollproof.governance.events import EventKind, NewEvent, format_utc
-from rollproof.governance.keys import SigningKey
 from rollproof.governance.ledger import LedgerIntegrityError, LedgerRollbackError
 from rollproof.governance.state import AlreadyConsumedError
 from tests.pg_fixtures import Servers, admin, pg_servers_fixture, with_db  # noqa: F401

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from rollproof.cli import main
-from rollproof.engines.postgres import fingerprint_source
-from rollproof.model import LegName, Verdict
-from rollproof.policy import load_policy
-from rollproof.rehearsal import rehearse
+from rollproof.core.model import LegName, Verdict
+from rollproof.core.policy import load_policy
+from rollproof.engines.postgres.session import fingerprint_source
+from rollproof.rehearse.flow import rehearse
 from tests.pg_fixtures import (
     MakePgChange,
     MakeSource,

@@ -7,23 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from rollproof.engines.postgres_sql import (
+from rollproof.core.sqltext import without_leading_comments
+from rollproof.core.surface import POSTGRESQL, Access, AccessKind, ObjectType, RiskCode
+from rollproof.engines.postgres.sql import (
     manages_transaction,
     not_in_transaction,
     parse_one,
     split_postgres,
 )
-from rollproof.sqltext import without_leading_comments
-from rollproof.surfaces import (
-    POSTGRESQL,
-    Access,
-    AccessKind,
-    ObjectType,
-    RiskCode,
-    lint_destructive,
-    static_scope,
-    undeclared,
-)
+from rollproof.surfaces.static import lint_destructive, static_scope, undeclared
 
 TABLE, VIEW, INDEX, TRIGGER, UNKNOWN = (
     ObjectType.TABLE,

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from rollproof.engines.sqlite import SqliteSession
-from rollproof.errors import ExitCode, IsolationError, SourceError, UsageError
-from rollproof.model import LegName, Point, Verdict
-from rollproof.rehearsal import RehearsalResult, parse_legs
-from rollproof.rehearsal import rehearse as _rehearse
-from rollproof.report import report_json, report_markdown
+from rollproof.core.errors import ExitCode, IsolationError, SourceError, UsageError
+from rollproof.core.model import LegName, Point, Verdict
+from rollproof.engines.sqlite.session import SqliteSession
+from rollproof.rehearse.flow import RehearsalResult, parse_legs
+from rollproof.rehearse.flow import rehearse as _rehearse
+from rollproof.rehearse.report import report_json, report_markdown
 from tests.conftest import MakeChange, assert_valid_report, rehearse_checked, sha256_file
 
 ALL_LEGS = list(LegName)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from rollproof.engines.sqlite import connect_read_only, fingerprint_file
-from rollproof.engines.sqlite_fingerprint import table_digest
-from rollproof.errors import ScopeNotReadyError
-from rollproof.forbidden import child_environment
-from rollproof.model import LegName, Verdict
-from rollproof.policy import Policy, PolicyError, ReadMode, load_policy
-from rollproof.scope import ForbiddenStatus, changed_objects, observed_undeclared
+from rollproof.core.errors import ScopeNotReadyError
+from rollproof.core.model import LegName, Verdict
+from rollproof.core.policy import Policy, PolicyError, ReadMode, load_policy
+from rollproof.engines.sqlite.fingerprint import table_digest
+from rollproof.engines.sqlite.session import connect_read_only, fingerprint_file
+from rollproof.surfaces.forbidden import child_environment
+from rollproof.surfaces.scope import ForbiddenStatus, changed_objects, observed_undeclared
 from tests.conftest import MakeChange
 from tests.conftest import rehearse_checked as rehearse
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rollproof.surfaces import (
+from rollproof.core.surface import (
     PROVEN_BY,
     Access,
     AccessKind,
@@ -14,10 +14,8 @@ from rollproof.surfaces import (
     StatementScope,
     Surface,
     Undeclared,
-    lint_destructive,
-    static_scope,
-    undeclared,
 )
+from rollproof.surfaces.static import lint_destructive, static_scope, undeclared
 
 TABLE, VIEW, INDEX, TRIGGER, UNKNOWN = (
     ObjectType.TABLE,

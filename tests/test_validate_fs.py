@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from rollproof.assurance.selftest import Corpus, build_corpus
 from rollproof.cli import main
-from rollproof.packet.findings import FindingCode, PacketInvalidError, PacketUsageError
-from rollproof.packet.layout import MANIFEST, REPORT_JSON, REPORT_MD, Limits, payload_of, seal
-from rollproof.packet.reader import check_packet, read_packet_tree, validate_packet
-from rollproof.packet.selftest import Corpus, build_corpus
-from rollproof.packet.validate import FileKind
-from rollproof.packet.write import write_tree_atomically
+from rollproof.evidence.write import write_tree_atomically
+from rollproof.verify.findings import FindingCode, PacketInvalidError, PacketUsageError
+from rollproof.verify.layout import MANIFEST, REPORT_JSON, REPORT_MD, Limits, payload_of, seal
+from rollproof.verify.reader import check_packet, read_packet_tree, validate_packet
+from rollproof.verify.validate import FileKind
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from rollproof.assurance.selftest import CASES, PIN_CASE, Corpus, build_corpus
 from rollproof.cli import main
-from rollproof.packet.pin import PACKAGE_DIR, VALIDATOR_FILES, validator_listing, validator_sha256
-from rollproof.packet.selftest import CASES, PIN_CASE, Corpus, build_corpus
-from rollproof.packet.write import write_tree_atomically
+from rollproof.evidence.write import write_tree_atomically
+from rollproof.verify.pin import PACKAGE_DIR, VALIDATOR_FILES, validator_listing, validator_sha256
 
-ENTRY_POINTS = ("packet/validate.py", "packet/reader.py")
+ENTRY_POINTS = ("verify/validate.py", "verify/reader.py")
 
 
 def _rollproof_imports(rel: str) -> set[str]:
@@ -44,7 +44,7 @@ def test_validator_files_are_the_import_closure() -> None:
             continue
         seen.add(rel)
         todo.extend(_rollproof_imports(rel) - seen)
-    seen.add("packet/pin.py")  # the rule itself
+    seen.add("verify/pin.py")  # the rule itself
     modules = {f for f in VALIDATOR_FILES if f.endswith(".py")}
     assert modules == seen
     schemas = {f for f in VALIDATOR_FILES if f.startswith("schemas/")}
@@ -120,7 +120,7 @@ def test_selftest_cli(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_selftest_covers_every_finding_a_packet_can_earn() -> None:
     """One named bad case per check: every finding code but the validator's own exception."""
-    from rollproof.packet.findings import FindingCode
+    from rollproof.verify.findings import FindingCode
 
     covered = {c.expected for c in CASES if c.expected is not None}
     uncovered = set(FindingCode) - covered - {FindingCode.VALIDATOR_EXCEPTION}

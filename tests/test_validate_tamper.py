@@ -1,6 +1,6 @@
 """Tamper tests for the validator's pure core: one change each, the exact finding asserted.
 
-The packets are real: two tiny rehearsals on a real SQLite file (`rollproof.packet.selftest`).
+The packets are real: two tiny rehearsals on a real SQLite file (`rollproof.assurance.selftest`).
 Every negative case has a positive twin (the untouched packet validates); cases that test the
 logic recompute the manifest and tree hash first, so only the logic can catch them.
 """
@@ -15,19 +15,7 @@ from typing import Any
 
 import pytest
 
-from rollproof.isolation import IsolationCheck, IsolationProof
-from rollproof.model import Verdict
-from rollproof.packet.findings import FindingCode, PacketInvalidError, Stage
-from rollproof.packet.layout import (
-    ATTESTATION,
-    CONTROL_FILES,
-    EXIT_CODES_JSON,
-    MANIFEST,
-    REPORT_JSON,
-    Limits,
-)
-from rollproof.packet.recompute import expected_exit_code, surfaces_verdict_of
-from rollproof.packet.selftest import (
+from rollproof.assurance.selftest import (
     CASES,
     Corpus,
     build_corpus,
@@ -39,7 +27,19 @@ from rollproof.packet.selftest import (
     run_case,
     sign,
 )
-from rollproof.packet.validate import PacketTree, check_tree, verify_tree
+from rollproof.core.isolation import IsolationCheck, IsolationProof
+from rollproof.core.model import Verdict
+from rollproof.verify.findings import FindingCode, PacketInvalidError, Stage
+from rollproof.verify.layout import (
+    ATTESTATION,
+    CONTROL_FILES,
+    EXIT_CODES_JSON,
+    MANIFEST,
+    REPORT_JSON,
+    Limits,
+)
+from rollproof.verify.recompute import expected_exit_code, surfaces_verdict_of
+from rollproof.verify.validate import PacketTree, check_tree, verify_tree
 
 Files = dict[str, bytes]
 

@@ -19,56 +19,56 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from rollproof.core.version import __version__
 
 if TYPE_CHECKING:
-    from rollproof.change import Change, load_change
-    from rollproof.engines.postgres import fingerprint_source
-    from rollproof.engines.sqlite import fingerprint_file
-    from rollproof.errors import ExitCode, RollproofError
+    from rollproof.core.change import Change, load_change
+    from rollproof.core.errors import ExitCode, RollproofError
+    from rollproof.core.policy import Policy, load_policy
+    from rollproof.engines.postgres.session import fingerprint_source
+    from rollproof.engines.sqlite.session import fingerprint_file
     from rollproof.governance.flow import enter_lane, governed_rehearse
     from rollproof.governance.preflight import run_preflight
-    from rollproof.packet.build import build_packet, write_packet
-    from rollproof.packet.findings import (
+    from rollproof.rehearse.flow import RehearsalResult, rehearse
+    from rollproof.rehearse.packet import build_packet, write_packet
+    from rollproof.rehearse.rerun import RerunOutcome, RerunResult, rerun_packet
+    from rollproof.verify.findings import (
         Finding,
         FindingCode,
         PacketInvalidError,
         ValidationReport,
         VerifiedPacket,
     )
-    from rollproof.packet.pin import validator_sha256
-    from rollproof.packet.reader import check_packet, validate_packet
-    from rollproof.packet.rerun import RerunOutcome, RerunResult, rerun_packet
-    from rollproof.policy import Policy, load_policy
-    from rollproof.rehearsal import RehearsalResult, rehearse
+    from rollproof.verify.pin import validator_sha256
+    from rollproof.verify.reader import check_packet, validate_packet
 
 _HOME = {
-    "Change": "rollproof.change",
-    "ExitCode": "rollproof.errors",
-    "Finding": "rollproof.packet.findings",
-    "FindingCode": "rollproof.packet.findings",
-    "PacketInvalidError": "rollproof.packet.findings",
-    "RehearsalResult": "rollproof.rehearsal",
-    "RerunOutcome": "rollproof.packet.rerun",
-    "RerunResult": "rollproof.packet.rerun",
-    "RollproofError": "rollproof.errors",
-    "ValidationReport": "rollproof.packet.findings",
-    "VerifiedPacket": "rollproof.packet.findings",
-    "Policy": "rollproof.policy",
-    "build_packet": "rollproof.packet.build",
+    "Change": "rollproof.core.change",
+    "ExitCode": "rollproof.core.errors",
+    "Finding": "rollproof.verify.findings",
+    "FindingCode": "rollproof.verify.findings",
+    "PacketInvalidError": "rollproof.verify.findings",
+    "RehearsalResult": "rollproof.rehearse.flow",
+    "RerunOutcome": "rollproof.rehearse.rerun",
+    "RerunResult": "rollproof.rehearse.rerun",
+    "RollproofError": "rollproof.core.errors",
+    "ValidationReport": "rollproof.verify.findings",
+    "VerifiedPacket": "rollproof.verify.findings",
+    "Policy": "rollproof.core.policy",
+    "build_packet": "rollproof.rehearse.packet",
     "enter_lane": "rollproof.governance.flow",
-    "fingerprint_file": "rollproof.engines.sqlite",
-    "fingerprint_source": "rollproof.engines.postgres",
+    "fingerprint_file": "rollproof.engines.sqlite.session",
+    "fingerprint_source": "rollproof.engines.postgres.session",
     "governed_rehearse": "rollproof.governance.flow",
-    "load_policy": "rollproof.policy",
+    "load_policy": "rollproof.core.policy",
     "run_preflight": "rollproof.governance.preflight",
-    "check_packet": "rollproof.packet.reader",
-    "load_change": "rollproof.change",
-    "rehearse": "rollproof.rehearsal",
-    "rerun_packet": "rollproof.packet.rerun",
-    "validate_packet": "rollproof.packet.reader",
-    "validator_sha256": "rollproof.packet.pin",
-    "write_packet": "rollproof.packet.build",
+    "check_packet": "rollproof.verify.reader",
+    "load_change": "rollproof.core.change",
+    "rehearse": "rollproof.rehearse.flow",
+    "rerun_packet": "rollproof.rehearse.rerun",
+    "validate_packet": "rollproof.verify.reader",
+    "validator_sha256": "rollproof.verify.pin",
+    "write_packet": "rollproof.rehearse.packet",
 }
 
 __all__ = [

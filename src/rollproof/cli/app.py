@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rollproof import __version__
-from rollproof.errors import ExitCode, RollproofError
-from rollproof.packet.redact import scrub, secrets_in
+from rollproof.core.errors import ExitCode, RollproofError
+from rollproof.core.redact import scrub, secrets_in
+from rollproof.core.version import __version__
 
 if TYPE_CHECKING:
     from rollproof.governance.flow import GovernedRehearsal
@@ -50,7 +50,7 @@ def _progress() -> Iterator[Callable[[str], None]]:
 
 
 def _render_result(result: object, out_dir: Path) -> None:
-    from rollproof.rehearsal import RehearsalResult
+    from rollproof.rehearse.flow import RehearsalResult
 
     assert isinstance(result, RehearsalResult)
     table = Table(title=f"{result.change.id} — rollback rehearsal", title_justify="left")
@@ -96,7 +96,7 @@ def _now() -> datetime:
 
 
 def _read_grant(path: Path) -> bytes:
-    from rollproof.errors import UsageError
+    from rollproof.core.errors import UsageError
 
     try:
         return path.read_bytes()

@@ -19,7 +19,7 @@ from rollproof.cli.app import (
     _render_result,
     cli,
 )
-from rollproof.errors import ExitCode
+from rollproof.core.errors import ExitCode
 
 if TYPE_CHECKING:
     pass
@@ -132,13 +132,14 @@ def rehearse(
     lane needs a grant), the run is governed: preflight, the grant consumed before any leg,
     the packet validated and recorded in the ledger, its decision packet and checkpoint added.
     """
-    from rollproof.change import load_change
-    from rollproof.governance.keys import load_signing_key
-    from rollproof.packet.build import check_change_paths
-    from rollproof.policy import POLICY_FILE, load_policy
-    from rollproof.rehearsal import parse_legs
-    from rollproof.rehearsal import rehearse as run
-    from rollproof.report import default_out_dir, report_json, write_report
+    from rollproof.core.change import load_change
+    from rollproof.core.keys import load_signing_key
+    from rollproof.core.policy import POLICY_FILE, load_policy
+    from rollproof.evidence.build import check_change_paths
+    from rollproof.rehearse.flow import parse_legs
+    from rollproof.rehearse.flow import rehearse as run
+    from rollproof.rehearse.packet import default_out_dir, write_report
+    from rollproof.rehearse.report import report_json
 
     loaded = load_change(change)
     check_change_paths(loaded)
@@ -244,10 +245,10 @@ def validate(
 
     Exit 0 valid, 1 invalid evidence, 2 unusable input, 3 validator pin mismatch.
     """
-    from rollproof.governance.keys import load_public_key
-    from rollproof.packet.attest import TrustedKey
-    from rollproof.packet.reader import check_packet, check_validator_pin
-    from rollproof.packet.scripts import verdict_lines
+    from rollproof.core.keys import load_public_key
+    from rollproof.verify.attest import TrustedKey
+    from rollproof.verify.reader import check_packet, check_validator_pin
+    from rollproof.verify.scripts import verdict_lines
 
     if selftest:
         if packet is not None:
@@ -300,7 +301,7 @@ def validate(
 def _selftest() -> None:
     import tempfile
 
-    from rollproof.packet.selftest import run_selftest
+    from rollproof.assurance.selftest import run_selftest
 
     with tempfile.TemporaryDirectory(prefix="rollproof-selftest-") as tmp:
         results = run_selftest(Path(tmp))
@@ -318,7 +319,7 @@ def _selftest() -> None:
 @click.option("--files", is_flag=True, help="List each validator file and its sha256.")
 def validator_hash(files: bool) -> None:
     """Print the sha256 of the running validator's own source files."""
-    from rollproof.packet.pin import validator_listing, validator_sha256
+    from rollproof.verify.pin import validator_listing, validator_sha256
 
     if files:
         _out.print(validator_listing(), end="", markup=False)
@@ -349,7 +350,7 @@ def rerun(packet: Path, source: str | None, scratch: str | None, workdir: Path |
     Prints PASS/MATCH (exit 0), or each fingerprint that differs and whether the source
     drifted or the change is non-deterministic (exit 1).
     """
-    from rollproof.packet.rerun import RerunOutcome, rerun_packet
+    from rollproof.rehearse.rerun import RerunOutcome, rerun_packet
 
     with _progress() as say:
         result = rerun_packet(packet, source=source, scratch=scratch, workdir=workdir, progress=say)
@@ -412,8 +413,8 @@ def surfaces(change: Path, dialect: str, as_json: bool) -> None:
     Exits 0 when scoping is READY, 3 when an object is undeclared or a statement's scope is
     unknown (the same rule `rehearse` applies before any leg runs).
     """
-    from rollproof.change import load_change
-    from rollproof.scope import ScopingStatus, check_scoping
+    from rollproof.core.change import load_change
+    from rollproof.surfaces.scope import ScopingStatus, check_scoping
 
     scoping = check_scoping(load_change(change), dialect=dialect)
     if as_json:
@@ -450,12 +451,12 @@ def fingerprint(database: str, as_json: bool) -> None:
     DATABASE is a SQLite file (a path or sqlite:///path.db) or a postgresql:// DSN.
     """
     if database.startswith(("postgresql://", "postgres://")):
-        from rollproof.engines.postgres import fingerprint_source
+        from rollproof.engines.postgres.session import fingerprint_source
 
         with _progress() as say:
             fp = fingerprint_source(database, say)
     else:
-        from rollproof.engines.sqlite import fingerprint_file, parse_sqlite_dsn
+        from rollproof.engines.sqlite.session import fingerprint_file, parse_sqlite_dsn
 
         with _progress() as say:
             fp = fingerprint_file(parse_sqlite_dsn(database), say)

@@ -23,12 +23,12 @@ from rollproof.cli.app import (
     cli,
     main,
 )
-from rollproof.errors import ExitCode
+from rollproof.core.errors import ExitCode
 
 if TYPE_CHECKING:
+    from rollproof.core.policy import Policy
     from rollproof.governance.events import NewEvent
     from rollproof.governance.store import LedgerStore
-    from rollproof.policy import Policy
 
 
 def _policy_option(f: Callable[..., None]) -> Callable[..., None]:
@@ -42,7 +42,7 @@ def _policy_option(f: Callable[..., None]) -> Callable[..., None]:
 
 
 def _governed_policy(policy_path: Path | None) -> Policy:
-    from rollproof.policy import load_policy
+    from rollproof.core.policy import load_policy
 
     policy = load_policy(policy_path)
     policy.governed()  # a usage error naming what is missing
@@ -217,7 +217,7 @@ def ledger_pin(key_path: Path, policy_path: Path | None) -> None:
     """Pin the running validator's hash in the ledger (after an upgrade), signed."""
     from rollproof.governance.issuance import operator_key
     from rollproof.governance.state import pin_validator
-    from rollproof.packet.pin import validator_sha256
+    from rollproof.verify.pin import validator_sha256
 
     policy = _governed_policy(policy_path)
     key, name = operator_key(policy.governed(), key_path)
@@ -336,7 +336,7 @@ def blocker_update(
 ) -> None:
     """Retitle blocker ID, add conditions or a note, or discharge a condition with evidence."""
     from rollproof.governance.state import discharge_condition, update_blocker
-    from rollproof.packet.reader import validate_packet
+    from rollproof.verify.reader import validate_packet
 
     if (condition is None) != (evidence is None):
         raise click.UsageError("--discharge and --evidence go together")
@@ -495,7 +495,7 @@ def preflight(
     Exit 0 when the run may go ahead, 1 on a FAIL, 3 on an UNKNOWN the lane does not allow.
     Results are recorded in the ledger; every UNKNOWN opens or classifies a blocker.
     """
-    from rollproof.change import load_change
+    from rollproof.core.change import load_change
     from rollproof.governance.preflight import run_preflight
 
     result = run_preflight(
@@ -549,8 +549,8 @@ def decide(
 ) -> None:
     """Record an operator's signed decision: --hold or --proceed LANE. Nothing is chosen for
     the operator: exactly one of the two is required."""
+    from rollproof.core.keys import load_signing_key
     from rollproof.governance.decision import decide as record
-    from rollproof.governance.keys import load_signing_key
     from rollproof.governance.state import Decision
 
     if hold == (proceed is not None):
@@ -619,7 +619,7 @@ def status(
 )
 def demo(workdir: Path, governed: bool) -> None:
     """Build a sample production database and rehearse two changes against it."""
-    from rollproof.demo import run_demo
+    from rollproof.rehearse.demo import run_demo
 
     if governed:
         _governed_demo(workdir)
@@ -642,7 +642,7 @@ def _governed_demo(workdir: Path) -> None:
     """Run the governed story's commands from `workdir`, as a user would type them."""
     import os
 
-    from rollproof.demo import prepare_governed_demo
+    from rollproof.rehearse.demo import prepare_governed_demo
 
     with _progress() as say:
         steps = prepare_governed_demo(workdir, progress=say)

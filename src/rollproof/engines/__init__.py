@@ -1,1 +1,56 @@
-"""Database engines: the only modules that know a SQL dialect."""
+"""Database engines: the only modules that know a SQL dialect.
+
+`base.py` is the protocol the rehearsal drives; `sqlite/` and `postgres/` each hold everything
+that knows their dialect. `reader_for` is how the dialect-free layers ask an engine to read SQL
+text: they name a dialect and never import the dialect's module.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rollproof.core.surface import POSTGRESQL, Risk, StatementScope
+
+
+class SqlReader(Protocol):
+    """Reads a script's text in one dialect, without running it."""
+
+    def static_scope(self, sql: str) -> tuple[StatementScope, ...]: ...
+
+    def lint_destructive(self, sql: str) -> tuple[Risk, ...]: ...
+
+
+class _PostgresReader:
+    def static_scope(self, sql: str) -> tuple[StatementScope, ...]:
+        from rollproof.engines.postgres import scope
+
+        return scope.static_scope(sql)
+
+    def lint_destructive(self, sql: str) -> tuple[Risk, ...]:
+        from rollproof.engines.postgres import scope
+
+        return scope.lint_destructive(sql)
+
+
+class _SqlglotReader:
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+
+    def static_scope(self, sql: str) -> tuple[StatementScope, ...]:
+        from rollproof.engines import sqlglot_scope
+
+        return sqlglot_scope.static_scope(sql, dialect=self.dialect)
+
+    def lint_destructive(self, sql: str) -> tuple[Risk, ...]:
+        from rollproof.engines import sqlglot_scope
+
+        return sqlglot_scope.lint_destructive(sql, dialect=self.dialect)
+
+
+def reader_for(dialect: str) -> SqlReader:
+    """The SQL reader of `dialect`: "postgresql" is PostgreSQL's own parser (pglast); any other
+    name is a sqlglot dialect ("sqlite" for SQLite sources). An unknown name raises ValueError
+    when the reader is first used."""
+    if dialect == POSTGRESQL:
+        return _PostgresReader()
+    return _SqlglotReader(dialect)

@@ -1,7 +1,7 @@
 """The engine protocol: all the rehearsal needs from a database, and nothing dialect-specific.
 
 An engine session owns one rehearsal's private workspace: a pristine snapshot of the source and
-a working clone made fresh from it for each leg. The rehearsal (rollproof.rehearsal) drives the
+a working clone made fresh from it for each leg. The rehearsal (rollproof.rehearse.flow) drives the
 legs through this protocol only; every SQL dialect fact lives behind it, in an engine module.
 
 Invariants every engine keeps:
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from rollproof.change import Script
-from rollproof.fingerprint import Difference, Fingerprint, Reuse
-from rollproof.isolation import IsolationProof
+from rollproof.core.change import Script
+from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
+from rollproof.core.isolation import IsolationProof
 
 Progress = Callable[[str], None]
 """Receives a short human description of the step now under way."""

@@ -19,7 +19,7 @@ governed flow built on them (docs/governance.md).
     views.py      the folded state as text and JSON
 
 The flow modules (preflight and after) are imported from their modules, not from this package,
-so that `rollproof.policy` (which reads key files through `keys.py`) can load without them.
+so that `rollproof.core.policy` (which reads key files through `keys.py`) can load without them.
 
 Errors, all `RollproofError`s:
 
@@ -42,6 +42,14 @@ Errors, all `RollproofError`s:
             GrantReplayError
 """
 
+from rollproof.core.keys import (
+    KeyFileError,
+    PublicKey,
+    SigningKey,
+    load_public_key,
+    load_signing_key,
+    short_key_id,
+)
 from rollproof.governance.events import Event, EventKind, NewEvent, format_utc, leaf_hash
 from rollproof.governance.grants import (
     ConsumedGrant,
@@ -66,15 +74,7 @@ from rollproof.governance.grants import (
     cosign_grant,
     issue_grant,
 )
-from rollproof.governance.keys import (
-    KeyFileError,
-    PublicKey,
-    SigningKey,
-    generate_key_pair,
-    load_public_key,
-    load_signing_key,
-    short_key_id,
-)
+from rollproof.governance.keys import generate_key_pair
 from rollproof.governance.ledger import (
     DEFAULT_LEDGER_PATH,
     Checkpoint,

@@ -30,9 +30,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rollproof.core.keys import short_key_id
+from rollproof.core.model import Verdict
+from rollproof.core.policy import Gate, Governance
 from rollproof.governance.decision import apply_now
 from rollproof.governance.events import format_utc
-from rollproof.governance.keys import short_key_id
 from rollproof.governance.lanes import (
     changes_in,
     gates,
@@ -50,10 +52,8 @@ from rollproof.governance.state import (
     RehearsalRecord,
     TicketState,
 )
-from rollproof.model import Verdict
-from rollproof.packet.findings import VerifiedPacket
-from rollproof.packet.governance import checkpoint_title
-from rollproof.policy import Gate, Governance
+from rollproof.verify.findings import VerifiedPacket
+from rollproof.verify.governance_layer import checkpoint_title
 
 CHECKPOINT_SCHEMA = "rollproof/checkpoint/v1"
 CURRENT_STATE_SCHEMA = "rollproof/current-state/v1"

@@ -4,7 +4,7 @@
     decide(policy, change_id, Decision.HOLD | PROCEED, key=..., reason=..., now=...) -> Event
 
 The packet is pure (policy, folded ledger state and clock in, a JSON document out; schema
-`rollproof/decision/v1`, rendered to Markdown by `rollproof.packet.governance`). Invariants:
+`rollproof/decision/v1`, rendered to Markdown by `rollproof.verify.governance_layer`). Invariants:
 
 * HOLD is always the first option and the default, and `selected` is null: the packet lists
   choices, it never makes one;
@@ -26,15 +26,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from rollproof.errors import HeldError
+from rollproof.core.errors import HeldError
+from rollproof.core.keys import SigningKey, short_key_id
+from rollproof.core.model import Verdict
+from rollproof.core.policy import Governance, Policy
 from rollproof.governance.events import Event
-from rollproof.governance.keys import SigningKey, short_key_id
 from rollproof.governance.lanes import hold_status, lane_status, latest_grant
 from rollproof.governance.state import Decision, LedgerState, record_decision, set_hold
 from rollproof.governance.store import LedgerStore, open_ledger
-from rollproof.model import Verdict
-from rollproof.packet.governance import DECISION_SCHEMA
-from rollproof.policy import Governance, Policy
+from rollproof.verify.governance_layer import DECISION_SCHEMA
 
 
 class DecisionRefusedError(HeldError):

@@ -1,7 +1,7 @@
 """DSSE envelopes for governance documents (grants, ledger checkpoints).
 
 Pure: bytes and keys in, an `Envelope` or a `SignatureCheck` out. The pre-authentication
-encoding is `rollproof.packet.attest.pae`, shared with packet attestations, so there is one
+encoding is `rollproof.verify.attest.pae`, shared with packet attestations, so there is one
 definition of the signed bytes:
 
     envelope = {"payload": base64(payload), "payloadType": <type>,
@@ -35,10 +35,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollproof.canonical import canonical_json
-from rollproof.governance.keys import PublicKey, SigningKey
-from rollproof.packet.attest import pae
-from rollproof.packet.strictjson import StrictJsonError, loads_strict
+from rollproof.core.canonical import canonical_json
+from rollproof.core.keys import PublicKey, SigningKey
+from rollproof.core.strictjson import StrictJsonError, loads_strict
+from rollproof.verify.attest import pae
 
 MAX_ENVELOPE_BYTES = 64 * 1024
 MAX_SIGNATURES = 16

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from rollproof.canonical import canonical_json
+from rollproof.core.canonical import canonical_json
 
 GENESIS = "0" * 64
 """The `prev_hash` of event 1."""

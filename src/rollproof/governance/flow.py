@@ -37,10 +37,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rollproof.change import Change
+from rollproof.core.change import Change
+from rollproof.core.errors import HeldError, UsageError
+from rollproof.core.fingerprint import Fingerprint
+from rollproof.core.model import LegName, Verdict
+from rollproof.core.policy import Governance, Lane, LaneKind, Policy
 from rollproof.engines.base import Progress
-from rollproof.errors import HeldError, UsageError
-from rollproof.fingerprint import Fingerprint
+from rollproof.evidence.write import atomic_write_bytes
 from rollproof.governance.checkpoint import Evidence, change_checkpoint, render_checkpoint
 from rollproof.governance.decision import apply_now, decision_packet
 from rollproof.governance.events import Event, NewEvent
@@ -58,14 +61,11 @@ from rollproof.governance.state import (
     release_hold,
 )
 from rollproof.governance.store import LedgerStore, open_ledger
-from rollproof.model import LegName, Verdict
-from rollproof.packet.attest import Signer
-from rollproof.packet.findings import VerifiedPacket
-from rollproof.packet.governance import layer_files
-from rollproof.packet.reader import validate_packet
-from rollproof.packet.write import atomic_write_bytes
-from rollproof.policy import Governance, Lane, LaneKind, Policy
-from rollproof.rehearsal import Clock, RehearsalResult, utc_now
+from rollproof.rehearse.flow import Clock, RehearsalResult, utc_now
+from rollproof.verify.attest import Signer
+from rollproof.verify.findings import VerifiedPacket
+from rollproof.verify.governance_layer import layer_files
+from rollproof.verify.reader import validate_packet
 
 REPRODUCE_TIMEOUT_S = 3600.0
 _OUTCOMES = {
@@ -181,7 +181,7 @@ def packet_location(policy: Policy, recorded: str) -> Path:
 
 def reproduce_packet(packet: Path, policy: Policy) -> dict[str, tuple[str, int]]:
     """Run the packet's commands.sh and RERUN.sh as a reviewer would; outcome and exit code."""
-    from rollproof.forbidden import child_environment
+    from rollproof.surfaces.forbidden import child_environment
 
     env = child_environment(policy)
     env["ROLLPROOF"] = f"{sys.executable} -m rollproof"
@@ -230,9 +230,9 @@ def governed_rehearse(
     clock: Clock = utc_now,
 ) -> GovernedRehearsal:
     """Rehearse `change` in a lane of the policy's ladder, on the record (module docstring)."""
-    from rollproof.model import DEFAULT_LEGS
-    from rollproof.rehearsal import rehearse
-    from rollproof.report import default_out_dir, write_report
+    from rollproof.core.model import DEFAULT_LEGS
+    from rollproof.rehearse.flow import rehearse
+    from rollproof.rehearse.packet import default_out_dir, write_report
 
     say = progress or (lambda _msg: None)
     gov = policy.governed()

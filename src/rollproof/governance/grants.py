@@ -46,8 +46,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rollproof.canonical import canonical_json
-from rollproof.errors import HeldError, RollproofError, UsageError
+from rollproof.core.canonical import canonical_json
+from rollproof.core.errors import HeldError, RollproofError, UsageError
+from rollproof.core.keys import PublicKey, SigningKey, short_key_id
+from rollproof.core.strictjson import StrictJsonError, loads_strict
 from rollproof.governance.envelope import (
     Envelope,
     EnvelopeError,
@@ -58,10 +60,8 @@ from rollproof.governance.envelope import (
     sign_envelope,
 )
 from rollproof.governance.events import Event, EventKind, NewEvent, format_utc, parse_utc
-from rollproof.governance.keys import PublicKey, SigningKey, short_key_id
 from rollproof.governance.state import AlreadyConsumedError
 from rollproof.governance.store import LedgerStore, open_ledger
-from rollproof.packet.strictjson import StrictJsonError, loads_strict
 
 GRANT_PAYLOAD_TYPE = "application/vnd.rollproof.grant+json"
 GRANT_SCHEMA = "rollproof/grant/v1"

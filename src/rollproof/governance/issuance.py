@@ -28,8 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from rollproof.errors import UsageError
-from rollproof.fingerprint import Fingerprint
+from rollproof.core.errors import UsageError
+from rollproof.core.fingerprint import Fingerprint
+from rollproof.core.keys import SigningKey, load_signing_key, short_key_id
+from rollproof.core.policy import Governance, Policy
+from rollproof.evidence.write import atomic_write_bytes
 from rollproof.governance.envelope import EnvelopeError, parse_envelope
 from rollproof.governance.grants import (
     GRANT_PAYLOAD_TYPE,
@@ -37,9 +40,6 @@ from rollproof.governance.grants import (
     cosign_grant,
     issue_grant,
 )
-from rollproof.governance.keys import SigningKey, load_signing_key, short_key_id
-from rollproof.packet.write import atomic_write_bytes
-from rollproof.policy import Governance, Policy
 
 MAX_GRANT_LIFETIME = timedelta(days=30)
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -70,13 +70,13 @@ def parse_duration(text: str) -> timedelta:
 
 def fingerprint_source(dsn: str) -> Fingerprint:
     """The content fingerprint of the source a DSN names, opened read-only."""
-    from rollproof.rehearsal import is_postgres_dsn
+    from rollproof.rehearse.flow import is_postgres_dsn
 
     if is_postgres_dsn(dsn):
-        from rollproof.engines.postgres import fingerprint_source as fingerprint_postgres
+        from rollproof.engines.postgres.session import fingerprint_source as fingerprint_postgres
 
         return fingerprint_postgres(dsn)
-    from rollproof.engines.sqlite import fingerprint_file, parse_sqlite_dsn
+    from rollproof.engines.sqlite.session import fingerprint_file, parse_sqlite_dsn
 
     return fingerprint_file(parse_sqlite_dsn(dsn))
 
@@ -97,7 +97,7 @@ def operator_key(gov: Governance, key_path: Path) -> tuple[SigningKey, str]:
 
 
 def _evidence_tree(change_id: str, evidence: Path) -> str:
-    from rollproof.packet.reader import validate_packet
+    from rollproof.verify.reader import validate_packet
 
     verified = validate_packet(evidence)
     if verified.change_id != change_id:

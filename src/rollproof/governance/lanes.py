@@ -35,6 +35,8 @@ from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 
+from rollproof.core.model import Verdict
+from rollproof.core.policy import Gate, Governance, Lane, LaneKind
 from rollproof.governance.events import format_utc
 from rollproof.governance.state import (
     Blocker,
@@ -42,8 +44,6 @@ from rollproof.governance.state import (
     LedgerState,
     RehearsalRecord,
 )
-from rollproof.model import Verdict
-from rollproof.policy import Gate, Governance, Lane, LaneKind
 
 
 class NeedKind(StrEnum):

@@ -44,8 +44,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rollproof.canonical import canonical_json
-from rollproof.errors import CheckFailedError, EnvironmentProblemError, UsageError
+from rollproof.core.canonical import canonical_json
+from rollproof.core.errors import CheckFailedError, EnvironmentProblemError, UsageError
+from rollproof.core.keys import PublicKey, SigningKey
+from rollproof.core.strictjson import StrictJsonError, loads_strict
+from rollproof.evidence.write import atomic_write_bytes
 from rollproof.governance.envelope import (
     EnvelopeError,
     check_signatures,
@@ -64,15 +67,12 @@ from rollproof.governance.events import (
     leaf_hash,
     parse_utc,
 )
-from rollproof.governance.keys import PublicKey, SigningKey
 from rollproof.governance.state import (
     AlreadyConsumedError,
     LedgerState,
     fold,
     fold_events,
 )
-from rollproof.packet.strictjson import StrictJsonError, loads_strict
-from rollproof.packet.write import atomic_write_bytes
 
 DEFAULT_LEDGER_PATH = Path(".rollproof") / "ledger.db"
 LEDGER_FORMAT = "rollproof/ledger/v1"

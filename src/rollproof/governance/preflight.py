@@ -2,7 +2,7 @@
 
     run_preflight(policy, change, source, lane=..., now=...) -> Preflight
 
-Each check is PASS, FAIL or UNKNOWN (`rollproof.model.Verdict`):
+Each check is PASS, FAIL or UNKNOWN (`rollproof.core.model.Verdict`):
 
     surface-scoping          the change declares every object its scripts touch (READY)
     no-production-execution  every registered production source is one rollproof only ever
@@ -36,7 +36,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from rollproof.errors import ExitCode, RollproofError
+from rollproof.core.errors import ExitCode, RollproofError
+from rollproof.core.model import Verdict
+from rollproof.core.policy import Check, Governance, Lane, Policy
+from rollproof.core.redact import redact_dsn
 from rollproof.governance.events import NewEvent
 from rollproof.governance.lanes import hold_status
 from rollproof.governance.ledger import Checkpoint, load_checkpoint
@@ -48,12 +51,9 @@ from rollproof.governance.state import (
     record_unknown,
 )
 from rollproof.governance.store import LedgerStore, open_ledger
-from rollproof.model import Verdict
-from rollproof.packet.redact import redact_dsn
-from rollproof.policy import Check, Governance, Lane, Policy
 
 if TYPE_CHECKING:
-    from rollproof.change import Change
+    from rollproof.core.change import Change
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +111,8 @@ def trusted_checkpoint(gov: Governance) -> Checkpoint | None:
 
 
 def _scoping(change: Change, source: str) -> CheckResult:
-    from rollproof.rehearsal import dialect_for
-    from rollproof.scope import ScopingStatus, check_scoping
+    from rollproof.rehearse.flow import dialect_for
+    from rollproof.surfaces.scope import ScopingStatus, check_scoping
 
     scoping = check_scoping(change, dialect=dialect_for(source))
     if scoping.status is ScopingStatus.READY:
@@ -157,7 +157,7 @@ def _production_guard(policy: Policy, source: str) -> CheckResult:
 
 
 def _validator_pin(state: LedgerState) -> CheckResult:
-    from rollproof.packet.pin import validator_sha256
+    from rollproof.verify.pin import validator_sha256
 
     running = validator_sha256()
     if state.validator_pin is None:

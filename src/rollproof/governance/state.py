@@ -57,13 +57,13 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from rollproof.canonical import canonical_json
-from rollproof.errors import CheckFailedError, UsageError
+from rollproof.core.canonical import canonical_json
+from rollproof.core.errors import CheckFailedError, UsageError
+from rollproof.core.keys import PublicKey, SigningKey
+from rollproof.core.model import Verdict
+from rollproof.core.strictjson import StrictJsonError, loads_strict
 from rollproof.governance.events import GENESIS, HEX64, Event, EventKind, NewEvent, parse_utc
-from rollproof.governance.keys import PublicKey, SigningKey
-from rollproof.model import Verdict
-from rollproof.packet.attest import pae
-from rollproof.packet.strictjson import StrictJsonError, loads_strict
+from rollproof.verify.attest import pae
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")

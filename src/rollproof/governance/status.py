@@ -19,7 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rollproof.errors import RollproofError, UsageError
+from rollproof.core.errors import RollproofError, UsageError
+from rollproof.core.policy import Policy
+from rollproof.evidence.write import atomic_write_bytes
 from rollproof.governance.checkpoint import (
     Evidence,
     change_checkpoint,
@@ -32,8 +34,6 @@ from rollproof.governance.lanes import changes_in, latest_rehearsal
 from rollproof.governance.preflight import trusted_checkpoint
 from rollproof.governance.state import RehearsalRecord, fold
 from rollproof.governance.store import open_ledger
-from rollproof.packet.write import atomic_write_bytes
-from rollproof.policy import Policy
 
 _SAFE = str.maketrans({c: "_" for c in "/\\:@+"})
 
@@ -48,7 +48,7 @@ class Status:
 
 def load_evidence(policy: Policy, record: RehearsalRecord) -> Evidence:
     """The recorded packet as the validator finds it now."""
-    from rollproof.packet.reader import check_packet
+    from rollproof.verify.reader import check_packet
 
     if record.packet is None:
         return Evidence(record, None, None, "the ledger records no packet path")

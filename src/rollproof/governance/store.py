@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from rollproof.core.keys import SigningKey
 from rollproof.governance import ledger as sqlite_ledger
 from rollproof.governance.events import Event, NewEvent
-from rollproof.governance.keys import SigningKey
 from rollproof.governance.ledger import Builder, Checkpoint, VerifiedLedger
 
 
@@ -73,34 +73,34 @@ class PostgresLedger:
 
     @property
     def where(self) -> str:
-        from rollproof.packet.redact import redact_dsn
+        from rollproof.core.redact import redact_dsn
 
         return redact_dsn(self.dsn)
 
     def exists(self) -> bool:
-        from rollproof.engines import postgres_ledger
+        from rollproof.governance import ledger_postgres as postgres_ledger
 
         return postgres_ledger.ledger_exists(self.dsn)
 
     def read_verified(self, *, trusted_checkpoint: Checkpoint | None = None) -> VerifiedLedger:
-        from rollproof.engines import postgres_ledger
+        from rollproof.governance import ledger_postgres as postgres_ledger
 
         return postgres_ledger.read_verified(self.dsn, trusted_checkpoint=trusted_checkpoint)
 
     def append_events(
         self, events: Sequence[NewEvent] | Builder, *, now: datetime
     ) -> tuple[Event, ...]:
-        from rollproof.engines import postgres_ledger
+        from rollproof.governance import ledger_postgres as postgres_ledger
 
         return postgres_ledger.append_events(self.dsn, events, now=now)
 
     def record_grant_event(self, event: NewEvent, *, now: datetime) -> Event:
-        from rollproof.engines import postgres_ledger
+        from rollproof.governance import ledger_postgres as postgres_ledger
 
         return postgres_ledger.record_grant_event(self.dsn, event, now=now)
 
     def write_checkpoint(self, key: SigningKey, out_path: Path, *, now: datetime) -> Checkpoint:
-        from rollproof.engines import postgres_ledger
+        from rollproof.governance import ledger_postgres as postgres_ledger
 
         return postgres_ledger.write_checkpoint(self.dsn, key, out_path, now=now)
 

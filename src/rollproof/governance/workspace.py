@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from rollproof.errors import UsageError
-from rollproof.governance.keys import load_public_key
-from rollproof.governance.state import pin_validator
-from rollproof.governance.store import open_ledger
-from rollproof.policy import (
+from rollproof.core.errors import UsageError
+from rollproof.core.keys import load_public_key
+from rollproof.core.policy import (
     DEFAULT_CHECKPOINT,
     DEFAULT_GATES,
     DEFAULT_LANES,
@@ -28,6 +26,8 @@ from rollproof.policy import (
     POLICY_FILE,
     load_policy,
 )
+from rollproof.governance.state import pin_validator
+from rollproof.governance.store import open_ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,7 @@ def init_workspace(
     now: datetime,
     ci_triggers: Sequence[str] | None = None,
 ) -> Workspace:
-    from rollproof.packet.pin import validator_sha256
+    from rollproof.verify.pin import validator_sha256
 
     path = directory / POLICY_FILE
     exists = UsageError(f"{path} already exists; rollproof init never overwrites a policy")

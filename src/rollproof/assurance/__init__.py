@@ -1,0 +1,1 @@
+"""rollproof checking itself: the validator's self-test over built-in good and bad packets."""

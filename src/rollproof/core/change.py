@@ -1,0 +1,232 @@
+"""A change to rehearse, loaded from `change.toml`, and its content id.
+
+A change is apply SQL, revert SQL, optional verify SQL, declared surfaces and the per-connection
+settings that alter what SQL does. Its content id is the sha256 of its canonical form, which
+includes the sha256 of the exact bytes of every SQL script, so editing a script (even a line
+ending) makes a different change.
+
+Invariants enforced at load time, each with an error that names the file and the key:
+unknown keys are refused (a misspelt `strict_sequence` must not be silently ignored), every
+value has its documented type, scripts live inside the change's directory (so the evidence
+packet can copy them without following a path out), and apply and revert are not empty.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rollproof.core.canonical import digest_json, sha256_hex
+from rollproof.core.errors import ChangeError
+from rollproof.core.sqltext import has_sql
+
+CHANGE_FILE = "change.toml"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TOP_KEYS = frozenset(
+    {
+        "id",
+        "apply",
+        "apply_sql",
+        "revert",
+        "revert_sql",
+        "verify",
+        "verify_sql",
+        "no_mutation",
+        "strict_sequences",
+        "surfaces",
+        "connection",
+    }
+)
+_SURFACE_KEYS = frozenset({"reads", "writes"})
+CONNECTION_DEFAULTS: Mapping[str, bool] = {"foreign_keys": False, "recursive_triggers": False}
+"""SQLite's own defaults; a change sets them explicitly to rehearse what its runner does."""
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One SQL script: its text, its bytes' digest, and the file it came from (None if inline)."""
+
+    text: str
+    sha256: str
+    path: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    id: str
+    apply: Script
+    revert: Script
+    verify: Script | None
+    no_mutation: bool
+    strict_sequences: bool
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    connection: Mapping[str, bool]
+    directory: Path
+    files: Mapping[str, bytes] = field(repr=False)
+    """Relative path -> bytes of every file the change consists of (change.toml included)."""
+
+    @property
+    def content_id(self) -> str:
+        return digest_json(self.canonical_form())
+
+    def canonical_form(self) -> dict[str, Any]:
+        def script(s: Script | None) -> dict[str, Any] | None:
+            return None if s is None else {"sha256": s.sha256, "path": s.path}
+
+        return {
+            "id": self.id,
+            "apply": script(self.apply),
+            "revert": script(self.revert),
+            "verify": script(self.verify),
+            "no_mutation": self.no_mutation,
+            "strict_sequences": self.strict_sequences,
+            "surfaces": {"reads": sorted(self.reads), "writes": sorted(self.writes)},
+            "connection": dict(sorted(self.connection.items())),
+        }
+
+
+def load_change(path: str | Path) -> Change:
+    """Load a change from a directory holding `change.toml`, or from the file itself."""
+    p = Path(path)
+    toml_path = p / CHANGE_FILE if p.is_dir() else p
+    shown = str(toml_path)
+    try:
+        raw = toml_path.read_bytes()
+    except FileNotFoundError:
+        raise ChangeError(shown, "no such file") from None
+    except OSError as e:
+        raise ChangeError(shown, f"cannot read: {e.strerror}") from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ChangeError(shown, "not UTF-8 text") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ChangeError(shown, f"invalid TOML: {e}") from e
+    return _build(data, toml_path, raw)
+
+
+def _build(data: dict[str, Any], toml_path: Path, raw: bytes) -> Change:
+    shown = str(toml_path)
+    directory = toml_path.parent.resolve()
+    for key in sorted(set(data) - _TOP_KEYS):
+        raise ChangeError(shown, "unknown key", key)
+
+    change_id = data.get("id", directory.name)
+    if not isinstance(change_id, str) or not _ID_RE.match(change_id):
+        raise ChangeError(
+            shown, "must be 1-128 letters, digits, '.', '_' or '-', starting alphanumeric", "id"
+        )
+
+    files: dict[str, bytes] = {CHANGE_FILE: raw}
+    apply = _script(data, "apply", toml_path, directory, files, required=True)
+    revert = _script(data, "revert", toml_path, directory, files, required=True)
+    verify = _script(data, "verify", toml_path, directory, files, required=False)
+    assert apply is not None
+    assert revert is not None
+    no_mutation = _flag(data, "no_mutation", shown)
+    if not no_mutation and not has_sql(revert.text):
+        key = "revert" if revert.path else "revert_sql"
+        raise ChangeError(shown, "is empty: only a no_mutation change may have no revert", key)
+
+    surfaces = data.get("surfaces", {})
+    if not isinstance(surfaces, dict):
+        raise ChangeError(shown, "must be a table", "surfaces")
+    for key in sorted(set(surfaces) - _SURFACE_KEYS):
+        raise ChangeError(shown, "unknown key", f"surfaces.{key}")
+    reads = _names(surfaces, "reads", shown)
+    writes = _names(surfaces, "writes", shown)
+
+    conn = data.get("connection", {})
+    if not isinstance(conn, dict):
+        raise ChangeError(shown, "must be a table", "connection")
+    settings = dict(CONNECTION_DEFAULTS)
+    for key, value in conn.items():
+        if key not in CONNECTION_DEFAULTS:
+            raise ChangeError(shown, "unknown key", f"connection.{key}")
+        if not isinstance(value, bool):
+            raise ChangeError(shown, "must be true or false", f"connection.{key}")
+        settings[key] = value
+
+    return Change(
+        id=change_id,
+        apply=apply,
+        revert=revert,
+        verify=verify,
+        no_mutation=no_mutation,
+        strict_sequences=_flag(data, "strict_sequences", shown),
+        reads=reads,
+        writes=writes,
+        connection=settings,
+        directory=directory,
+        files=files,
+    )
+
+
+def _flag(data: Mapping[str, Any], key: str, shown: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ChangeError(shown, "must be true or false", key)
+    return value
+
+
+def _names(table: Mapping[str, Any], key: str, shown: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ChangeError(shown, "must be a list of object names", f"surfaces.{key}")
+    return tuple(value)
+
+
+def _script(
+    data: Mapping[str, Any],
+    name: str,
+    toml_path: Path,
+    directory: Path,
+    files: dict[str, bytes],
+    *,
+    required: bool,
+) -> Script | None:
+    shown = str(toml_path)
+    file_key, inline_key = name, f"{name}_sql"
+    if file_key in data and inline_key in data:
+        raise ChangeError(shown, f"give either {file_key} or {inline_key}, not both", file_key)
+    if inline_key in data:
+        text = data[inline_key]
+        if not isinstance(text, str):
+            raise ChangeError(shown, "must be a string of SQL", inline_key)
+        script = Script(text=text, sha256=sha256_hex(text.encode("utf-8")), path=None)
+        key = inline_key
+    elif file_key in data:
+        rel = data[file_key]
+        if not isinstance(rel, str) or not rel:
+            raise ChangeError(shown, "must be a path relative to change.toml", file_key)
+        target = (directory / rel).resolve()
+        if Path(rel).is_absolute() or not target.is_relative_to(directory):
+            raise ChangeError(shown, f"{rel!r} is outside the change directory", file_key)
+        try:
+            body = target.read_bytes()
+        except FileNotFoundError:
+            raise ChangeError(shown, f"file {rel!r} does not exist", file_key) from None
+        except OSError as e:
+            raise ChangeError(shown, f"cannot read {rel!r}: {e.strerror}", file_key) from e
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ChangeError(shown, f"file {rel!r} is not UTF-8 text", file_key) from e
+        rel_posix = target.relative_to(directory).as_posix()
+        files[rel_posix] = body
+        script = Script(text=text, sha256=sha256_hex(body), path=rel_posix)
+        key = file_key
+    elif required:
+        raise ChangeError(
+            shown, f"missing: give {file_key} (a file) or {inline_key} (inline SQL)", file_key
+        )
+    else:
+        return None
+    if name == "apply" and not has_sql(script.text):
+        raise ChangeError(shown, "is empty: it has no SQL statement", key)
+    return script

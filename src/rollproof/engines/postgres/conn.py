@@ -1,0 +1,188 @@
+"""PostgreSQL connections: DSN parsing, read-only sessions, and secrets kept off command lines.
+
+A DSN (URI or `key=value` form) is split once into its connection parameters and its password.
+The password never travels with the parameters: psycopg receives it as a keyword argument
+in-process, and a subprocess (pg_dump, pg_restore, psql) receives it only as `PGPASSWORD` in
+its own environment. A command line is readable by every user of the machine through `ps`;
+an environment is readable only by the same user, and nothing here ever writes it to a file
+or a packet. Every DSN that leaves the process passes through `redact_dsn`.
+
+Invariants:
+* `connect_source` opens the source with `default_transaction_read_only=on` set at connection
+  start-up (no window in which a statement could run writable), then reads the setting back and
+  refuses the connection unless the server confirms it;
+* a subprocess never inherits a libpq variable from the caller's environment that could send it
+  to another server or database than the one named (PGHOST, PGSERVICE, ...), so what is proven
+  about a connection is proven about the process that makes it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+
+from rollproof.core.errors import EnvironmentProblemError, SourceError
+from rollproof.core.redact import redact_dsn, scrub
+
+SCHEMES = ("postgresql://", "postgres://")
+READ_ONLY_OPTION = "-c default_transaction_read_only=on"
+CONNECT_TIMEOUT = 10
+
+# libpq reads these from the environment; a subprocess gets none of the caller's, so that
+# only the parameters rollproof passes decide where it connects.
+_LIBPQ_ENV = frozenset(
+    {
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGOPTIONS",
+        "PGTARGETSESSIONATTRS",
+    }
+)
+
+
+def is_postgres_dsn(dsn: str) -> bool:
+    return dsn.startswith(SCHEMES)
+
+
+@dataclass(frozen=True, slots=True)
+class PgTarget:
+    """Where to connect: libpq parameters without the password, and the password apart."""
+
+    params: Mapping[str, str]
+    password: str | None = field(default=None, repr=False)
+    shown: str = ""
+    """The DSN as it may be printed or stored (redacted)."""
+
+    @property
+    def conninfo(self) -> str:
+        """A libpq conninfo string without any password: safe for a command line."""
+        return pg_conninfo.make_conninfo(**dict(self.params))
+
+    @property
+    def dbname(self) -> str:
+        return self.params.get("dbname") or self.params.get("user") or ""
+
+    def with_db(self, dbname: str) -> PgTarget:
+        params = dict(self.params)
+        params["dbname"] = dbname
+        return replace(self, params=params, shown=f"{self.shown.split('?')[0]} (database {dbname})")
+
+    def with_user(self, user: str, password: str | None) -> PgTarget:
+        params = dict(self.params)
+        params["user"] = user
+        params.pop("passfile", None)
+        return replace(self, params=params, password=password)
+
+    def secrets(self) -> set[str]:
+        return {self.password} if self.password else set()
+
+    def clean(self, text: str) -> str:
+        """`text` with this target's password removed, for messages built from driver errors."""
+        return scrub(text, self.secrets())
+
+
+def parse_pg_dsn(dsn: str, *, what: str = "source") -> PgTarget:
+    """Split a PostgreSQL DSN into parameters and password; a malformed DSN is a SourceError."""
+    shown = redact_dsn(dsn)
+    try:
+        params = pg_conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as e:
+        raise SourceError(f"{what} {shown}: not a valid PostgreSQL DSN") from e
+    password = params.pop("password", None)
+    clean = {k: str(v) for k, v in params.items() if v is not None}
+    return PgTarget(params=clean, password=None if password is None else str(password), shown=shown)
+
+
+def _options(params: Mapping[str, str], extra: str) -> str:
+    existing = params.get("options", "")
+    return f"{existing} {extra}".strip()
+
+
+def connect(
+    target: PgTarget,
+    *,
+    read_only: bool = False,
+    autocommit: bool = True,
+    what: str = "database",
+) -> psycopg.Connection[Any]:
+    """Open a connection; a server that cannot be reached is an environment problem (exit 4)."""
+    params: dict[str, Any] = dict(target.params)
+    if read_only:
+        params["options"] = _options(target.params, READ_ONLY_OPTION)
+    params.setdefault("connect_timeout", str(CONNECT_TIMEOUT))
+    params["application_name"] = "rollproof"
+    if target.password is not None:
+        params["password"] = target.password
+    try:
+        conn = psycopg.connect(autocommit=autocommit, **params)
+    except psycopg.Error as e:
+        raise EnvironmentProblemError(
+            f"{what} {target.shown}: cannot connect: {target.clean(_first_line(e))}"
+        ) from None
+    return conn
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def describe_error(e: psycopg.Error) -> str:
+    """One line for a server error: the message, and the SQLSTATE when there is one."""
+    diag = e.diag
+    message = diag.message_primary or _first_line(e)
+    return f"{message} (SQLSTATE {diag.sqlstate})" if diag.sqlstate else message
+
+
+def connect_source(target: PgTarget) -> psycopg.Connection[Any]:
+    """A read-only session on the source, refused unless the server confirms read-only."""
+    conn = connect(target, read_only=True, what="source")
+    try:
+        row = conn.execute(
+            "SELECT current_setting('default_transaction_read_only'), "
+            "current_setting('transaction_read_only')"
+        ).fetchone()
+    except psycopg.Error as e:
+        conn.close()
+        raise EnvironmentProblemError(
+            f"source {target.shown}: cannot read the session settings: {describe_error(e)}"
+        ) from None
+    if row is None or tuple(row) != ("on", "on"):
+        conn.close()
+        raise SourceError(
+            f"source {target.shown}: the server did not confirm a read-only session "
+            f"(default_transaction_read_only, transaction_read_only = {row}); refusing to go on"
+        )
+    return conn
+
+
+def subprocess_env(
+    target: PgTarget, base: Mapping[str, str] | None = None, *, read_only: bool = False
+) -> dict[str, str]:
+    """The environment for a libpq client program that connects to `target`.
+
+    The password goes here and only here (`PGPASSWORD`), never on the command line.
+    """
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in _LIBPQ_ENV}
+    if target.password is not None:
+        env["PGPASSWORD"] = target.password
+    if read_only:
+        env["PGOPTIONS"] = READ_ONLY_OPTION
+    env.setdefault("PGCONNECT_TIMEOUT", str(CONNECT_TIMEOUT))
+    env["PGAPPNAME"] = "rollproof"
+    return env
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

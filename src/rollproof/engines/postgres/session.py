@@ -1,0 +1,892 @@
+"""The PostgreSQL engine: read-only source, a clone on a different server, and its isolation proof.
+
+Layout of one rehearsal:
+
+    source server   read only: one REPEATABLE READ READ ONLY transaction fingerprints the source
+                    and exports its snapshot; pg_dump dumps exactly that snapshot (directory
+                    format, parallel jobs, no compression), in a read-only session too
+    scratch server  a server the user names (`scratch="postgresql://…"`) or a private cluster
+                    rollproof starts (`scratch="ephemeral"`); it holds two databases made for
+                    this rehearsal:
+                      rollproof_<id>_snap  the dump restored, then surface grants applied; a
+                                           template nobody connects to while clones are made
+                      rollproof_<id>_work  the working clone, re-made from the snapshot with
+                                           CREATE DATABASE ... TEMPLATE for every leg and for
+                                           the restore leg's restore
+    workspace       a private directory (0700) for the dump (removed once restored) and the
+                    ephemeral cluster
+
+Isolation items (all must hold for PROVEN_ISOLATED_NOT_PRODUCTION):
+* scratch-server-distinct: the scratch server's `system_identifier` differs from the source's
+  (a scratch DSN that reaches the source server, or a physical replica of it, is refused
+  with exit 3 before anything is created or restored);
+* clone-database-fresh: both scratch databases were created by this rehearsal (CREATE DATABASE
+  succeeded, so neither existed before) on that other server;
+* source-session-read-only: every source session had `default_transaction_read_only` and
+  `transaction_read_only` confirmed on by the server, and pg_dump ran with the same option;
+* clone-matches-source: the restored snapshot fingerprints the same as the source did;
+* source-fingerprint-unchanged: the source fingerprints the same after the rehearsal as
+  before it. If it does not, the source changed under the rehearsal (drift): every rollproof
+  session on it was read-only, so the change was not rollproof's, and the proof says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from rollproof.core.change import Script
+from rollproof.core.errors import EnvironmentProblemError, IsolationError, SourceError, UsageError
+from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
+from rollproof.core.guard import SurfaceGuard
+from rollproof.core.isolation import IsolationCheck, IsolationProof
+from rollproof.core.redact import redact_dsn
+from rollproof.core.surface import AccessKind
+from rollproof.engines.base import Progress, ReadOnlyOutcome, ScriptOutcome, TransactionOutcome
+from rollproof.engines.postgres.conn import (
+    READ_ONLY_OPTION,
+    PgTarget,
+    connect,
+    connect_source,
+    describe_error,
+    parse_pg_dsn,
+    subprocess_env,
+)
+from rollproof.engines.postgres.explain import explain_differences
+from rollproof.engines.postgres.fingerprint import (
+    ENGINE,
+    Connect,
+    fingerprint_connection,
+    prepare_session,
+)
+from rollproof.engines.postgres.roles import (
+    Grants,
+    denied_kind,
+    denied_object,
+    denied_via,
+    grant_declared,
+    normalize,
+    own_table,
+    tables_for_declared,
+    writable_tables,
+)
+from rollproof.engines.postgres.scope import static_scope
+from rollproof.engines.postgres.sql import (
+    NOT_IN_TRANSACTION_STATES,
+    manages_transaction,
+    not_in_transaction,
+    parse_one,
+    short,
+    split_postgres,
+)
+from rollproof.engines.postgres.tools import (
+    EPHEMERAL,
+    EphemeralCluster,
+    find_tool,
+    run_tool,
+    start_ephemeral,
+)
+
+_SERVER = """
+SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())::text,
+       current_database(), current_setting('server_version_num')::int,
+       pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate, d.datctype
+FROM pg_catalog.pg_database d WHERE d.datname = current_database()
+"""
+
+_ROLES_USED = """
+SELECT DISTINCT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid IN (
+    SELECT relowner FROM pg_catalog.pg_class
+    UNION SELECT nspowner FROM pg_catalog.pg_namespace
+    UNION SELECT proowner FROM pg_catalog.pg_proc
+    UNION SELECT typowner FROM pg_catalog.pg_type
+    UNION SELECT (pg_catalog.aclexplode(relacl)).grantee FROM pg_catalog.pg_class
+    UNION SELECT (pg_catalog.aclexplode(nspacl)).grantee FROM pg_catalog.pg_namespace
+) AND NOT r.rolname LIKE 'pg\\_%' ORDER BY 1
+"""
+
+
+def fingerprint_source(
+    dsn: str, progress: Progress | None = None, *, jobs: int | None = None
+) -> Fingerprint:
+    """Fingerprint a PostgreSQL database through read-only sessions (`rollproof fingerprint`).
+
+    Tables are read over up to `jobs` sessions at once (default: up to 4), all in the same
+    exported snapshot, so the result is that of one instant.
+    """
+    target = parse_pg_dsn(dsn)
+
+    @contextlib.contextmanager
+    def worker(snapshot_id: str) -> Iterator[psycopg.Connection[Any]]:
+        with contextlib.closing(connect_source(target)) as extra:
+            extra.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            extra.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            yield extra
+
+    with contextlib.closing(connect_source(target)) as conn:
+        try:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
+            assert row is not None
+            snapshot_id = str(row[0])
+            return fingerprint_connection(
+                conn,
+                progress,
+                more=lambda: worker(snapshot_id),
+                jobs=jobs or max(1, min(4, os.cpu_count() or 1)),
+            )
+        except psycopg.Error as e:
+            raise EnvironmentProblemError(
+                f"source {target.shown}: cannot fingerprint: {describe_error(e)}"
+            ) from None
+
+
+@contextlib.contextmanager
+def _server_errors(what: str) -> Iterator[None]:
+    """Driver errors become environment problems (exit 4) at this boundary, never exit 70."""
+    try:
+        yield
+    except psycopg.Error as e:
+        raise EnvironmentProblemError(f"{what}: {describe_error(e)}") from None
+
+
+class PostgresSession:
+    """An `EngineSession` for a PostgreSQL source, cloned onto a scratch server."""
+
+    engine = ENGINE
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        scratch: str = EPHEMERAL,
+        workdir: Path | None = None,
+        progress: Progress | None = None,
+        guard: SurfaceGuard | None = None,
+        jobs: int | None = None,
+    ) -> None:
+        self._progress = progress or (lambda _msg: None)
+        self.guard = guard
+        self.source = parse_pg_dsn(dsn, what="source")
+        if scratch != EPHEMERAL and not scratch.startswith(("postgresql://", "postgres://")):
+            raise UsageError(
+                f"scratch {scratch!r}: name a PostgreSQL server (postgresql://…) or 'ephemeral'"
+            )
+        self._scratch_spec = scratch
+        self._jobs = jobs or max(1, min(4, os.cpu_count() or 1))
+        self._source_sessions: list[str] = []
+        self._cluster: EphemeralCluster | None = None
+        self._created: list[str] = []
+        self._role: str | None = None
+        self._role_password = secrets.token_urlsafe(24)
+        self._grants: Grants | None = None
+        self._roles_note = ""
+        self._restore_note = ""
+        self._clone_owned: set[str] = set()
+        self._source_before: Fingerprint | None = None
+        self._snapshot_fp: Fingerprint | None = None
+        tag = secrets.token_hex(4)
+        self.snapshot_db = f"rollproof_{tag}_snap"
+        self.clone_db = f"rollproof_{tag}_work"
+        self._tag = tag
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+        self.workspace = Path(
+            tempfile.mkdtemp(prefix="rollproof-pg-", dir=None if workdir is None else str(workdir))
+        ).resolve()
+        try:
+            self._check_workspace()
+            self.scratch = self._open_scratch()
+            with _server_errors("preparing the clone"):
+                self._prepare()
+        except BaseException:
+            self._cleanup(keep=False)
+            raise
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _check_workspace(self) -> None:
+        st = self.workspace.stat()
+        if stat.S_IMODE(st.st_mode) != 0o700 or st.st_uid != os.getuid():
+            raise EnvironmentProblemError(f"workspace {self.workspace} is not private (0700, ours)")
+
+    def _open_scratch(self) -> PgTarget:
+        if self._scratch_spec == EPHEMERAL:
+            self._cluster = start_ephemeral(self.workspace, self._progress, self._child_base())
+            return parse_pg_dsn(self._cluster.dsn, what="scratch")
+        return parse_pg_dsn(self._scratch_spec, what="scratch")
+
+    def _source_session(self) -> psycopg.Connection[Any]:
+        conn = connect_source(self.source)
+        self._source_sessions.append("default_transaction_read_only=on, transaction_read_only=on")
+        return conn
+
+    @contextlib.contextmanager
+    def _source_worker(self, snapshot_id: str) -> Iterator[psycopg.Connection[Any]]:
+        """Another read-only source session that sees exactly the exported snapshot."""
+        conn = self._source_session()
+        try:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            yield conn
+        finally:
+            conn.close()
+
+    def _admin_worker(self, dbname: str) -> Connect:
+        return lambda: contextlib.closing(self._admin(dbname))
+
+    def _admin(self, dbname: str | None = None) -> psycopg.Connection[Any]:
+        target = self.scratch if dbname is None else self.scratch.with_db(dbname)
+        return connect(target, what="scratch")
+
+    def _prepare(self) -> None:
+        say = self._progress
+        say("opening the source read-only")
+        with contextlib.closing(self._source_session()) as src:
+            src_id, src_db, src_version, encoding, collate, ctype = self._server(src, "source")
+            self.source_db = src_db
+            with contextlib.closing(self._admin()) as admin:
+                scr_id, _db, scr_version, *_ = self._server(admin, "scratch")
+                self._ids = (src_id, scr_id)
+                if src_id == scr_id:
+                    # Checked before anything is created or restored: a scratch DSN that reaches
+                    # the source server would make the rehearsal write production.
+                    raise IsolationError(
+                        [
+                            f"scratch-server-distinct (the scratch server {self.scratch.shown} "
+                            f"has the source's system_identifier {src_id}: it is the source "
+                            "server, or a replica of it; name a different scratch server)"
+                        ]
+                    )
+                if scr_version // 10000 < src_version // 10000:
+                    say(
+                        f"warning: scratch server version {scr_version} is older than the "
+                        f"source's {src_version}"
+                    )
+                roles = [str(r) for (r,) in src.execute(_ROLES_USED).fetchall()]
+                self._create_database(admin, self.snapshot_db, encoding, collate, ctype)
+                self._roles_note = self._copy_roles(admin, roles)
+            src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = src.execute(
+                "SELECT pg_catalog.pg_export_snapshot(), "
+                "pg_catalog.pg_size_pretty(pg_catalog.pg_database_size(current_database()))"
+            ).fetchone()
+            assert row is not None
+            snapshot_id = str(row[0])
+            say("fingerprinting the source (read-only)")
+            self._source_before = self._fingerprint(
+                src, "source", lambda: self._source_worker(snapshot_id)
+            )
+            self._dump(snapshot_id, str(row[1]))
+            src.execute("ROLLBACK")
+        self._restore()
+        self._enforce()
+        with contextlib.closing(self._admin(self.snapshot_db)) as snap:
+            say("fingerprinting the snapshot")
+            self._snapshot_fp = self._fingerprint(
+                snap, "scratch", self._admin_worker(self.snapshot_db)
+            )
+        with contextlib.closing(self._admin()) as admin:
+            # A template nobody may connect to: the snapshot stays as it was restored.
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(self.snapshot_db)
+                )
+            )
+
+    def _server(self, conn: psycopg.Connection[Any], what: str) -> tuple[Any, ...]:
+        try:
+            row = conn.execute(_SERVER).fetchone()
+        except psycopg.Error as e:
+            raise EnvironmentProblemError(
+                f"{what}: cannot read the server's identity: {describe_error(e)}"
+            ) from None
+        assert row is not None
+        return tuple(row)
+
+    def _fingerprint(
+        self,
+        conn: psycopg.Connection[Any],
+        what: str,
+        more: Connect | None = None,
+        reuse: Reuse | None = None,
+    ) -> Fingerprint:
+        try:
+            return fingerprint_connection(
+                conn, self._progress, more=more, jobs=self._jobs, reuse=reuse
+            )
+        except psycopg.Error as e:
+            raise EnvironmentProblemError(
+                f"{what}: cannot fingerprint: {describe_error(e)}"
+            ) from None
+
+    def _create_database(
+        self,
+        admin: psycopg.Connection[Any],
+        name: str,
+        encoding: str,
+        collate: str,
+        ctype: str,
+    ) -> None:
+        ident = sql.Identifier(name)
+        try:
+            admin.execute(
+                sql.SQL(
+                    "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}"
+                ).format(ident, sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype))
+            )
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise EnvironmentProblemError(
+                f"scratch {self.scratch.shown}: cannot create a database: {describe_error(e)} "
+                "(the scratch login needs CREATEDB)"
+            ) from None
+        except psycopg.errors.DuplicateDatabase:
+            raise
+        except psycopg.Error:
+            # The source's locale may not exist on the scratch server; the fingerprint orders
+            # rows by bytes, so only the database default differs.
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {}").format(
+                    ident, sql.Literal(encoding)
+                )
+            )
+            self._restore_note = (
+                f"locale {collate}/{ctype} not available on the scratch server; "
+                "its default was used"
+            )
+        self._created.append(name)
+
+    def _copy_roles(self, admin: psycopg.Connection[Any], roles: Sequence[str]) -> str:
+        existing = {str(r) for (r,) in admin.execute("SELECT rolname FROM pg_catalog.pg_roles")}
+        created, failed = [], []
+        for role in roles:
+            if role in existing:
+                continue
+            try:
+                admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+                created.append(role)
+            except psycopg.Error:
+                failed.append(role)
+        parts = []
+        if created:
+            parts.append(
+                f"roles created on the scratch server as NOLOGIN so owners and privileges come "
+                f"across (their attributes, memberships and passwords are not copied): "
+                f"{', '.join(created)}"
+            )
+        if failed:
+            parts.append(
+                f"roles that could not be created on the scratch server: {', '.join(failed)}"
+            )
+        return "; ".join(parts)
+
+    def _dump(self, snapshot_id: str, size: str) -> None:
+        dump_dir = self.workspace / "dump"
+        target = self.source
+        params = dict(target.params)
+        params["options"] = f"{params.get('options', '')} {READ_ONLY_OPTION}".strip()
+        ro_target = PgTarget(params=params, password=target.password, shown=target.shown)
+        argv = [
+            find_tool("pg_dump"),
+            "--format=directory",
+            f"--jobs={self._jobs}",
+            "--compress=0",
+            f"--snapshot={snapshot_id}",
+            "--no-password",
+            "--verbose",
+            f"--file={dump_dir}",
+            f"--dbname={ro_target.conninfo}",
+        ]
+        self._progress(f"dumping the source ({size}; pg_dump, {self._jobs} jobs, read-only)")
+        run = run_tool(
+            argv,
+            env=subprocess_env(ro_target, self._child_base(), read_only=True),
+            secrets=target.secrets(),
+            progress=self._progress,
+            label="pg_dump",
+        )
+        if run.returncode != 0:
+            raise EnvironmentProblemError(
+                "pg_dump of the source failed: " + ("; ".join(run.errors[-3:]) or "no message")
+            )
+
+    def _restore(self) -> None:
+        dump_dir = self.workspace / "dump"
+        target = self.scratch.with_db(self.snapshot_db)
+        argv = [
+            find_tool("pg_restore"),
+            f"--jobs={self._jobs}",
+            "--no-password",
+            "--verbose",
+            f"--dbname={target.conninfo}",
+            str(dump_dir),
+        ]
+        self._progress("restoring the dump on the scratch server (pg_restore)")
+        try:
+            run = run_tool(
+                argv,
+                env=subprocess_env(target, self._child_base()),
+                secrets=target.secrets() | self.source.secrets(),
+                progress=self._progress,
+                label="pg_restore",
+            )
+        finally:
+            # The dump holds production data: it does not outlive the restore.
+            shutil.rmtree(dump_dir, ignore_errors=True)
+        if run.returncode != 0:
+            errors = [e for e in run.errors if "error" in e.lower()]
+            note = f"pg_restore reported {len(errors)} error(s): " + "; ".join(errors[:5])
+            self._restore_note = "; ".join(p for p in (self._restore_note, note) if p)
+
+    def _enforce(self) -> None:
+        if self.guard is None:
+            return
+        self._role = f"rollproof_{self._tag}_change"
+        with contextlib.closing(self._admin(self.snapshot_db)) as snap:
+            try:
+                with snap.transaction():
+                    self._grants = grant_declared(snap, self._role, self._role_password, self.guard)
+            except psycopg.Error as e:
+                self._role = None
+                raise EnvironmentProblemError(
+                    "cannot set up run-time surface enforcement on the scratch server "
+                    f"({describe_error(e)}); the scratch login needs to create roles and own "
+                    "objects (a superuser, or CREATEROLE with ownership of the restored objects)"
+                ) from None
+
+    # -- evidence -------------------------------------------------------------------------------
+
+    def _child_base(self) -> dict[str, str]:
+        """The environment subprocesses start from: forbidden variables never reach them."""
+        return dict(os.environ) if self.guard is None else self.guard.child_environment()
+
+    def describe_source(self) -> dict[str, Any]:
+        # The scratch server is recorded (password removed) so commands.sh and RERUN.sh
+        # rehearse again on the same kind of scratch server.
+        scratch = self._scratch_spec
+        return {
+            "engine": ENGINE,
+            "dsn": self.source.shown,
+            "scratch": scratch if scratch == EPHEMERAL else redact_dsn(scratch),
+        }
+
+    def is_source(self, dsn: str, base: Path) -> bool:
+        """Same server address and database (base is unused: a DSN is never relative)."""
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            return False
+        try:
+            other = parse_pg_dsn(dsn)
+        except SourceError:
+            return False
+
+        def where(t: PgTarget) -> tuple[str, str, str]:
+            return (t.params.get("host", ""), t.params.get("port", "5432"), t.dbname)
+
+        return where(other) == where(self.source)
+
+    def snapshot_fingerprint(self) -> Fingerprint:
+        assert self._snapshot_fp is not None
+        return self._snapshot_fp
+
+    def _static_checks(self) -> list[IsolationCheck]:
+        src_id, scr_id = self._ids
+        checks = [
+            IsolationCheck(
+                "scratch-server-distinct",
+                src_id != scr_id,
+                f"source system_identifier {src_id}, scratch server {self.scratch.shown} "
+                f"system_identifier {scr_id}"
+                + (" (an ephemeral cluster rollproof started)" if self._cluster else ""),
+            ),
+            IsolationCheck(
+                "clone-database-fresh",
+                self.snapshot_db in self._created and self.snapshot_db != self.source_db,
+                f"scratch databases {self.snapshot_db} (snapshot) and {self.clone_db} (clone) "
+                "were created by this rehearsal; the source database is "
+                f"{self.source_db} on the other server",
+            ),
+            IsolationCheck(
+                "source-session-read-only",
+                bool(self._source_sessions),
+                f"{len(self._source_sessions)} source session(s), each confirmed by the server "
+                "default_transaction_read_only=on and transaction_read_only=on; pg_dump ran "
+                "with default_transaction_read_only=on",
+            ),
+        ]
+        before, snap = self._source_before, self._snapshot_fp
+        same = before is not None and snap is not None and before.digest == snap.digest
+        notes = "; ".join(
+            n for n in (self._roles_note, self._restore_note, self._grants_note()) if n
+        )
+        checks.append(
+            IsolationCheck(
+                "clone-matches-source",
+                same,
+                (
+                    f"restored snapshot fingerprint {snap.digest if snap else None} "
+                    + ("equals" if same else "DIFFERS FROM")
+                    + f" the source's {before.digest if before else None}"
+                )
+                + (f"; {notes}" if notes else ""),
+            )
+        )
+        return checks
+
+    def _grants_note(self) -> str:
+        return "" if self._grants is None else self._grants.describe()
+
+    def isolation(self) -> IsolationProof:
+        pending = IsolationCheck(
+            "source-fingerprint-unchanged", None, "decided after the rehearsal"
+        )
+        return IsolationProof((*self._static_checks(), pending))
+
+    def finish_isolation(self) -> IsolationProof:
+        with (
+            _server_errors("source"),
+            contextlib.closing(self._source_session()) as src,
+        ):
+            src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            row = src.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
+            assert row is not None
+            snapshot_id = str(row[0])
+            after = self._fingerprint(src, "source", lambda: self._source_worker(snapshot_id))
+            src.execute("ROLLBACK")
+        before = self._source_before
+        same = before is not None and after.digest == before.digest
+        evidence = (
+            f"source fingerprint {after.digest} before and after the rehearsal"
+            if same
+            else (
+                "the source CHANGED during the rehearsal (before "
+                f"{before.digest if before else None}, after {after.digest}): drift under the "
+                "rehearsal, not a rollproof write (every "
+                "rollproof session on the source was read-only); rehearse again on a stable source"
+            )
+        )
+        check = IsolationCheck("source-fingerprint-unchanged", same, evidence)
+        return IsolationProof((*self._static_checks(), check))
+
+    # -- clones ---------------------------------------------------------------------------------
+
+    def _remake_clone(self) -> None:
+        with _server_errors("re-making the clone"), contextlib.closing(self._admin()) as admin:
+            ident = sql.Identifier(self.clone_db)
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    ident, sql.Identifier(self.snapshot_db)
+                )
+            )
+        if self.clone_db not in self._created:
+            self._created.append(self.clone_db)
+        self._clone_owned = set()
+
+    def fresh_clone(self) -> None:
+        self._remake_clone()
+        # The clone must be the snapshot: every leg's `before` is the snapshot's fingerprint.
+        if self.fingerprint_clone().digest != self.snapshot_fingerprint().digest:
+            raise EnvironmentProblemError("working clone does not match the snapshot")
+
+    def prepare_clone(self) -> None:
+        """Nothing to prepare: a clone is a template copy made by the server in well under a
+        second (docs/postgresql.md)."""
+
+    def restore_clone(self) -> None:
+        self._remake_clone()
+
+    def fingerprint_clone(self, reuse: Reuse | None = None) -> Fingerprint:
+        """Fingerprint the clone; with `reuse`, only tables the change's role can have altered
+        are read again.
+
+        No client-side record sees every write a PostgreSQL script makes (rules, SECURITY
+        DEFINER functions, dynamic SQL), so what the rehearsal saw written is not trusted here.
+        The role's privileges are: every table it can write or owns, closed under foreign-key
+        actions and inheritance, is read again; if the database has any path that runs with
+        someone else's privileges (a rule, a user trigger, a SECURITY DEFINER function, an
+        event trigger, a writable view), every table is (postgres_roles.writable_tables). The
+        schema and the sequences are always read. Without an enforcing role, all tables are.
+        """
+        with contextlib.closing(self._admin(self.clone_db)) as conn:
+            narrowed: Reuse | None = None
+            if reuse is not None and self._role is not None:
+                try:
+                    writable = writable_tables(conn, self._role)
+                except psycopg.Error as e:
+                    raise EnvironmentProblemError(
+                        f"clone: cannot read the change role's privileges: {describe_error(e)}"
+                    ) from None
+                if writable is not None:
+                    narrowed = Reuse(reuse.base, writable)
+            return self._fingerprint(
+                conn, "clone", self._admin_worker(self.clone_db), reuse=narrowed
+            )
+
+    # -- scripts --------------------------------------------------------------------------------
+
+    def _own_for(self, script: Script) -> None:
+        """Give the change role the tables a declared CREATE INDEX/TRIGGER is built on."""
+        if self.guard is None or self._role is None:
+            return
+        scopes = static_scope(script.text)
+        needed = tables_for_declared(scopes, self.guard.writes, self.guard.forbidden)
+        needed -= self._clone_owned
+        if not needed:
+            return
+        with contextlib.closing(self._admin(self.clone_db)) as conn:
+            for table in sorted(needed):
+                schema, _, relname = table.rpartition(".")
+                with contextlib.suppress(psycopg.Error):  # a table the script itself creates
+                    own_table(conn, self._role, schema or "public", relname)
+                    self._clone_owned.add(table)
+
+    def _change_target(self) -> PgTarget:
+        target = self.scratch.with_db(self.clone_db)
+        if self._role is None:
+            return target
+        return target.with_user(self._role, self._role_password)
+
+    @contextlib.contextmanager
+    def _change_connection(self, *, read_only: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        conn = connect(self._change_target(), read_only=read_only, what="clone")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _settings(self, settings: Mapping[str, bool]) -> dict[str, Any]:
+        # PostgreSQL always enforces foreign keys and fires triggers recursively; the SQLite
+        # pragmas a change may set have nothing to switch here, so what is recorded is what ran.
+        return {key: True for key in settings}
+
+    def _kinds(self, role: str, script: Script) -> dict[int, dict[str, AccessKind]]:
+        out: dict[int, dict[str, AccessKind]] = {}
+        for scope in static_scope(script.text):
+            kinds: dict[str, AccessKind] = {}
+            for access in scope.accesses:
+                name = normalize(access.object)
+                if access.kind is not AccessKind.READ or name not in kinds:
+                    kinds[name] = access.kind
+            out[scope.index] = kinds
+        return out
+
+    def _denial(
+        self, role: str, index: int, e: psycopg.Error, kinds: dict[str, AccessKind]
+    ) -> str | None:
+        if self.guard is None or not isinstance(e, psycopg.errors.InsufficientPrivilege):
+            return None
+        message = e.diag.message_primary or ""
+        obj = denied_object(message)
+        if obj is None:
+            return None
+        kind = denied_kind(message, kinds, obj)
+        return self.guard.check(kind, obj, denied_via(e.diag.context))
+
+    def _execute(
+        self,
+        conn: psycopg.Connection[Any],
+        role: str,
+        script: Script,
+        *,
+        in_txn: bool,
+        server_version: int,
+    ) -> ScriptOutcome:
+        statements = split_postgres(script.text)
+        kinds = self._kinds(role, script) if self.guard is not None else {}
+        for i, stmt in enumerate(statements, 1):
+            if self.guard is not None:
+                self.guard.at(role, i)
+            if in_txn:
+                node = parse_one(stmt)
+                if manages_transaction(node):
+                    return ScriptOutcome(
+                        i - 1,
+                        not_applicable=(
+                            "the script manages its own transaction "
+                            f"(statement {i}: `{short(stmt)}`); a BEGIN..ROLLBACK around it "
+                            "would not be the transaction it runs in"
+                        ),
+                    )
+                why = not_in_transaction(node, server_version)
+                if why is not None:
+                    return ScriptOutcome(
+                        i - 1, not_applicable=f"statement {i} `{short(stmt)}`: {why}"
+                    )
+            try:
+                conn.execute(stmt.encode("utf-8"), prepare=False)
+            except psycopg.Error as e:
+                state = e.diag.sqlstate or ""
+                if in_txn and state in NOT_IN_TRANSACTION_STATES:
+                    return ScriptOutcome(
+                        i - 1,
+                        not_applicable=(
+                            f"statement {i} `{short(stmt)}` cannot run in the leg's "
+                            f"transaction: {NOT_IN_TRANSACTION_STATES[state]} "
+                            f"({describe_error(e)})"
+                        ),
+                    )
+                denied = self._denial(role, i, e, kinds.get(i, {}))
+                if denied is not None:
+                    return ScriptOutcome(
+                        i - 1,
+                        error=f"statement {i} `{short(stmt)}` was denied by the server: {denied}",
+                    )
+                return ScriptOutcome(
+                    i - 1, error=f"statement {i} `{short(stmt)}` failed: {describe_error(e)}"
+                )
+        return ScriptOutcome(len(statements))
+
+    def _server_version(self, conn: psycopg.Connection[Any]) -> int:
+        return int(conn.info.server_version)
+
+    def run_script(self, role: str, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
+        applied = self._settings(settings)
+        self._own_for(script)
+        with self._change_connection() as conn:
+            outcome = self._execute(
+                conn, role, script, in_txn=False, server_version=self._server_version(conn)
+            )
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+                if outcome.ok:
+                    return ScriptOutcome(
+                        outcome.statements_run,
+                        settings=applied,
+                        error="the script left a transaction open; it was rolled back",
+                    )
+        return ScriptOutcome(outcome.statements_run, outcome.error, outcome.not_applicable, applied)
+
+    def run_in_transaction(
+        self, script: Script, settings: Mapping[str, bool], reuse_from: Fingerprint | None = None
+    ) -> TransactionOutcome:
+        applied = self._settings(settings)
+        after: Fingerprint | None = None
+        self._own_for(script)
+        with self._change_connection() as conn:
+            conn.execute("BEGIN")
+            outcome = self._execute(
+                conn, "apply", script, in_txn=True, server_version=self._server_version(conn)
+            )
+            status = conn.info.transaction_status
+            if outcome.ok:
+                if status != psycopg.pq.TransactionStatus.INTRANS:
+                    outcome = ScriptOutcome(
+                        outcome.statements_run,
+                        not_applicable="the transaction ended while the script ran",
+                    )
+                else:
+                    # rollproof's own read, inside the still-open transaction: as a role that
+                    # may read everything, which the change's own statements could not.
+                    try:
+                        if self._role is not None:
+                            conn.execute("SET LOCAL ROLE pg_read_all_data")
+                        prepare_session(conn)
+                        after = fingerprint_connection(conn)
+                    except psycopg.Error as e:
+                        # e.g. row-level security, which pg_read_all_data does not bypass:
+                        # no honest fingerprint inside the transaction, so no verdict from it.
+                        outcome = ScriptOutcome(
+                            outcome.statements_run,
+                            not_applicable=(
+                                "the clone cannot be fingerprinted inside the still-open "
+                                f"transaction: {describe_error(e)}"
+                            ),
+                        )
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+        return TransactionOutcome(
+            ScriptOutcome(outcome.statements_run, outcome.error, outcome.not_applicable, applied),
+            after,
+        )
+
+    def run_read_only(
+        self, script: Script | None, entry_reuse: Reuse | None = None
+    ) -> ReadOnlyOutcome:
+        entry = self.fingerprint_clone(entry_reuse)
+        outcome: ScriptOutcome | None = None
+        if script is not None:
+            with self._change_connection(read_only=True) as conn:
+                outcome = self._execute(
+                    conn, "verify", script, in_txn=False, server_version=self._server_version(conn)
+                )
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()
+        exit_reuse = None if entry_reuse is None else Reuse(entry, frozenset())
+        return ReadOnlyOutcome(entry, outcome, self.fingerprint_clone(exit_reuse))
+
+    def explain(self, differences: Sequence[Difference]) -> list[Difference]:
+        if not any(d.component.startswith("table:") for d in differences):
+            return list(differences)
+        with _server_errors("explaining differences"):
+            self._snapshot_connections(allow=True)
+            try:
+                with (
+                    contextlib.closing(self._admin(self.snapshot_db)) as before,
+                    contextlib.closing(self._admin(self.clone_db)) as now,
+                ):
+                    before.read_only = True
+                    now.read_only = True
+                    return explain_differences(before, now, differences)
+            finally:
+                self._snapshot_connections(allow=False)
+
+    def _snapshot_connections(self, *, allow: bool) -> None:
+        with contextlib.closing(self._admin()) as admin:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                    sql.Identifier(self.snapshot_db), sql.SQL("true" if allow else "false")
+                )
+            )
+
+    # -- teardown -------------------------------------------------------------------------------
+
+    def _cleanup(self, *, keep: bool) -> None:
+        if keep:
+            return
+        if self._created or self._role is not None:
+            with (
+                contextlib.suppress(EnvironmentProblemError, psycopg.Error),
+                contextlib.closing(self._admin()) as admin,
+            ):
+                for name in reversed(self._created):
+                    ident = sql.Identifier(name)
+                    with contextlib.suppress(psycopg.Error):
+                        admin.execute(
+                            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(ident)
+                        )
+                    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+                if self._role is not None:
+                    admin.execute(
+                        sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self._role))
+                    )
+        if self._cluster is not None:
+            self._cluster.stop()
+        shutil.rmtree(self.workspace, ignore_errors=True)
+
+    def close(self, *, keep: bool) -> Path | None:
+        if keep:
+            (self.workspace / "CLONE.txt").write_text(
+                f"scratch server: {self.scratch.shown}\n"
+                f"snapshot database: {self.snapshot_db}\n"
+                f"working clone database: {self.clone_db}\n"
+                + (
+                    f"ephemeral cluster: {self._cluster.data} "
+                    f"(stop with: pg_ctl -D {self._cluster.data} stop)\n"
+                    if self._cluster
+                    else ""
+                ),
+                encoding="utf-8",
+            )
+            return self.workspace
+        self._cleanup(keep=False)
+        return None

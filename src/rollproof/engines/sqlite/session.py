@@ -1,0 +1,721 @@
+"""The SQLite engine: read-only source, private clone by the backup API, and its isolation proof.
+
+Workspace layout (a fresh `mkdtemp` directory, mode 0700, outside the source's directory):
+
+    snapshot.db   the pristine copy, made by the backup API from a read-only source connection,
+                  then made read-only on disk; its sha256 is recorded once
+    clone.db      the working clone, re-made from the snapshot for every leg and checked
+                  byte-equal to it before use
+
+Isolation items (all must hold for PROVEN_ISOLATED_NOT_PRODUCTION):
+* clone-distinct-file: the clone and the source differ in (device, inode) and in real path, so
+  no hard link or symlink makes them the same file;
+* clone-outside-source-dir: the workspace is not inside the source's directory tree;
+* workspace-private: the workspace is a directory owned by us with mode 0700;
+* source-opened-read-only: every connection rollproof opened to the source used `mode=ro`;
+* source-bytes-unchanged: the sha256 of the source (and its -wal/-journal, if any) is the same
+  before and after the whole rehearsal.
+
+Change scripts run with an authorizer that denies ATTACH: a script that attached the source
+file could write production from inside the clone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import tempfile
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from rollproof.core.change import Script
+from rollproof.core.errors import EnvironmentProblemError, IsolationError, SourceError
+from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
+from rollproof.core.guard import SurfaceGuard
+from rollproof.core.isolation import IsolationCheck, IsolationProof
+from rollproof.core.redact import redact_dsn
+from rollproof.core.sqltext import without_leading_comments
+from rollproof.core.surface import AccessKind
+from rollproof.engines.base import Progress, ReadOnlyOutcome, ScriptOutcome, TransactionOutcome
+from rollproof.engines.sqlite.explain import explain_differences
+from rollproof.engines.sqlite.fingerprint import ENGINE, fingerprint_connection
+from rollproof.engines.sqlite.pages import PageProofs
+from rollproof.engines.sqlite.statements import split_sqlite
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+_TXN_CONTROL = re.compile(r"^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
+_NOT_IN_TXN = re.compile(
+    r"^(VACUUM\b|ATTACH\b|DETACH\b|PRAGMA\s+(main\.)?(foreign_keys|journal_mode|"
+    r"synchronous|locking_mode|legacy_alter_table|recursive_triggers)\b)",
+    re.I,
+)
+
+
+def parse_sqlite_dsn(dsn: str) -> Path:
+    """`sqlite:///relative.db`, `sqlite:////absolute.db`, or a plain path, to a Path.
+
+    The three-slash form is relative and the four-slash form absolute, as in SQLAlchemy.
+    Errors show the DSN with any password removed.
+    """
+    shown = repr(redact_dsn(dsn))
+    if dsn.startswith("sqlite:"):
+        rest = dsn[len("sqlite:") :]
+        if not rest.startswith("///"):
+            raise SourceError(
+                f"source {shown}: a SQLite DSN is sqlite:///relative.db or sqlite:////absolute.db"
+            )
+        rest = rest[3:]
+        if "?" in rest or "#" in rest:
+            raise SourceError(f"source {shown}: query parameters are not supported")
+        path = urllib.parse.unquote(rest)
+    elif "://" in dsn:
+        raise SourceError(f"source {shown}: unsupported scheme (this engine takes sqlite:///…)")
+    else:
+        path = dsn
+    if not path or path == ":memory:":
+        raise SourceError(f"source {shown}: names no database file")
+    return Path(path)
+
+
+def check_sqlite_file(path: Path) -> Path:
+    """The resolved path of an existing SQLite database file, or a clear error."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise SourceError(f"source {path}: no such file") from None
+    except OSError as e:
+        raise EnvironmentProblemError(f"source {path}: cannot stat: {e.strerror}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(f"source {path}: not a regular file")
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise EnvironmentProblemError(f"source {path}: cannot read: {e.strerror}") from e
+    if header != SQLITE_HEADER:
+        raise SourceError(f"source {path}: not a SQLite database (bad header)")
+    return path.resolve()
+
+
+def read_only_uri(path: Path) -> str:
+    return "file:" + urllib.parse.quote(str(path)) + "?mode=ro"
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(read_only_uri(path), uri=True, isolation_level=None)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def fingerprint_file(path: Path, progress: Progress | None = None) -> Fingerprint:
+    """Fingerprint a SQLite file, opening it read-only, as it is at one instant.
+
+    One read transaction covers the whole fingerprint, so a live database being written is
+    fingerprinted as of one commit. In rollback-journal mode its SHARED lock keeps every writer
+    from committing until the end, so worker processes (for a large file) read that same state.
+    In WAL mode a writer may commit meanwhile and only this connection's snapshot is fixed, so
+    a WAL database is read here, in one process.
+    """
+    resolved = check_sqlite_file(path)
+    with contextlib.closing(connect_read_only(resolved)) as conn:
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM main.sqlite_schema").fetchone()  # the instant
+            wal = str(conn.execute("PRAGMA main.journal_mode").fetchone()[0]).lower() == "wal"
+            return fingerprint_connection(conn, progress, parallel_path=None if wal else resolved)
+        except sqlite3.DatabaseError as e:
+            raise SourceError(f"source {path}: cannot read database: {e}") from e
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_blake3(path: Path) -> str:
+    """BLAKE3 of a file, memory-mapped and hashed on every core (about 10 GB/s from cache)."""
+    b3 = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    if path.stat().st_size:
+        b3.update_mmap(path)
+    return str(b3.hexdigest())
+
+
+def source_files(path: Path) -> list[Path]:
+    """The database file and any non-empty -wal or -journal file beside it.
+
+    An empty side file holds nothing committed: SQLite creates an empty -wal (and a -shm) when
+    any reader, read-only ones included, opens a WAL-mode database that had none, so absent
+    and empty are the same state here.
+    """
+    out = [path]
+    for suffix in ("-wal", "-journal"):
+        side = path.with_name(path.name + suffix)
+        if side.exists() and side.stat().st_size > 0:
+            out.append(side)
+    return out
+
+
+def source_bytes_digest(path: Path) -> dict[str, str]:
+    """sha256 of each of `source_files(path)`, by file name (what the report records)."""
+    return {f.name: file_sha256(f) for f in source_files(path)}
+
+
+def source_bytes_blake3(path: Path) -> dict[str, str]:
+    """BLAKE3 of each of `source_files(path)`: the fast check that they did not change."""
+    return {f.name: _file_blake3(f) for f in source_files(path)}
+
+
+def _head(statement: str) -> str:
+    return without_leading_comments(statement)
+
+
+def _short(statement: str) -> str:
+    one = " ".join(_head(statement).split())
+    return one if len(one) <= 80 else one[:77] + "..."
+
+
+_INTERNAL = frozenset(
+    {
+        "sqlite_master",
+        "sqlite_schema",
+        "sqlite_temp_master",
+        "sqlite_temp_schema",
+        "sqlite_sequence",
+        "sqlite_stat1",
+        "sqlite_stat2",
+        "sqlite_stat3",
+        "sqlite_stat4",
+    }
+)
+_WRITES = frozenset(
+    {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE, sqlite3.SQLITE_REINDEX}
+)
+_CREATES = frozenset(
+    {
+        sqlite3.SQLITE_CREATE_INDEX,
+        sqlite3.SQLITE_CREATE_TABLE,
+        sqlite3.SQLITE_CREATE_TRIGGER,
+        sqlite3.SQLITE_CREATE_VIEW,
+        sqlite3.SQLITE_CREATE_VTABLE,
+    }
+)
+_DROPS = frozenset(
+    {
+        sqlite3.SQLITE_DROP_INDEX,
+        sqlite3.SQLITE_DROP_TABLE,
+        sqlite3.SQLITE_DROP_TRIGGER,
+        sqlite3.SQLITE_DROP_VIEW,
+        sqlite3.SQLITE_DROP_VTABLE,
+    }
+)
+
+Authorizer = Callable[[int, str | None, str | None, str | None, str | None], int]
+
+
+def authorizer_for(guard: SurfaceGuard | None) -> Authorizer:
+    """The SQLite authorizer that enforces a guard while a change script is prepared.
+
+    ATTACH and DETACH are always denied: a script that attached the source file could write
+    production from inside the clone. The TEMP schema is the script's own scratch space, and
+    SQLite's internal tables (schema, sequences, statistics) are written on the change's
+    behalf by the statements that the guard does see.
+    """
+
+    def authorize(
+        action: int, a1: str | None, a2: str | None, db: str | None, via: str | None
+    ) -> int:
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            return sqlite3.SQLITE_DENY
+        if guard is None or db == "temp":
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA and (a1 or "").lower() == "writable_schema":
+            guard.mark_opaque()  # schema edits behind the authorizer: no incremental fingerprint
+            return sqlite3.SQLITE_OK
+        if action in _WRITES:
+            kind, obj = AccessKind.WRITE, a1
+        elif action == sqlite3.SQLITE_READ:
+            kind, obj = AccessKind.READ, a1
+        elif action in _CREATES:
+            kind, obj = AccessKind.CREATE, a1
+        elif action in _DROPS:
+            kind, obj = AccessKind.DROP, a1
+        elif action == sqlite3.SQLITE_ALTER_TABLE:
+            kind, obj = AccessKind.ALTER, a2
+        else:
+            return sqlite3.SQLITE_OK
+        if not obj or obj.lower() in _INTERNAL:
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY if guard.check(kind, obj, via) else sqlite3.SQLITE_OK
+
+    return authorize
+
+
+class _Background:
+    """Work on another thread (file copies and hashes, which release the GIL); `result()`
+    waits for it and re-raises what it raised, in the thread that needs the result."""
+
+    def __init__(self, what: str, work: Callable[[], None]) -> None:
+        self._what = what
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(work,), name=f"rollproof: {what}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except OSError as e:
+            self._error = EnvironmentProblemError(f"{self._what}: {e.strerror}")
+        except BaseException as e:
+            self._error = e
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def wait(self) -> None:
+        """Let it finish (its error, if any, is raised later by `result`)."""
+        self._thread.join()
+
+
+class SqliteSession:
+    """An `EngineSession` for a SQLite source file."""
+
+    engine = ENGINE
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        workdir: Path | None = None,
+        progress: Progress | None = None,
+        guard: SurfaceGuard | None = None,
+    ):
+        self._progress = progress or (lambda _msg: None)
+        self.guard = guard
+        self.dsn = dsn
+        self.source = check_sqlite_file(parse_sqlite_dsn(dsn))
+        self._source_opens: list[str] = []
+        self._source_digest_before: dict[str, str] = {}
+        self._source_b3_before: dict[str, str] = {}
+        parent = None if workdir is None else str(workdir)
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+        self.workspace = Path(tempfile.mkdtemp(prefix="rollproof-", dir=parent)).resolve()
+        self.snapshot = self.workspace / "snapshot.db"
+        self.clone = self.workspace / "clone.db"
+        self._snapshot_blake3 = ""
+        self._snapshot_fp: Fingerprint | None = None
+        self._pages: PageProofs | None = None
+        self._spare: _Background | None = None
+        self._spare_path = self.workspace / "spare.db"
+        try:
+            self._check_static_isolation()
+            self._take_snapshot()
+        except BaseException:
+            shutil.rmtree(self.workspace, ignore_errors=True)
+            raise
+
+    # -- source and snapshot ------------------------------------------------------------------
+
+    def _open_source(self) -> sqlite3.Connection:
+        uri = read_only_uri(self.source)
+        self._source_opens.append(uri)
+        try:
+            return connect_read_only(self.source)
+        except sqlite3.Error as e:
+            raise EnvironmentProblemError(
+                f"source {self.source}: cannot open read-only: {e}"
+            ) from e
+
+    def _take_snapshot(self) -> None:
+        """Copy the source into snapshot.db, under a read lock, and record both digests.
+
+        A rollback-journal database with no journal beside it cannot change while a read
+        transaction holds its SHARED lock, so a plain copy taken under that lock is a
+        consistent snapshot; the source's bytes are hashed with BLAKE3 under the same lock (the
+        "before" digest of the isolation proof) and the copy is re-read to prove it equal; the
+        SHA-256 the report shows is then read from the snapshot. A WAL-mode
+        source, or one with a journal, is copied page by page with SQLite's backup API
+        instead, which reads through the WAL.
+        """
+        with contextlib.closing(self._open_source()) as src:
+            src.execute("BEGIN")
+            src.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # takes the SHARED lock
+            with self.source.open("rb") as f:
+                header = f.read(20)
+            journal = self.source.with_name(self.source.name + "-journal")
+            copied = header[18:20] == b"\x01\x01" and not journal.exists()
+            if copied:
+                self._progress("snapshotting the source (file copy under a read lock)")
+                shutil.copyfile(self.source, self.snapshot)
+                self._progress("hashing the source")
+                self._source_b3_before = source_bytes_blake3(self.source)
+                src.execute("COMMIT")
+            else:
+                src.execute("COMMIT")
+                self._source_b3_before = source_bytes_blake3(self.source)
+                self._source_digest_before = source_bytes_digest(self.source)
+                self._backup(src)
+        self.snapshot.chmod(0o400)
+        # The snapshot is re-read once: with BLAKE3, the internal check every later copy of
+        # it is held to; a copied snapshot must also equal the bytes the source hashed to.
+        self._snapshot_blake3 = _file_blake3(self.snapshot)
+        if copied:
+            if self._snapshot_blake3 != self._source_b3_before[self.source.name]:
+                raise EnvironmentProblemError("snapshot copy does not match the source's bytes")
+            # The report's SHA-256 of the source, read from the snapshot, which holds exactly
+            # the bytes the source had under the lock: the source itself is read once.
+            self._source_digest_before = {self.source.name: file_sha256(self.snapshot)}
+
+    def _backup(self, src: sqlite3.Connection) -> None:
+        self._progress("snapshotting the source (backup API, read-only)")
+        with contextlib.closing(sqlite3.connect(self.snapshot, isolation_level=None)) as dst:
+
+            def report(_status: int, remaining: int, total: int) -> None:
+                if total:
+                    self._progress(
+                        f"snapshotting the source: {100 * (total - remaining) // total}%"
+                    )
+
+            try:
+                src.backup(dst, pages=4096, progress=report)
+            except sqlite3.Error as e:
+                raise EnvironmentProblemError(f"source {self.source}: backup failed: {e}") from e
+            # The clone runs in rollback-journal mode whatever the source uses: the journal
+            # mode lives in the file header, not in the content being proven.
+            dst.execute("PRAGMA journal_mode = DELETE")
+
+    def is_source(self, dsn: str, base: Path) -> bool:
+        if "://" in dsn and not dsn.startswith("sqlite:"):
+            return False
+        try:
+            return (base / parse_sqlite_dsn(dsn)).resolve() == self.source
+        except SourceError:
+            return False
+
+    def snapshot_fingerprint(self) -> Fingerprint:
+        if self._snapshot_fp is None:
+            self._progress("fingerprinting the snapshot")
+            # Where the tables the change declares it writes lie in the snapshot is taken while
+            # worker processes read it, for the page proofs of later points (sqlite_pages).
+            pages = PageProofs(self.snapshot)
+            writes = () if self.guard is None else self.guard.writes
+            with contextlib.closing(connect_read_only(self.snapshot)) as conn:
+                fp = fingerprint_connection(
+                    conn, self._progress, parallel_path=self.snapshot, pages=pages, locate=writes
+                )
+            pages.snapshot_fingerprinted(fp.tables, fp.schema_objects)
+            self._snapshot_fp, self._pages = fp, pages
+        return self._snapshot_fp
+
+    def describe_source(self) -> dict[str, Any]:
+        return {
+            "engine": ENGINE,
+            "dsn": "sqlite:///" + str(self.source) if self.source.is_absolute() else self.dsn,
+            "path": str(self.source),
+            "bytes_sha256_before": dict(self._source_digest_before),
+        }
+
+    # -- isolation ------------------------------------------------------------------------------
+
+    def _static_checks(self) -> list[IsolationCheck]:
+        checks = []
+        src = self.source.stat()
+        clone_target = self.clone if self.clone.exists() else self.workspace
+        cst = clone_target.stat()
+        same_file = (src.st_dev, src.st_ino) == (cst.st_dev, cst.st_ino)
+        same_path = self.source == self.clone.resolve()
+        checks.append(
+            IsolationCheck(
+                "clone-distinct-file",
+                not same_file and not same_path,
+                f"source (dev {src.st_dev}, inode {src.st_ino}) vs clone "
+                f"(dev {cst.st_dev}, inode {cst.st_ino}); "
+                f"paths {'equal' if same_path else 'differ'}",
+            )
+        )
+        inside = self.workspace.is_relative_to(self.source.parent)
+        checks.append(
+            IsolationCheck(
+                "clone-outside-source-dir",
+                not inside,
+                "workspace is "
+                + ("inside" if inside else "outside")
+                + " the source's directory tree",
+            )
+        )
+        wst = self.workspace.stat()
+        private = stat.S_IMODE(wst.st_mode) == 0o700 and wst.st_uid == os.getuid()
+        checks.append(
+            IsolationCheck(
+                "workspace-private",
+                private,
+                f"workspace mode {stat.S_IMODE(wst.st_mode):04o}, owner uid {wst.st_uid}",
+            )
+        )
+        return checks
+
+    def _check_static_isolation(self) -> None:
+        failed = [f"{c.name} ({c.evidence})" for c in self._static_checks() if not c.holds]
+        if failed:
+            raise IsolationError(failed)
+
+    def _opens_check(self) -> IsolationCheck:
+        ro = bool(self._source_opens) and all(u.endswith("?mode=ro") for u in self._source_opens)
+        return IsolationCheck(
+            "source-opened-read-only",
+            ro,
+            f"{len(self._source_opens)} connection(s) to the source, all mode=ro"
+            if ro
+            else f"source connections: {self._source_opens}",
+        )
+
+    def isolation(self) -> IsolationProof:
+        pending = IsolationCheck("source-bytes-unchanged", None, "decided after the rehearsal")
+        return IsolationProof((*self._static_checks(), self._opens_check(), pending))
+
+    def finish_isolation(self) -> IsolationProof:
+        # BLAKE3 decides (equal digests: equal bytes, so the SHA-256 is the recorded one);
+        # SHA-256 is recomputed only to report what the source changed to.
+        same = source_bytes_blake3(self.source) == self._source_b3_before
+        after = self._source_digest_before if same else source_bytes_digest(self.source)
+        evidence = ", ".join(f"{k} sha256 {v}" for k, v in sorted(after.items()))
+        check = IsolationCheck(
+            "source-bytes-unchanged",
+            same,
+            ("identical before and after: " if same else "CHANGED during the rehearsal: ")
+            + evidence,
+        )
+        return IsolationProof((*self._static_checks(), self._opens_check(), check))
+
+    # -- clones ---------------------------------------------------------------------------------
+
+    def fresh_clone(self) -> None:
+        # Checked before anything is unlinked or written: a clone path that is (or links to)
+        # the source must stop the rehearsal, not overwrite production.
+        self._check_static_isolation()
+        for leftover in (
+            self.clone,
+            *(self.clone.with_name("clone.db" + s) for s in ("-journal", "-wal", "-shm")),
+        ):
+            leftover.unlink(missing_ok=True)
+        if self._spare is not None:
+            spare, self._spare = self._spare, None
+            spare.result()
+            os.replace(self._spare_path, self.clone)  # a checked copy, made while other work ran
+            return
+        self._copy_snapshot(self.clone)
+
+    def prepare_clone(self) -> None:
+        """Start copying the snapshot into a spare file on another thread (the copy and its
+        BLAKE3 check release the GIL), for the next fresh_clone or restore_clone to take."""
+        if self._spare is None:
+            self._spare = _Background(
+                "copying the snapshot", lambda: self._copy_snapshot(self._spare_path)
+            )
+
+    def _copy_snapshot(self, target: Path) -> None:
+        """Copy the snapshot's bytes to `target`, and prove `target` holds them.
+
+        The copy is re-read and must hash to the digest recorded when the snapshot was taken,
+        which refuses both a copy that went wrong and a snapshot changed since. This internal
+        check uses BLAKE3, several times faster than SHA-256 here; digests that appear in
+        evidence stay SHA-256, which anyone can recompute with standard tools.
+        """
+        shutil.copyfile(self.snapshot, target)
+        target.chmod(0o600)
+        if _file_blake3(target) != self._snapshot_blake3:
+            raise EnvironmentProblemError(
+                "working clone does not match the snapshot taken at the start, byte for byte"
+            )
+
+    def restore_clone(self) -> None:
+        """Restore the clone from the pre-change snapshot: its checked bytes, copied back."""
+        self.fresh_clone()
+
+    def _before_workers(self) -> None:
+        """Let a background copy finish before a fingerprint may fork worker processes: no
+        thread of ours is alive across a fork (a child inherits only the forking thread)."""
+        if self._spare is not None:
+            self._spare.wait()
+
+    def _page_proofs(self) -> PageProofs:
+        self.snapshot_fingerprint()
+        assert self._pages is not None
+        return self._pages
+
+    def fingerprint_clone(self, reuse: Reuse | None = None) -> Fingerprint:
+        """Fingerprint the committed clone; with `reuse`, written tables may be page-proven.
+
+        One read transaction covers the whole fingerprint, so page digests and rows are read
+        from one state. Without `reuse` (full fingerprints) every table is read.
+        """
+        self._before_workers()
+        with contextlib.closing(connect_read_only(self.clone)) as conn:
+            conn.execute("BEGIN")
+            try:
+                return fingerprint_connection(
+                    conn,
+                    reuse=reuse,
+                    parallel_path=self.clone,
+                    pages=None if reuse is None else self._page_proofs(),
+                )
+            finally:
+                conn.execute("COMMIT")
+
+    # -- scripts --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _clone_connection(
+        self, settings: Mapping[str, bool]
+    ) -> Iterator[tuple[sqlite3.Connection, dict[str, Any]]]:
+        # The authorizer is installed after the settings pragmas, which are rollproof's own.
+        conn = sqlite3.connect(self.clone, isolation_level=None)
+        try:
+            # The clone is disposable: syncing it to disk protects against power loss, which a
+            # rehearsal does not survive anyway, and changes no statement's result. It halved
+            # the time of the benchmark's change.
+            conn.execute("PRAGMA synchronous = OFF")
+            applied: dict[str, Any] = {}
+            for key, value in sorted(settings.items()):
+                conn.execute(f"PRAGMA {key} = {'ON' if value else 'OFF'}")
+                applied[key] = bool(conn.execute(f"PRAGMA {key}").fetchone()[0])
+            conn.set_authorizer(authorizer_for(self.guard))
+            yield conn, applied
+        finally:
+            conn.close()
+
+    def _execute(
+        self, conn: sqlite3.Connection, role: str, statements: Sequence[str], in_txn: bool
+    ) -> ScriptOutcome:
+        for i, stmt in enumerate(statements, 1):
+            if self.guard is not None:
+                self.guard.at(role, i)
+            head = _head(stmt)
+            if in_txn and _TXN_CONTROL.match(head):
+                return ScriptOutcome(
+                    i - 1,
+                    not_applicable=(
+                        "the script manages its own transaction "
+                        f"(statement {i}: `{_short(stmt)}`); "
+                        "a BEGIN..ROLLBACK around it would not be the transaction it runs in"
+                    ),
+                )
+            if in_txn and _NOT_IN_TXN.match(head):
+                return ScriptOutcome(
+                    i - 1,
+                    not_applicable=(
+                        f"statement {i} `{_short(stmt)}` cannot run, or does nothing, "
+                        "inside a transaction"
+                    ),
+                )
+            try:
+                conn.execute(stmt)
+            except sqlite3.Error as e:
+                denied = [] if self.guard is None else self.guard.denials_at(role, i)
+                if denied:
+                    why = "; ".join(d.reason for d in denied)
+                    return ScriptOutcome(
+                        i - 1, error=f"statement {i} `{_short(stmt)}` was denied: {why}"
+                    )
+                return ScriptOutcome(i - 1, error=f"statement {i} `{_short(stmt)}` failed: {e}")
+        return ScriptOutcome(len(statements))
+
+    def run_script(self, role: str, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
+        with self._clone_connection(settings) as (conn, applied):
+            outcome = self._execute(conn, role, split_sqlite(script.text), in_txn=False)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+                if outcome.ok:
+                    return ScriptOutcome(
+                        outcome.statements_run,
+                        settings=applied,
+                        error=("the script left a transaction open; it was rolled back"),
+                    )
+            return ScriptOutcome(
+                outcome.statements_run, outcome.error, outcome.not_applicable, applied
+            )
+
+    def run_in_transaction(
+        self, script: Script, settings: Mapping[str, bool], reuse_from: Fingerprint | None = None
+    ) -> TransactionOutcome:
+        with self._clone_connection(settings) as (conn, applied):
+            conn.execute("BEGIN")
+            outcome = self._execute(conn, "apply", split_sqlite(script.text), in_txn=True)
+            after: Fingerprint | None = None
+            if outcome.ok and not conn.in_transaction:
+                outcome = ScriptOutcome(
+                    outcome.statements_run,
+                    not_applicable="the transaction ended while the script ran",
+                )
+            elif outcome.ok:
+                # The fingerprint is rollproof's own read, not the change's: no authorizer.
+                conn.set_authorizer(None)
+                written = None if self.guard is None else self.guard.written_by("apply")
+                reuse = (
+                    None if reuse_from is None or written is None else Reuse(reuse_from, written)
+                )
+                after = fingerprint_connection(conn, reuse=reuse)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return TransactionOutcome(
+                ScriptOutcome(
+                    outcome.statements_run, outcome.error, outcome.not_applicable, applied
+                ),
+                after,
+            )
+
+    def run_read_only(
+        self, script: Script | None, entry_reuse: Reuse | None = None
+    ) -> ReadOnlyOutcome:
+        self._before_workers()
+        with contextlib.closing(connect_read_only(self.clone)) as conn:
+            entry = fingerprint_connection(conn, reuse=entry_reuse, parallel_path=self.clone)
+            outcome: ScriptOutcome | None = None
+            if script is not None:
+                conn.set_authorizer(authorizer_for(self.guard))
+                outcome = self._execute(conn, "verify", split_sqlite(script.text), in_txn=False)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.set_authorizer(None)
+            # The connection is read-only (mode=ro, query_only), so verify wrote nothing, and
+            # whatever it tried to write is in the guard's record for "verify".
+            written = None if self.guard is None else self.guard.written_by("verify")
+            exit_reuse = None if written is None else Reuse(entry, written)
+            exit_fp = fingerprint_connection(conn, reuse=exit_reuse, parallel_path=self.clone)
+        return ReadOnlyOutcome(entry, outcome, exit_fp)
+
+    def explain(self, differences: Sequence[Difference]) -> list[Difference]:
+        with contextlib.closing(connect_read_only(self.clone)) as conn:
+            conn.execute("ATTACH DATABASE ? AS before", (read_only_uri(self.snapshot),))
+            return explain_differences(conn, differences)
+
+    def close(self, *, keep: bool) -> Path | None:
+        if self._spare is not None:
+            self._spare.wait()  # its file is in the workspace: let the copy end first
+            self._spare = None
+            self._spare_path.unlink(missing_ok=True)
+        if keep:
+            return self.workspace
+        self.snapshot.chmod(0o600)
+        shutil.rmtree(self.workspace, ignore_errors=True)
+        return None

@@ -1,1 +1,0 @@
-"""Evidence on disk: atomic writing of a rehearsal's output directory."""

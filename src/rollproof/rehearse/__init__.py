@@ -1,0 +1,2 @@
+"""The rehearsal flow (clone -> legs -> invariants -> result), the report it produces, re-running
+a packet's rehearsal, and the demo."""

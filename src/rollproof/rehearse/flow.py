@@ -1,0 +1,529 @@
+"""Rehearse a change on an isolated clone: clone, legs, invariants, result. No printing.
+
+    rehearse(change, source) -> RehearsalResult
+
+Order of work, and why:
+1. The engine session snapshots the source read-only into a private workspace and checks the
+   static isolation items; if they fail nothing else runs (IsolationError, exit 3).
+2. The snapshot is fingerprinted once; it is every leg's `before`, since each leg's clone is a
+   byte-verified copy of the snapshot.
+3. Legs run in three groups, each on a clone that is a byte-verified copy of the snapshot (or
+   one a rollback or restore left digest-equal to it), each script on a new connection:
+   transaction; read-only and restore (both start from one apply); revert and reapply (reapply
+   continues where revert left off). A leg's verdict comes only from `invariants.judge_leg`
+   over its recorded fingerprints; script errors and scripts that cannot honestly run in a
+   transaction give FAIL or NOT_APPLICABLE with the reason.
+4. The isolation proof is finished (source bytes re-hashed). A rehearsal whose isolation is not
+   proven is held, whatever its legs say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rollproof.core.change import Change
+from rollproof.core.errors import ExitCode, ScopeNotReadyError, UsageError
+from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
+from rollproof.core.guard import SurfaceGuard
+from rollproof.core.invariants import InvariantResult, judge_leg
+from rollproof.core.isolation import IsolationProof
+from rollproof.core.model import (
+    DEFAULT_LEGS,
+    LegName,
+    Point,
+    Verdict,
+    combine_verdicts,
+    overall_verdict,
+    rehearsal_exit_code,
+)
+from rollproof.core.policy import EMPTY_POLICY, Policy
+from rollproof.core.surface import POSTGRESQL
+from rollproof.engines.base import EngineSession, Progress, ScriptOutcome
+from rollproof.surfaces.forbidden import (
+    env_statuses,
+    file_statuses,
+    hash_forbidden_files,
+    hash_production_sources,
+    production_statuses,
+)
+from rollproof.surfaces.scope import (
+    ScopingStatus,
+    SurfaceEvidence,
+    changed_objects,
+    check_scoping,
+    object_statuses,
+    observed_undeclared,
+)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class LegResult:
+    name: LegName
+    verdict: Verdict
+    reason: str | None
+    fingerprints: Mapping[Point, Fingerprint]
+    invariants: tuple[InvariantResult, ...] = ()
+    differences: tuple[Difference, ...] = ()
+    tolerated: tuple[Difference, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    statements: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RehearsalResult:
+    change: Change
+    source: Mapping[str, Any]
+    source_fingerprint: Fingerprint
+    isolation: IsolationProof
+    legs: tuple[LegResult, ...]
+    overall: Verdict
+    started_at: datetime
+    finished_at: datetime
+    clone_kept: Path | None
+    surfaces: SurfaceEvidence
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return rehearsal_exit_code(self.isolation.verdict, self.overall)
+
+
+def parse_legs(names: Sequence[str] | None) -> tuple[LegName, ...]:
+    """Requested legs in canonical order; unknown names are a usage error."""
+    if not names:
+        return DEFAULT_LEGS
+    valid = {leg.value: leg for leg in LegName}
+    chosen = set()
+    for raw in names:
+        for name in raw.split(","):
+            name = name.strip()
+            if name not in valid:
+                raise UsageError(f"unknown leg {name!r}; legs are: {', '.join(valid)}")
+            chosen.add(valid[name])
+    return tuple(leg for leg in LegName if leg in chosen)
+
+
+def is_postgres_dsn(dsn: str) -> bool:
+    return dsn.startswith(("postgres://", "postgresql://"))
+
+
+def dialect_for(dsn: str) -> str:
+    """The SQL dialect a source's change scripts are read in (static scope, lint)."""
+    return POSTGRESQL if is_postgres_dsn(dsn) else "sqlite"
+
+
+def open_session(
+    dsn: str,
+    *,
+    workdir: Path | None,
+    progress: Progress,
+    guard: SurfaceGuard | None = None,
+    scratch: str | None = None,
+) -> EngineSession:
+    """Pick the engine for a DSN. Engines are the only modules that know a dialect.
+
+    `scratch` names where a PostgreSQL source is cloned: a server DSN, or "ephemeral" (the
+    default) for a private cluster rollproof starts; a SQLite source takes no scratch server.
+    """
+    if is_postgres_dsn(dsn):
+        from rollproof.engines.postgres.session import PostgresSession
+
+        return PostgresSession(
+            dsn,
+            scratch=scratch or "ephemeral",
+            workdir=workdir,
+            progress=progress,
+            guard=guard,
+        )
+    if scratch is not None:
+        raise UsageError("a scratch server applies only to a PostgreSQL source")
+    from rollproof.engines.sqlite.session import SqliteSession
+
+    return SqliteSession(dsn, workdir=workdir, progress=progress, guard=guard)
+
+
+class _LegRunner:
+    def __init__(
+        self,
+        session: EngineSession,
+        change: Change,
+        before: Fingerprint,
+        guard: SurfaceGuard,
+        *,
+        full_fingerprints: bool,
+    ) -> None:
+        self.s = session
+        self.change = change
+        self.before = before
+        self.guard = guard
+        self.full = full_fingerprints
+        self.pristine = False
+        """True when the clone is known to be the snapshot's exact state (after a rollback that
+        came back digest-equal), so the next leg need not copy the snapshot again."""
+
+    def fresh(self) -> None:
+        if not self.pristine:
+            self.s.fresh_clone()
+        self.pristine = False
+
+    def reuse(self, *roles: str) -> Reuse | None:
+        """What an after-fingerprint may take from `before`: everything the roles did not write.
+
+        The write sets come from the engine's run-time record (see fingerprint.Reuse for why
+        that is sound), so a leg's after-fingerprints cost what the change touched.
+        """
+        if self.full:
+            return None
+        written = self.guard.written_by(*roles)
+        return None if written is None else Reuse(self.before, written)
+
+    def judge(
+        self,
+        leg: LegName,
+        points: dict[Point, Fingerprint],
+        statements: dict[str, int],
+        settings: Mapping[str, Any],
+        *,
+        explain_last: bool = True,
+    ) -> LegResult:
+        j = judge_leg(
+            leg,
+            points,
+            no_mutation=self.change.no_mutation,
+            strict_sequences=self.change.strict_sequences,
+        )
+        differences: list[Difference] = []
+        tolerated: list[Difference] = []
+        for r in j.results:
+            if r.invariant.op != "==":
+                continue  # a tolerated advance under `after_apply != before` is the change's own
+            tolerated.extend(r.tolerated)
+            if r.holds:
+                continue
+            # The clone is still in the state of the last point: explain it row by row.
+            if (
+                explain_last
+                and r.invariant.right is Point.BEFORE
+                and r.invariant.left == list(points)[-1]
+            ):
+                differences.extend(self.s.explain(r.differences))
+            else:
+                differences.extend(r.differences)
+        reason = j.reason
+        if j.verdict is Verdict.FAIL and differences and reason and "does not hold" in reason:
+            first = next(r for r in j.results if not r.holds)
+            reason = f"{first.invariant} does not hold: " + "; ".join(
+                d.summary for d in differences
+            )
+        return LegResult(
+            leg,
+            j.verdict,
+            reason,
+            dict(points),
+            j.results,
+            tuple(differences),
+            tuple(tolerated),
+            settings,
+            statements,
+        )
+
+    def failed(
+        self,
+        leg: LegName,
+        what: str,
+        outcome: ScriptOutcome,
+        points: dict[Point, Fingerprint],
+        statements: dict[str, int],
+    ) -> LegResult:
+        if outcome.not_applicable is not None:
+            return LegResult(
+                leg,
+                Verdict.NOT_APPLICABLE,
+                f"{what}: {outcome.not_applicable}",
+                dict(points),
+                settings=outcome.settings,
+                statements=statements,
+            )
+        return LegResult(
+            leg,
+            Verdict.FAIL,
+            f"{what} failed: {outcome.error}",
+            dict(points),
+            settings=outcome.settings,
+            statements=statements,
+        )
+
+    def apply_committed(
+        self, points: dict[Point, Fingerprint], statements: dict[str, int]
+    ) -> ScriptOutcome:
+        self.fresh()
+        points[Point.BEFORE] = self.before
+        out = self.s.run_script("apply", self.change.apply, self.change.connection)
+        statements["apply"] = out.statements_run
+        if out.ok:
+            points[Point.AFTER_APPLY] = self.s.fingerprint_clone(self.reuse("apply"))
+        return out
+
+    def transaction(self, restore_next: bool) -> dict[LegName, LegResult]:
+        leg = LegName.TRANSACTION
+        self.fresh()
+        if restore_next:
+            # The restore leg will want a copy of the snapshot: an engine may make it while
+            # this leg runs (on SQLite, on a core this leg leaves idle).
+            self.s.prepare_clone()
+        points: dict[Point, Fingerprint] = {Point.BEFORE: self.before}
+        t = self.s.run_in_transaction(
+            self.change.apply, self.change.connection, None if self.full else self.before
+        )
+        statements = {"apply": t.script.statements_run}
+        if not t.script.ok or t.after_apply is None:
+            return {leg: self.failed(leg, "apply", t.script, points, statements)}
+        points[Point.AFTER_APPLY] = t.after_apply
+        points[Point.AFTER_ROLLBACK] = self.s.fingerprint_clone(self.reuse("apply"))
+        # ROLLBACK put the pages back; digest-equal (sequences included) means the next leg
+        # may start from here instead of from a new copy of the snapshot.
+        self.pristine = points[Point.AFTER_ROLLBACK].digest == self.before.digest
+        return {leg: self.judge(leg, points, statements, t.script.settings)}
+
+    def applied_then_restored(self, wanted: frozenset[LegName]) -> dict[LegName, LegResult]:
+        """The read-only and restore legs, from one apply: both begin in the applied state.
+
+        apply and COMMIT; fingerprint (after_apply); the read-only leg runs `verify` on a
+        read-only connection (entry is that state, exit is fingerprinted); then the restore leg
+        copies the snapshot back and fingerprints. `verify` runs on a connection that cannot
+        write, so the state the restore leg restores from is the one it recorded; if `verify`
+        did write, the read-only leg says so and the restore leg still restores from a clone
+        whose every write is in the engine's record.
+        """
+        results: dict[LegName, LegResult] = {}
+        want_ro = LegName.READ_ONLY in wanted
+        if want_ro and self.change.verify is None:
+            results[LegName.READ_ONLY] = LegResult(
+                LegName.READ_ONLY, Verdict.NOT_APPLICABLE, "the change has no verify script", {}
+            )
+            want_ro = False
+        want_restore = LegName.RESTORE in wanted
+        if not (want_ro or want_restore):
+            return results
+        points: dict[Point, Fingerprint] = {}
+        statements: dict[str, int] = {}
+        out = self.apply_committed(points, statements)
+        if not out.ok:
+            if want_ro:
+                results[LegName.READ_ONLY] = self.failed(
+                    LegName.READ_ONLY, "apply", out, {}, dict(statements)
+                )
+            if want_restore:
+                results[LegName.RESTORE] = self.failed(
+                    LegName.RESTORE, "apply", out, points, statements
+                )
+            return results
+        if want_ro:
+            results[LegName.READ_ONLY] = self.read_only(points[Point.AFTER_APPLY], statements, out)
+        if want_restore:
+            self.s.restore_clone()
+            points[Point.AFTER_RESTORE] = self.s.fingerprint_clone(self.reuse("apply", "verify"))
+            self.pristine = points[Point.AFTER_RESTORE].digest == self.before.digest
+            results[LegName.RESTORE] = self.judge(
+                LegName.RESTORE, points, {"apply": statements["apply"]}, out.settings
+            )
+        return results
+
+    def read_only(
+        self, applied: Fingerprint, apply_statements: Mapping[str, int], out: ScriptOutcome
+    ) -> LegResult:
+        """Run `verify` read-only on the applied clone: entry and exit fingerprints.
+
+        Entry is the applied state just fingerprinted (nothing has run on the clone since, so
+        every table is taken from it and only the schema and sequences are read again).
+        """
+        leg = LegName.READ_ONLY
+        assert self.change.verify is not None
+        statements = dict(apply_statements)
+        entry_reuse = None if self.full else Reuse(applied, frozenset())
+        ro = self.s.run_read_only(self.change.verify, entry_reuse)
+        points = {Point.ENTRY: ro.entry, Point.EXIT: ro.exit}
+        if ro.script is not None:
+            statements["verify"] = ro.script.statements_run
+            if not ro.script.ok:
+                return self.failed(leg, "verify (read-only)", ro.script, points, statements)
+        return self.judge(leg, points, statements, out.settings, explain_last=False)
+
+    def reverted_then_reapplied(self, wanted: frozenset[LegName]) -> dict[LegName, LegResult]:
+        """The revert leg and, continuing on the same clone, the reapply leg.
+
+        apply and COMMIT; fingerprint; revert; fingerprint (the revert leg); then apply again
+        and fingerprint (the reapply leg, which by definition starts where revert left off).
+        """
+        legs = [leg for leg in (LegName.REVERT, LegName.REAPPLY) if leg in wanted]
+        points: dict[Point, Fingerprint] = {}
+        statements: dict[str, int] = {}
+        out = self.apply_committed(points, statements)
+        if not out.ok:
+            return {leg: self.failed(leg, "apply", out, points, statements) for leg in legs}
+        rv = self.s.run_script("revert", self.change.revert, self.change.connection)
+        statements["revert"] = rv.statements_run
+        if not rv.ok:
+            return {leg: self.failed(leg, "revert", rv, points, statements) for leg in legs}
+        points[Point.AFTER_REVERT] = self.s.fingerprint_clone(self.reuse("apply", "revert"))
+        results: dict[LegName, LegResult] = {}
+        if LegName.REVERT in wanted:
+            # Judged now: a failing revert is explained from the clone in its reverted state.
+            results[LegName.REVERT] = self.judge(
+                LegName.REVERT, dict(points), dict(statements), out.settings
+            )
+        if LegName.REAPPLY not in wanted:
+            return results
+        leg = LegName.REAPPLY
+        again = self.s.run_script("reapply", self.change.apply, self.change.connection)
+        statements["reapply"] = again.statements_run
+        if not again.ok:
+            results[leg] = self.failed(leg, "reapply", again, points, statements)
+            return results
+        points[Point.AFTER_REAPPLY] = self.s.fingerprint_clone(
+            self.reuse("apply", "revert", "reapply")
+        )
+        results[leg] = self.judge(leg, points, statements, out.settings, explain_last=False)
+        return results
+
+    def run(self, legs: Sequence[LegName], say: Callable[[str], None]) -> dict[LegName, LegResult]:
+        """Run the requested legs in groups that share work, and return each leg's result.
+
+        Three groups, each on one clone: transaction; read-only + restore (one apply); revert +
+        reapply (one apply, one revert). A rolled-back or restored clone that is digest-equal
+        to the snapshot serves the next group without a new copy.
+        """
+        wanted = frozenset(legs)
+        groups: list[tuple[frozenset[LegName], Callable[[], dict[LegName, LegResult]]]] = [
+            (
+                frozenset({LegName.TRANSACTION}),
+                lambda: self.transaction(restore_next=LegName.RESTORE in wanted),
+            ),
+            (
+                frozenset({LegName.READ_ONLY, LegName.RESTORE}),
+                lambda: self.applied_then_restored(wanted),
+            ),
+            (
+                frozenset({LegName.REVERT, LegName.REAPPLY}),
+                lambda: self.reverted_then_reapplied(wanted),
+            ),
+        ]
+        results: dict[LegName, LegResult] = {}
+        done = 0
+        for members, step in groups:
+            mine = [leg for leg in LegName if leg in members & wanted]
+            if not mine:
+                continue
+            names = ", ".join(str(leg) for leg in mine)
+            span = f"{done + 1}" if len(mine) == 1 else f"{done + 1}-{done + len(mine)}"
+            say(f"leg{'s' if len(mine) > 1 else ''} {span}/{len(wanted)}: {names}")
+            results.update(step())
+            done += len(mine)
+        return results
+
+
+def rehearse(
+    change: Change,
+    source: str,
+    *,
+    legs: Sequence[LegName] = DEFAULT_LEGS,
+    workdir: Path | None = None,
+    keep_clone: bool = False,
+    progress: Progress | None = None,
+    clock: Clock = utc_now,
+    policy: Policy = EMPTY_POLICY,
+    allow_undeclared: bool = False,
+    scratch: str | None = None,
+    full_fingerprints: bool = False,
+    before_legs: Callable[[Fingerprint], None] | None = None,
+) -> RehearsalResult:
+    """Rehearse `change` against a clone of `source` and return every leg's proof.
+
+    Raises ScopeNotReadyError before anything is cloned when the change touches undeclared
+    objects (unless `allow_undeclared`), and IsolationError when the clone cannot be isolated.
+    `scratch` is where a PostgreSQL source is cloned (see `open_session`). `before_legs` is
+    called with the source snapshot's fingerprint before any leg runs; if it raises, nothing
+    runs (a governed rehearsal consumes its grant there, against the state it will rehearse).
+    """
+    say = progress or (lambda _msg: None)
+    started = clock()
+    scoping = check_scoping(change, dialect=dialect_for(source))
+    if scoping.status is not ScopingStatus.READY and not allow_undeclared:
+        raise ScopeNotReadyError(str(scoping.status), scoping.problems())
+    files_before = hash_forbidden_files(policy)
+    production_before = hash_production_sources(policy)
+    guard = SurfaceGuard(
+        reads=change.reads,
+        writes=change.writes,
+        forbidden=policy.forbidden_objects,
+        read_mode=policy.undeclared_reads,
+        forbidden_env=policy.forbidden_env,
+    )
+    session = open_session(source, workdir=workdir, progress=say, guard=guard, scratch=scratch)
+    kept: Path | None = None
+    try:
+        before = session.snapshot_fingerprint()
+        if before_legs is not None:
+            before_legs(before)
+        runner = _LegRunner(session, change, before, guard, full_fingerprints=full_fingerprints)
+        # Legs run in groups that share work (see _LegRunner.run); they are reported in the
+        # order requested.
+        by_leg = runner.run(legs, say)
+        results = [by_leg[leg] for leg in legs]
+        say("re-hashing the source to finish the isolation proof")
+        isolation = session.finish_isolation()
+        source_info = session.describe_source()
+    finally:
+        kept = session.close(keep=keep_clone)
+    changed: set[str] = set()
+    for r in results:
+        if Point.BEFORE in r.fingerprints and Point.AFTER_APPLY in r.fingerprints:
+            changed |= changed_objects(
+                r.fingerprints[Point.BEFORE], r.fingerprints[Point.AFTER_APPLY]
+            )
+    forbidden = (
+        object_statuses(policy.forbidden_objects, before, changed, scoping, guard.events)
+        + file_statuses(files_before, hash_forbidden_files(policy))
+        + env_statuses(policy)
+        + production_statuses(
+            policy,
+            production_before,
+            hash_production_sources(policy),
+            lambda dsn: session.is_source(dsn, policy.directory),
+            isolation,
+        )
+    )
+    surfaces = SurfaceEvidence(
+        scoping=scoping,
+        allow_undeclared=allow_undeclared,
+        read_mode=str(policy.undeclared_reads),
+        events=tuple(guard.events),
+        observed_changed=tuple(sorted(changed)),
+        observed_undeclared=tuple(observed_undeclared(changed, change.writes)),
+        forbidden=tuple(forbidden),
+        policy=policy.describe(),
+    )
+    overall = combine_verdicts(
+        overall_verdict([r.verdict for r in results], [r.name for r in results]), surfaces.verdict
+    )
+    return RehearsalResult(
+        change=change,
+        source=source_info,
+        source_fingerprint=before,
+        isolation=isolation,
+        legs=tuple(results),
+        overall=overall,
+        started_at=started,
+        finished_at=clock(),
+        clone_kept=kept,
+        surfaces=surfaces,
+    )

@@ -1,0 +1,512 @@
+"""Recompute a packet's claims from its own evidence: pure checks over parsed documents.
+
+Runs after the file-level stages (manifest, hashes, strict JSON, schemas) passed, so every
+document here is authentic relative to the manifest and shaped as its schema says. What is left
+is the logic: is every claim what the evidence gives? Each check below names the fabrication it
+stops.
+
+* **Change copy**: the content id is recomputed from the report's change section (with
+  `rollproof.core.change.Change`, the one definition of the canonical form); every script in change/
+  has the recorded sha256; change.toml says what the report says (flags, scripts, surfaces,
+  connection settings). Stops a packet whose change/ is not the change that was rehearsed, so
+  RERUN.sh cannot re-run something else.
+* **Secrets**: no DSN in the report or the recorded command line carries a password.
+* **Verdicts**: every leg verdict is recomputed with `rollproof.core.invariants.judge_leg` over the
+  fingerprints/*.json files (each rebuilt by `fingerprint_from_json`, which recomputes its
+  digest). A PASS needs every fingerprint point of its leg and every invariant holding; a PASS
+  over `after_apply == before` without `no_mutation` is the fabricated no-mutation rollback. A leg
+  whose script failed or could not run honestly did not reach its invariants: it is accepted
+  only as FAIL, NOT_APPLICABLE or UNKNOWN, with a reason, no recorded invariants, and the
+  fingerprints taken so far (a prefix of the leg's points); NOT_APPLICABLE with every point taken
+  is refused (a leg that ran to the end was applicable). Every leg's `before` is the source
+  fingerprint. The overall status is recomputed with `rollproof.core.model.overall_verdict` (and
+  `combine_verdicts` with the surfaces verdict), the isolation verdict from its checks, and the
+  summary line and report.md's title must say the same.
+* **Exit codes**: the recorded exit code of the rehearsal is the one its verdicts give.
+* **Scripts**: commands.sh and RERUN.sh are byte for byte what rollproof renders for this
+  report (`rollproof.verify.scripts`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rollproof.core.canonical import sha256_hex
+from rollproof.core.change import CONNECTION_DEFAULTS, Change, Script
+from rollproof.core.errors import ExitCode
+from rollproof.core.fingerprint import Fingerprint
+from rollproof.core.invariants import judge_leg
+from rollproof.core.isolation import IsolationCheck, IsolationProof
+from rollproof.core.model import (
+    LEG_POINTS,
+    IsolationVerdict,
+    LegName,
+    Point,
+    Verdict,
+    combine_verdicts,
+    overall_verdict,
+    rehearsal_exit_code,
+    surfaces_verdict,
+)
+from rollproof.core.redact import redact_argv, redact_dsn
+from rollproof.verify.findings import Finding, FindingCode
+from rollproof.verify.layout import CHANGE_DIR, COMMANDS_SH, REPORT_MD, RERUN_SH
+from rollproof.verify.scripts import recorded_exit_code, render_commands, render_rerun
+
+SCRIPT_NAMES = ("apply", "revert", "verify")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The parsed, schema-valid documents of a packet whose bytes matched its manifest."""
+
+    report: Mapping[str, Any]
+    exit_codes: Mapping[str, Any]
+    fingerprints: Mapping[str, Fingerprint]  # by "sha256:<hex>"
+    files: Mapping[str, bytes]
+
+
+def summary_text(change_id: str, overall: str, legs: list[tuple[str, str]], isolation: str) -> str:
+    """report.json's `summary` line (report.py writes it with this function)."""
+    shown = ", ".join(f"{name} {verdict}" for name, verdict in legs)
+    return f"{change_id}: {overall} ({shown}); isolation {isolation}"
+
+
+def markdown_title(change_id: str, overall: str) -> str:
+    """report.md's first line (report.py writes it with this function)."""
+    return f"# Rehearsal of `{change_id}`: {overall}"
+
+
+def expected_exit_code(isolation: IsolationVerdict, overall: Verdict) -> ExitCode:
+    """The rehearse command's exit code for these verdicts (one rule: model.py)."""
+    return rehearsal_exit_code(isolation, overall)
+
+
+def surfaces_verdict_of(surfaces: Mapping[str, Any]) -> Verdict:
+    """The surfaces verdict recomputed from report.json's `surfaces` (one rule: model.py)."""
+    return surfaces_verdict(
+        undeclared_changed=bool(surfaces["observed"]["undeclared"]),
+        forbidden_touched=any(f["status"] == "TOUCHED" for f in surfaces["forbidden"]),
+        denied=any(e["decision"] == "denied" for e in surfaces["enforcement"]),
+    )
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+
+def check_secrets(ev: Evidence) -> list[Finding]:
+    out = []
+    dsn = str(ev.report["source"]["dsn"])
+    if redact_dsn(dsn) != dsn:
+        out.append(
+            Finding(FindingCode.SECRET_PRESENT, "source.dsn holds a password", "report.json")
+        )
+    scratch = ev.report["source"].get("scratch")
+    if scratch is not None and redact_dsn(str(scratch)) != scratch:
+        out.append(
+            Finding(FindingCode.SECRET_PRESENT, "source.scratch holds a password", "report.json")
+        )
+    for command in ev.exit_codes["commands"]:
+        if redact_argv(command["argv"]) != command["argv"]:
+            out.append(
+                Finding(
+                    FindingCode.SECRET_PRESENT,
+                    f"the recorded {command['name']} command line holds a password",
+                    "exit_codes.json",
+                )
+            )
+    return out
+
+
+# -- the change copy -------------------------------------------------------------------------
+
+
+def _script(doc: Mapping[str, Any] | None) -> Script | None:
+    return None if doc is None else Script(text="", sha256=doc["sha256"], path=doc["path"])
+
+
+def recomputed_content_id(change: Mapping[str, Any]) -> str:
+    scripts = change["scripts"]
+    apply, revert = _script(scripts["apply"]), _script(scripts["revert"])
+    if apply is None or revert is None:
+        raise ValueError("apply and revert are required")
+    return Change(
+        id=change["id"],
+        apply=apply,
+        revert=revert,
+        verify=_script(scripts["verify"]),
+        no_mutation=change["no_mutation"],
+        strict_sequences=change["strict_sequences"],
+        reads=tuple(change["surfaces"]["reads"]),
+        writes=tuple(change["surfaces"]["writes"]),
+        connection=dict(change["connection"]),
+        directory=Path(),
+        files={},
+    ).content_id
+
+
+def _toml_mismatches(change: Mapping[str, Any], toml: Mapping[str, Any]) -> list[str]:
+    out = []
+    if "id" in toml and toml["id"] != change["id"]:
+        out.append(f"id is {toml['id']!r}, the report says {change['id']!r}")
+    for flag in ("no_mutation", "strict_sequences"):
+        if toml.get(flag, False) != change[flag]:
+            out.append(f"{flag} is {toml.get(flag, False)}, the report says {change[flag]}")
+    for name in SCRIPT_NAMES:
+        doc = change["scripts"][name]
+        if name in toml:
+            given = toml[name]
+            path = posixpath.normpath(given) if isinstance(given, str) else given
+            if doc is None or doc["path"] != path:
+                out.append(f"{name} = {given!r} is not the recorded script")
+        elif f"{name}_sql" in toml:
+            text = toml[f"{name}_sql"]
+            if (
+                doc is None
+                or doc["path"] is not None
+                or not isinstance(text, str)
+                or sha256_hex(text.encode("utf-8")) != doc["sha256"]
+            ):
+                out.append(f"{name}_sql is not the recorded script")
+        elif doc is not None:
+            out.append(f"{name} is recorded but change.toml has none")
+    surfaces = toml.get("surfaces", {})
+    for key in ("reads", "writes"):
+        if list(surfaces.get(key, [])) != list(change["surfaces"][key]):
+            out.append(f"surfaces.{key} is not the recorded list")
+    connection = toml.get("connection", {})
+    for key, default in CONNECTION_DEFAULTS.items():
+        if connection.get(key, default) != change["connection"].get(key):
+            out.append(f"connection.{key} is not the recorded setting")
+    return out
+
+
+def check_change(ev: Evidence) -> list[Finding]:
+    change = ev.report["change"]
+    out = []
+    if recomputed_content_id(change) != change["content_id"]:
+        out.append(
+            Finding(
+                FindingCode.CONTENT_ID_MISMATCH,
+                "change.content_id is not the digest of the recorded change",
+                "report.json",
+            )
+        )
+    prefix = CHANGE_DIR + "/"
+    copy = {p[len(prefix) :]: d for p, d in ev.files.items() if p.startswith(prefix)}
+    recorded = {
+        doc["path"]: doc["sha256"]
+        for doc in change["scripts"].values()
+        if doc is not None and doc["path"] is not None
+    }
+    expected = {"change.toml", *recorded}
+    for rel in sorted(set(copy) - expected):
+        out.append(
+            Finding(
+                FindingCode.CHANGE_COPY_MISMATCH,
+                "not a file of the recorded change",
+                prefix + rel,
+            )
+        )
+    for rel in sorted(set(expected) - set(copy)):
+        out.append(
+            Finding(FindingCode.CHANGE_COPY_MISMATCH, "recorded script is missing", prefix + rel)
+        )
+    for rel, sha in sorted(recorded.items()):
+        if rel in copy and sha256_hex(copy[rel]) != sha:
+            out.append(
+                Finding(
+                    FindingCode.CHANGE_COPY_MISMATCH,
+                    "sha256 differs from the recorded script's",
+                    prefix + rel,
+                )
+            )
+    if "change.toml" in copy:
+        try:
+            toml = tomllib.loads(copy["change.toml"].decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            out.append(
+                Finding(
+                    FindingCode.CHANGE_COPY_MISMATCH,
+                    f"not readable TOML: {e}",
+                    prefix + "change.toml",
+                )
+            )
+        else:
+            out += [
+                Finding(FindingCode.CHANGE_COPY_MISMATCH, m, prefix + "change.toml")
+                for m in _toml_mismatches(change, toml)
+            ]
+    return out
+
+
+# -- verdicts --------------------------------------------------------------------------------
+
+
+def _referenced(report: Mapping[str, Any]) -> set[str]:
+    refs = {str(report["source"]["fingerprint"])}
+    for leg in report["legs"]:
+        refs.update(str(d) for d in leg["fingerprints"].values())
+    return refs
+
+
+def _check_leg(
+    leg: Mapping[str, Any], ev: Evidence, *, no_mutation: bool, strict_sequences: bool
+) -> list[Finding]:
+    name = LegName(leg["name"])
+    recorded = Verdict(leg["verdict"])
+    points = {Point(p): str(d) for p, d in leg["fingerprints"].items()}
+    order = LEG_POINTS[name]
+    out = []
+
+    def finding(code: FindingCode, message: str) -> Finding:
+        return Finding(code, f"{name}: {message}", "report.json")
+
+    stray = [p for p in points if p not in order]
+    if stray:
+        out.append(
+            finding(
+                FindingCode.LEG_POINTS_INCOMPLETE,
+                "fingerprint points that are not this leg's: " + ", ".join(stray),
+            )
+        )
+        return out
+    source = str(ev.report["source"]["fingerprint"])
+    if Point.BEFORE in points and points[Point.BEFORE] != source:
+        out.append(
+            finding(
+                FindingCode.LEG_BEFORE_NOT_SOURCE,
+                "`before` is not the source fingerprint (every leg starts from the snapshot)",
+            )
+        )
+        return out
+
+    invariants = list(leg["invariants"])
+    complete = all(p in points for p in order)
+    if complete and (recorded is Verdict.PASS or invariants):
+        judged = judge_leg(
+            name,
+            {p: ev.fingerprints[points[p]] for p in order},
+            no_mutation=no_mutation,
+            strict_sequences=strict_sequences,
+        )
+        if recorded is Verdict.PASS and judged.verdict is not Verdict.PASS:
+            unchanged = any(not r.holds and r.invariant.op == "!=" for r in judged.results)
+            if unchanged:
+                out.append(
+                    finding(
+                        FindingCode.NO_MUTATION_FABRICATED,
+                        "PASS recorded over an apply that changed nothing "
+                        "(after_apply == before) in a change not declared no_mutation",
+                    )
+                )
+            else:
+                out.append(
+                    finding(
+                        FindingCode.LEG_VERDICT_CONTRADICTS,
+                        f"PASS recorded, the fingerprints give {judged.verdict}: {judged.reason}",
+                    )
+                )
+        elif recorded is not judged.verdict:
+            out.append(
+                finding(
+                    FindingCode.LEG_VERDICT_CONTRADICTS,
+                    f"{recorded} recorded, the fingerprints give {judged.verdict}",
+                )
+            )
+        else:
+            given = [{"check": str(r.invariant), "holds": r.holds} for r in judged.results]
+            if invariants != given:
+                out.append(
+                    finding(
+                        FindingCode.LEG_INVARIANTS_MISMATCH,
+                        "the recorded invariants are not the ones the fingerprints give",
+                    )
+                )
+        return out
+
+    # The leg did not reach its invariants: a script failed or could not run honestly.
+    if recorded is Verdict.PASS:
+        missing = [str(p) for p in order if p not in points]
+        out.append(
+            finding(
+                FindingCode.LEG_POINTS_INCOMPLETE,
+                "PASS recorded without fingerprints at " + ", ".join(missing),
+            )
+        )
+    elif invariants:
+        out.append(
+            finding(
+                FindingCode.LEG_INVARIANTS_MISMATCH,
+                "invariants recorded for a leg that did not reach them",
+            )
+        )
+    elif set(points) != set(order[: len(points)]):
+        out.append(
+            finding(
+                FindingCode.LEG_POINTS_INCOMPLETE,
+                "the fingerprints recorded are not the points a leg reaches in order",
+            )
+        )
+    elif not leg["reason"]:
+        out.append(finding(FindingCode.LEG_VERDICT_CONTRADICTS, f"{recorded} without a reason"))
+    elif recorded is Verdict.NOT_APPLICABLE and complete:
+        out.append(
+            finding(
+                FindingCode.LEG_VERDICT_CONTRADICTS,
+                "NOT_APPLICABLE recorded for a leg that reached every fingerprint point",
+            )
+        )
+    return out
+
+
+def check_verdicts(ev: Evidence) -> list[Finding]:
+    report = ev.report
+    out: list[Finding] = []
+
+    refs = _referenced(report)
+    for digest in sorted(refs - set(ev.fingerprints)):
+        out.append(
+            Finding(
+                FindingCode.FINGERPRINT_MISSING,
+                f"{digest} is referenced but has no fingerprints/ file",
+                "report.json",
+            )
+        )
+    for digest in sorted(set(ev.fingerprints) - refs):
+        out.append(
+            Finding(
+                FindingCode.FINGERPRINT_UNREFERENCED,
+                "no leg or source refers to this fingerprint",
+                f"fingerprints/{digest.removeprefix('sha256:')}.json",
+            )
+        )
+    if out:
+        return out
+
+    names = [LegName(leg["name"]) for leg in report["legs"]]
+    if len(set(names)) != len(names) or names != sorted(names, key=list(LegName).index):
+        return [
+            Finding(
+                FindingCode.LEGS_MALFORMED,
+                "legs must be distinct and in rollproof's order: " + ", ".join(names),
+                "report.json",
+            )
+        ]
+
+    change = report["change"]
+    for leg in report["legs"]:
+        out += _check_leg(
+            leg,
+            ev,
+            no_mutation=change["no_mutation"],
+            strict_sequences=change["strict_sequences"],
+        )
+    if out:
+        return out
+
+    verdicts = [Verdict(leg["verdict"]) for leg in report["legs"]]
+    overall = overall_verdict(verdicts, names)
+    if "surfaces" in report:
+        surfaces = surfaces_verdict_of(report["surfaces"])
+        if Verdict(report["surfaces"]["verdict"]) is not surfaces:
+            out.append(
+                Finding(
+                    FindingCode.OVERALL_CONTRADICTS,
+                    f"surfaces.verdict is {report['surfaces']['verdict']}, "
+                    f"its evidence gives {surfaces}",
+                    "report.json",
+                )
+            )
+        overall = combine_verdicts(overall, surfaces)
+    if Verdict(report["overall"]) is not overall:
+        out.append(
+            Finding(
+                FindingCode.OVERALL_CONTRADICTS,
+                f"overall is {report['overall']}, the legs give {overall}",
+                "report.json",
+            )
+        )
+
+    checks = tuple(
+        IsolationCheck(c["name"], c["holds"], c["evidence"]) for c in report["isolation"]["checks"]
+    )
+    isolation = IsolationProof(checks).verdict
+    if IsolationVerdict(report["isolation"]["verdict"]) is not isolation:
+        out.append(
+            Finding(
+                FindingCode.ISOLATION_CONTRADICTS,
+                f"isolation verdict is {report['isolation']['verdict']}, its checks give "
+                f"{isolation}",
+                "report.json",
+            )
+        )
+    if out:
+        return out
+
+    legs = [(str(leg["name"]), str(leg["verdict"])) for leg in report["legs"]]
+    summary = summary_text(change["id"], str(overall), legs, str(isolation))
+    if report["summary"] != summary:
+        out.append(
+            Finding(
+                FindingCode.REPORT_TEXT_CONTRADICTS,
+                f"summary says {report['summary']!r}, the verdicts give {summary!r}",
+                "report.json",
+            )
+        )
+    first_line = ev.files[REPORT_MD].split(b"\n", 1)[0]
+    if first_line != markdown_title(change["id"], str(overall)).encode("utf-8"):
+        out.append(
+            Finding(
+                FindingCode.REPORT_TEXT_CONTRADICTS,
+                "the title does not state the recomputed overall verdict",
+                REPORT_MD,
+            )
+        )
+    return out
+
+
+# -- exit codes and scripts ------------------------------------------------------------------
+
+
+def check_exit_codes(ev: Evidence) -> list[Finding]:
+    report = ev.report
+    expected = expected_exit_code(
+        IsolationVerdict(report["isolation"]["verdict"]), Verdict(report["overall"])
+    )
+    recorded = recorded_exit_code(ev.exit_codes)
+    if recorded != int(expected):
+        return [
+            Finding(
+                FindingCode.EXIT_CODE_CONTRADICTS,
+                f"rehearse recorded exit code {recorded}, its verdicts give {int(expected)}",
+                "exit_codes.json",
+            )
+        ]
+    return []
+
+
+def check_scripts(ev: Evidence) -> list[Finding]:
+    out = []
+    if ev.files[COMMANDS_SH] != render_commands(ev.report, ev.exit_codes):
+        out.append(
+            Finding(
+                FindingCode.SCRIPT_MISMATCH,
+                "not the script rollproof writes for this report and these exit codes",
+                COMMANDS_SH,
+            )
+        )
+    if ev.files[RERUN_SH] != render_rerun(ev.report):
+        out.append(
+            Finding(
+                FindingCode.SCRIPT_MISMATCH,
+                "not the script rollproof writes for this report",
+                RERUN_SH,
+            )
+        )
+    return out
