@@ -1,12 +1,7 @@
-"""What a change's SQL touches and what it may destroy, read from the text without running it.
-
-Owns three pure functions over SQL text (no IO, no printing, no database; sqlglot itself may
-log a warning to the "sqlglot" logger when it falls back to an opaque command):
-
-* `static_scope` splits a script into statements and lists, for each, every database object
-  it reads, writes, creates, alters or drops;
-* `lint_destructive` flags statements that destroy data or cannot be reverted losslessly;
-* `undeclared` lists every object the statements touch that the change did not declare.
+"""The sqlglot reader: what SQL touches and may destroy, read from the text (SQLite and any
+sqlglot dialect; PostgreSQL has its own parser in `postgres/scope.py`). Pure functions, no IO:
+`static_scope` lists every statement's objects and access kinds, `lint_destructive` flags
+statements that destroy data. `rollproof.engines.reader_for` is how other layers reach it.
 
 Invariants:
 

@@ -98,6 +98,7 @@ import psycopg
 
 from rollproof.core.canonical import canonical_json, content_hasher, content_tagged, digest_json
 from rollproof.core.fingerprint import Fingerprint, Reuse, TableDigest
+from rollproof.engines.postgres import catalog
 from rollproof.engines.postgres.conn import quote_ident
 
 ENGINE = "postgresql"
@@ -117,246 +118,6 @@ SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
     ("row_security", "off"),
 )
 
-_USER_NS = (
-    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
-    "AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'"
-)
-_NAME = "CASE WHEN n.nspname = 'public' THEN {0} ELSE n.nspname || '.' || {0} END"
-
-
-def _not_extension_member(catalog: str, oid: str) -> str:
-    return (
-        "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d "
-        f"WHERE d.classid = '{catalog}'::pg_catalog.regclass AND d.objid = {oid} "
-        "AND d.deptype = 'e')"
-    )
-
-
-_COLUMNS = """
-SELECT coalesce(json_agg(json_build_object(
-    'name', a.attname,
-    'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
-    'notnull', a.attnotnull,
-    'default', pg_catalog.pg_get_expr(ad.adbin, ad.adrelid),
-    'identity', a.attidentity,
-    'generated', a.attgenerated,
-    'collation', CASE WHEN a.attcollation <> t.typcollation
-                      THEN (SELECT collname FROM pg_catalog.pg_collation
-                            WHERE oid = a.attcollation) END
-) ORDER BY a.attnum), '[]'::json)
-FROM pg_catalog.pg_attribute a
-JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-"""
-
-_TABLES = f"""
-SELECT {_NAME.format("c.relname")} AS name, json_build_object(
-    'type', 'table',
-    'kind', c.relkind,
-    'persistence', c.relpersistence,
-    'columns', ({_COLUMNS}),
-    'constraints', (SELECT coalesce(json_agg(json_build_array(
-            co.conname, co.contype, pg_catalog.pg_get_constraintdef(co.oid, true))
-            ORDER BY co.conname), '[]'::json)
-        FROM pg_catalog.pg_constraint co WHERE co.conrelid = c.oid),
-    'partition_key', CASE WHEN c.relkind = 'p'
-        THEN pg_catalog.pg_get_partkeydef(c.oid) END,
-    'partition_bound', pg_catalog.pg_get_expr(c.relpartbound, c.oid),
-    'inherits', (SELECT coalesce(json_agg(i.inhparent::pg_catalog.regclass::text
-            ORDER BY i.inhseqno), '[]'::json)
-        FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid),
-    'options', c.reloptions,
-    'row_security', json_build_array(c.relrowsecurity, c.relforcerowsecurity),
-    'policies', (SELECT coalesce(json_agg(json_build_array(p.polname, p.polcmd,
-            p.polpermissive, pg_catalog.pg_get_expr(p.polqual, p.polrelid),
-            pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)) ORDER BY p.polname), '[]'::json)
-        FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid),
-    'rules', (SELECT coalesce(json_agg(pg_catalog.pg_get_ruledef(r.oid, true)
-            ORDER BY r.rulename), '[]'::json)
-        FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN')
-)::text AS description,
-c.relkind, c.relispopulated, n.nspname, c.relname,
-coalesce(pg_catalog.pg_table_size(c.oid), 0) AS size
-FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'f') AND {_USER_NS}
-AND {_not_extension_member("pg_class", "c.oid")}
-ORDER BY 1
-"""
-
-_VIEWS = f"""
-SELECT {_NAME.format("c.relname")}, json_build_object(
-    'type', 'view', 'kind', c.relkind,
-    'definition', pg_catalog.pg_get_viewdef(c.oid, true),
-    'columns', ({_COLUMNS}),
-    'options', c.reloptions
-)::text, c.relkind, c.relispopulated, n.nspname, c.relname,
-coalesce(pg_catalog.pg_table_size(c.oid), 0)
-FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('v', 'm') AND {_USER_NS} AND {_not_extension_member("pg_class", "c.oid")}
-ORDER BY 1
-"""
-
-_INDEXES = f"""
-SELECT {_NAME.format("c.relname")}, json_build_object(
-    'type', 'index',
-    'table', {_NAME.format("t.relname")},
-    'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
-    'valid', i.indisvalid,
-    'constraint', (SELECT co.conname FROM pg_catalog.pg_constraint co
-                   WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid LIMIT 1)
-)::text
-FROM pg_catalog.pg_index i
-JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE {_USER_NS} AND {_not_extension_member("pg_class", "t.oid")}
-ORDER BY 1
-"""
-
-_TRIGGERS = f"""
-SELECT tg.tgname, json_build_object(
-    'type', 'trigger',
-    'table', {_NAME.format("c.relname")},
-    'definition', pg_catalog.pg_get_triggerdef(tg.oid, true),
-    'enabled', tg.tgenabled
-)::text
-FROM pg_catalog.pg_trigger tg
-JOIN pg_catalog.pg_class c ON c.oid = tg.tgrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE NOT tg.tgisinternal AND {_USER_NS} AND {_not_extension_member("pg_class", "c.oid")}
-ORDER BY 1, 2
-"""
-
-_SEQUENCES = f"""
-SELECT {_NAME.format("c.relname")}, json_build_object(
-    'type', 'sequence',
-    'data_type', pg_catalog.format_type(s.seqtypid, NULL),
-    'start', s.seqstart, 'increment', s.seqincrement,
-    'min', s.seqmin, 'max', s.seqmax, 'cache', s.seqcache, 'cycle', s.seqcycle,
-    'persistence', c.relpersistence,
-    'owned_by', o.owner
-)::text, n.nspname, c.relname, s.seqincrement, o.owner_table, o.owner, o.attnum
-FROM pg_catalog.pg_sequence s
-JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN LATERAL (
-    SELECT CASE WHEN tn.nspname = 'public' THEN tc.relname
-                ELSE tn.nspname || '.' || tc.relname END AS owner_table,
-           CASE WHEN tn.nspname = 'public' THEN tc.relname
-                ELSE tn.nspname || '.' || tc.relname END || '.' || a.attname AS owner,
-           a.attnum
-    FROM pg_catalog.pg_depend d
-    JOIN pg_catalog.pg_class tc ON tc.oid = d.refobjid
-    JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace
-    JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-    WHERE d.classid = 'pg_class'::pg_catalog.regclass AND d.objid = c.oid
-      AND d.refclassid = 'pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i')
-    LIMIT 1
-) o ON true
-WHERE {_USER_NS} AND {_not_extension_member("pg_class", "c.oid")}
-ORDER BY 1
-"""
-
-_FUNCTIONS = f"""
-SELECT {_NAME.format("p.proname")},
-json_build_object(
-    'type', 'function', 'kind', p.prokind,
-    'arguments', pg_catalog.pg_get_function_identity_arguments(p.oid),
-    'definition', CASE WHEN p.prokind = 'a' THEN NULL
-                       ELSE pg_catalog.pg_get_functiondef(p.oid) END,
-    'aggregate', CASE WHEN p.prokind = 'a' THEN (
-        SELECT json_build_array(ag.aggkind, ag.aggtransfn::text, ag.aggfinalfn::text,
-            ag.aggcombinefn::text, pg_catalog.format_type(ag.aggtranstype, NULL),
-            ag.agginitval, pg_catalog.pg_get_function_result(p.oid))
-        FROM pg_catalog.pg_aggregate ag WHERE ag.aggfnoid = p.oid) END
-)::text
-FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE {_USER_NS} AND {_not_extension_member("pg_proc", "p.oid")}
-ORDER BY 1, 2
-"""
-
-_TYPES = f"""
-SELECT {_NAME.format("t.typname")}, json_build_object(
-    'type', 'type', 'kind', t.typtype,
-    'labels', CASE WHEN t.typtype = 'e' THEN (
-        SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
-        FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid) END,
-    'base', CASE WHEN t.typtype = 'd'
-                 THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) END,
-    'notnull', t.typnotnull,
-    'default', t.typdefault,
-    'constraints', (SELECT coalesce(json_agg(json_build_array(co.conname,
-            pg_catalog.pg_get_constraintdef(co.oid, true)) ORDER BY co.conname), '[]'::json)
-        FROM pg_catalog.pg_constraint co WHERE co.contypid = t.oid),
-    'attributes', CASE WHEN t.typtype = 'c' THEN (
-        SELECT json_agg(json_build_array(a.attname,
-            pg_catalog.format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
-        FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped) END,
-    'range', CASE WHEN t.typtype = 'r' THEN (
-        SELECT json_build_array(pg_catalog.format_type(r.rngsubtype, NULL),
-            r.rngsubopc::text, r.rngcanonical::text, r.rngsubdiff::text)
-        FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid) END
-)::text
-FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-WHERE {_USER_NS} AND t.typtype IN ('e', 'd', 'c', 'r')
-AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_catalog.pg_class WHERE oid = t.typrelid) = 'c')
-AND {_not_extension_member("pg_type", "t.oid")}
-ORDER BY 1
-"""
-
-_EXTENSIONS = """
-SELECT e.extname, json_build_object('type', 'extension', 'version', e.extversion,
-    'schema', n.nspname)::text
-FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-ORDER BY 1
-"""
-
-_SCHEMAS = f"""
-SELECT n.nspname, json_build_object('type', 'schema')::text
-FROM pg_catalog.pg_namespace n
-WHERE {_USER_NS} AND {_not_extension_member("pg_namespace", "n.oid")}
-ORDER BY 1
-"""
-
-_COMMENTS = f"""
-SELECT {_NAME.format("c.relname")}, d.objsubid, d.description
-FROM pg_catalog.pg_description d
-JOIN pg_catalog.pg_class c ON d.classoid = 'pg_class'::pg_catalog.regclass AND d.objoid = c.oid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE {_USER_NS}
-ORDER BY 1, 2
-"""
-
-_PRIMARY_KEY = """
-SELECT k.attnum::pg_catalog.int4
-FROM pg_catalog.pg_index i
-CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
-WHERE i.indrelid = %s::pg_catalog.regclass AND i.indisprimary
-ORDER BY k.position
-"""
-
-# Per column: name, declared type, type OID, and whether its collation compares bytes (the
-# "C"/"POSIX" collations, or a libc default that is one of them), NULL when not collatable.
-_TABLE_COLUMNS = """
-SELECT a.attnum::pg_catalog.int4, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
-    a.atttypid::pg_catalog.int8,
-    CASE WHEN a.attcollation = 0 THEN NULL
-         WHEN a.attcollation IN (950, 951) THEN true
-         WHEN a.attcollation = 100 THEN (
-             SELECT d.datcollate IN ('C', 'POSIX')
-                    AND coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') = 'c'
-             FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-         ELSE false END
-FROM pg_catalog.pg_attribute a
-WHERE a.attrelid = %s::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
-
-# Built-in types (by their fixed OIDs) whose equality is identity of the rendered text: two
-# values that compare equal (text compared bytewise; timestamptz rendered in UTC) always print
-# the same, so their own comparison orders a table without a primary key.
 _IDENTITY_EQUALITY = frozenset(
     {
         16,  # boolean
@@ -532,9 +293,13 @@ def table_digest(
     relation = f"{quote_ident(schema)}.{quote_ident(relname)}"
     cols: dict[int, Column] = {
         int(num): Column(str(c), str(t), int(oid), bytewise)
-        for num, c, t, oid, bytewise in conn.execute(_TABLE_COLUMNS, (relation,), prepare=False)
+        for num, c, t, oid, bytewise in conn.execute(
+            catalog.TABLE_COLUMNS, (relation,), prepare=False
+        )
     }
-    pk = [cols[int(num)] for (num,) in conn.execute(_PRIMARY_KEY, (relation,), prepare=False)]
+    pk = [
+        cols[int(num)] for (num,) in conn.execute(catalog.PRIMARY_KEY, (relation,), prepare=False)
+    ]
     if pk:
         # A primary key is unique and NOT NULL: its order is total.
         order, keys = "primary-key", [c.key() for c in pk]
@@ -669,14 +434,16 @@ def fingerprint_connection(
     tables: list[tuple[str, str, str]] = []
     sizes: dict[str, int] = {}
     excluded: list[str] = []
-    for name, description, relkind, _populated, schema, relname, size in _rows(conn, _TABLES):
+    for name, description, relkind, _populated, schema, relname, size in _rows(
+        conn, catalog.TABLES
+    ):
         add("table", name, description)
         sizes[name] = int(size)
         if relkind == "r":
             tables.append((name, schema, relname))
         elif relkind == "f":
             excluded.append(f"{name} (foreign table)")
-    for name, description, relkind, populated, schema, relname, size in _rows(conn, _VIEWS):
+    for name, description, relkind, populated, schema, relname, size in _rows(conn, catalog.VIEWS):
         add("view", name, description)
         sizes[name] = int(size)
         if relkind == "m":
@@ -734,12 +501,12 @@ def _rest_of_schema(
     texts: dict[str, str],
 ) -> tuple[list[tuple[str, str, str, int]], str]:
     """Every schema object after tables and views; the sequences to read; the DDL digest."""
-    for name, description in _rows(conn, _INDEXES):
+    for name, description in _rows(conn, catalog.INDEXES):
         add("index", name, description)
-    for name, description in _rows(conn, _TRIGGERS):
+    for name, description in _rows(conn, catalog.TRIGGERS):
         add("trigger", name, description)
     sequences: list[tuple[str, str, str, int]] = []
-    rows = _rows(conn, _SEQUENCES)
+    rows = _rows(conn, catalog.SEQUENCES)
     first_column: dict[str, int] = {}
     for r in rows:
         if r[5] is not None:
@@ -754,13 +521,13 @@ def _rest_of_schema(
         first = owner_table is not None and first_column[str(owner_table)] == attnum
         key = counter_name(name, owner_table, owner, first)
         sequences.append((key, schema, relname, int(inc)))
-    for name, description in _rows(conn, _FUNCTIONS):
+    for name, description in _rows(conn, catalog.FUNCTIONS):
         add("function", name, description)
-    for name, description in _rows(conn, _TYPES):
+    for name, description in _rows(conn, catalog.TYPES):
         add("type", name, description)
-    for name, description in _rows(conn, _EXTENSIONS):
+    for name, description in _rows(conn, catalog.EXTENSIONS):
         add("extension", name, description)
-    for name, description in _rows(conn, _SCHEMAS):
+    for name, description in _rows(conn, catalog.SCHEMAS):
         add("schema", name, description)
-    comments = [list(r) for r in _rows(conn, _COMMENTS)]
+    comments = [list(r) for r in _rows(conn, catalog.COMMENTS)]
     return sequences, digest_json({"objects": dict(sorted(texts.items())), "comments": comments})
