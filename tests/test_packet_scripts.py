@@ -104,7 +104,10 @@ def test_rerun_sh_finds_rollproof_through_python3(demo: dict[str, Path], tmp_pat
     """No `rollproof` on PATH: the script falls back to `python3 -m rollproof`."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "python3").symlink_to(sys.executable)
+    # A wrapper, not a symlink: a symlinked virtual-environment interpreter no longer finds its
+    # pyvenv.cfg, so rollproof would not be importable through it.
+    (bindir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bindir / "python3").chmod(0o755)
     env = subprocess_env(PATH=f"{bindir}{os.pathsep}/usr/bin{os.pathsep}/bin")
     proc = run_script(demo["drop-customer-fax"] / "RERUN.sh", tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
