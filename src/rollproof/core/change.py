@@ -22,9 +22,12 @@ from typing import Any
 
 from rollproof.core.canonical import digest_json, sha256_hex
 from rollproof.core.errors import ChangeError
+from rollproof.core.inputs import InputFileError, read_input
 from rollproof.core.sqltext import has_sql
 
 CHANGE_FILE = "change.toml"
+MAX_CHANGE_TOML_BYTES = 1024 * 1024
+"""change.toml is a short list of keys; a larger one is refused before it is parsed."""
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TOP_KEYS = frozenset(
     {
@@ -96,17 +99,18 @@ def load_change(path: str | Path) -> Change:
     toml_path = p / CHANGE_FILE if p.is_dir() else p
     shown = str(toml_path)
     try:
-        raw = toml_path.read_bytes()
-    except FileNotFoundError:
-        raise ChangeError(shown, "no such file") from None
-    except OSError as e:
-        raise ChangeError(shown, f"cannot read: {e.strerror}") from e
+        raw = read_input(toml_path, limit=MAX_CHANGE_TOML_BYTES)
+    except InputFileError as e:
+        raise ChangeError(shown, e.reason) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ChangeError(shown, "not UTF-8 text") from e
     except tomllib.TOMLDecodeError as e:
         raise ChangeError(shown, f"invalid TOML: {e}") from e
+    except RecursionError:
+        # tomllib recurses once per nesting level: 50k nested arrays exhaust the stack.
+        raise ChangeError(shown, "invalid TOML: nested too deeply") from None
     return _build(data, toml_path, raw)
 
 
@@ -207,12 +211,12 @@ def _script(
         target = (directory / rel).resolve()
         if Path(rel).is_absolute() or not target.is_relative_to(directory):
             raise ChangeError(shown, f"{rel!r} is outside the change directory", file_key)
+        if not target.exists():
+            raise ChangeError(shown, f"file {rel!r} does not exist", file_key)
         try:
-            body = target.read_bytes()
-        except FileNotFoundError:
-            raise ChangeError(shown, f"file {rel!r} does not exist", file_key) from None
-        except OSError as e:
-            raise ChangeError(shown, f"cannot read {rel!r}: {e.strerror}", file_key) from e
+            body = read_input(target)
+        except InputFileError as e:
+            raise ChangeError(shown, f"file {rel!r} {_reason(e)}", file_key) from None
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -230,3 +234,9 @@ def _script(
     if name == "apply" and not has_sql(script.text):
         raise ChangeError(shown, "is empty: it has no SQL statement", key)
     return script
+
+
+def _reason(e: InputFileError) -> str:
+    """`InputFileError.reason` as it reads after "file 'x.sql'"."""
+    r = e.reason
+    return r if r.startswith(("is ", "grew ")) else f"cannot be read: {r}"

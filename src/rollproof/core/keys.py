@@ -42,8 +42,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from rollproof.core.errors import UsageError
+from rollproof.core.inputs import InputFileError, read_input
 
 SHORT_ID_DIGITS = 16
+MAX_KEY_FILE_BYTES = 64 * 1024
+"""A PEM key is a few hundred bytes; anything this large is not a key file."""
 
 
 class KeyFileError(UsageError):
@@ -118,11 +121,11 @@ class SigningKey:
 
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such key file") from None
-    except OSError as e:
-        raise KeyFileError(f"{path}: cannot read key file: {e.strerror}") from e
+        return read_input(path, limit=MAX_KEY_FILE_BYTES)
+    except InputFileError as e:
+        if e.reason == "no such file":
+            raise KeyFileError(f"{path}: no such key file") from None
+        raise KeyFileError(f"{path}: key file {e.reason}") from None
 
 
 def load_signing_key(path: Path, *, passphrase: bytes | None = None) -> SigningKey:

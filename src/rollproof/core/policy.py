@@ -63,6 +63,7 @@ from typing import Any
 
 from rollproof.core.canonical import sha256_hex
 from rollproof.core.errors import UsageError
+from rollproof.core.inputs import InputFileError, read_input
 from rollproof.core.keys import KeyFileError, PublicKey, load_public_key, public_key_from_pem
 
 POLICY_FILE = "rollproof.toml"
@@ -135,6 +136,8 @@ DEFAULT_GATES: Mapping[Gate, str] = MappingProxyType(
         Gate.SECRET_ACCESS: "production-apply",
     }
 )
+MAX_POLICY_BYTES = 1024 * 1024
+"""rollproof.toml is a short file; a larger one is refused before it is parsed."""
 DEFAULT_LEDGER = ".rollproof/ledger.db"
 DEFAULT_CHECKPOINT = ".rollproof/ledger.checkpoint"
 
@@ -406,15 +409,15 @@ def load_policy(path: Path | None = None) -> Policy:
         path = default
     shown = str(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise PolicyError(shown, "no such file") from None
-    except OSError as e:
-        raise PolicyError(shown, f"cannot read: {e.strerror}") from e
+        raw = read_input(path, limit=MAX_POLICY_BYTES)
+    except InputFileError as e:
+        raise PolicyError(shown, e.reason) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise PolicyError(shown, f"invalid TOML: {e}") from e
+    except RecursionError:
+        raise PolicyError(shown, "invalid TOML: nested too deeply") from None
 
     resolved = path.resolve()
     r = _Reader(shown, data, resolved.parent)
