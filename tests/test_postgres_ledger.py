@@ -23,7 +23,7 @@ from rollproof.governance import ledger as sqlite_ledger
 from rollproof.governance import ledger_postgres as pgl
 from rollproof.governance.events import EventKind, NewEvent, format_utc
 from rollproof.governance.ledger import LedgerIntegrityError, LedgerRollbackError
-from rollproof.governance.state import AlreadyConsumedError
+from rollproof.governance.rules_grants import AlreadyConsumedError
 from tests.pg_fixtures import Servers, admin, pg_servers_fixture, with_db  # noqa: F401
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

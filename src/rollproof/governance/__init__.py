@@ -2,7 +2,14 @@
 governed flow built on them (docs/governance.md).
 
     events.py     event kinds, the leaf-hash rule, the one UTC time spelling (pure)
-    state.py      the fold of events 1..N and every rule an event must obey (pure)
+    state.py      the fold of events 1..N and the rule each event kind obeys (pure), from:
+      records.py          the folded state's types: LedgerState, its records, LedgerRuleError
+      fold_state.py       the working state the rules read and write, their shared lookups
+      bodies.py           every event kind's body schema, parsed strictly before any rule
+      rules_tickets.py    tickets and blockers: conditions discharged only with evidence
+      rules_grants.py     grants consumed: id, nonce and payload each once, for ever
+      rules_decisions.py  decisions, holds, validator pins, and the operator signatures on them
+      rules_lanes.py      rehearsals, preflights, packet checks, lane refusals
     ledger.py     the SQLite store, chain verification, signed checkpoints (IO around a pure core)
     store.py      which store a policy names: SQLite file or PostgreSQL (engines/postgres_ledger)
     keys.py       Ed25519 key files and key ids (the one key module, packet signing included)
@@ -91,33 +98,36 @@ from rollproof.governance.ledger import (
     verify_chain,
     write_checkpoint,
 )
-from rollproof.governance.state import (
-    AlreadyConsumedError,
+from rollproof.governance.records import (
     Blocker,
     BlockerState,
     Condition,
     Decision,
-    LedgerRangeError,
     LedgerRuleError,
     LedgerState,
     Ticket,
     TicketState,
+)
+from rollproof.governance.rules_decisions import (
+    pin_validator,
+    record_decision,
+    release_hold,
+    set_hold,
+)
+from rollproof.governance.rules_grants import AlreadyConsumedError
+from rollproof.governance.rules_lanes import record_rehearsal
+from rollproof.governance.rules_tickets import (
     classify_blocker,
     close_blocker,
     close_ticket,
     discharge_condition,
-    fold,
     open_blocker,
     open_ticket,
-    pin_validator,
-    record_decision,
-    record_rehearsal,
     record_unknown,
-    release_hold,
-    set_hold,
     update_blocker,
     update_ticket,
 )
+from rollproof.governance.state import LedgerRangeError, fold
 
 __all__ = [
     "DEFAULT_LEDGER_PATH",

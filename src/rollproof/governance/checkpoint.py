@@ -44,7 +44,7 @@ from rollproof.governance.lanes import (
     rehearsals_of,
 )
 from rollproof.governance.ledger import Checkpoint
-from rollproof.governance.state import (
+from rollproof.governance.records import (
     Blocker,
     BlockerState,
     LedgerState,

@@ -32,7 +32,8 @@ from rollproof.core.model import Verdict
 from rollproof.core.policy import Governance, Policy
 from rollproof.governance.events import Event
 from rollproof.governance.lanes import hold_status, lane_status, latest_grant
-from rollproof.governance.state import Decision, LedgerState, record_decision, set_hold
+from rollproof.governance.records import Decision, LedgerState
+from rollproof.governance.rules_decisions import record_decision, set_hold
 from rollproof.governance.store import LedgerStore, open_ledger
 from rollproof.verify.governance_layer import DECISION_SCHEMA
 

@@ -51,15 +51,11 @@ from rollproof.governance.grants import ConsumedGrant, consume_grant
 from rollproof.governance.lanes import lane_status, required_evidence
 from rollproof.governance.ledger import Checkpoint
 from rollproof.governance.preflight import Preflight, run_preflight, trusted_checkpoint
-from rollproof.governance.state import (
-    LedgerState,
-    discharge_condition,
-    fold,
-    record_packet_check,
-    record_rehearsal,
-    refuse_lane,
-    release_hold,
-)
+from rollproof.governance.records import LedgerState
+from rollproof.governance.rules_decisions import release_hold
+from rollproof.governance.rules_lanes import record_packet_check, record_rehearsal, refuse_lane
+from rollproof.governance.rules_tickets import discharge_condition
+from rollproof.governance.state import fold
 from rollproof.governance.store import LedgerStore, open_ledger
 from rollproof.rehearse.flow import Clock, RehearsalResult, utc_now
 from rollproof.verify.attest import Signer

@@ -60,7 +60,7 @@ from rollproof.governance.envelope import (
     sign_envelope,
 )
 from rollproof.governance.events import Event, EventKind, NewEvent, format_utc, parse_utc
-from rollproof.governance.state import AlreadyConsumedError
+from rollproof.governance.rules_grants import AlreadyConsumedError
 from rollproof.governance.store import LedgerStore, open_ledger
 
 GRANT_PAYLOAD_TYPE = "application/vnd.rollproof.grant+json"

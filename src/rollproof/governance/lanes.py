@@ -38,12 +38,7 @@ from types import MappingProxyType
 from rollproof.core.model import Verdict
 from rollproof.core.policy import Gate, Governance, Lane, LaneKind
 from rollproof.governance.events import format_utc
-from rollproof.governance.state import (
-    Blocker,
-    ConsumedGrantRecord,
-    LedgerState,
-    RehearsalRecord,
-)
+from rollproof.governance.records import Blocker, ConsumedGrantRecord, LedgerState, RehearsalRecord
 
 
 class NeedKind(StrEnum):

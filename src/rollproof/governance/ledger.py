@@ -67,12 +67,9 @@ from rollproof.governance.events import (
     leaf_hash,
     parse_utc,
 )
-from rollproof.governance.state import (
-    AlreadyConsumedError,
-    LedgerState,
-    fold,
-    fold_events,
-)
+from rollproof.governance.records import LedgerState
+from rollproof.governance.rules_grants import AlreadyConsumedError
+from rollproof.governance.state import fold, fold_events
 
 DEFAULT_LEDGER_PATH = Path(".rollproof") / "ledger.db"
 LEDGER_FORMAT = "rollproof/ledger/v1"

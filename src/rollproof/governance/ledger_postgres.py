@@ -71,7 +71,9 @@ from rollproof.governance.ledger import (
     load_checkpoint,
     verify_stored,
 )
-from rollproof.governance.state import AlreadyConsumedError, LedgerState, fold
+from rollproof.governance.records import LedgerState
+from rollproof.governance.rules_grants import AlreadyConsumedError
+from rollproof.governance.state import fold
 
 SCHEMA = "rollproof_ledger"
 LOCK_KEY = 0x726F6C6C70726F6F  # "rollproo": one advisory lock for every rollproof ledger append

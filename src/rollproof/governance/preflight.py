@@ -43,13 +43,10 @@ from rollproof.core.redact import redact_dsn
 from rollproof.governance.events import NewEvent
 from rollproof.governance.lanes import hold_status
 from rollproof.governance.ledger import Checkpoint, load_checkpoint
-from rollproof.governance.state import (
-    CheckRecord,
-    LedgerState,
-    fold,
-    record_preflight,
-    record_unknown,
-)
+from rollproof.governance.records import CheckRecord, LedgerState
+from rollproof.governance.rules_lanes import record_preflight
+from rollproof.governance.rules_tickets import record_unknown
+from rollproof.governance.state import fold
 from rollproof.governance.store import LedgerStore, open_ledger
 
 if TYPE_CHECKING:

@@ -32,7 +32,8 @@ from rollproof.governance.checkpoint import (
 from rollproof.governance.flow import packet_location
 from rollproof.governance.lanes import changes_in, latest_rehearsal
 from rollproof.governance.preflight import trusted_checkpoint
-from rollproof.governance.state import RehearsalRecord, fold
+from rollproof.governance.records import RehearsalRecord
+from rollproof.governance.state import fold
 from rollproof.governance.store import open_ledger
 
 _SAFE = str.maketrans({c: "_" for c in "/\\:@+"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollproof.governance.state import LedgerState
+from rollproof.governance.records import LedgerState
 
 
 def state_json(state: LedgerState) -> dict[str, Any]:

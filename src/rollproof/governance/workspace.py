@@ -26,7 +26,7 @@ from rollproof.core.policy import (
     POLICY_FILE,
     load_policy,
 )
-from rollproof.governance.state import pin_validator
+from rollproof.governance.rules_decisions import pin_validator
 from rollproof.governance.store import open_ledger
 
 
