@@ -46,7 +46,7 @@ PG_DSN = f"postgresql://app:{PASSWORD}@db.internal:5432/prod?sslmode=require&pas
             "postgresql://db/prod?sslmode=require&application_name=x",
             id="query-password",
         ),
-        pytest.param("postgresql://db/prod?PWD=pw#frag", "postgresql://db/prod#frag", id="pwd"),
+        pytest.param("postgresql://db/prod?PWD=pw#frag", "postgresql://db/prod", id="pwd"),
         pytest.param("postgresql://app@db/prod", "postgresql://app@db/prod", id="no-secret"),
         pytest.param("sqlite:////srv/prod.db", "sqlite:////srv/prod.db", id="sqlite"),
         pytest.param("/srv/prod.db", "/srv/prod.db", id="plain-path"),
