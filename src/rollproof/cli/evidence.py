@@ -2,43 +2,43 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from rollproof.cli.app import (
-    _now,
-    _out,
-    _progress,
-    _read_grant,
-    _render_governed,
-    _render_result,
-    cli,
+from rollproof.cli.app import cli
+from rollproof.cli.console import markup, progress, render, show, show_lines
+from rollproof.cli.options import (
+    PATH,
+    json_option,
+    now,
+    out_option,
+    path_option,
+    policy_option,
+    read_grant,
+    scratch_option,
+    source_option,
+    workdir_option,
 )
+from rollproof.cli.views import governed_lines, rehearsal_lines
 from rollproof.core.errors import ExitCode
 
 if TYPE_CHECKING:
-    pass
+    from rollproof.core.fingerprint import Fingerprint
+    from rollproof.rehearse.flow import RehearsalResult
+    from rollproof.surfaces.scope import Scoping
+    from rollproof.verify.findings import ValidationReport
 
 
 @cli.command()
-@click.argument("change", type=click.Path(path_type=Path))
-@click.option(
-    "--source",
-    required=True,
-    metavar="DSN",
-    help="The database the change is meant for: sqlite:///path.db (opened read-only).",
-)
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Packet directory (new or empty). Default: .rollproof/packets/<change>-<utc stamp>.",
-)
+@click.argument("change", type=PATH)
+@source_option("The database the change is meant for: sqlite:///path.db (opened read-only).")
+@out_option("Packet directory (new or empty). Default: .rollproof/packets/<change>-<utc stamp>.")
 @click.option(
     "--legs",
     multiple=True,
@@ -47,30 +47,16 @@ if TYPE_CHECKING:
     "Default: read-only,transaction,revert,restore.",
 )
 @click.option("--keep-clone", is_flag=True, help="Keep the private clone directory afterwards.")
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where to make the private clone directory (default: the system temp dir).",
-)
-@click.option(
-    "--policy",
-    "policy_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Policy file (default: ./rollproof.toml if it exists).",
-)
+@workdir_option()
+@policy_option("Policy file (default: ./rollproof.toml if it exists).")
 @click.option(
     "--allow-undeclared",
     is_flag=True,
     help="Rehearse even though the change touches undeclared objects (recorded in the report).",
 )
-@click.option(
-    "--scratch",
-    metavar="DSN",
-    default=None,
-    help="PostgreSQL only: the server to clone into, or 'ephemeral' (default) for a private "
-    "cluster rollproof starts.",
+@scratch_option(
+    "PostgreSQL only: the server to clone into, or 'ephemeral' (default) for a private "
+    "cluster rollproof starts."
 )
 @click.option(
     "--full-fingerprints",
@@ -78,18 +64,16 @@ if TYPE_CHECKING:
     help="Read every table after each step, instead of only what the change wrote and only "
     "where its pages changed.",
 )
-@click.option(
+@path_option(
     "--sign",
     "sign_key",
-    type=click.Path(path_type=Path),
     default=None,
     metavar="KEY",
     help="Sign the packet with this Ed25519 private key (from `rollproof key generate`).",
 )
-@click.option(
+@path_option(
     "--grant",
     "grant_file",
-    type=click.Path(path_type=Path),
     default=None,
     metavar="FILE",
     help="An operator's grant for the lane: checked and consumed (once) before any leg runs.",
@@ -105,9 +89,7 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Governed runs: run the packet's commands.sh and RERUN.sh and record their outcomes.",
 )
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table."
-)
+@json_option("Print report.json to stdout instead of a table.")
 def rehearse(
     change: Path,
     source: str,
@@ -153,13 +135,13 @@ def rehearse(
     if grant_file is not None or lane is not None or reproduce or first_needs_grant:
         from rollproof.governance.flow import governed_rehearse
 
-        with _progress() as say:
+        with progress() as say:
             governed = governed_rehearse(
                 loaded,
                 source,
                 policy=policy,
                 out=out,
-                grant=None if grant_file is None else _read_grant(grant_file),
+                grant=None if grant_file is None else read_grant(grant_file),
                 lane=lane,
                 legs=parse_legs(legs),
                 workdir=workdir,
@@ -171,12 +153,12 @@ def rehearse(
                 invocation=invocation,
                 reproduce=reproduce,
                 progress=say,
-                clock=_now,
+                clock=now,
             )
-        _render_result(governed.result, governed.packet)
-        _render_governed(governed)
+        show_lines(rehearsal_lines(governed.result, governed.packet))
+        show_lines(governed_lines(governed))
         raise SystemExit(int(governed.result.exit_code))
-    with _progress() as say:
+    with progress() as say:
         result = run(
             loaded,
             source,
@@ -195,20 +177,21 @@ def rehearse(
         invocation=invocation,
         signing_key=key,
     )
-    if as_json:
-        _out.print_json(json.dumps(report_json(result)))
-    else:
-        _render_result(result, out_dir)
-        _out.print(f"packet: {out_dir} (tree {(out_dir / 'TREE_HASH').read_text().strip()})")
-        if key is not None:
-            _out.print(f"signed: {out_dir / 'attestation.dsse.json'}")
-        if result.clone_kept:
-            _out.print(f"clone kept: {result.clone_kept}")
+    render(as_json, lambda: report_json(result), _packet_lines(result, out_dir, key is not None))
     raise SystemExit(int(result.exit_code))
 
 
+def _packet_lines(result: RehearsalResult, out_dir: Path, signed: bool) -> Iterator[RenderableType]:
+    yield from rehearsal_lines(result, out_dir)
+    yield markup(f"packet: {out_dir} (tree {(out_dir / 'TREE_HASH').read_text().strip()})")
+    if signed:
+        yield markup(f"signed: {out_dir / 'attestation.dsse.json'}")
+    if result.clone_kept:
+        yield markup(f"clone kept: {result.clone_kept}")
+
+
 @cli.command()
-@click.argument("packet", type=click.Path(path_type=Path), required=False)
+@click.argument("packet", type=PATH, required=False)
 @click.option(
     "--expect-validator",
     metavar="SHA256",
@@ -221,16 +204,15 @@ def rehearse(
     is_flag=True,
     help="Reject a packet without a valid attestation signed by a --trusted-key.",
 )
-@click.option(
+@path_option(
     "--trusted-key",
     "trusted_keys",
     multiple=True,
-    type=click.Path(path_type=Path),
     metavar="PUB",
     help="An Ed25519 public key (PEM) whose signature is trusted; may be repeated.",
 )
 @click.option("--verdicts", is_flag=True, help="On success, print the verified verdicts only.")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@json_option("Print the findings as JSON.")
 @click.option("--selftest", is_flag=True, help="Run the built-in good and bad packet corpus.")
 def validate(
     packet: Path | None,
@@ -248,7 +230,6 @@ def validate(
     from rollproof.core.keys import load_public_key
     from rollproof.verify.attest import TrustedKey
     from rollproof.verify.reader import check_packet, check_validator_pin
-    from rollproof.verify.scripts import verdict_lines
 
     if selftest:
         if packet is not None:
@@ -264,38 +245,45 @@ def validate(
         require_signature=require_signature,
         expect_validator=expect_validator,
     )
-    if as_json:
-        body = {
-            "packet": str(packet),
-            "valid": report.ok,
-            "findings": [f.to_json() for f in report.findings],
-            "stages_passed": [str(s) for s in report.stages_passed],
-        }
-        _out.print(json.dumps(body, indent=2), markup=False, highlight=False)
-    elif report.packet is not None:
-        v = report.packet
-        if verdicts:
-            for line in verdict_lines(v.report, v.exit_code):
-                _out.print(line, markup=False)
-        else:
-            signed = f"; signed by {', '.join(k[:16] for k in v.signed_by)}" if v.signed_by else ""
-            _out.print(
-                f"VALID {packet}: {v.change_id} overall {v.overall}, exit code {v.exit_code}; "
-                f"tree {v.tree_hash}{signed}",
-                markup=False,
-            )
-            if v.decision is not None:
-                d = v.decision
-                _out.print(
-                    f"governance layer sealed over this tree: decision default {d['default']}, "
-                    f"nothing selected, APPLY_NOW={d['apply_now']}",
-                    markup=False,
-                )
-    else:
-        for finding in report.findings:
-            _out.print(f"INVALID {finding}", markup=False)
-        _out.print(f"packet {packet} is not valid evidence", markup=False)
+    render(
+        as_json,
+        lambda: _validation_json(packet, report),
+        _validation_lines(packet, report, verdicts),
+        ascii_json=True,
+    )
     raise SystemExit(0 if report.ok else int(ExitCode.CHECK_FAILED))
+
+
+def _validation_json(packet: Path, report: ValidationReport) -> dict[str, object]:
+    return {
+        "packet": str(packet),
+        "valid": report.ok,
+        "findings": [f.to_json() for f in report.findings],
+        "stages_passed": [str(s) for s in report.stages_passed],
+    }
+
+
+def _validation_lines(packet: Path, report: ValidationReport, verdicts: bool) -> Iterator[str]:
+    from rollproof.verify.scripts import verdict_lines
+
+    v = report.packet
+    if v is None:
+        for finding in report.findings:
+            yield f"INVALID {finding}"
+        yield f"packet {packet} is not valid evidence"
+    elif verdicts:
+        yield from verdict_lines(v.report, v.exit_code)
+    else:
+        signed = f"; signed by {', '.join(k[:16] for k in v.signed_by)}" if v.signed_by else ""
+        yield (
+            f"VALID {packet}: {v.change_id} overall {v.overall}, exit code {v.exit_code}; "
+            f"tree {v.tree_hash}{signed}"
+        )
+        if (d := v.decision) is not None:
+            yield (
+                f"governance layer sealed over this tree: decision default {d['default']}, "
+                f"nothing selected, APPLY_NOW={d['apply_now']}"
+            )
 
 
 def _selftest() -> None:
@@ -305,14 +293,17 @@ def _selftest() -> None:
 
     with tempfile.TemporaryDirectory(prefix="rollproof-selftest-") as tmp:
         results = run_selftest(Path(tmp))
-    for r in results:
-        mark = "ok  " if r.ok else "FAIL"
-        _out.print(f"{mark} {r.name}: expected {r.expected}, got {r.got}", markup=False)
+    show(
+        *(
+            f"{'ok  ' if r.ok else 'FAIL'} {r.name}: expected {r.expected}, got {r.got}"
+            for r in results
+        )
+    )
     failed = [r.name for r in results if not r.ok]
     if failed:
-        _out.print(f"selftest FAILED: {', '.join(failed)}", markup=False)
+        show(f"selftest FAILED: {', '.join(failed)}")
         raise SystemExit(int(ExitCode.CHECK_FAILED))
-    _out.print(f"selftest passed: {len(results)} cases", markup=False)
+    show(f"selftest passed: {len(results)} cases")
 
 
 @cli.command("validator-hash")
@@ -322,28 +313,18 @@ def validator_hash(files: bool) -> None:
     from rollproof.verify.pin import validator_listing, validator_sha256
 
     if files:
-        _out.print(validator_listing(), end="", markup=False)
+        show(validator_listing(), end="")
         return
-    _out.print(validator_sha256(), markup=False)
+    show(validator_sha256())
 
 
 @cli.command()
-@click.argument("packet", type=click.Path(path_type=Path))
+@click.argument("packet", type=PATH)
 @click.option(
     "--source", metavar="DSN", default=None, help="Use this source instead of the recorded one."
 )
-@click.option(
-    "--scratch",
-    metavar="DSN",
-    default=None,
-    help="PostgreSQL only: the server to clone into (default: a private ephemeral cluster).",
-)
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where to make the private clone directory (default: the system temp dir).",
-)
+@scratch_option("PostgreSQL only: the server to clone into (default: a private ephemeral cluster).")
+@workdir_option()
 def rerun(packet: Path, source: str | None, scratch: str | None, workdir: Path | None) -> None:
     """Re-run PACKET's rehearsal from its change/ copy and compare every fingerprint.
 
@@ -352,19 +333,15 @@ def rerun(packet: Path, source: str | None, scratch: str | None, workdir: Path |
     """
     from rollproof.rehearse.rerun import RerunOutcome, rerun_packet
 
-    with _progress() as say:
+    with progress() as say:
         result = rerun_packet(packet, source=source, scratch=scratch, workdir=workdir, progress=say)
-    _out.print(
+    show(
         f"rerun of {result.change_id} against {result.source}: "
-        f"{result.compared} fingerprint points compared",
-        markup=False,
+        f"{result.compared} fingerprint points compared"
     )
-    for m in result.mismatches:
-        _out.print(f"MISMATCH {m}", markup=False)
-    if result.outcome is RerunOutcome.MATCH:
-        _out.print(f"PASS/MATCH: {result.explanation()}", markup=False)
-    else:
-        _out.print(f"FAIL/MISMATCH: {result.explanation()}", markup=False)
+    show(*(f"MISMATCH {m}" for m in result.mismatches))
+    verdict = "PASS/MATCH" if result.outcome is RerunOutcome.MATCH else "FAIL/MISMATCH"
+    show(f"{verdict}: {result.explanation()}")
     raise SystemExit(int(result.exit_code))
 
 
@@ -374,12 +351,8 @@ def key() -> None:
 
 
 @key.command("generate")
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Directory for NAME.key (mode 0600) and NAME.pub.",
+@path_option(
+    "--out", "out_dir", required=True, help="Directory for NAME.key (mode 0600) and NAME.pub."
 )
 @click.option(
     "--name",
@@ -392,13 +365,15 @@ def key_generate(out_dir: Path, name: str) -> None:
     from rollproof.governance.keys import generate_key
 
     made = generate_key(out_dir, name=name)
-    _out.print(f"private key: {made.private_path} (mode 0600; keep it secret)", markup=False)
-    _out.print(f"public key:  {made.public_path}", markup=False)
-    _out.print(f"key id:      {made.key_id}", markup=False)
+    show(
+        f"private key: {made.private_path} (mode 0600; keep it secret)",
+        f"public key:  {made.public_path}",
+        f"key id:      {made.key_id}",
+    )
 
 
 @cli.command()
-@click.argument("change", type=click.Path(path_type=Path))
+@click.argument("change", type=PATH)
 @click.option(
     "--dialect",
     type=click.Choice(["sqlite", "postgresql"]),
@@ -406,7 +381,7 @@ def key_generate(out_dir: Path, name: str) -> None:
     show_default=True,
     help="The SQL dialect the scripts are written in.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the scoping evidence as JSON.")
+@json_option("Print the scoping evidence as JSON.")
 def surfaces(change: Path, dialect: str, as_json: bool) -> None:
     """Show every object CHANGE's SQL touches, what is undeclared, and destructive statements.
 
@@ -417,34 +392,32 @@ def surfaces(change: Path, dialect: str, as_json: bool) -> None:
     from rollproof.surfaces.scope import ScopingStatus, check_scoping
 
     scoping = check_scoping(load_change(change), dialect=dialect)
-    if as_json:
-        _out.print_json(json.dumps(scoping.to_json()))
-    else:
-        table = Table(title="statements and the objects they touch", title_justify="left")
-        for column in ("script", "#", "statement", "touches"):
-            table.add_column(column, overflow="fold")
-        for role, scopes in scoping.statements.items():
-            for s in scopes:
-                touches = ", ".join(f"{a.kind.lower()} {a.object}" for a in s.accesses)
-                if s.unknown is not None:
-                    touches = (touches + "; " if touches else "") + f"UNKNOWN: {s.unknown}"
-                table.add_row(role, str(s.index), Text(s.text), Text(touches or "nothing"))
-        _out.print(table)
-        for role, risk in scoping.risks:
-            _out.print(
-                f"risk ({role} statement {risk.statement}): {risk.message}; {risk.proven_by}",
-                markup=False,
-            )
-        for line in scoping.problems():
-            _out.print(f"not ready: {line}", markup=False)
-        _out.print(f"scoping: {scoping.status}", markup=False)
+    render(as_json, scoping.to_json, _scoping_lines(scoping))
     if scoping.status is not ScopingStatus.READY:
         raise SystemExit(int(ExitCode.HELD))
 
 
+def _scoping_lines(scoping: Scoping) -> Iterator[RenderableType]:
+    table = Table(title="statements and the objects they touch", title_justify="left")
+    for column in ("script", "#", "statement", "touches"):
+        table.add_column(column, overflow="fold")
+    for role, scopes in scoping.statements.items():
+        for s in scopes:
+            touches = ", ".join(f"{a.kind.lower()} {a.object}" for a in s.accesses)
+            if s.unknown is not None:
+                touches = (touches + "; " if touches else "") + f"UNKNOWN: {s.unknown}"
+            table.add_row(role, str(s.index), Text(s.text), Text(touches or "nothing"))
+    yield table
+    for role, risk in scoping.risks:
+        yield f"risk ({role} statement {risk.statement}): {risk.message}; {risk.proven_by}"
+    for line in scoping.problems():
+        yield f"not ready: {line}"
+    yield f"scoping: {scoping.status}"
+
+
 @cli.command()
 @click.argument("database")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole fingerprint as JSON.")
+@json_option("Print the whole fingerprint as JSON.")
 def fingerprint(database: str, as_json: bool) -> None:
     """Print the content fingerprint of DATABASE, opened read-only.
 
@@ -453,22 +426,23 @@ def fingerprint(database: str, as_json: bool) -> None:
     if database.startswith(("postgresql://", "postgres://")):
         from rollproof.engines.postgres.session import fingerprint_source
 
-        with _progress() as say:
+        with progress() as say:
             fp = fingerprint_source(database, say)
     else:
         from rollproof.engines.sqlite.session import fingerprint_file, parse_sqlite_dsn
 
-        with _progress() as say:
+        with progress() as say:
             fp = fingerprint_file(parse_sqlite_dsn(database), say)
-    if as_json:
-        _out.print_json(json.dumps(fp.to_json()))
-        return
+    render(as_json, fp.to_json, _fingerprint_lines(fp))
+
+
+def _fingerprint_lines(fp: Fingerprint) -> Iterator[str]:
     # Table names are the database's own bytes: printed as text, never as markup.
-    _out.print(fp.digest, markup=False)
+    yield fp.digest
     for name, t in sorted(fp.tables.items()):
-        _out.print(f"  table {name}: {t.digest} ({t.rows:,} rows, {t.order})", markup=False)
+        yield f"  table {name}: {t.digest} ({t.rows:,} rows, {t.order})"
     for name, seq in sorted(fp.sequences.items()):
-        _out.print(f"  sequence {name}: {seq}", markup=False)
-    _out.print(f"  schema: {fp.schema_structural} (ddl text {fp.schema_ddl_text})", markup=False)
+        yield f"  sequence {name}: {seq}"
+    yield f"  schema: {fp.schema_structural} (ddl text {fp.schema_ddl_text})"
     if fp.excluded:
-        _out.print("  excluded: " + ", ".join(fp.excluded), markup=False)
+        yield "  excluded: " + ", ".join(fp.excluded)
