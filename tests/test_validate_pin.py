@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rollproof.assurance.selftest import CASES, PIN_CASE, Corpus, build_corpus
+from rollproof.assurance.selftest import ATTACKS, CASES, PIN_CASE, Corpus, build_corpus
 from rollproof.cli import main
 from rollproof.evidence.write import write_tree_atomically
 from rollproof.verify.pin import PACKAGE_DIR, VALIDATOR_FILES, validator_listing, validator_sha256
@@ -112,17 +112,17 @@ def test_expect_validator(
 def test_selftest_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--selftest"]) == 0
     out = capsys.readouterr().out
-    for case in CASES:
+    for case in (*CASES, *ATTACKS):
         assert f"ok   {case.name}: expected " in out
     assert f"ok   {PIN_CASE}: expected refused" in out
-    assert f"selftest passed: {len(CASES) + 1} cases" in out
+    assert f"selftest passed: {len(CASES) + len(ATTACKS) + 1} cases" in out
 
 
 def test_selftest_covers_every_finding_a_packet_can_earn() -> None:
     """One named bad case per check: every finding code but the validator's own exception."""
     from rollproof.verify.findings import FindingCode
 
-    covered = {c.expected for c in CASES if c.expected is not None}
+    covered = {c.expected for c in (*CASES, *ATTACKS) if c.expected is not None}
     uncovered = set(FindingCode) - covered - {FindingCode.VALIDATOR_EXCEPTION}
     assert uncovered == set()
 

@@ -9,6 +9,9 @@ cases (symlink, hard link, FIFO) are built on disk and go through the IO shell.
 
 The self-test passes only when every good packet validates and every bad one is rejected with
 its expected finding code as the first finding (or, for the pin case, refused outright).
+
+Longer than 600 lines because the corpus is data: one named case per finding code and one
+per forgery of the attack corpus, each a few lines, read best side by side.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from rollproof.verify.layout import (
     MANIFEST,
     REPORT_JSON,
     REPORT_MD,
+    RERUN_SH,
     SURFACES_JSON,
     TREE_HASH,
     Limits,
@@ -60,7 +64,9 @@ from rollproof.verify.layout import (
     sha256_hex,
 )
 from rollproof.verify.reader import check_packet
-from rollproof.verify.scripts import recorded_exit_code
+from rollproof.verify.recompute import summary_text
+from rollproof.verify.report_md import forbidden_line, render_report_md
+from rollproof.verify.scripts import recorded_exit_code, render_commands, render_rerun
 from rollproof.verify.validate import PacketTree, check_tree
 
 FIXED_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -165,6 +171,50 @@ def edit_canonical(files: Mapping[str, bytes], path: str, change: Callable[[Any]
     doc = json.loads(files[path])
     change(doc)
     return reseal({**files, path: canonical_json(doc)})
+
+
+def forge(
+    files: Mapping[str, bytes],
+    report_edit: Callable[[dict[str, Any]], None] | None = None,
+    exit_codes_edit: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    drop: Callable[[str], bool] = lambda path: False,
+) -> Files:
+    """A forgery as an attacker without the key makes one: edit report.json and
+    exit_codes.json, drop files, re-render every derived file with rollproof's public
+    renderers (isolation.json, surfaces.json, report.md, commands.sh, RERUN.sh), rehash the
+    manifest and tree hash. Only a logic check can catch what is left."""
+    report = json.loads(files[REPORT_JSON])
+    exit_codes = json.loads(files[EXIT_CODES_JSON])
+    if report_edit is not None:
+        report_edit(report)
+    if exit_codes_edit is not None:
+        exit_codes_edit(exit_codes)
+    kept = {p: d for p, d in files.items() if not drop(p)}
+    return reseal(
+        {
+            **kept,
+            REPORT_JSON: report_bytes(report),
+            EXIT_CODES_JSON: canonical_json(exit_codes),
+            ISOLATION_JSON: canonical_json(report["isolation"]),
+            SURFACES_JSON: canonical_json(report["surfaces"]),
+            REPORT_MD: render_report_md(report),
+            COMMANDS_SH: render_commands(report, exit_codes),
+            RERUN_SH: render_rerun(report),
+        }
+    )
+
+
+def restate(report: dict[str, Any]) -> None:
+    """Make the summary and the forbidden-surfaces line say what the (edited) report's
+    verdicts say, as a careful forger would."""
+    report["summary"] = summary_text(
+        report["change"]["id"],
+        report["overall"],
+        [(x["name"], x["verdict"]) for x in report["legs"]],
+        report["isolation"]["verdict"],
+    )
+    report["surfaces"]["forbidden_summary"] = forbidden_line(report["surfaces"]["forbidden"])
 
 
 def flip_byte(data: bytes, index: int) -> bytes:
@@ -601,10 +651,7 @@ CASES: tuple[Case, ...] = (
     Case(
         "signature-over-another-packet",
         FindingCode.ATTESTATION_SUBJECT_MISMATCH,
-        lambda c: reseal(
-            {**c.signed, REPORT_MD: c.signed[REPORT_MD] + b"\nappended after signing\n"},
-            keep_attestation=True,
-        ),
+        lambda c: {**c.lossy, ATTESTATION: c.signed[ATTESTATION]},
         signed=True,
     ),
     Case(
@@ -643,6 +690,379 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "governance-decision-other-change", FindingCode.GOVERNANCE_MISMATCH, _decision_other_change
+    ),
+)
+
+
+# -- the attack corpus -----------------------------------------------------------------------
+# Forgeries made the way an attacker without the signing key makes them (`forge`: edit,
+# re-render with the public renderers, rehash), each with the finding the validator must give.
+
+
+def _set(path: tuple[str | int, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        node: Any = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
+def _argv(change: Callable[[list[str]], list[str]]) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        doc["commands"][0]["argv"] = change(list(doc["commands"][0]["argv"]))
+
+    return edit
+
+
+def _without_legs_option(argv: list[str]) -> list[str]:
+    if "--legs" in argv:
+        i = argv.index("--legs")
+        del argv[i : i + 2]
+    return argv
+
+
+def _only_fingerprints_of(files: Mapping[str, bytes], name: str) -> set[str]:
+    """fingerprints/ files referred to by leg `name` and by nothing else."""
+    report = json.loads(files[REPORT_JSON])
+    others = {report["source"]["fingerprint"]}
+    for x in report["legs"]:
+        if x["name"] != name:
+            others.update(x["fingerprints"].values())
+    mine = set(leg(report, name)["fingerprints"].values()) - others
+    return {f"fingerprints/{d.removeprefix('sha256:')}.json" for d in mine}
+
+
+def _drop_leg(files: Mapping[str, bytes], name: str, *, argv_too: bool = False) -> Files:
+    """Delete leg `name` and its fingerprints, recompute every verdict as if it never ran."""
+    gone = _only_fingerprints_of(files, name)
+
+    def edit(report: dict[str, Any]) -> None:
+        report["legs"] = [x for x in report["legs"] if x["name"] != name]
+        if all(x["verdict"] in ("PASS", "NOT_APPLICABLE") for x in report["legs"]):
+            report["overall"] = "PASS"
+        restate(report)
+
+    def codes(doc: dict[str, Any]) -> None:
+        doc["commands"][0]["exit_code"] = 0
+        if argv_too:
+            legs = [x for x in json.loads(files[REPORT_JSON])["legs"] if x["name"] != name]
+            argv = _without_legs_option(doc["commands"][0]["argv"])
+            doc["commands"][0]["argv"] = [*argv, "--legs", ",".join(x["name"] for x in legs)]
+
+    return forge(files, edit, codes, drop=lambda p: p in gone)
+
+
+def _drop_isolation_check(index: int) -> Callable[[dict[str, Any]], None]:
+    def edit(report: dict[str, Any]) -> None:
+        del report["isolation"]["checks"][index]
+        restate(report)
+
+    return edit
+
+
+def _failing_check_deleted(files: Mapping[str, bytes]) -> Files:
+    """A packet whose last isolation check failed, then that check deleted (4 of 5 left)."""
+
+    def fail(report: dict[str, Any]) -> None:
+        report["isolation"]["checks"][-1]["holds"] = False
+        del report["isolation"]["checks"][-1]
+        report["isolation"]["verdict"] = "PROVEN_ISOLATED_NOT_PRODUCTION"
+        restate(report)
+
+    return forge(files, fail)
+
+
+def _md_table_says_pass(files: Mapping[str, bytes]) -> Files:
+    md = files[REPORT_MD]
+    assert b"| revert | FAIL |" in md
+    return reseal({**files, REPORT_MD: md.replace(b"| revert | FAIL |", b"| revert | PASS |")})
+
+
+def _md_replace(files: Mapping[str, bytes], old: bytes, new: bytes) -> Files:
+    md = files[REPORT_MD]
+    assert old in md, old
+    return reseal({**files, REPORT_MD: md.replace(old, new, 1)})
+
+
+def _pass_over_lossy_revert(report: dict[str, Any]) -> None:
+    _pass_over_difference(report)
+    report["overall"] = "PASS"
+    restate(report)
+
+
+def _overall_pass(report: dict[str, Any]) -> None:
+    report["overall"] = "PASS"
+    restate(report)
+
+
+def _last_check_fails(report: dict[str, Any]) -> None:
+    report["isolation"]["checks"][-1]["holds"] = False
+    restate(report)
+
+
+def _many_legs(report: dict[str, Any]) -> None:
+    report["legs"] = report["legs"] * 3
+
+
+def _separator_bomb(files: Mapping[str, bytes]) -> Files:
+    """report.json with more separators than the bound allows: refused before it is parsed."""
+    body = files[REPORT_JSON]
+    padding = b'"excluded": [' + b",".join([b"0"] * 260_000) + b"]"
+    assert b'"excluded": []' in body
+    return reseal({**files, REPORT_JSON: body.replace(b'"excluded": []', padding, 1)})
+
+
+def _restore_settings_forged(report: dict[str, Any]) -> None:
+    leg(report, "revert")["differences"] = [
+        {"component": "table:items", "kind": "changed", "summary": "x", "detail": {"ok": 1}}
+    ]
+
+
+ATTACKS: tuple[Case, ...] = (
+    Case("attack-honest-rerendered", None, lambda c: forge(c.sound)),
+    Case("attack-honest-lossy-rerendered", None, lambda c: forge(c.lossy)),
+    Case(
+        "attack-honest-default-legs-argv",
+        None,
+        lambda c: forge(c.sound, None, _argv(_without_legs_option)),
+    ),
+    Case(
+        "attack-honest-legs-equals-form",
+        None,
+        lambda c: forge(
+            c.sound,
+            None,
+            _argv(
+                lambda a: (
+                    [
+                        *_without_legs_option(a),
+                        "--legs=read-only,transaction",
+                        "--legs",
+                        "restore,revert",
+                    ]
+                )
+            ),
+        ),
+    ),
+    Case(
+        "attack-version-shell-injection",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.sound, _set(("rollproof_version",), "0.1.0\ntouch /tmp/pwned #")),
+    ),
+    Case(
+        "attack-version-trailing-newline",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.sound, _set(("rollproof_version",), "0.1.0\n")),
+    ),
+    Case(
+        "attack-change-id-quote-injection",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.sound, _set(("change", "id"), "x'$(touch pwned)'")),
+    ),
+    Case(
+        "attack-dsn-newline",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.sound, _set(("source", "dsn"), "sqlite:///x.db\ntouch pwned")),
+    ),
+    Case(
+        "attack-argv-newline",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.sound, None, _argv(lambda a: [*a, "x\ntouch pwned"])),
+    ),
+    Case(
+        "attack-policy-path-control-char",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.sound, _set(("surfaces", "policy", "path"), "p.toml\r\x1b[2K")),
+    ),
+    Case(
+        "attack-started-at-trailing-newline",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.sound, _set(("started_at",), "2026-01-02T03:04:05Z\n")),
+    ),
+    Case(
+        "attack-isolation-check-name-newline",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.sound, _set(("isolation", "checks", 0, "name"), "a\nb")),
+    ),
+    Case(
+        "attack-invariant-text-injection",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(
+            c.sound, _set(("legs", 1, "invariants", 0, "check"), "x`\n# Rehearsal: PASS")
+        ),
+    ),
+    Case(
+        "attack-difference-detail-open-field",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.lossy, _restore_settings_forged),
+    ),
+    Case(
+        "attack-reason-too-long",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.lossy, _set(("legs", 2, "reason"), "x" * 70_000)),
+    ),
+    Case(
+        "attack-legs-array-too-long",
+        FindingCode.SCHEMA_VIOLATION,
+        lambda c: forge(c.sound, _many_legs),
+    ),
+    Case(
+        "attack-json-separator-bomb", FindingCode.LIMIT_EXCEEDED, lambda c: _separator_bomb(c.sound)
+    ),
+    Case(
+        "attack-drop-failing-revert-leg",
+        FindingCode.LEGS_NOT_REQUESTED,
+        lambda c: _drop_leg(c.lossy, "revert"),
+    ),
+    Case(
+        "attack-drop-leg-under-default-legs",
+        FindingCode.LEGS_NOT_REQUESTED,
+        lambda c: _drop_leg(forge(c.sound, None, _argv(_without_legs_option)), "restore"),
+    ),
+    Case(
+        "attack-unknown-leg-requested",
+        FindingCode.LEGS_NOT_REQUESTED,
+        lambda c: forge(c.sound, None, _argv(lambda a: [*a, "--legs", "everything"])),
+    ),
+    Case(
+        "attack-extra-leg-requested",
+        FindingCode.LEGS_NOT_REQUESTED,
+        lambda c: forge(c.sound, None, _argv(lambda a: [*a, "--legs", "reapply"])),
+    ),
+    Case(
+        "attack-drop-failing-isolation-check",
+        FindingCode.ISOLATION_CHECKS_MISMATCH,
+        lambda c: _failing_check_deleted(c.sound),
+    ),
+    Case(
+        "attack-drop-first-isolation-check",
+        FindingCode.ISOLATION_CHECKS_MISMATCH,
+        lambda c: forge(c.sound, _drop_isolation_check(0)),
+    ),
+    Case(
+        "attack-rename-isolation-check",
+        FindingCode.ISOLATION_CHECKS_MISMATCH,
+        lambda c: forge(c.sound, _set(("isolation", "checks", 4, "name"), "operator-approved")),
+    ),
+    Case(
+        "attack-reorder-isolation-checks",
+        FindingCode.ISOLATION_CHECKS_MISMATCH,
+        lambda c: forge(c.sound, lambda r: r["isolation"]["checks"].reverse()),
+    ),
+    Case(
+        "attack-other-engine-checks",
+        FindingCode.ISOLATION_CHECKS_MISMATCH,
+        lambda c: forge(c.sound, _set(("source", "engine"), "postgresql")),
+    ),
+    Case(
+        "attack-report-md-table-says-pass",
+        FindingCode.REPORT_TEXT_CONTRADICTS,
+        lambda c: _md_table_says_pass(c.lossy),
+    ),
+    Case(
+        "attack-report-md-line-appended",
+        FindingCode.REPORT_TEXT_CONTRADICTS,
+        lambda c: reseal({**c.lossy, REPORT_MD: c.lossy[REPORT_MD] + b"\nApproved: PASS\n"}),
+    ),
+    Case(
+        "attack-report-md-meaning-rewritten",
+        FindingCode.REPORT_TEXT_CONTRADICTS,
+        lambda c: _md_replace(
+            c.lossy,
+            b"## What this means\n\nThe revert",
+            b"## What this means\n\nThe revert is fine. The revert",
+        ),
+    ),
+    Case(
+        "attack-report-md-isolation-line",
+        FindingCode.REPORT_TEXT_CONTRADICTS,
+        lambda c: _md_replace(c.sound, b"- PASS clone-distinct-file", b"- PASS clone-distinct-fil"),
+    ),
+    Case(
+        "attack-forbidden-summary-lie",
+        FindingCode.REPORT_TEXT_CONTRADICTS,
+        lambda c: forge(
+            c.sound,
+            _set(
+                ("surfaces", "forbidden_summary"),
+                "Forbidden surfaces 9/9 untouched/not-requested",
+            ),
+        ),
+    ),
+    Case(
+        "attack-summary-says-pass",
+        FindingCode.REPORT_TEXT_CONTRADICTS,
+        lambda c: forge(
+            c.lossy, lambda r: r.update(summary=r["summary"].replace(": FAIL (", ": PASS (", 1))
+        ),
+    ),
+    Case(
+        "attack-overall-pass-over-failed-leg",
+        FindingCode.OVERALL_CONTRADICTS,
+        lambda c: forge(c.lossy, _overall_pass),
+    ),
+    Case(
+        "attack-revert-pass-over-lost-values",
+        FindingCode.LEG_VERDICT_CONTRADICTS,
+        lambda c: forge(c.lossy, _pass_over_lossy_revert),
+    ),
+    Case(
+        "attack-isolation-proven-over-failed-check",
+        FindingCode.ISOLATION_CONTRADICTS,
+        lambda c: forge(c.sound, _last_check_fails),
+    ),
+    Case(
+        "attack-exit-code-zero-over-fail",
+        FindingCode.EXIT_CODE_CONTRADICTS,
+        lambda c: forge(c.lossy, None, _set(("commands", 0, "exit_code"), 0)),
+    ),
+    Case(
+        "attack-scratch-dsn-with-password",
+        FindingCode.SECRET_PRESENT,
+        lambda c: forge(c.sound, _set(("source", "scratch"), "postgresql://u:pw@h/db")),
+    ),
+    Case(
+        "attack-change-toml-rewritten",
+        FindingCode.CHANGE_COPY_MISMATCH,
+        lambda c: reseal(
+            {
+                **forge(c.sound),
+                "change/change.toml": c.sound["change/change.toml"].replace(
+                    b'writes = ["items"]', b'writes = ["items", "orders"]'
+                ),
+            }
+        ),
+    ),
+    Case(
+        "attack-commands-sh-expects-pass",
+        FindingCode.SCRIPT_MISMATCH,
+        lambda c: reseal(
+            {
+                **c.lossy,
+                COMMANDS_SH: c.lossy[COMMANDS_SH].replace(b"'overall FAIL'", b"'overall PASS'"),
+            }
+        ),
+    ),
+    Case(
+        "attack-rerun-sh-extra-command",
+        FindingCode.SCRIPT_MISMATCH,
+        lambda c: reseal(
+            {**c.sound, RERUN_SH: c.sound[RERUN_SH].replace(b"set -u\n", b"set -u\nid\n", 1)}
+        ),
+    ),
+    Case(
+        "attack-isolation-json-reworded",
+        FindingCode.DETAIL_FILE_MISMATCH,
+        lambda c: edit_canonical(
+            c.sound, ISOLATION_JSON, lambda d: d["checks"][4].update(evidence="identical")
+        ),
+    ),
+    Case(
+        "attack-surfaces-json-reworded",
+        FindingCode.DETAIL_FILE_MISMATCH,
+        lambda c: edit_canonical(c.sound, SURFACES_JSON, lambda d: d.update(verdict="PASS ")),
     ),
 )
 
@@ -697,6 +1117,6 @@ def run_selftest(workdir: Path) -> list[CaseResult]:
     corpus = build_corpus(workdir / "corpus")
     scratch = workdir / "cases"
     scratch.mkdir()
-    results = [run_case(case, corpus, scratch) for case in CASES]
+    results = [run_case(case, corpus, scratch) for case in (*CASES, *ATTACKS)]
     results.append(run_pin_case(corpus, scratch))
     return results

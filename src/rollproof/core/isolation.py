@@ -42,3 +42,35 @@ class IsolationProof:
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": str(self.verdict), "checks": [c.to_json() for c in self.checks]}
+
+
+# The isolation checks each engine records, in the order it records them: the one definition
+# shared by the engines (which name their checks with these constants) and the validator
+# (which refuses a packet whose checks are not exactly its engine's set).
+CLONE_DISTINCT_FILE = "clone-distinct-file"
+CLONE_OUTSIDE_SOURCE_DIR = "clone-outside-source-dir"
+WORKSPACE_PRIVATE = "workspace-private"
+SOURCE_OPENED_READ_ONLY = "source-opened-read-only"
+SOURCE_BYTES_UNCHANGED = "source-bytes-unchanged"
+SCRATCH_SERVER_DISTINCT = "scratch-server-distinct"
+CLONE_DATABASE_FRESH = "clone-database-fresh"
+SOURCE_SESSION_READ_ONLY = "source-session-read-only"
+CLONE_MATCHES_SOURCE = "clone-matches-source"
+SOURCE_FINGERPRINT_UNCHANGED = "source-fingerprint-unchanged"
+
+ISOLATION_CHECKS: dict[str, tuple[str, ...]] = {
+    "sqlite": (
+        CLONE_DISTINCT_FILE,
+        CLONE_OUTSIDE_SOURCE_DIR,
+        WORKSPACE_PRIVATE,
+        SOURCE_OPENED_READ_ONLY,
+        SOURCE_BYTES_UNCHANGED,
+    ),
+    "postgresql": (
+        SCRATCH_SERVER_DISTINCT,
+        CLONE_DATABASE_FRESH,
+        SOURCE_SESSION_READ_ONLY,
+        CLONE_MATCHES_SOURCE,
+        SOURCE_FINGERPRINT_UNCHANGED,
+    ),
+}

@@ -8,7 +8,8 @@ It works from the report's data, not from a rehearsal: `rollproof.rehearse.packe
 
 The packet (layout and rules in `rollproof.verify.layout`):
 
-    report.json, report.md      the rehearsal (rollproof.rehearse.report)
+    report.json                 the rehearsal (rollproof.rehearse.report)
+    report.md                   rendered from report.json (rollproof.verify.report_md)
     isolation.json              report.json's `isolation`, canonical JSON
     surfaces.json               report.json's `surfaces`, canonical JSON
     fingerprints/<hex>.json     every fingerprint the report refers to, canonical JSON
@@ -55,6 +56,7 @@ from rollproof.verify.layout import (
     seal,
     sha256_hex,
 )
+from rollproof.verify.report_md import render_report_md
 from rollproof.verify.scripts import render_commands, render_rerun
 
 
@@ -77,7 +79,6 @@ def assemble_packet(
     report: Mapping[str, Any],
     *,
     report_json_bytes: bytes,
-    report_md: str,
     fingerprints: Mapping[str, bytes],
     change_files: Mapping[str, bytes],
     argv: Sequence[str],
@@ -102,7 +103,7 @@ def assemble_packet(
     }
     payload = {
         REPORT_JSON: report_json_bytes,
-        REPORT_MD: report_md.encode("utf-8"),
+        REPORT_MD: render_report_md(report),
         ISOLATION_JSON: canonical_json(report["isolation"]),
         SURFACES_JSON: canonical_json(report["surfaces"]),
         EXIT_CODES_JSON: canonical_json(exit_codes),

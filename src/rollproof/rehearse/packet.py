@@ -13,7 +13,7 @@ from pathlib import Path
 from rollproof.core.redact import redact_dsn
 from rollproof.evidence.build import assemble_packet, check_change_paths, write_packet_files
 from rollproof.rehearse.flow import RehearsalResult
-from rollproof.rehearse.report import fingerprint_files, report_bytes, report_json, report_markdown
+from rollproof.rehearse.report import fingerprint_files, report_bytes, report_json
 from rollproof.verify.attest import Signer
 
 
@@ -46,7 +46,6 @@ def build_packet(
     return assemble_packet(
         report,
         report_json_bytes=report_bytes(report),
-        report_md=report_markdown(result),
         fingerprints=fingerprint_files(result),
         change_files=result.change.files,
         argv=list(invocation or default_invocation(result)),

@@ -7,8 +7,9 @@ them by digest, so a leg's verdict can be recomputed from the files alone.
 
 A report is written as part of an evidence packet (`rollproof.rehearse.packet`): `write_report`
 there writes the whole packet. Every DSN goes through `rollproof.core.redact.redact_dsn` on its way
-in, and the summary line and report.md's title come from the same functions the validator uses
-to check them (`rollproof.verify.recompute`).
+in, and the summary line comes from the function the validator uses to check it
+(`rollproof.verify.recompute`). report.md is rendered from report.json's data by
+`rollproof.verify.report_md`, the renderer the validator re-runs.
 """
 
 from __future__ import annotations
@@ -16,18 +17,15 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollproof.core.canonical import canonical_json
-from rollproof.core.fingerprint import Difference, Fingerprint
-from rollproof.core.model import Verdict
+from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.redact import redact_dsn
 from rollproof.core.version import __version__
 from rollproof.rehearse.flow import LegResult, RehearsalResult
-from rollproof.verify.recompute import markdown_title, summary_text
-
-if TYPE_CHECKING:
-    pass
+from rollproof.verify.recompute import summary_text
+from rollproof.verify.report_md import render_report_md
 
 SCHEMA_ID = "rollproof/report/v1"
 
@@ -112,123 +110,10 @@ def fingerprint_files(result: RehearsalResult) -> dict[str, bytes]:
     }
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _explain(d: Difference) -> str:
-    return f"- {_md_escape(d.summary)}"
-
-
 def report_markdown(result: RehearsalResult) -> str:
-    ch = result.change
-    lines = [
-        markdown_title(ch.id, str(result.overall)),
-        "",
-        f"- change content id: `{ch.content_id}`",
-        f"- source: `{redact_dsn(str(result.source.get('dsn', '')))}`",
-        f"- source fingerprint: `{result.source_fingerprint.digest}`",
-        f"- isolation: **{result.isolation.verdict}**",
-        f"- rehearsed {_iso(result.started_at)} to {_iso(result.finished_at)}",
-        "",
-        "## Legs",
-        "",
-        "| leg | verdict | reason |",
-        "|---|---|---|",
-    ]
-    for leg in result.legs:
-        lines.append(f"| {leg.name} | {leg.verdict} | {_md_escape(leg.reason or '')} |")
-    for leg in result.legs:
-        lines += ["", f"### {leg.name}: {leg.verdict}", ""]
-        for point, fp in leg.fingerprints.items():
-            lines.append(f"- {point}: `{fp.digest}`")
-        for r in leg.invariants:
-            lines.append(f"- invariant `{r.invariant}`: {'holds' if r.holds else 'DOES NOT HOLD'}")
-        if leg.settings:
-            lines.append(
-                "- connection settings: " + ", ".join(f"{k}={v}" for k, v in leg.settings.items())
-            )
-        if leg.differences:
-            lines += ["", "What did not come back:", ""] + [_explain(d) for d in leg.differences]
-        if leg.tolerated:
-            lines += [
-                "",
-                "Tolerated (sequence counters advance outside transactions; "
-                "set strict_sequences = true to count them):",
-                "",
-            ]
-            lines += [_explain(d) for d in leg.tolerated]
-    lines += ["", "## Surfaces", ""]
-    sf = result.surfaces
-    lines.append(f"- verdict: **{sf.verdict}**; scoping {sf.scoping.status}")
-    lines.append(f"- {sf.forbidden_line()}")
-    if sf.observed_undeclared:
-        lines.append("- changed but not declared: " + ", ".join(sf.observed_undeclared))
-    for e in sf.events:
-        lines.append(
-            f"- {e.decision}: {e.kind} {e.object} at {e.script} statement {e.statement}: "
-            f"{_md_escape(e.reason)}"
-        )
-    for f in sf.forbidden:
-        lines.append(f"- forbidden {f.kind} {f.name}: {f.status} ({_md_escape(f.evidence)})")
-    lines += ["", "## Isolation proof", ""]
-    for c in result.isolation.checks:
-        lines.append(f"- {'PASS' if c.holds else 'FAIL'} {c.name}: {_md_escape(c.evidence)}")
-    if result.source_fingerprint.excluded:
-        lines += [
-            "",
-            "Excluded from fingerprints (statistics, not content): "
-            + ", ".join(result.source_fingerprint.excluded),
-        ]
-    if ch.no_mutation:
-        lines += [
-            "",
-            "This change is declared `no_mutation = true`: its apply is expected to "
-            "change nothing, and the legs check that it did not.",
-        ]
-    lines += ["", "## What this means", "", plain_words(result), ""]
-    return "\n".join(lines)
-
-
-def plain_words(result: RehearsalResult) -> str:
-    """A paragraph a person can act on."""
-    if result.isolation.verdict != "PROVEN_ISOLATED_NOT_PRODUCTION":
-        return (
-            "The clone's isolation from the source was not proven, so nothing here counts "
-            "as evidence: " + "; ".join(result.isolation.failed) + "."
-        )
-    failed = [leg for leg in result.legs if leg.verdict is Verdict.FAIL]
-    if not failed:
-        if result.overall is Verdict.PASS:
-            na = [leg for leg in result.legs if leg.verdict is Verdict.NOT_APPLICABLE]
-            extra = "".join(f" The {leg.name} leg was not applicable: {leg.reason}." for leg in na)
-            return (
-                "Every rollback path rehearsed brought the database back to exactly its "
-                "prior content." + extra
-            )
-        return "No rollback path was proven, so the result is UNKNOWN, which is not a pass."
-    parts = []
-    for leg in failed:
-        if leg.differences:
-            what = "; ".join(d.summary for d in leg.differences)
-            parts.append(f"The {leg.name} leg failed: {what}.")
-        else:
-            parts.append(f"The {leg.name} leg failed: {leg.reason}.")
-    passed = [str(leg.name) for leg in result.legs if leg.verdict is Verdict.PASS]
-    if any(leg.name == "revert" for leg in failed) and any(
-        d.detail.get("values_now_null")
-        or d.detail.get("values_lost")
-        or d.detail.get("rows_missing")
-        for leg in failed
-        for d in leg.differences
-    ):
-        parts.append(
-            "Running this change in production and then its revert script would lose "
-            "that data for good; only a restore from a snapshot would bring it back."
-        )
-    if passed:
-        parts.append("Legs that passed: " + ", ".join(passed) + ".")
-    return " ".join(parts)
+    """report.md for `result`: rendered from its report.json data by the validator's own
+    renderer (`rollproof.verify.report_md`), so report.md says only what report.json says."""
+    return render_report_md(report_json(result)).decode("utf-8")
 
 
 @cache

@@ -115,6 +115,7 @@ class Limits:
     max_depth: int = MAX_DEPTH
     max_file_bytes: int = 64 * 1024 * 1024
     max_total_bytes: int = 256 * 1024 * 1024
+    max_json_values: int = 250_000
 
 
 DEFAULT_LIMITS = Limits()

@@ -32,6 +32,7 @@ VALIDATOR_FILES: tuple[str, ...] = (
     "core/change.py",
     "core/errors.py",
     "core/fingerprint.py",
+    "core/inputs.py",
     "core/invariants.py",
     "core/isolation.py",
     "core/model.py",
@@ -51,6 +52,7 @@ VALIDATOR_FILES: tuple[str, ...] = (
     "verify/pin.py",
     "verify/reader.py",
     "verify/recompute.py",
+    "verify/report_md.py",
     "verify/scripts.py",
     "verify/validate.py",
 )

@@ -23,8 +23,12 @@ stops.
   `combine_verdicts` with the surfaces verdict), the isolation verdict from its checks, and the
   summary line and report.md's title must say the same.
 * **Exit codes**: the recorded exit code of the rehearsal is the one its verdicts give.
-* **Scripts**: commands.sh and RERUN.sh are byte for byte what rollproof renders for this
-  report (`rollproof.verify.scripts`).
+* **Legs and isolation checks**: the report's legs are exactly the legs the recorded command
+  requested (`--legs` in exit_codes.json's argv, or the default legs), so a failing leg cannot
+  be deleted; its isolation checks are exactly its engine's (`ISOLATION_CHECKS`), so a failing
+  check cannot be deleted either.
+* **Renderings**: commands.sh, RERUN.sh and report.md are byte for byte what rollproof renders
+  for this report (`rollproof.verify.scripts`, `rollproof.verify.report_md`).
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from rollproof.core.change import CONNECTION_DEFAULTS, Change, Script
 from rollproof.core.errors import ExitCode
 from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.invariants import judge_leg
-from rollproof.core.isolation import IsolationCheck, IsolationProof
+from rollproof.core.isolation import ISOLATION_CHECKS, IsolationCheck, IsolationProof
 from rollproof.core.model import (
+    DEFAULT_LEGS,
     LEG_POINTS,
     IsolationVerdict,
     LegName,
@@ -56,6 +61,7 @@ from rollproof.core.model import (
 from rollproof.core.redact import redact_argv, redact_dsn
 from rollproof.verify.findings import Finding, FindingCode
 from rollproof.verify.layout import CHANGE_DIR, COMMANDS_SH, REPORT_MD, RERUN_SH
+from rollproof.verify.report_md import forbidden_line, markdown_title, render_report_md
 from rollproof.verify.scripts import recorded_exit_code, render_commands, render_rerun
 
 SCRIPT_NAMES = ("apply", "revert", "verify")
@@ -75,11 +81,6 @@ def summary_text(change_id: str, overall: str, legs: list[tuple[str, str]], isol
     """report.json's `summary` line (report.py writes it with this function)."""
     shown = ", ".join(f"{name} {verdict}" for name, verdict in legs)
     return f"{change_id}: {overall} ({shown}); isolation {isolation}"
-
-
-def markdown_title(change_id: str, overall: str) -> str:
-    """report.md's first line (report.py writes it with this function)."""
-    return f"# Rehearsal of `{change_id}`: {overall}"
 
 
 def expected_exit_code(isolation: IsolationVerdict, overall: Verdict) -> ExitCode:
@@ -365,6 +366,29 @@ def _check_leg(
     return out
 
 
+def requested_legs(exit_codes: Mapping[str, Any]) -> tuple[LegName, ...] | None:
+    """The legs the recorded rehearse command asked for, in rollproof's order: every
+    `--legs A,B` (or `--legs=A,B`) of its argv, or the default legs when there is none; None
+    when a name is not a leg (the command could not have run)."""
+    argv = next(c["argv"] for c in exit_codes["commands"] if c["name"] == "rehearse")
+    given: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--legs" and i + 1 < len(argv):
+            given.append(argv[i + 1])
+        elif arg.startswith("--legs="):
+            given.append(arg.removeprefix("--legs="))
+    if not given:
+        return DEFAULT_LEGS
+    valid = {leg.value: leg for leg in LegName}
+    chosen = set()
+    for raw in given:
+        for name in raw.split(","):
+            if name.strip() not in valid:
+                return None
+            chosen.add(valid[name.strip()])
+    return tuple(leg for leg in LegName if leg in chosen)
+
+
 def check_verdicts(ev: Evidence) -> list[Finding]:
     report = ev.report
     out: list[Finding] = []
@@ -395,6 +419,29 @@ def check_verdicts(ev: Evidence) -> list[Finding]:
             Finding(
                 FindingCode.LEGS_MALFORMED,
                 "legs must be distinct and in rollproof's order: " + ", ".join(names),
+                "report.json",
+            )
+        ]
+
+    requested = requested_legs(ev.exit_codes)
+    if requested is None or tuple(names) != requested:
+        shown = "an unreadable --legs" if requested is None else ",".join(requested)
+        return [
+            Finding(
+                FindingCode.LEGS_NOT_REQUESTED,
+                f"the report's legs ({','.join(names) or 'none'}) are not the legs the recorded "
+                f"command requested ({shown})",
+                "report.json",
+            )
+        ]
+    expected_checks = ISOLATION_CHECKS.get(str(report["source"]["engine"]))
+    checks_given = tuple(str(c["name"]) for c in report["isolation"]["checks"])
+    if checks_given != expected_checks:
+        return [
+            Finding(
+                FindingCode.ISOLATION_CHECKS_MISMATCH,
+                f"isolation checks ({', '.join(checks_given)}) are not the "
+                f"{report['source']['engine']} engine's ({', '.join(expected_checks or ())})",
                 "report.json",
             )
         ]
@@ -451,6 +498,15 @@ def check_verdicts(ev: Evidence) -> list[Finding]:
 
     legs = [(str(leg["name"]), str(leg["verdict"])) for leg in report["legs"]]
     summary = summary_text(change["id"], str(overall), legs, str(isolation))
+    forbidden = forbidden_line(report["surfaces"]["forbidden"])
+    if report["surfaces"]["forbidden_summary"] != forbidden:
+        out.append(
+            Finding(
+                FindingCode.REPORT_TEXT_CONTRADICTS,
+                f"surfaces.forbidden_summary is not {forbidden!r}",
+                "report.json",
+            )
+        )
     if report["summary"] != summary:
         out.append(
             Finding(
@@ -499,6 +555,14 @@ def check_scripts(ev: Evidence) -> list[Finding]:
                 FindingCode.SCRIPT_MISMATCH,
                 "not the script rollproof writes for this report and these exit codes",
                 COMMANDS_SH,
+            )
+        )
+    if ev.files[REPORT_MD] != render_report_md(ev.report):
+        out.append(
+            Finding(
+                FindingCode.REPORT_TEXT_CONTRADICTS,
+                "not the report.md rollproof renders from this report.json",
+                REPORT_MD,
             )
         )
     if ev.files[RERUN_SH] != render_rerun(ev.report):

@@ -6,8 +6,11 @@ are meant to be run by whoever reviews it, so a script that differs by one byte 
 rollproof writes for that report (an added `curl | sh`, a changed expected verdict) is rejected.
 
 Rules that keep the scripts safe to render from recorded data:
-* every value used as shell code is `shlex.quote`d; values shown in comments are JSON-encoded
-  (`ensure_ascii`), so a newline in a recorded argument cannot end a comment and become code;
+* every recorded value used as shell code is `shlex.quote`d, and every value shown in a comment
+  is JSON-encoded (`ensure_ascii`), so a newline in a recorded value cannot end a comment and
+  become code; no here-document is used (a recorded line equal to its delimiter would end it);
+  the JSON Schemas also confine every such value to an anchored pattern, so this is the second
+  of two walls (a property test feeds arbitrary strings through both renderers);
 * the scripts locate rollproof the same way: `$ROLLPROOF` if set (split on whitespace, e.g.
   `ROLLPROOF="python3 -m rollproof"`), else `rollproof` on PATH, else `python3 -m rollproof` when
   python3 can import it; otherwise they exit 4 (environment) with one line on stderr.
@@ -70,7 +73,8 @@ def _header(title: str, report: Mapping[str, Any], extra: Sequence[str]) -> list
     change = report["change"]
     return [
         "#!/usr/bin/env bash",
-        f"# {title} (format {FORMAT}, written by rollproof {report['rollproof_version']})",
+        f"# {title} (format {FORMAT})",
+        f"# written by rollproof {_comment(report['rollproof_version'])}",
         "#",
         f"# change:   {_comment(change['id'])} {_comment(change['content_id'])}",
         f"# source:   {_comment(report['source']['dsn'])}",
@@ -93,7 +97,7 @@ def render_commands(report: Mapping[str, Any], exit_codes: Mapping[str, Any]) ->
     if report["source"].get("scratch") is not None:
         options += f" --scratch {shlex.quote(str(report['source']['scratch']))}"
     staged = f'"$out"/change/{shlex.quote(change_id)}'
-    expected = "\n".join(verdict_lines(report, rc))
+    expected = verdict_lines(report, rc)
     lines = _header(
         "commands.sh: the rollproof commands that produced this evidence packet",
         report,
@@ -142,9 +146,9 @@ def render_commands(report: Mapping[str, Any], exit_codes: Mapping[str, Any]) ->
             "rc2=$?",
             '[ "$rc2" -eq 0 ] || failed+=("step 2, validate: exited $rc2, expected 0'
             ' (see $out/step-2.log)")',
-            "cat > \"$out\"/verdicts.expected << 'ROLLPROOF_EXPECTED'",
-            expected,
-            "ROLLPROOF_EXPECTED",
+            "printf '%s\\n' \\",
+            *(f"  {shlex.quote(line)} \\" for line in expected),
+            '  > "$out"/verdicts.expected',
             'if [ "$rc2" -eq 0 ] && ! diff -u "$out"/verdicts.expected "$out"/verdicts.txt \\',
             '  > "$out"/verdicts.diff; then',
             '  failed+=("reproduced verdicts differ from the recorded ones'

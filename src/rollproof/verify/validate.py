@@ -45,6 +45,10 @@ finding (VALIDATOR_EXCEPTION): the validator fails closed, never open.
 14. governance the optional governance layer (GOVERNANCE.json and governance/*) is sealed
               over this tree hash, complete, and consistent (`rollproof.verify.governance_layer`).
               The file-set and file-types stages leave the layer's names to this stage.
+
+Longer than 600 lines because the stages are one fail-closed sequence over one shared state:
+split across modules, the order that makes each stage safe would no longer be visible in one
+place.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -61,6 +65,7 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
+import jsonschema.validators
 
 from rollproof.core.canonical import canonical_json
 from rollproof.core.fingerprint import Fingerprint, fingerprint_from_json
@@ -193,26 +198,61 @@ def _format_checker() -> jsonschema.FormatChecker:
     return checker
 
 
+def _pattern_keyword(
+    validator: Any, pattern: str, instance: Any, schema: Any
+) -> Iterator[jsonschema.ValidationError]:
+    """JSON Schema `pattern` with ECMA-262's `$`: the end of the string. Python's `$` also
+    matches before a final newline, so `^[0-9]+$` would accept "1\\n"; every schema pattern is
+    anchored `^...$` (a test checks), and its `$` is read here as `\\Z`."""
+    if not validator.is_type(instance, "string"):
+        return
+    if _compiled(pattern).search(instance) is None:
+        yield jsonschema.ValidationError(f"{instance[:80]!r} does not match {pattern!r}")
+
+
 @cache
-def _schema_validator(name: str) -> jsonschema.Draft202012Validator:
+def _compiled(pattern: str) -> re.Pattern[str]:
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"pattern": _pattern_keyword}
+)  # type: ignore[no-untyped-call]
+
+
+@cache
+def _schema_validator(name: str) -> Any:
     text = resources.files("rollproof").joinpath(f"schemas/{name}").read_text("utf-8")
     schema = json.loads(text)
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
+    return _Validator(schema, format_checker=_format_checker())
 
 
 def _schema_findings(name: str, doc: Any, path: str) -> list[Finding]:
-    errors = sorted(
-        _schema_validator(name).iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]
-    )
+    """The first `_MAX_SCHEMA_ERRORS` schema errors, in the order the validator meets them:
+    never all of them (a document with a million bad entries would make a million errors)."""
+    errors = itertools.islice(_schema_validator(name).iter_errors(doc), _MAX_SCHEMA_ERRORS)
     return [
         Finding(
             FindingCode.SCHEMA_VIOLATION,
-            f"at /{'/'.join(str(p) for p in e.absolute_path)}: {e.message}",
+            f"at /{'/'.join(str(p)[:80] for p in e.absolute_path)}: {e.message[:300]}",
             path,
         )
-        for e in errors[:_MAX_SCHEMA_ERRORS]
+        for e in errors
     ]
+
+
+def json_values_bound(data: bytes, limit: int) -> str | None:
+    """A cheap bound on how many values a JSON document holds, taken from its bytes before it
+    is parsed: every value but the first follows a `,`, `:`, `[` or `{`, so their count bounds
+    the number of values (from above: such bytes inside strings count too). Parsing allocates
+    an object per value, so this keeps a small file from becoming a large heap."""
+    count = sum(data.count(c) for c in (b",", b":", b"[", b"{"))
+    if count > limit:
+        return f"{count} JSON separators, limit {limit} (a bound on the values it holds)"
+    return None
 
 
 # -- the stages ----------------------------------------------------------------------------
@@ -290,6 +330,9 @@ def _manifest(st: _State) -> list[Finding]:
     if bad_type is not None:
         return [bad_type]
     assert e.data is not None
+    too_many = json_values_bound(e.data, st.limits.max_json_values)
+    if too_many is not None:
+        return [Finding(FindingCode.LIMIT_EXCEEDED, too_many, MANIFEST)]
     try:
         doc = loads_strict(e.data)
     except StrictJsonError as err:
@@ -434,6 +477,10 @@ def _json(st: _State) -> list[Finding]:
     for name in names:
         if name not in st.files:
             continue
+        too_many = json_values_bound(st.files[name], st.limits.max_json_values)
+        if too_many is not None:
+            out.append(Finding(FindingCode.LIMIT_EXCEEDED, too_many, name))
+            continue
         try:
             doc = loads_strict(st.files[name])
         except StrictJsonError as e:
@@ -463,7 +510,7 @@ def _schemas(st: _State) -> list[Finding]:
     if out:
         return out
     for name, section in ((ISOLATION_JSON, "isolation"), (SURFACES_JSON, "surfaces")):
-        if name in st.docs and st.docs[name] != report[section]:
+        if st.files.get(name) != canonical_json(report[section]):
             out.append(
                 Finding(
                     FindingCode.DETAIL_FILE_MISMATCH,
@@ -569,6 +616,11 @@ def _governance(st: _State) -> list[Finding]:
     if bad is not None:
         return [bad]
     assert seal.data is not None
+    for p in [GOVERNANCE_SEAL, *files_under]:
+        data = entries[p].data
+        too_many = None if data is None else json_values_bound(data, st.limits.max_json_values)
+        if too_many is not None:
+            return [Finding(FindingCode.LIMIT_EXCEEDED, too_many, _shown(p))]
     out, sealed = layer.check_seal(seal.data, st.tree_hash, _schema_findings)
     if out:
         return out

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rollproof.core.errors import EnvironmentProblemError
-from rollproof.core.redact import scrub
+from rollproof.core.redact import scrub, secrets_in
 
 EPHEMERAL = "ephemeral"
 ROOT_MESSAGE = (
@@ -79,10 +79,11 @@ def run_tool(
 ) -> ToolRun:
     """Run a client program, relaying its per-table progress and keeping its error lines."""
     secret_set = {s for s in secrets if s}
-    for arg in argv:
-        if any(s in arg for s in secret_set):
-            # A secret on a command line is visible to every local user through `ps`.
-            raise RuntimeError(f"refusing to put a secret on the command line of {label}")
+    if secrets_in(argv) or any(arg == s for s in secret_set for arg in argv):
+        # A secret on a command line is visible to every local user through `ps`. Checked by
+        # field (an argument holding a DSN password, or the secret as a whole argument), not by
+        # substring: a one-letter password is a substring of nearly every argument.
+        raise RuntimeError(f"refusing to put a secret on the command line of {label}")
     errors: list[str] = []
     items = 0
     try:

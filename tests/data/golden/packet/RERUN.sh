@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# RERUN.sh: re-run this packet's rehearsal and compare every fingerprint (format 1, written by rollproof 0.1.0)
+# RERUN.sh: re-run this packet's rehearsal and compare every fingerprint (format 1)
+# written by rollproof "0.1.0"
 #
 # change:   "add-item-note" "sha256:40979e15d35575bc0662bdbf0141b5e1e20f3236b671e8aad94a98d190cfac1c"
 # source:   "sqlite:////golden/source.db"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# commands.sh: the rollproof commands that produced this evidence packet (format 1, written by rollproof 0.1.0)
+# commands.sh: the rollproof commands that produced this evidence packet (format 1)
+# written by rollproof "0.1.0"
 #
 # change:   "add-item-note" "sha256:40979e15d35575bc0662bdbf0141b5e1e20f3236b671e8aad94a98d190cfac1c"
 # source:   "sqlite:////golden/source.db"
@@ -55,16 +56,16 @@ echo "step 2: rollproof validate --verdicts on the reproduced packet"
   2> "$out"/step-2.log
 rc2=$?
 [ "$rc2" -eq 0 ] || failed+=("step 2, validate: exited $rc2, expected 0 (see $out/step-2.log)")
-cat > "$out"/verdicts.expected << 'ROLLPROOF_EXPECTED'
-change add-item-note sha256:40979e15d35575bc0662bdbf0141b5e1e20f3236b671e8aad94a98d190cfac1c
-isolation PROVEN_ISOLATED_NOT_PRODUCTION
-leg read-only PASS
-leg transaction PASS
-leg revert PASS
-leg restore PASS
-overall PASS
-exit_code 0
-ROLLPROOF_EXPECTED
+printf '%s\n' \
+  'change add-item-note sha256:40979e15d35575bc0662bdbf0141b5e1e20f3236b671e8aad94a98d190cfac1c' \
+  'isolation PROVEN_ISOLATED_NOT_PRODUCTION' \
+  'leg read-only PASS' \
+  'leg transaction PASS' \
+  'leg revert PASS' \
+  'leg restore PASS' \
+  'overall PASS' \
+  'exit_code 0' \
+  > "$out"/verdicts.expected
 if [ "$rc2" -eq 0 ] && ! diff -u "$out"/verdicts.expected "$out"/verdicts.txt \
   > "$out"/verdicts.diff; then
   failed+=("reproduced verdicts differ from the recorded ones (see $out/verdicts.diff)")
