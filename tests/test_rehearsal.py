@@ -208,7 +208,8 @@ def test_apply_error_fails_the_leg_with_the_statement(
     for name in ("transaction", "revert"):
         assert leg(result, name).verdict is Verdict.FAIL
         assert leg(result, name).reason == (
-            "apply failed: statement 2 `DELETE FROM nowhere;` failed: no such table: nowhere"
+            "apply failed: statement 2 `DELETE FROM nowhere;` (SQLITE_ERROR) failed: "
+            "no such table: nowhere"
         )
     assert result.exit_code == ExitCode.CHECK_FAILED
 
@@ -223,7 +224,8 @@ def test_revert_runs_on_a_new_connection(source_db: Path, make_change: MakeChang
     revert = leg(rehearse(change, str(source_db), legs=[LegName.REVERT]), "revert")
     assert revert.verdict is Verdict.FAIL
     assert revert.reason == (
-        "revert failed: statement 2 `DROP TABLE scratch;` failed: no such table: scratch"
+        "revert failed: statement 2 `DROP TABLE scratch;` (SQLITE_ERROR) failed: "
+        "no such table: scratch"
     )
 
 
@@ -363,7 +365,7 @@ def test_verify_that_writes_fails_the_read_only_leg(
     ro = leg(result, "read-only")
     assert ro.verdict is Verdict.FAIL
     assert ro.reason == (
-        "verify (read-only) failed: statement 1 `DELETE FROM tags;` failed: "
+        "verify (read-only) failed: statement 1 `DELETE FROM tags;` (SQLITE_READONLY) failed: "
         "attempt to write a readonly database"
     )
     if LegName.RESTORE in legs:
@@ -648,7 +650,7 @@ def test_a_failing_revert_fails_revert_and_reapply_with_its_error(
     assert verdicts(result) == {"revert": Verdict.FAIL, "reapply": Verdict.FAIL}
     for name in ("revert", "reapply"):
         assert leg(result, name).reason == (
-            "revert failed: statement 1 `DELETE FROM no_such_table;` failed: "
+            "revert failed: statement 1 `DELETE FROM no_such_table;` (SQLITE_ERROR) failed: "
             "no such table: no_such_table"
         )
 

@@ -13,12 +13,23 @@ Rules (names compare case-insensitively):
 * a read needs the object in `reads` or `writes`, or must happen inside a view or trigger that
   is itself declared (reading a declared view reads its tables on the change's behalf);
   otherwise it is denied, or only reported when the policy says `undeclared_reads = "report"`.
+
+A path that reaches a forbidden object through another object (a view, a SECURITY DEFINER
+function, a rule or trigger) is reported against the forbidden object, `via` the object the
+statement named: "forbidden" means unreachable, not merely unnamed.
+
+What a failed statement tells the world goes through `script_error`, the one function every
+engine formats a script's error with: the database's error text can carry row values (a cast
+error quotes the value it could not cast, a unique violation's DETAIL prints the key), so only
+the error code, the statement's index and text (the change's own SQL), and the message with
+every quoted string and number removed are kept.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -118,7 +129,7 @@ class SurfaceGuard:
         if kind is not AccessKind.READ:
             self.written.setdefault(self._script, set()).add(name)
         if matches_any(name, self.forbidden):
-            reason = f"{kind.lower()} of forbidden object {name}"
+            reason = f"{kind.lower()} of forbidden object {name}" + (f" (via {via})" if via else "")
             self._record(kind, name, via, Decision.DENIED, reason)
             return reason
         if kind is AccessKind.READ:
@@ -142,3 +153,51 @@ class SurfaceGuard:
             for e in self.events
             if e.script == script and e.statement == statement and e.decision is Decision.DENIED
         ]
+
+
+# --- script errors, without values --------------------------------------------------------------
+
+_QUOTED = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?")
+_HEX = re.compile(r"\b0x[0-9A-Fa-f]+\b|\\x[0-9A-Fa-f]+")
+_NUMBER = re.compile(r"(?<!\w)[-+]?\d+(?:[.:/-]\d+)*(?:[eE][-+]?\d+)?(?!\w)")
+WITHHELD = "message withheld: written by code in the database, it may quote any value"
+
+
+def without_values(message: str) -> str:
+    """A database error message with nothing left that could be a row's value.
+
+    Only the first line is kept (PostgreSQL's DETAIL, HINT and CONTEXT, SQLite's
+    continuation lines go); every quoted string becomes `"…"` or `'…'`, and every number or
+    hex string `#`. What is left is the message's template with the words around the values
+    (`invalid input syntax for type integer: "…"`).
+    """
+    lines = message.strip().splitlines()
+    first = lines[0] if lines else ""
+    first = _QUOTED.sub(lambda m: m.group(0)[0] + "…" + m.group(0)[0], first)
+    first = _HEX.sub("#", first)
+    return _NUMBER.sub("#", first).strip()
+
+
+def script_error(
+    statement: int,
+    text: str,
+    code: str | None,
+    message: str | None,
+    *,
+    names: Iterable[str] = (),
+) -> str:
+    """How a failed statement of a change script is recorded (report, packet, console).
+
+    `code` is the SQLSTATE or SQLite result code name; `message` the database's message, or
+    None when it was written by code in the database (a PL/pgSQL RAISE, whose text is anything
+    the code chose: it is withheld); `names` the objects the database says the error is about
+    (its table, column, constraint), which are names, never values.
+    """
+    shown = WITHHELD if message is None else without_values(message) or "no message"
+    about = ", ".join(n for n in names if n)
+    return (
+        f"statement {statement} `{text}`"
+        + (f" ({code})" if code else "")
+        + f" failed: {shown}"
+        + (f" ({about})" if about else "")
+    )

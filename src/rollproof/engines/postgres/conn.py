@@ -27,6 +27,7 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 
 from rollproof.core.errors import EnvironmentProblemError, SourceError
+from rollproof.core.guard import WITHHELD, without_values
 from rollproof.core.redact import redact_dsn, scrub
 
 SCHEMES = ("postgresql://", "postgres://")
@@ -143,6 +144,49 @@ def describe_error(e: psycopg.Error) -> str:
     diag = e.diag
     message = diag.message_primary or _first_line(e)
     return f"{message} (SQLSTATE {diag.sqlstate})" if diag.sqlstate else message
+
+
+_PL_RAISED = frozenset({"exec_stmt_raise", "exec_stmt_assert"})
+
+
+def script_error_parts(e: psycopg.Error) -> tuple[str | None, str | None, list[str]]:
+    """(SQLSTATE, primary message or None when code in the database wrote it, names) of an
+    error a change script met, for `rollproof.core.guard.script_error`.
+
+    A message written by a procedural language (PL/pgSQL `RAISE`/`ASSERT`, or PL/Python,
+    PL/Perl, PL/Tcl errors; SQLSTATE class P0) is anything the code chose to put there, values
+    included, so it is withheld; a server message keeps its template (values are removed by
+    `script_error`). DETAIL, HINT and CONTEXT are dropped: they print rows and keys. The table,
+    column, constraint and type the server names are identifiers, not values.
+    """
+    diag = e.diag
+    state = diag.sqlstate
+    source = diag.source_file or ""
+    raised = (
+        (diag.source_function or "") in _PL_RAISED
+        or source.startswith(("pl_", "plpy", "plperl", "pltcl"))
+        or (state or "").startswith("P0")
+    )
+    message = None if raised else (diag.message_primary or _first_line(e))
+    names = [
+        f"{kind} {value}"
+        for kind, value in (
+            ("table", diag.table_name),
+            ("column", diag.column_name),
+            ("constraint", diag.constraint_name),
+            ("type", diag.datatype_name),
+        )
+        if value
+    ]
+    return (None if state is None else f"SQLSTATE {state}"), message, names
+
+
+def describe_script_error(e: psycopg.Error) -> str:
+    """`describe_error` for an error met while a change script's session ran: no values."""
+    state, message, names = script_error_parts(e)
+    shown = WITHHELD if message is None else without_values(message)
+    extra = "; ".join(x for x in (", ".join(names), state) if x)
+    return f"{shown} ({extra})" if extra else shown
 
 
 def connect_source(target: PgTarget) -> psycopg.Connection[Any]:

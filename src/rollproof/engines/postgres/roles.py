@@ -8,14 +8,25 @@ clone is made from it, the role is given:
   CREATE INDEX on it, DROP needs ownership), plus every table privilege on it;
 * CREATE on the schema of each declared write that does not exist yet (the change creates it);
 * SELECT on every declared read; USAGE on every schema;
-* nothing on a forbidden object, even a declared one.
+* nothing on a forbidden object, even a declared one, and nothing on an object that reaches
+  one with someone else's privileges (`forbidden_reach`): a view or materialized view whose
+  definition reads it (directly, or through other views, or through a SECURITY DEFINER
+  function), a SECURITY DEFINER function that reads it, a table whose rules read it or whose
+  triggers run such a function. A view with `security_invoker` reads as the role, which may
+  not read the forbidden table itself, so it needs no exclusion. "Forbidden" means
+  unreachable: a read through any of these is refused by the server and recorded as an
+  attempt on the forbidden object, via the object the statement named (`reached_through`).
 
-PUBLIC's privileges on relations and on SECURITY DEFINER functions are revoked in the clone, so
-a write cannot borrow them. Owners and privileges are not part of the fingerprint, so none of
-this changes a digest. The role is a member of `pg_read_all_data` without inheriting it: its
-own statements cannot read an undeclared table, but rollproof can `SET ROLE` to it to take the
-transaction leg's fingerprint inside the still-open transaction. When the policy only reports
-undeclared reads, the role inherits it and reads are not denied.
+PUBLIC's privileges on relations and on SECURITY DEFINER functions (and on functions that are
+forbidden or reach a forbidden object) are revoked in the clone, so a write cannot borrow them.
+Owners and privileges are not part of the fingerprint, so none of this changes a digest.
+
+The role is a member of no other role while a script runs: rollproof's own read inside the
+still-open transaction (the transaction leg's fingerprint) needs `pg_read_all_data`, which is
+granted for that read only, after the script's last statement, and revoked at once
+(`lend_read_all`). A role that were a member all along could `SET ROLE pg_read_all_data` and
+read a forbidden table. When the policy only reports undeclared reads, the role is granted
+SELECT on every relation that is neither forbidden nor reaches a forbidden one.
 
 An undeclared write is then refused by the server itself (SQLSTATE 42501), whatever path the
 SQL takes: a trigger, a rule, a function, dynamic SQL.
@@ -23,8 +34,9 @@ SQL takes: a trigger, a rule, a function, dynamic SQL.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,13 +71,27 @@ class Grants:
     owned: list[str] = field(default_factory=list)
     readable: list[str] = field(default_factory=list)
     create_in: list[str] = field(default_factory=list)
+    reaching: dict[str, str] = field(default_factory=dict)
+    """Objects that reach a forbidden object with another role's privileges -> that object."""
 
     def describe(self) -> str:
-        return (
+        out = (
             f"scripts run as role {self.role}: owns {', '.join(self.owned) or 'nothing'}; "
             f"may read {', '.join(self.readable) or 'nothing else'}; "
             f"may create in schema(s) {', '.join(self.create_in) or 'none'}"
         )
+        if self.reaching:
+            out += "; no privilege on " + ", ".join(
+                f"{name} (reaches forbidden {root})" for name, root in sorted(self.reaching.items())
+            )
+        return out
+
+    def reached_through(self, name: str) -> str | None:
+        """The forbidden object `name` (as a server message names it) reaches, or None."""
+        if name in self.reaching:
+            return self.reaching[name]
+        bare = [root for n, root in self.reaching.items() if n.rpartition(".")[2] == name]
+        return bare[0] if len(bare) == 1 else None
 
 
 _OBJECTS = """
@@ -112,6 +138,205 @@ WHERE NOT tg.tgisinternal
 """
 
 
+# --- what reaches a forbidden object with someone else's privileges -----------------------------
+
+_REL_NODES = """
+SELECT c.oid, CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
+       c.relkind,
+       c.relkind = 'v' AND COALESCE((
+           SELECT pg_catalog.lower(o.option_value) IN ('true', 'on', '1', 'yes')
+           FROM pg_catalog.pg_options_to_table(c.reloptions) o
+           WHERE o.option_name = 'security_invoker'), false)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+"""
+_FUNC_NODES = """
+SELECT p.oid, CASE WHEN n.nspname = 'public' THEN p.proname ELSE n.nspname || '.' || p.proname END,
+       p.prosecdef, l.lanname, COALESCE(p.prosrc, ''), p.proowner,
+       (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = p.proowner)
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+WHERE p.prokind <> 'a'
+AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+"""
+# Rule and function definitions' dependencies (a view's _RETURN rule, any other rule on a
+# relation, a SQL function with a BEGIN ATOMIC body): the dependent, then what it depends on.
+_RULE_EDGES = """
+SELECT r.ev_class, r.rulename = '_RETURN', d.refclassid = 'pg_catalog.pg_proc'::regclass,
+       d.refobjid
+FROM pg_catalog.pg_rewrite r
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+WHERE d.deptype = 'n'
+  AND d.refclassid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_proc'::regclass)
+  AND NOT (d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = r.ev_class)
+"""
+_FUNC_EDGES = """
+SELECT d.objid, d.refclassid = 'pg_catalog.pg_proc'::regclass, d.refobjid
+FROM pg_catalog.pg_depend d
+WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'n'
+  AND d.refclassid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_proc'::regclass)
+"""
+_TRIGGERS = """
+SELECT tg.tgrelid, tg.tgfoid FROM pg_catalog.pg_trigger tg WHERE NOT tg.tgisinternal
+"""
+# Whether a role holds any privilege on a relation (a superuser holds every one).
+_OWNER_REACH = """
+SELECT pg_catalog.pg_has_role(%(owner)s, c.relowner, 'USAGE')
+    OR pg_catalog.has_table_privilege(%(owner)s, c.oid,
+                                      'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES')
+    OR pg_catalog.has_any_column_privilege(%(owner)s, c.oid, 'SELECT, INSERT, UPDATE')
+FROM pg_catalog.pg_class c WHERE c.oid = %(rel)s
+"""
+# Code that builds its SQL at run time, or is not SQL at all, may read any table its owner can.
+_DYNAMIC = re.compile(
+    r"\bexecute\b|query_to_xml|table_to_xml|cursor_to_xml|dblink|\bcopy\b|"
+    r"query_to_xmlschema|lo_import|pg_read",
+    re.IGNORECASE,
+)
+_PLAIN_LANGUAGES = frozenset({"sql", "plpgsql"})
+
+Node = tuple[str, int]  # ("r", relation oid) or ("f", function oid)
+
+
+def _mentions(body: str, name: str) -> bool:
+    word = re.escape(name.rpartition(".")[2])
+    return re.search(rf"(?<![\w$]){word}(?![\w$])", body, re.IGNORECASE) is not None
+
+
+def forbidden_reach(conn: psycopg.Connection[Any], forbidden: Iterable[str]) -> dict[str, str]:
+    """Every object through which a change run as its own role could reach a forbidden object
+    with another role's privileges, mapped to the forbidden object it reaches.
+
+    Dependencies come from the catalogs: a view's or materialized view's `_RETURN` rule and any
+    other rule (pg_rewrite, pg_depend), a SQL function's BEGIN ATOMIC body (pg_depend), a
+    table's triggers (pg_trigger). A function body the server does not track (PL/pgSQL, a SQL
+    string body) is read for the names of forbidden and reaching objects, and counts as reaching
+    every forbidden object when it builds SQL at run time or is not SQL. Only what runs with
+    another role's rights counts: views without `security_invoker`, materialized views (their
+    rows are the forbidden rows), SECURITY DEFINER functions whose owner holds a privilege on
+    what they reach, and tables whose rules (run as the table's owner) or triggers (running a
+    reaching SECURITY DEFINER function) do. The closure is transitive: a view over such a view,
+    a function calling such a function.
+    """
+    patterns = tuple(forbidden)
+    if not patterns:
+        return {}
+    rels: dict[int, tuple[str, str, bool]] = {}
+    for oid, name, relkind, invoker in conn.execute(_REL_NODES).fetchall():
+        rels[int(oid)] = (str(name), str(relkind), bool(invoker))
+    funcs: dict[int, tuple[str, bool, str, str, int, bool]] = {}
+    for oid, name, secdef, lang, body, owner, superuser in conn.execute(_FUNC_NODES).fetchall():
+        funcs[int(oid)] = (
+            str(name),
+            bool(secdef),
+            str(lang),
+            str(body),
+            int(owner),
+            bool(superuser),
+        )
+
+    reach: dict[Node, str] = {}
+    for oid, (name, _kind, _inv) in rels.items():
+        if matches_any(name, patterns):
+            reach[("r", oid)] = name
+    for oid, (name, *_rest) in funcs.items():
+        if matches_any(name, patterns):
+            reach[("f", oid)] = name
+    if not reach:
+        return {}
+    any_root = sorted(set(reach.values()))[0]
+
+    rule_edges: dict[int, list[tuple[bool, Node]]] = {}
+    for ev_class, is_return, to_func, ref in conn.execute(_RULE_EDGES).fetchall():
+        rule_edges.setdefault(int(ev_class), []).append(
+            (bool(is_return), ("f" if to_func else "r", int(ref)))
+        )
+    func_edges: dict[int, list[Node]] = {}
+    for objid, to_func, ref in conn.execute(_FUNC_EDGES).fetchall():
+        func_edges.setdefault(int(objid), []).append(("f" if to_func else "r", int(ref)))
+    triggers: dict[int, list[int]] = {}
+    for rel, fn in conn.execute(_TRIGGERS).fetchall():
+        triggers.setdefault(int(rel), []).append(int(fn))
+
+    owner_cache: dict[tuple[int, int], bool] = {}
+
+    def owner_reaches(owner: int, superuser: bool) -> bool:
+        if superuser:
+            return True
+        for node in list(reach):
+            if node[0] != "r":
+                continue
+            key = (owner, node[1])
+            if key not in owner_cache:
+                row = conn.execute(_OWNER_REACH, {"owner": owner, "rel": node[1]}).fetchone()
+                owner_cache[key] = bool(row and row[0])
+            if owner_cache[key]:
+                return True
+        return False
+
+    # What each function's body touches (it runs as whoever calls it, unless SECURITY DEFINER).
+    touches: dict[int, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        reached_names = {
+            (rels[n[1]][0] if n[0] == "r" else funcs[n[1]][0]): root
+            for n, root in reach.items()
+            if (n[0] == "r" and n[1] in rels) or (n[0] == "f" and n[1] in funcs)
+        }
+        reached_names.update({funcs[f][0]: root for f, root in touches.items()})
+        for oid, (_name, secdef, lang, body, owner, superuser) in funcs.items():
+            if oid not in touches:
+                found: str | None = None
+                for node in func_edges.get(oid, ()):
+                    if node in reach:
+                        found = reach[node]
+                    elif node[0] == "f" and node[1] in touches:
+                        found = touches[node[1]]
+                    if found:
+                        break
+                if found is None and (lang not in _PLAIN_LANGUAGES or _DYNAMIC.search(body)):
+                    found = any_root
+                if found is None:
+                    found = next(
+                        (root for n, root in reached_names.items() if _mentions(body, n)), None
+                    )
+                if found is not None:
+                    touches[oid] = found
+                    changed = True
+            node = ("f", oid)
+            if secdef and oid in touches and node not in reach and owner_reaches(owner, superuser):
+                reach[node] = touches[oid]
+                changed = True
+        for oid, (_name, _relkind, invoker) in rels.items():
+            node = ("r", oid)
+            if node in reach:
+                continue
+            root: str | None = None
+            for is_return, ref in rule_edges.get(oid, ()):
+                if is_return and invoker:
+                    continue  # security_invoker: reads as the role, checked on each table
+                if ref in reach:
+                    root = reach[ref]
+                    break
+            if root is None:
+                root = next(
+                    (reach[("f", f)] for f in triggers.get(oid, ()) if ("f", f) in reach), None
+                )
+            if root is not None:
+                reach[node] = root
+                changed = True
+
+    out: dict[str, str] = {}
+    for (kind, oid), root in reach.items():
+        name = rels[oid][0] if kind == "r" else funcs[oid][0]
+        if name != root and not matches_any(name, patterns):
+            out[normalize(name)] = normalize(root)
+    return out
+
+
 def own_table(conn: psycopg.Connection[Any], role: str, schema: str, relname: str) -> None:
     conn.execute(
         sql.SQL("ALTER TABLE {} OWNER TO {}").format(
@@ -154,17 +379,20 @@ def grant_declared(
 ) -> Grants:
     """Create `role` and grant it exactly the declared objects in the database of `conn`."""
     ident = sql.Identifier(role)
-    inherit = sql.SQL("INHERIT" if guard.read_mode is ReadMode.REPORT else "NOINHERIT")
     conn.execute(
-        sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(ident, inherit, sql.Literal(password))
+        sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(ident, sql.Literal(password))
     )
-    conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(ident))
     grants = Grants(role)
-    writes = {normalize(n) for n in guard.writes} - {
-        n for n in (normalize(w) for w in guard.writes) if matches_any(n, guard.forbidden)
-    }
+    grants.reaching = forbidden_reach(conn, guard.forbidden)
+    closed = (*guard.forbidden, *grants.reaching)
+
+    def shut(name: str) -> bool:
+        return matches_any(name, closed)
+
+    writes = {n for n in (normalize(w) for w in guard.writes) if not shut(n)}
     reads = {normalize(n) for n in guard.reads} - writes
-    reads = {n for n in reads if not matches_any(n, guard.forbidden)}
+    reads = {n for n in reads if not shut(n)}
+    read_all = guard.read_mode is ReadMode.REPORT
 
     for (schema,) in conn.execute(_SCHEMAS).fetchall():
         conn.execute(
@@ -178,23 +406,27 @@ def grant_declared(
         existing.add(name)
         # A privilege PUBLIC holds would let an undeclared write through.
         conn.execute(sql.SQL("REVOKE ALL ON {} {} FROM PUBLIC").format(on, target))
+        if shut(name):
+            continue
         if name in writes:
             conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(kind, target, ident))
             grants.owned.append(name)
-        elif name in reads:
+        elif name in reads or read_all:
+            # Reads only reported: every relation that is neither forbidden nor reaches one.
             conn.execute(sql.SQL("GRANT SELECT ON {} {} TO {}").format(on, target, ident))
             grants.readable.append(name)
     for name, signature, security_definer, prokind in conn.execute(_FUNCTIONS).fetchall():
         existing.add(name)
         what = sql.SQL("PROCEDURE" if prokind == "p" else "FUNCTION")
-        if name in writes:
-            conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(what, sql.SQL(signature), ident))
-            grants.owned.append(f"{name}()")
-        elif security_definer and prokind != "a":
-            # A SECURITY DEFINER function runs with its owner's rights: it could write for us.
+        if prokind != "a" and (security_definer or shut(name)):
+            # A SECURITY DEFINER function runs with its owner's rights: it could write for us,
+            # or read what we may not; a forbidden function is no one's to call.
             conn.execute(
                 sql.SQL("REVOKE EXECUTE ON {} {} FROM PUBLIC").format(what, sql.SQL(signature))
             )
+        if name in writes:
+            conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(what, sql.SQL(signature), ident))
+            grants.owned.append(f"{name}()")
     for name, schema, typname in conn.execute(_TYPES).fetchall():
         existing.add(name)
         if name in writes:
@@ -203,14 +435,19 @@ def grant_declared(
             )
             grants.owned.append(name)
     # An index or trigger belongs to its table: creating or dropping one needs the table's
-    # ownership, so a declared index or trigger brings its table's ownership with it.
+    # ownership, so a declared index or trigger brings its table's ownership with it (never a
+    # forbidden table's, nor that of a table that reaches one).
     for name, schema, relname in conn.execute(_DEPENDENTS).fetchall():
         existing.add(name)
-        if name in writes and name not in grants.owned:
-            table = f"{schema}.{relname}" if schema != "public" else relname
-            if table not in grants.owned:
-                own_table(conn, role, schema, relname)
-                grants.owned.append(table)
+        table = f"{schema}.{relname}" if schema != "public" else relname
+        if (
+            name in writes
+            and name not in grants.owned
+            and table not in grants.owned
+            and not shut(table)
+        ):
+            own_table(conn, role, schema, relname)
+            grants.owned.append(table)
     schemas = {str(s) for (s,) in conn.execute(_SCHEMAS).fetchall()}
     for name in sorted(writes - existing):
         schema = name.split(".", 1)[0] if "." in name else "public"
@@ -222,6 +459,23 @@ def grant_declared(
     grants.owned.sort()
     grants.readable.sort()
     return grants
+
+
+@contextlib.contextmanager
+def lend_read_all(admin: psycopg.Connection[Any], role: str) -> Iterator[None]:
+    """`role` may `SET ROLE pg_read_all_data` inside this block only.
+
+    For rollproof's own read inside the change's still-open transaction, after the script's
+    last statement ran: membership is a catalog row the open transaction sees at its next
+    statement. Outside this block the role belongs to no role, so no statement of a change can
+    borrow another role's reads.
+    """
+    ident = sql.Identifier(role)
+    admin.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(ident))
+    try:
+        yield
+    finally:
+        admin.execute(sql.SQL("REVOKE pg_read_all_data FROM {}").format(ident))
 
 
 _DENIED = re.compile(
@@ -243,6 +497,30 @@ def denied_kind(message: str, statement_kinds: dict[str, AccessKind], obj: str) 
     if obj in statement_kinds:
         return statement_kinds[obj]
     return AccessKind.ALTER if message.startswith("must be owner") else AccessKind.WRITE
+
+
+_READ_THROUGH = """
+WITH RECURSIVE read_by(oid) AS (
+    SELECT c.oid FROM pg_catalog.pg_class c WHERE c.oid = ANY(
+        SELECT pg_catalog.to_regclass(n) FROM pg_catalog.unnest(%(readers)s::text[]) AS n)
+    UNION
+    SELECT d.refobjid FROM read_by
+    JOIN pg_catalog.pg_rewrite r ON r.ev_class = read_by.oid AND r.rulename = '_RETURN'
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass
+        AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass
+)
+SELECT EXISTS (SELECT 1 FROM read_by WHERE oid = pg_catalog.to_regclass(%(obj)s))
+"""
+
+
+def read_through_views(conn: psycopg.Connection[Any], readers: Iterable[str], obj: str) -> bool:
+    """Whether `obj` is read by a view the statement reads (directly or through other views):
+    a table a `security_invoker` view reads as the role was read, not written."""
+    names = sorted(readers)
+    if not names:
+        return False
+    row = conn.execute(_READ_THROUGH, {"readers": names, "obj": obj}).fetchone()
+    return bool(row and row[0])
 
 
 def denied_via(context: str | None) -> str | None:

@@ -48,8 +48,16 @@ from psycopg import sql
 from rollproof.core.change import Script
 from rollproof.core.errors import EnvironmentProblemError, IsolationError, SourceError, UsageError
 from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
-from rollproof.core.guard import SurfaceGuard
-from rollproof.core.isolation import IsolationCheck, IsolationProof
+from rollproof.core.guard import SurfaceGuard, script_error
+from rollproof.core.isolation import (
+    CLONE_DATABASE_FRESH,
+    CLONE_MATCHES_SOURCE,
+    SCRATCH_SERVER_DISTINCT,
+    SOURCE_FINGERPRINT_UNCHANGED,
+    SOURCE_SESSION_READ_ONLY,
+    IsolationCheck,
+    IsolationProof,
+)
 from rollproof.core.redact import redact_dsn
 from rollproof.core.surface import AccessKind
 from rollproof.engines.base import Progress, ReadOnlyOutcome, ScriptOutcome, TransactionOutcome
@@ -59,7 +67,9 @@ from rollproof.engines.postgres.conn import (
     connect,
     connect_source,
     describe_error,
+    describe_script_error,
     parse_pg_dsn,
+    script_error_parts,
     subprocess_env,
 )
 from rollproof.engines.postgres.explain import explain_differences
@@ -75,8 +85,10 @@ from rollproof.engines.postgres.roles import (
     denied_object,
     denied_via,
     grant_declared,
+    lend_read_all,
     normalize,
     own_table,
+    read_through_views,
     tables_for_declared,
     writable_tables,
 )
@@ -326,9 +338,9 @@ class PostgresSession:
                 conn, self._progress, more=more, jobs=self._jobs, reuse=reuse
             )
         except psycopg.Error as e:
-            raise EnvironmentProblemError(
-                f"{what}: cannot fingerprint: {describe_error(e)}"
-            ) from None
+            # The clone holds what a change script made: its errors are told without values.
+            told = describe_error(e) if what == "source" else describe_script_error(e)
+            raise EnvironmentProblemError(f"{what}: cannot fingerprint: {told}") from None
 
     def _create_database(
         self,
@@ -502,21 +514,21 @@ class PostgresSession:
         src_id, scr_id = self._ids
         checks = [
             IsolationCheck(
-                "scratch-server-distinct",
+                SCRATCH_SERVER_DISTINCT,
                 src_id != scr_id,
                 f"source system_identifier {src_id}, scratch server {self.scratch.shown} "
                 f"system_identifier {scr_id}"
                 + (" (an ephemeral cluster rollproof started)" if self._cluster else ""),
             ),
             IsolationCheck(
-                "clone-database-fresh",
+                CLONE_DATABASE_FRESH,
                 self.snapshot_db in self._created and self.snapshot_db != self.source_db,
                 f"scratch databases {self.snapshot_db} (snapshot) and {self.clone_db} (clone) "
                 "were created by this rehearsal; the source database is "
                 f"{self.source_db} on the other server",
             ),
             IsolationCheck(
-                "source-session-read-only",
+                SOURCE_SESSION_READ_ONLY,
                 bool(self._source_sessions),
                 f"{len(self._source_sessions)} source session(s), each confirmed by the server "
                 "default_transaction_read_only=on and transaction_read_only=on; pg_dump ran "
@@ -530,7 +542,7 @@ class PostgresSession:
         )
         checks.append(
             IsolationCheck(
-                "clone-matches-source",
+                CLONE_MATCHES_SOURCE,
                 same,
                 (
                     f"restored snapshot fingerprint {snap.digest if snap else None} "
@@ -546,9 +558,7 @@ class PostgresSession:
         return "" if self._grants is None else self._grants.describe()
 
     def isolation(self) -> IsolationProof:
-        pending = IsolationCheck(
-            "source-fingerprint-unchanged", None, "decided after the rehearsal"
-        )
+        pending = IsolationCheck(SOURCE_FINGERPRINT_UNCHANGED, None, "decided after the rehearsal")
         return IsolationProof((*self._static_checks(), pending))
 
     def finish_isolation(self) -> IsolationProof:
@@ -574,7 +584,7 @@ class PostgresSession:
                 "rollproof session on the source was read-only); rehearse again on a stable source"
             )
         )
-        check = IsolationCheck("source-fingerprint-unchanged", same, evidence)
+        check = IsolationCheck(SOURCE_FINGERPRINT_UNCHANGED, same, evidence)
         return IsolationProof((*self._static_checks(), check))
 
     # -- clones ---------------------------------------------------------------------------------
@@ -639,7 +649,8 @@ class PostgresSession:
         if self.guard is None or self._role is None:
             return
         scopes = static_scope(script.text)
-        needed = tables_for_declared(scopes, self.guard.writes, self.guard.forbidden)
+        closed = (*self.guard.forbidden, *self._reaching())
+        needed = tables_for_declared(scopes, self.guard.writes, closed)
         needed -= self._clone_owned
         if not needed:
             return
@@ -649,6 +660,9 @@ class PostgresSession:
                 with contextlib.suppress(psycopg.Error):  # a table the script itself creates
                     own_table(conn, self._role, schema or "public", relname)
                     self._clone_owned.add(table)
+
+    def _reaching(self) -> dict[str, str]:
+        return {} if self._grants is None else self._grants.reaching
 
     def _change_target(self) -> PgTarget:
         target = self.scratch.with_db(self.clone_db)
@@ -690,7 +704,23 @@ class PostgresSession:
         if obj is None:
             return None
         kind = denied_kind(message, kinds, obj)
-        return self.guard.check(kind, obj, denied_via(e.diag.context))
+        root = None if self._grants is None else self._grants.reached_through(obj)
+        if root is not None:
+            # A view, function or table that reaches a forbidden object with someone else's
+            # privileges: the attempt is on the forbidden object, through the one named.
+            if obj not in kinds:
+                kind = AccessKind.READ
+            return self.guard.check(kind, root, obj)
+        via = denied_via(e.diag.context)
+        if obj not in kinds and via is None and not message.startswith("must be owner"):
+            readers = [n for n, k in kinds.items() if k is AccessKind.READ]
+            with (
+                contextlib.suppress(psycopg.Error, EnvironmentProblemError),
+                contextlib.closing(self._admin(self.clone_db)) as conn,
+            ):
+                if read_through_views(conn, readers, obj):
+                    kind = AccessKind.READ
+        return self.guard.check(kind, obj, via)
 
     def _execute(
         self,
@@ -732,7 +762,7 @@ class PostgresSession:
                         not_applicable=(
                             f"statement {i} `{short(stmt)}` cannot run in the leg's "
                             f"transaction: {NOT_IN_TRANSACTION_STATES[state]} "
-                            f"({describe_error(e)})"
+                            f"({describe_script_error(e)})"
                         ),
                     )
                 denied = self._denial(role, i, e, kinds.get(i, {}))
@@ -741,8 +771,9 @@ class PostgresSession:
                         i - 1,
                         error=f"statement {i} `{short(stmt)}` was denied by the server: {denied}",
                     )
+                code, message, names = script_error_parts(e)
                 return ScriptOutcome(
-                    i - 1, error=f"statement {i} `{short(stmt)}` failed: {describe_error(e)}"
+                    i - 1, error=script_error(i, short(stmt), code, message, names=names)
                 )
         return ScriptOutcome(len(statements))
 
@@ -788,10 +819,8 @@ class PostgresSession:
                     # rollproof's own read, inside the still-open transaction: as a role that
                     # may read everything, which the change's own statements could not.
                     try:
-                        if self._role is not None:
-                            conn.execute("SET LOCAL ROLE pg_read_all_data")
-                        prepare_session(conn)
-                        after = fingerprint_connection(conn)
+                        with self._read_all(conn):
+                            after = fingerprint_connection(conn)
                     except psycopg.Error as e:
                         # e.g. row-level security, which pg_read_all_data does not bypass:
                         # no honest fingerprint inside the transaction, so no verdict from it.
@@ -799,7 +828,7 @@ class PostgresSession:
                             outcome.statements_run,
                             not_applicable=(
                                 "the clone cannot be fingerprinted inside the still-open "
-                                f"transaction: {describe_error(e)}"
+                                f"transaction: {describe_script_error(e)}"
                             ),
                         )
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -808,6 +837,19 @@ class PostgresSession:
             ScriptOutcome(outcome.statements_run, outcome.error, outcome.not_applicable, applied),
             after,
         )
+
+    @contextlib.contextmanager
+    def _read_all(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        """rollproof's own read on the change's connection, after its script: as
+        pg_read_all_data, lent to the change role for this read only (roles.lend_read_all)."""
+        if self._role is None:
+            prepare_session(conn)
+            yield
+            return
+        with contextlib.closing(self._admin()) as admin, lend_read_all(admin, self._role):
+            conn.execute("SET LOCAL ROLE pg_read_all_data")
+            prepare_session(conn)
+            yield
 
     def run_read_only(
         self, script: Script | None, entry_reuse: Reuse | None = None

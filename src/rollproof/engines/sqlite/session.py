@@ -41,8 +41,16 @@ import blake3
 from rollproof.core.change import Script
 from rollproof.core.errors import EnvironmentProblemError, IsolationError, SourceError
 from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
-from rollproof.core.guard import SurfaceGuard
-from rollproof.core.isolation import IsolationCheck, IsolationProof
+from rollproof.core.guard import SurfaceGuard, script_error
+from rollproof.core.isolation import (
+    CLONE_DISTINCT_FILE,
+    CLONE_OUTSIDE_SOURCE_DIR,
+    SOURCE_BYTES_UNCHANGED,
+    SOURCE_OPENED_READ_ONLY,
+    WORKSPACE_PRIVATE,
+    IsolationCheck,
+    IsolationProof,
+)
 from rollproof.core.redact import redact_dsn
 from rollproof.core.sqltext import without_leading_comments
 from rollproof.core.surface import AccessKind
@@ -266,6 +274,14 @@ def authorizer_for(guard: SurfaceGuard | None) -> Authorizer:
     return authorize
 
 
+def _script_error(index: int, statement: str, e: sqlite3.Error) -> str:
+    """A script's failed statement, told without values (rollproof.core.guard.script_error):
+    SQLite's result code name and its message with quoted strings and numbers removed. A
+    trigger's RAISE message is the schema's own text, but it is treated like any other."""
+    code = getattr(e, "sqlite_errorname", None) or type(e).__name__
+    return script_error(index, _short(statement), code, str(e))
+
+
 class _Background:
     """Work on another thread (file copies and hashes, which release the GIL); `result()`
     waits for it and re-raises what it raised, in the thread that needs the result."""
@@ -446,7 +462,7 @@ class SqliteSession:
         same_path = self.source == self.clone.resolve()
         checks.append(
             IsolationCheck(
-                "clone-distinct-file",
+                CLONE_DISTINCT_FILE,
                 not same_file and not same_path,
                 f"source (dev {src.st_dev}, inode {src.st_ino}) vs clone "
                 f"(dev {cst.st_dev}, inode {cst.st_ino}); "
@@ -456,7 +472,7 @@ class SqliteSession:
         inside = self.workspace.is_relative_to(self.source.parent)
         checks.append(
             IsolationCheck(
-                "clone-outside-source-dir",
+                CLONE_OUTSIDE_SOURCE_DIR,
                 not inside,
                 "workspace is "
                 + ("inside" if inside else "outside")
@@ -467,7 +483,7 @@ class SqliteSession:
         private = stat.S_IMODE(wst.st_mode) == 0o700 and wst.st_uid == os.getuid()
         checks.append(
             IsolationCheck(
-                "workspace-private",
+                WORKSPACE_PRIVATE,
                 private,
                 f"workspace mode {stat.S_IMODE(wst.st_mode):04o}, owner uid {wst.st_uid}",
             )
@@ -482,7 +498,7 @@ class SqliteSession:
     def _opens_check(self) -> IsolationCheck:
         ro = bool(self._source_opens) and all(u.endswith("?mode=ro") for u in self._source_opens)
         return IsolationCheck(
-            "source-opened-read-only",
+            SOURCE_OPENED_READ_ONLY,
             ro,
             f"{len(self._source_opens)} connection(s) to the source, all mode=ro"
             if ro
@@ -490,7 +506,7 @@ class SqliteSession:
         )
 
     def isolation(self) -> IsolationProof:
-        pending = IsolationCheck("source-bytes-unchanged", None, "decided after the rehearsal")
+        pending = IsolationCheck(SOURCE_BYTES_UNCHANGED, None, "decided after the rehearsal")
         return IsolationProof((*self._static_checks(), self._opens_check(), pending))
 
     def finish_isolation(self) -> IsolationProof:
@@ -500,7 +516,7 @@ class SqliteSession:
         after = self._source_digest_before if same else source_bytes_digest(self.source)
         evidence = ", ".join(f"{k} sha256 {v}" for k, v in sorted(after.items()))
         check = IsolationCheck(
-            "source-bytes-unchanged",
+            SOURCE_BYTES_UNCHANGED,
             same,
             ("identical before and after: " if same else "CHANGED during the rehearsal: ")
             + evidence,
@@ -637,7 +653,7 @@ class SqliteSession:
                     return ScriptOutcome(
                         i - 1, error=f"statement {i} `{_short(stmt)}` was denied: {why}"
                     )
-                return ScriptOutcome(i - 1, error=f"statement {i} `{_short(stmt)}` failed: {e}")
+                return ScriptOutcome(i - 1, error=_script_error(i, stmt, e))
         return ScriptOutcome(len(statements))
 
     def run_script(self, role: str, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
