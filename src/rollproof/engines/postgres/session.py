@@ -1,5 +1,12 @@
 """The PostgreSQL engine: read-only source, a clone on a different server, and its isolation proof.
 
+Longer than 600 lines because it is one `EngineSession`: the snapshot, the clones, every leg
+operation and the isolation proof share the session's state (source and clone connections,
+the private workspace, the guard, what was read and written), and cutting the class would
+scatter that state over modules that all need it. Everything else about the dialect
+(connections, tools, roles, reach, catalog, fingerprint, scope and SQL helpers) is already a
+module of its own beside it.
+
 Layout of one rehearsal:
 
     source server   read only: one REPEATABLE READ READ ONLY transaction fingerprints the source
@@ -79,6 +86,7 @@ from rollproof.engines.postgres.fingerprint import (
     fingerprint_connection,
     prepare_session,
 )
+from rollproof.engines.postgres.reach import normalize
 from rollproof.engines.postgres.roles import (
     Grants,
     denied_kind,
@@ -86,7 +94,6 @@ from rollproof.engines.postgres.roles import (
     denied_via,
     grant_declared,
     lend_read_all,
-    normalize,
     own_table,
     read_through_views,
     tables_for_declared,

@@ -1,5 +1,12 @@
 """The SQLite engine: read-only source, private clone by the backup API, and its isolation proof.
 
+Longer than 600 lines because it is one `EngineSession`: the snapshot, the clones, every leg
+operation and the isolation proof share the session's state (source and clone connections,
+the private workspace, the guard, what was read and written), and cutting the class would
+scatter that state over modules that all need it. Everything else about the dialect
+(fingerprint, schema, page proofs, explanations and statement splitting) is already a module
+of its own beside it.
+
 Workspace layout (a fresh `mkdtemp` directory, mode 0700, outside the source's directory):
 
     snapshot.db   the pristine copy, made by the backup API from a read-only source connection,
