@@ -179,8 +179,13 @@ def test_init_writes_a_commented_governed_policy_and_pins_the_validator(ws: Work
     ]
     assert set(gov.operators) == {"alice", "bob"}
     assert gov.executor == ws.key("executor").public
-    [(seq, kind, body)] = ws.events()
-    assert (seq, kind, body) == (1, EventKind.VALIDATOR_PINNED, {"sha256": validator_sha256()})
+    [(_, first, policy), (seq, kind, body)] = ws.events()
+    assert (first, policy["previous"], policy["policy"]["operators"].keys()) == (
+        EventKind.POLICY_SET,
+        0,
+        {"alice", "bob"},
+    )  # the first policy in force, unsigned, at event 1 (tests/test_policy_ledger.py)
+    assert (seq, kind, body) == (2, EventKind.VALIDATOR_PINNED, {"sha256": validator_sha256()})
 
 
 def test_init_never_overwrites_a_policy(ws: Workspace) -> None:
@@ -189,7 +194,7 @@ def test_init_never_overwrites_a_policy(ws: Workspace) -> None:
     assert result.code == 2
     assert "already exists; rollproof init never overwrites a policy" in result.err
     assert (ws.dir / "rollproof.toml").read_bytes() == before
-    assert len(ws.events()) == 1
+    assert len(ws.events()) == 2
 
 
 def test_init_with_a_missing_key_writes_nothing(
@@ -467,6 +472,7 @@ def test_preflight_passes_and_is_recorded_from_the_ledger_it_read(ws: Workspace)
         "ledger": "PASS",
         "production-hold": "PASS",
         "ci-scope": "PASS",
+        "policy-in-force": "PASS",
     }
     seq, kind, body = ws.events()[-1]
     assert (seq, kind) == (doc["recorded_at"], EventKind.PREFLIGHT_RECORDED)
@@ -512,7 +518,8 @@ def test_no_registered_production_source_is_unknown_and_holds(
 
 
 def test_a_validator_that_is_not_the_pinned_one_fails_preflight(ws: Workspace) -> None:
-    append_events(ws.ledger, [pin_validator("0" * 64)], now=datetime.now(UTC))
+    # Pinned by an operator in force: an unsigned later pin is refused by the fold.
+    append_events(ws.ledger, [pin_validator("0" * 64, key=ws.key("alice"))], now=datetime.now(UTC))
     result, doc = _preflight(ws)
     assert result.code == 1
     check = next(c for c in doc["checks"] if c["check"] == "validator-pin")
@@ -540,7 +547,7 @@ def test_a_tampered_or_restored_ledger_fails_preflight_and_verify(ws: Workspace)
     ws.ledger.write_bytes(older)  # an older copy restored
     result = ws.run("ledger", "verify")
     assert result.code == 1
-    assert "the trusted checkpoint covers 3" in result.err
+    assert "the trusted checkpoint covers 4" in result.err
     preflight = ws.run("preflight", ws.change, "--source", ws.dsn)
     assert preflight.code == 1
     assert "NOT recorded" in preflight.out
@@ -767,6 +774,7 @@ def test_eight_processes_racing_to_consume_one_grant_through_the_cli(ws: Workspa
         '[[lanes]]\nname = "production-apply"\nkind = "production"\n'
         "[ci]\ntriggers = []\n"
     )
+    ws.ok("policy", "adopt", "--key", "keys/alice.key", "--key", "keys/bob.key")
     assert ws.rehearse("--lane", "rehearsal-clone", out="packets/clone").code == 0
     grant = ws.issue("prod.grant", lane="production-apply", evidence="packets/clone")
     argv = [

@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from rollproof.core.canonical import canonical_json
 from rollproof.core.errors import ExitCode
 from rollproof.core.keys import SigningKey
-from rollproof.core.model import Verdict
+from rollproof.core.model import IsolationVerdict, Verdict
 from rollproof.governance import (
     BlockerState,
     CheckpointError,
@@ -64,6 +64,8 @@ from rollproof.governance import (
 from rollproof.governance.events import GENESIS
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+ISOLATED: dict[str, Any] = {"isolation": IsolationVerdict.PROVEN, "exit_code": 0}
+"""The facts a validated, isolated, exit-0 packet records besides its overall verdict."""
 TREE_PASS = "a" * 64
 TREE_FAIL = "b" * 64
 TREE_OTHER = "c" * 64
@@ -122,7 +124,7 @@ def populate(path: Path, start: int = 0) -> None:
             ticket_id="T1",
             change_id="c1",
         ),
-        record_rehearsal("c1", TREE_PASS, Verdict.PASS),
+        record_rehearsal("c1", TREE_PASS, Verdict.PASS, **ISOLATED),
         discharge_condition("B1", "clone", packet_tree_hash=TREE_PASS),
         pin_validator("d" * 64),
         set_hold("c1", reason="production on HOLD by default"),
@@ -252,7 +254,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(verdict=st.sampled_from(list(Verdict)), raw=st.binary(min_size=8, max_size=8))
     def record_a_packet(self, verdict: Verdict, raw: bytes) -> None:
         tree = hashlib.sha256(raw + str(self.size).encode()).hexdigest()
-        self._append(record_rehearsal("c1", tree, verdict))
+        self._append(record_rehearsal("c1", tree, verdict, **ISOLATED))
         self.packets.append(tree)
 
     @rule(
@@ -651,7 +653,7 @@ def test_blocker_lifecycle_to_closed_and_ticket_closed(ledger: Path) -> None:
     append_events(
         ledger,
         [
-            record_rehearsal("c1", TREE_OTHER, Verdict.PASS),
+            record_rehearsal("c1", TREE_OTHER, Verdict.PASS, **ISOLATED),
             discharge_condition("B1", "prod", packet_tree_hash=TREE_OTHER),
             close_blocker("B1", reason="both legs proven"),
             close_ticket("T1", reason="shipped"),
@@ -676,31 +678,31 @@ _RULE_CASES = [
         [discharge_condition("B1", "prod", packet_tree_hash=TREE_OTHER)],
         f"evidence packet {TREE_OTHER} was never recorded",
         [
-            record_rehearsal("c1", TREE_OTHER, Verdict.PASS),
+            record_rehearsal("c1", TREE_OTHER, Verdict.PASS, **ISOLATED),
             discharge_condition("B1", "prod", packet_tree_hash=TREE_OTHER),
         ],
         id="discharge-citing-unrecorded-packet",
     ),
     pytest.param(
         [
-            record_rehearsal("c1", TREE_FAIL, Verdict.FAIL),
+            record_rehearsal("c1", TREE_FAIL, Verdict.FAIL, **ISOLATED),
             discharge_condition("B1", "prod", packet_tree_hash=TREE_FAIL),
         ],
-        f"evidence packet {TREE_FAIL} is FAIL",
+        f"evidence packet {TREE_FAIL} does not count: overall is FAIL, not PASS",
         [
-            record_rehearsal("c1", TREE_FAIL, Verdict.PASS),
+            record_rehearsal("c1", TREE_FAIL, Verdict.PASS, **ISOLATED),
             discharge_condition("B1", "prod", packet_tree_hash=TREE_FAIL),
         ],
         id="discharge-citing-failed-packet",
     ),
     pytest.param(
         [
-            record_rehearsal("c2", TREE_OTHER, Verdict.PASS),
+            record_rehearsal("c2", TREE_OTHER, Verdict.PASS, **ISOLATED),
             discharge_condition("B1", "prod", packet_tree_hash=TREE_OTHER),
         ],
         f"evidence packet {TREE_OTHER} is for change c2",
         [
-            record_rehearsal("c1", TREE_OTHER, Verdict.PASS),
+            record_rehearsal("c1", TREE_OTHER, Verdict.PASS, **ISOLATED),
             discharge_condition("B1", "prod", packet_tree_hash=TREE_OTHER),
         ],
         id="discharge-citing-another-changes-packet",
@@ -774,9 +776,9 @@ _RULE_CASES = [
         id="hold-released-without-grant",
     ),
     pytest.param(
-        [record_rehearsal("c1", TREE_PASS, Verdict.PASS)],
+        [record_rehearsal("c1", TREE_PASS, Verdict.PASS, **ISOLATED)],
         f"packet {TREE_PASS} is already recorded",
-        [record_rehearsal("c1", TREE_OTHER, Verdict.PASS)],
+        [record_rehearsal("c1", TREE_OTHER, Verdict.PASS, **ISOLATED)],
         id="packet-recorded-twice",
     ),
     pytest.param(

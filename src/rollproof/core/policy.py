@@ -15,6 +15,7 @@
     ledger = ".rollproof/ledger.db"           # the hash-chained ledger (relative to this file)
     checkpoint = ".rollproof/ledger.checkpoint"   # the newest trusted signed ledger checkpoint
     executor = "keys/executor.pub"            # the executor's public key (path or inline PEM)
+    signed_evidence = false                   # true: evidence counts only signed by the executor
 
     [operators]                               # who may sign grants, decisions, ledger checkpoints
     alice = "keys/alice.pub"                  # name = path, or an inline PEM public key
@@ -38,6 +39,18 @@
     triggers = [".github/workflows/deploy.yml"]   # ci-scope check is UNKNOWN (a blocker records
                                               # it); listed files are forbidden files too
 
+**The file proposes; the ledger decides.** A governed workspace's policy takes effect only
+through a `policy.set` ledger event holding its canonical document (`policy_document`, every
+key resolved to its bytes and every default filled in) and that document's sha256, signed by a
+quorum of the operators in force (`rollproof.governance.rules_policy`); `rollproof init` records
+the first. Every governance path reads the policy in force from the folded ledger; the file only
+says where the ledger and its checkpoint are. Editing the file alone changes nothing but the
+`policy-in-force` preflight check, which reports the difference as UNKNOWN.
+
+Longer than 600 lines because the policy file's parser and the ledger's policy-document parser
+(`policy_from_document`) share one set of checks (`_Reader`, `_lanes`, `_gates`): split apart,
+the two could drift, and a document the ledger accepts could say what no file may.
+
 Unknown tables and keys are refused with the file and key named: a misspelt `[forbiden]` must
 not silently forbid nothing. A missing policy file is an empty policy (nothing registered,
 nothing forbidden, not governed), and the report says which policy, if any, was in force.
@@ -52,6 +65,8 @@ every rung above the first needs a grant, and no clone lane sits above a product
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import tomllib
 from collections.abc import Mapping
@@ -61,7 +76,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from rollproof.core.canonical import sha256_hex
+from rollproof.core.canonical import canonical_json, sha256_hex
 from rollproof.core.errors import UsageError
 from rollproof.core.inputs import InputFileError, read_input
 from rollproof.core.keys import KeyFileError, PublicKey, load_public_key, public_key_from_pem
@@ -103,6 +118,7 @@ class Check(StrEnum):
     LEDGER = "ledger"
     PRODUCTION_HOLD = "production-hold"
     CI_SCOPE = "ci-scope"
+    POLICY_IN_FORCE = "policy-in-force"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +169,7 @@ _SECTIONS: Mapping[str, frozenset[str]] = {
     "production": frozenset({"sources"}),
     "forbidden": frozenset({"objects", "files", "env"}),
     "enforcement": frozenset({"undeclared_reads"}),
-    "governance": frozenset({"ledger", "checkpoint", "executor"}),
+    "governance": frozenset({"ledger", "checkpoint", "executor", "signed_evidence"}),
     "gates": frozenset(Gate),
     "ci": frozenset({"triggers"}),
 }
@@ -175,6 +191,8 @@ class Governance:
     gates: Mapping[Gate, str]
     ci_triggers: tuple[str, ...] | None = None
     """None: the policy has no [ci] table, so the CI/deploy scope is UNKNOWN."""
+    signed_evidence: bool = False
+    """Evidence counts only when the executor's key signed the packet (governance/evidence.py)."""
 
     def lane(self, name: str) -> Lane:
         for lane in self.lanes:
@@ -389,6 +407,9 @@ def _governance(r: _Reader, policy_dir: Path) -> Governance | None:
         operators[name] = key
     lanes = _lanes(r)
     ci = r.data.get("ci")
+    signed = r.data["governance"].get("signed_evidence", False)
+    if not isinstance(signed, bool):
+        raise r.fail("must be true or false", "governance.signed_evidence")
     return Governance(
         ledger=ledger,
         checkpoint=checkpoint,
@@ -397,6 +418,7 @@ def _governance(r: _Reader, policy_dir: Path) -> Governance | None:
         lanes=lanes,
         gates=_gates(r, lanes),
         ci_triggers=None if ci is None else r.strings("ci", "triggers"),
+        signed_evidence=signed,
     )
 
 
@@ -436,5 +458,156 @@ def load_policy(path: Path | None = None) -> Policy:
         forbidden_files=tuple(dict.fromkeys(r.strings("forbidden", "files") + ci_files)),
         forbidden_env=r.strings("forbidden", "env"),
         undeclared_reads=ReadMode(mode),
+        governance=governance,
+    )
+
+
+# --- the policy as the ledger records it ----------------------------------------------------
+
+POLICY_DOCUMENT_SCHEMA = "rollproof/policy/v1"
+LEDGER_POLICY = "the ledger's policy"
+_DOCUMENT_KEYS = frozenset(
+    {
+        "schema",
+        "production_sources",
+        "forbidden_objects",
+        "forbidden_files",
+        "forbidden_env",
+        "undeclared_reads",
+        "executor",
+        "operators",
+        "lanes",
+        "gates",
+        "ci_triggers",
+        "signed_evidence",
+    }
+)
+
+
+def _key_b64(key: PublicKey) -> str:
+    return base64.b64encode(key.raw).decode("ascii")
+
+
+def policy_document(policy: Policy) -> dict[str, Any]:
+    """The canonical content of a governed policy, as a `policy.set` event records it.
+
+    Everything that decides anything: production sources, forbidden surfaces, read mode, the
+    executor and operator keys (their bytes, not the paths to them: a key file swapped under the
+    policy is a different policy), the ladder and gates with every default filled in, the CI
+    scope and `signed_evidence`. Not the ledger's or checkpoint's location: those say where the
+    policy in force is read from."""
+    gov = policy.governed()
+    return {
+        "schema": POLICY_DOCUMENT_SCHEMA,
+        "production_sources": list(policy.production_sources),
+        "forbidden_objects": list(policy.forbidden_objects),
+        "forbidden_files": list(policy.forbidden_files),
+        "forbidden_env": list(policy.forbidden_env),
+        "undeclared_reads": str(policy.undeclared_reads),
+        "executor": None if gov.executor is None else _key_b64(gov.executor),
+        "operators": {name: _key_b64(key) for name, key in gov.operators.items()},
+        "lanes": [
+            {
+                "name": lane.name,
+                "kind": str(lane.kind),
+                "grant": lane.grant,
+                "evidence": lane.evidence,
+                "signatures": lane.signatures,
+                "allow_unknown": [str(c) for c in lane.allow_unknown],
+            }
+            for lane in gov.lanes
+        ],
+        "gates": {str(gate): gov.gates[gate] for gate in Gate},
+        "ci_triggers": None if gov.ci_triggers is None else list(gov.ci_triggers),
+        "signed_evidence": gov.signed_evidence,
+    }
+
+
+def policy_document_sha256(document: Mapping[str, Any]) -> str:
+    """The sha256 of a policy document's canonical JSON (RFC 8785)."""
+    return sha256_hex(canonical_json(dict(document)))
+
+
+def _raw_key(r: _Reader, value: Any, key: str) -> PublicKey:
+    try:
+        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+        if base64.b64encode(raw).decode("ascii") != value:
+            raise ValueError("not canonical base64")
+        return PublicKey(raw)
+    except (binascii.Error, ValueError):
+        raise r.fail("must be base64 of a 32-byte Ed25519 public key", key) from None
+
+
+def policy_from_document(
+    document: Any, *, ledger: str, checkpoint: Path, file: Policy | None = None
+) -> Policy:
+    """The `Policy` a ledger's policy document says, checked as strictly as the file is.
+
+    `ledger` and `checkpoint` (where the policy in force was read from) and the file's path and
+    sha256 come from `file`, the policy file that named the ledger (None: no file)."""
+    r = _Reader(LEDGER_POLICY, {}, Path())
+    if not isinstance(document, dict) or set(document) != _DOCUMENT_KEYS:
+        raise r.fail(f"must be an object with exactly the keys {sorted(_DOCUMENT_KEYS)}")
+    if document["schema"] != POLICY_DOCUMENT_SCHEMA:
+        raise r.fail(f"must be {POLICY_DOCUMENT_SCHEMA}", "schema")
+    for name in ("production_sources", "forbidden_objects", "forbidden_files", "forbidden_env"):
+        if not _is_strings(document[name]):
+            raise r.fail("must be a list of non-empty strings", name)
+    if document["undeclared_reads"] not in {m.value for m in ReadMode}:
+        raise r.fail('must be "deny" or "report"', "undeclared_reads")
+    executor = None
+    if document["executor"] is not None:
+        executor = _raw_key(r, document["executor"], "executor")
+    raw_operators = document["operators"]
+    if not isinstance(raw_operators, dict):
+        raise r.fail("must be an object of name: key", "operators")
+    operators: dict[str, PublicKey] = {}
+    for name, value in raw_operators.items():
+        if not _ID.fullmatch(name):
+            raise r.fail("an operator name must be an id", f"operators.{name}")
+        key = _raw_key(r, value, f"operators.{name}")
+        if executor is not None and key.key_id == executor.key_id:
+            raise r.fail("is the executor's key; the executor cannot be an operator", name)
+        if any(k.key_id == key.key_id for k in operators.values()):
+            raise r.fail("is listed twice (one key counts once)", f"operators.{name}")
+        operators[name] = key
+    raw_lanes = document["lanes"]
+    if not isinstance(raw_lanes, list) or any(
+        not isinstance(x, dict) or set(x) != _LANE_KEYS for x in raw_lanes
+    ):
+        raise r.fail(f"each lane must have exactly the keys {sorted(_LANE_KEYS)}", "lanes")
+    gates_doc = document["gates"]
+    if not isinstance(gates_doc, dict) or set(gates_doc) != {str(g) for g in Gate}:
+        raise r.fail("must name a lane for every gate", "gates")
+    if not all(isinstance(v, str) for v in gates_doc.values()):
+        raise r.fail("must name a lane for every gate", "gates")
+    # As in the file: a gate left at its default may name a lane the ladder lacks (it never
+    # opens); a gate set to anything else must name a lane of the ladder.
+    changed = {k: v for k, v in gates_doc.items() if v != DEFAULT_GATES[Gate(k)]}
+    r.data = {"lanes": raw_lanes, "gates": changed}
+    lanes = _lanes(r)
+    ci = document["ci_triggers"]
+    if ci is not None and not _is_strings(ci):
+        raise r.fail("must be null or a list of non-empty strings", "ci_triggers")
+    if not isinstance(document["signed_evidence"], bool):
+        raise r.fail("must be true or false", "signed_evidence")
+    governance = Governance(
+        ledger=ledger,
+        checkpoint=checkpoint,
+        executor=executor,
+        operators=MappingProxyType(operators),
+        lanes=lanes,
+        gates=_gates(r, lanes),
+        ci_triggers=None if ci is None else tuple(ci),
+        signed_evidence=document["signed_evidence"],
+    )
+    return Policy(
+        path=None if file is None else file.path,
+        sha256=None if file is None else file.sha256,
+        production_sources=tuple(document["production_sources"]),
+        forbidden_objects=tuple(document["forbidden_objects"]),
+        forbidden_files=tuple(document["forbidden_files"]),
+        forbidden_env=tuple(document["forbidden_env"]),
+        undeclared_reads=ReadMode(document["undeclared_reads"]),
         governance=governance,
     )

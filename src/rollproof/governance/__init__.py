@@ -10,6 +10,11 @@ governed flow built on them (docs/governance.md).
       rules_grants.py     grants consumed: id, nonce and payload each once, for ever
       rules_decisions.py  decisions, holds, validator pins, and the operator signatures on them
       rules_lanes.py      rehearsals, preflights, packet checks, lane refusals
+      rules_policy.py     the policy in force: `policy.set`, first at event 1, then signed by a
+                          quorum of the operators in force
+    evidence.py   what counts as evidence: the one predicate every path asks (pure)
+    in_force.py   the policy in force, read from the folded ledger (never the file alone);
+                  the file compared with it; `policy adopt`
     ledger.py     the SQLite store, chain verification, signed checkpoints (IO around a pure core)
     store.py      which store a policy names: SQLite file or PostgreSQL (engines/postgres_ledger)
     keys.py       Ed25519 key files and key ids (the one key module, packet signing included)
@@ -35,13 +40,15 @@ Errors, all `RollproofError`s:
     │   └── LedgerRollbackError            it does not extend the trusted checkpoint
     ├── LedgerRuleError                    an event breaks a governance rule
     │   └── AlreadyConsumedError           a grant id, nonce or payload was consumed before
-    └── CheckpointError                    a checkpoint malformed or not signed by a trusted key
+    ├── CheckpointError                    a checkpoint malformed or not signed by a trusted key
+    └── NoPolicyInForceError (in_force.py) the ledger records no policy.set
     UsageError                             exit 2
     ├── LedgerNotFoundError, LedgerRangeError, KeyFileError, GrantIssueError
     HeldError                              exit 3
     ├── LaneRefusedError (flow.py)         a lane not entered; recorded as lane.refused
     ├── PreflightBlockedError (flow.py)    preflight FAIL, or an UNKNOWN the lane does not allow
     ├── DecisionRefusedError (decision.py) not an operator's key, or no grant behind a PROCEED
+    ├── PolicyAdoptionRefusedError (in_force.py)  keys not operators in force, or below quorum
     └── GrantRefusedError                  every refusal; `reason` is a RefusalReason
         ├── GrantMalformedError, GrantUnknownKeyError, GrantSignatureError,
         ├── GrantSelfSignedError, GrantAudienceError, GrantLaneError, GrantChangeError,

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rollproof.core.model import Verdict
+from rollproof.core.model import IsolationVerdict, Verdict
 from rollproof.core.strictjson import StrictJsonError, loads_strict
 from rollproof.governance.events import HEX64, Event, EventKind, parse_utc
 from rollproof.governance.records import Decision, LedgerRuleError
@@ -123,6 +123,21 @@ def _is_checks(v: Any) -> bool:
     )
 
 
+def _is_policy_signatures(v: Any) -> bool:
+    pubkey, signature = _b64_of(32), _b64_of(64)
+    return (
+        isinstance(v, list)
+        and bool(v)
+        and all(
+            isinstance(s, dict)
+            and set(s) == {"key", "signature"}
+            and pubkey(s["key"])
+            and signature(s["signature"])
+            for s in v
+        )
+    )
+
+
 def _one_of(values: Iterable[str]) -> Callable[[Any], bool]:
     allowed = frozenset(values)
     return lambda v: isinstance(v, str) and v in allowed
@@ -138,6 +153,7 @@ TIME: _Check = (_is_time, "an ISO-8601 UTC time with microseconds")
 CONDITIONS: _Check = (_is_conditions, "a non-empty list of {id, text} with distinct ids")
 EVIDENCE: _Check = (_is_evidence, "{packet_tree_hash: 64 lowercase hex digits}")
 VERDICT: _Check = (_one_of(Verdict), "a verdict")
+ISOLATION: _Check = (_one_of(IsolationVerdict), "an isolation verdict")
 DECISION: _Check = (_one_of(Decision), "HOLD or PROCEED")
 COUNT: _Check = (_is_count, "a non-negative integer")
 EXIT_CODE: _Check = (_is_exit_code, "an exit code (0 to 255)")
@@ -146,6 +162,8 @@ SIGNATURE: _Check = (_b64_of(64), "base64 of a 64-byte Ed25519 signature")
 CHECKS: _Check = (_is_checks, "a non-empty list of {check, verdict, detail}, checks distinct")
 PACKET_CHECK: _Check = (_one_of(PACKET_CHECKS), " or ".join(PACKET_CHECKS))
 OUTCOME: _Check = (_one_of(PACKET_OUTCOMES), ", ".join(PACKET_OUTCOMES))
+POLICY_DOC: _Check = (lambda v: isinstance(v, dict), "a policy document (an object)")
+POLICY_SIGNATURES: _Check = (_is_policy_signatures, "a non-empty list of {key, signature}")
 REQ, OPT = True, False
 
 _SCHEMAS: dict[EventKind, dict[str, tuple[_Check, bool]]] = {
@@ -217,6 +235,9 @@ _SCHEMAS: dict[EventKind, dict[str, tuple[_Check, bool]]] = {
         "change_id": (ID, REQ),
         "packet_tree_hash": (HEX64_, REQ),
         "overall": (VERDICT, REQ),
+        "isolation": (ISOLATION, REQ),
+        "exit_code": (EXIT_CODE, REQ),
+        "signed_by": (KEYIDS, OPT),
         "lane": (ID, OPT),
         "grant_id": (HEX32, OPT),
         "packet": (TEXT, OPT),
@@ -241,6 +262,12 @@ _SCHEMAS: dict[EventKind, dict[str, tuple[_Check, bool]]] = {
         "change_id": (ID, REQ),
         "lane": (TEXT, REQ),
         "reason": (TEXT, REQ),
+    },
+    EventKind.POLICY_SET: {
+        "policy": (POLICY_DOC, REQ),
+        "sha256": (HEX64_, REQ),
+        "previous": (COUNT, REQ),
+        "signatures": (POLICY_SIGNATURES, OPT),
     },
 }
 _AT_LEAST_ONE: dict[EventKind, frozenset[str]] = {

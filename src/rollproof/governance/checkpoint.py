@@ -13,9 +13,11 @@ signed size and head hash in `ledger.py`.)
 
 The final status token is, for a change id C (upper-cased, non-alphanumerics as `_`):
 
-    C_REHEARSAL_ONLY_ROLLBACK_READY   the newest rehearsal PASSed, its packet validates now with
-                                      the tree hash the ledger recorded, its preflight let it
-                                      proceed, no recorded re-run of it failed; HOLD in force
+    C_REHEARSAL_ONLY_ROLLBACK_READY   the newest rehearsal counts as evidence (`evidence.py`:
+                                      PASS, isolation proven, exit 0, signed if required), both
+                                      as recorded and as its packet validates now with the tree
+                                      hash the ledger recorded; its preflight let it proceed; no
+                                      recorded re-run of it failed; HOLD in force
     C_<LANE>_GRANTED                  the same, and HOLD is lifted by a production-lane grant
                                       still inside its window (APPLY_NOW=YES)
     C_BLOCKED                         anything else; `blocked_by` says why
@@ -35,6 +37,7 @@ from rollproof.core.model import Verdict
 from rollproof.core.policy import Gate, Governance
 from rollproof.governance.decision import apply_now
 from rollproof.governance.events import format_utc
+from rollproof.governance.evidence import evidence_signer, judge_evidence, judge_record
 from rollproof.governance.lanes import (
     changes_in,
     gates,
@@ -136,10 +139,21 @@ def _blocked_by(gov: Governance, state: LedgerState, evidence: Evidence | None) 
         return ["no rehearsal of this change is on the record"]
     why: list[str] = []
     record = evidence.record
+    signer = evidence_signer(gov)
     if evidence.packet is None:
         why.append(f"its packet does not validate now: {evidence.problem}")
+    else:
+        now_judged = judge_evidence(evidence.packet, required_signer=signer)
+        if not now_judged.counts:
+            why.append(f"its packet does not count as evidence: {now_judged.why_not()}")
     if record.overall is not Verdict.PASS:
         why.append(f"the rehearsal recorded at event {record.seq} is {record.overall}")
+    recorded = judge_record(record, required_signer=signer)
+    if not recorded.counts:
+        why.append(
+            f"the rehearsal recorded at event {record.seq} does not count as evidence: "
+            f"{recorded.why_not()}"
+        )
     pre = _run_preflight(state, record)
     if pre is not None:
         allowed = set(gov.lane(pre.lane).allow_unknown) if pre.lane in _lane_names(gov) else set()

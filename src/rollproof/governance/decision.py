@@ -31,6 +31,7 @@ from rollproof.core.keys import SigningKey, short_key_id
 from rollproof.core.model import Verdict
 from rollproof.core.policy import Governance, Policy
 from rollproof.governance.events import Event
+from rollproof.governance.in_force import load_in_force
 from rollproof.governance.lanes import hold_status, lane_status, latest_grant
 from rollproof.governance.records import Decision, LedgerState
 from rollproof.governance.rules_decisions import record_decision, set_hold
@@ -118,15 +119,16 @@ def decide(
     lane: str | None = None,
     store: LedgerStore | None = None,
 ) -> Event:
-    """Record an operator's signed decision (see the module docstring)."""
-    gov = policy.governed()
+    """Record an operator's signed decision (see the module docstring): the key must be an
+    operator's of the policy in force (the ledger's), and the fold checks that again."""
+    ledger = store or open_ledger(policy.governed().ledger)
+    gov = load_in_force(policy, ledger).policy.governed()
     if gov.executor is not None and key.key_id == gov.executor.key_id:
         raise DecisionRefusedError("the executor cannot decide for an operator")
     if gov.operator_name(key.key_id) is None:
         raise DecisionRefusedError(
             f"key {short_key_id(key.key_id)} is not an operator key in the policy"
         )
-    ledger = store or open_ledger(gov.ledger)
     state_lane = None if decision is Decision.HOLD else gov.lane(lane or "").name
     if decision is Decision.PROCEED and lane is None:
         raise ValueError("PROCEED names a lane")

@@ -62,6 +62,7 @@ class EventKind(StrEnum):
     PREFLIGHT_RECORDED = "preflight.recorded"
     PACKET_CHECKED = "packet.checked"
     LANE_REFUSED = "lane.refused"
+    POLICY_SET = "policy.set"
 
 
 def format_utc(moment: datetime) -> str:

@@ -2,6 +2,9 @@
 decision packet and the checkpoint; and the gate an executor passes to enter a production lane.
 
     governed_rehearse(change, source, policy=..., out=..., grant=...) -> GovernedRehearsal
+
+Both read the policy in force from the ledger the policy file names (`in_force.py`); the file's
+own operators, ladder and surfaces govern nothing until adopted.
     enter_lane(policy, lane=..., change_id=..., source=..., grant=...) -> ConsumedGrant
     reproduce_packet(packet, policy) -> {"commands.sh": (outcome, exit code), "RERUN.sh": ...}
 
@@ -18,9 +21,12 @@ decision packet and the checkpoint; and the gate an executor passes to enter a p
    the snapshot's fingerprint (`rehearse(before_legs=...)`): a grant is checked against the very
    state that is rehearsed, and a refused grant stops everything (exit 3, `grant.refused`);
 4. the evidence packet is written and validated from disk; only a valid packet is recorded
-   (`rehearsal.recorded`, naming the lane and the grant), and in the same transaction its PASS
-   discharges the conditions it is evidence for: a blocker condition named after this lane, and
-   the "resolved" condition of an UNKNOWN blocker whose check PASSed in this run's preflight;
+   (`rehearsal.recorded`, naming the lane and the grant, with its overall and isolation
+   verdicts, exit code and verified signers), and in the same transaction, if it counts as
+   evidence (`evidence.py`: PASS, isolation proven, exit 0, signed when the policy requires it;
+   never a FAIL, UNKNOWN or NOT_PROVEN run), it discharges the conditions it is evidence for:
+   a blocker condition named after this lane, and the "resolved" condition of an UNKNOWN
+   blocker whose check PASSed in this run's preflight;
 5. with `reproduce`, the packet's own `commands.sh` and `RERUN.sh` are run as a reviewer would
    (bash, in a private directory) and their outcomes recorded (`packet.checked`);
 6. the decision packet, the checkpoint and the addendum are derived from the ledger as it now
@@ -47,10 +53,12 @@ from rollproof.evidence.write import atomic_write_bytes
 from rollproof.governance.checkpoint import Evidence, change_checkpoint, render_checkpoint
 from rollproof.governance.decision import apply_now, decision_packet
 from rollproof.governance.events import Event, NewEvent
+from rollproof.governance.evidence import evidence_signer, judge_evidence, validate_evidence
 from rollproof.governance.grants import ConsumedGrant, consume_grant
+from rollproof.governance.in_force import load_in_force, trusted_checkpoint
 from rollproof.governance.lanes import lane_status, required_evidence
 from rollproof.governance.ledger import Checkpoint
-from rollproof.governance.preflight import Preflight, run_preflight, trusted_checkpoint
+from rollproof.governance.preflight import Preflight, run_preflight
 from rollproof.governance.records import LedgerState
 from rollproof.governance.rules_decisions import release_hold
 from rollproof.governance.rules_lanes import record_packet_check, record_rehearsal, refuse_lane
@@ -61,7 +69,6 @@ from rollproof.rehearse.flow import Clock, RehearsalResult, utc_now
 from rollproof.verify.attest import Signer
 from rollproof.verify.findings import VerifiedPacket
 from rollproof.verify.governance_layer import layer_files
-from rollproof.verify.reader import validate_packet
 
 REPRODUCE_TIMEOUT_S = 3600.0
 _OUTCOMES = {
@@ -231,9 +238,12 @@ def governed_rehearse(
     from rollproof.rehearse.packet import default_out_dir, write_report
 
     say = progress or (lambda _msg: None)
+    file_policy = policy
+    store = open_ledger(file_policy.governed().ledger)
+    # Everything below reads the ledger's policy in force; the file only located the ledger.
+    policy = load_in_force(file_policy, store).policy
     gov = policy.governed()
     chosen = gov.lane(lane) if lane is not None else gov.first
-    store = open_ledger(gov.ledger)
     if chosen.kind is LaneKind.PRODUCTION:
         _refuse(
             store,
@@ -248,7 +258,9 @@ def governed_rehearse(
     check_lane_entry(gov, store, change.id, chosen, has_grant=grant is not None, clock=clock)
 
     say("preflight")
-    preflight = run_preflight(policy, change, source, lane=chosen.name, now=clock(), store=store)
+    preflight = run_preflight(
+        file_policy, change, source, lane=chosen.name, now=clock(), store=store
+    )
     if not preflight.may_proceed:
         raise PreflightBlockedError(preflight)
 
@@ -298,7 +310,7 @@ def governed_rehearse(
         signing_key=signing_key,
     )
     say("validating the packet")
-    verified = validate_packet(packet)
+    verified = validate_evidence(packet, gov)
     grant_id = consumed[0].grant.grant_id if consumed else None
     tree = verified.tree_hash
 
@@ -308,12 +320,16 @@ def governed_rehearse(
                 change.id,
                 tree,
                 verified.overall,
+                isolation=verified.isolation,
+                exit_code=verified.exit_code,
+                signed_by=verified.signed_by,
                 lane=chosen.name,
                 grant_id=grant_id,
                 packet=_shown_path(policy, packet),
             )
         ]
-        if verified.overall is Verdict.PASS:
+        # Only evidence discharges anything: not a FAIL, an UNKNOWN or a NOT_PROVEN run.
+        if judge_evidence(verified, required_signer=evidence_signer(gov)).counts:
             events += _discharges(state, change.id, chosen.name, tree, preflight)
         return events
 
@@ -339,7 +355,7 @@ def governed_rehearse(
         record=recorded,
         clock=clock,
     )
-    final = validate_packet(packet)
+    final = validate_evidence(packet, gov)
     return GovernedRehearsal(
         result=result,
         packet=packet,
@@ -428,7 +444,8 @@ def enter_lane(
     """Consume a production lane's grant and lift HOLD for the change (module docstring)."""
     from rollproof.governance.issuance import fingerprint_source
 
-    gov = policy.governed()
+    store = open_ledger(policy.governed().ledger)
+    gov = load_in_force(policy, store).policy.governed()
     chosen = gov.lane(lane)
     if chosen.kind is not LaneKind.PRODUCTION:
         raise UsageError(
@@ -437,7 +454,6 @@ def enter_lane(
         )
     if gov.executor is None:
         raise UsageError("the policy names no executor key ([governance] executor)")
-    store = open_ledger(gov.ledger)
     state = check_lane_entry(
         gov, store, change_id, chosen, has_grant=grant is not None, clock=clock
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from rollproof.governance.events import GENESIS, Event
+from rollproof.governance.evidence import evidence_signer
 from rollproof.governance.records import (
     Blocker,
     BlockerState,
@@ -27,6 +28,7 @@ from rollproof.governance.records import (
     LedgerRuleError,
     LedgerState,
     PacketCheckRecord,
+    PolicyRecord,
     PreflightRecord,
     RefusalRecord,
     RehearsalRecord,
@@ -61,6 +63,7 @@ class FoldState:
     preflights: list[PreflightRecord] = field(default_factory=list)
     packet_checks: list[PacketCheckRecord] = field(default_factory=list)
     lane_refusals: list[LaneRefusalRecord] = field(default_factory=list)
+    policy: PolicyRecord | None = None
 
     def state(self) -> LedgerState:
         return LedgerState(
@@ -79,9 +82,30 @@ class FoldState:
             preflights=tuple(self.preflights),
             packet_checks=tuple(self.packet_checks),
             lane_refusals=tuple(self.lane_refusals),
+            policy=self.policy,
         )
 
     # helpers
+
+    def evidence_signer(self) -> str | None:
+        """Whose signature evidence needs under the policy in force (`evidence.evidence_signer`)."""
+        return None if self.policy is None else evidence_signer(self.policy.policy.governed())
+
+    def _operator(self, e: Event, key_id: str | None, what: str) -> None:
+        """Refuse `what` signed by a key that is not an operator's in the policy in force (or
+        not signed at all), once a policy is in force."""
+        if self.policy is None:
+            return
+        if key_id is None:
+            raise LedgerRuleError(e.seq, e.kind, f"{what} must be signed by an operator")
+        if key_id not in self.policy.operator_ids:
+            # Stops a key added to the policy file (and nowhere else) acting as an operator.
+            raise LedgerRuleError(
+                e.seq,
+                e.kind,
+                f"{what} is signed by key {key_id[:16]}…, not an operator of the policy in "
+                f"force (event {self.policy.seq})",
+            )
 
     def _ticket(self, e: Event, ticket_id: str) -> Ticket:
         ticket = self.tickets.get(ticket_id)

@@ -5,13 +5,16 @@
     cosign_grant_file(policy, path, key_path=...) -> IssuedGrant
 
 The grant's content and signature rules are `grants.py`'s; this module fills its fields from the
-policy and the world: the audience is the policy's executor key, the source fingerprint is taken
-*now* from the source opened read-only, and a lane that needs the evidence of the lanes below
-names the validated packet the operator read (`--evidence`). Refusals (exit 2, nothing written):
+policy **in force** (the ledger's, `in_force.py`; not the file's) and the world: the audience
+is the policy's executor key, the source fingerprint is taken *now* from the source opened
+read-only, and a lane that needs the evidence of the lanes below names the validated packet the
+operator read (`--evidence`). Refusals (exit 2, nothing written):
 
 * a key that is not one of the policy's operators: its grant would be refused anyway, and the
   executor's own key above all (the executor cannot mint its own grant);
-* evidence that does not validate, is for another change, or did not PASS;
+* evidence that does not validate, is for another change, or does not count as evidence
+  (`evidence.py`: a FAIL, an UNKNOWN, a NOT_PROVEN isolation, a non-zero exit, or unsigned
+  when the policy requires signed evidence);
 * an expiry that is not a positive duration of at most `MAX_GRANT_LIFETIME`: a grant is a
   bearer token until it is consumed, so it should not outlive the decision it records.
 
@@ -34,12 +37,14 @@ from rollproof.core.keys import SigningKey, load_signing_key, short_key_id
 from rollproof.core.policy import Governance, Policy
 from rollproof.evidence.write import atomic_write_bytes
 from rollproof.governance.envelope import EnvelopeError, parse_envelope
+from rollproof.governance.evidence import evidence_signer, judge_evidence, validate_evidence
 from rollproof.governance.grants import (
     GRANT_PAYLOAD_TYPE,
     GrantIssueError,
     cosign_grant,
     issue_grant,
 )
+from rollproof.governance.in_force import governance_in_force, load_in_force
 
 MAX_GRANT_LIFETIME = timedelta(days=30)
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -82,7 +87,11 @@ def fingerprint_source(dsn: str) -> Fingerprint:
 
 
 def operator_key(gov: Governance, key_path: Path) -> tuple[SigningKey, str]:
-    """The operator's signing key and name, or a refusal naming why it is not one."""
+    """The operator's signing key and name, or a refusal naming why it is not one.
+
+    Asked of the operators **in force** (the ledger's policy, `in_force.py`), whatever `gov`
+    (a policy file's governance) lists: a key added to the file alone is not an operator."""
+    gov = governance_in_force(gov)
     key = load_signing_key(key_path)
     if gov.executor is not None and key.key_id == gov.executor.key_id:
         # The executor cannot mint its own grant: refused here, and at consumption again.
@@ -96,14 +105,16 @@ def operator_key(gov: Governance, key_path: Path) -> tuple[SigningKey, str]:
     return key, name
 
 
-def _evidence_tree(change_id: str, evidence: Path) -> str:
-    from rollproof.verify.reader import validate_packet
-
-    verified = validate_packet(evidence)
+def _evidence_tree(gov: Governance, change_id: str, evidence: Path) -> str:
+    verified = validate_evidence(evidence, gov)
     if verified.change_id != change_id:
         raise GrantIssueError(f"evidence {evidence} is for change {verified.change_id}")
-    if str(verified.overall) != "PASS":
-        raise GrantIssueError(f"evidence {evidence} is {verified.overall}, not PASS")
+    judgement = judge_evidence(verified, required_signer=evidence_signer(gov))
+    if not judgement.counts:
+        # Stops a grant for the next lane standing on a FAIL, UNKNOWN or NOT_PROVEN packet.
+        raise GrantIssueError(
+            f"evidence {evidence} does not count as evidence: {judgement.why_not()}"
+        )
     return verified.tree_hash
 
 
@@ -133,7 +144,7 @@ def issue_grant_file(
     evidence: Path | None = None,
 ) -> IssuedGrant:
     """Sign a grant with an operator's key and write it to `out` (module docstring)."""
-    gov = policy.governed()
+    gov = load_in_force(policy).policy.governed()
     chosen = gov.lane(lane)
     if gov.executor is None:
         raise UsageError("the policy names no executor key ([governance] executor): no audience")
@@ -145,7 +156,7 @@ def issue_grant_file(
                 f"lane {chosen.name} needs the evidence of the lanes below: name the validated "
                 "packet you read with --evidence PACKET"
             )
-        tree = _evidence_tree(change_id, evidence)
+        tree = _evidence_tree(gov, change_id, evidence)
     elif evidence is not None:
         raise GrantIssueError(f"lane {chosen.name} stands on no evidence; drop --evidence")
     if out.exists():
@@ -180,7 +191,7 @@ def _describe(path: Path, envelope: bytes) -> IssuedGrant:
 
 def cosign_grant_file(policy: Policy, path: Path, *, key_path: Path) -> IssuedGrant:
     """Add a second (third...) operator's signature to a grant file, in place."""
-    gov = policy.governed()
+    gov = load_in_force(policy).policy.governed()
     key, _name = operator_key(gov, key_path)
     try:
         data = path.read_bytes()

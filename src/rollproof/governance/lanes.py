@@ -6,8 +6,10 @@ here, so what the operator is shown and what the executor is allowed cannot disa
 
 Rules, each against a named failure:
 
-* **Evidence of a clone lane** is a `rehearsal.recorded` event for the change in that lane with
-  overall PASS (it is only recorded after the packet validated). A production lane is reached
+* **Evidence of a clone lane** is a `rehearsal.recorded` event for the change in that lane that
+  counts as evidence (`evidence.py`: overall PASS, isolation PROVEN_ISOLATED_NOT_PRODUCTION,
+  exit code 0, signed when the policy requires it; it is only recorded after the packet
+  validated). A production lane is reached
   when a grant for it was consumed. A lane that needs evidence needs every lane below reached,
   and its grant must cite the newest PASS packet of the highest clone lane below it: a grant
   written against older evidence does not open the lane (the evidence may have been superseded
@@ -35,9 +37,9 @@ from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 
-from rollproof.core.model import Verdict
 from rollproof.core.policy import Gate, Governance, Lane, LaneKind
 from rollproof.governance.events import format_utc
+from rollproof.governance.evidence import evidence_signer, judge_record
 from rollproof.governance.records import Blocker, ConsumedGrantRecord, LedgerState, RehearsalRecord
 
 
@@ -107,9 +109,12 @@ def latest_rehearsal(
 def latest_evidence(
     gov: Governance, state: LedgerState, change_id: str, lane: str
 ) -> RehearsalRecord | None:
-    """The newest rehearsal of the change in `lane`, if it PASSed; a newer FAIL supersedes."""
+    """The newest rehearsal of the change in `lane`, if it counts as evidence (`evidence.py`:
+    PASS, isolation proven, exit 0, signed when required); a newer one that does not (a FAIL, an
+    UNKNOWN, a NOT_PROVEN) supersedes it."""
     record = latest_rehearsal(gov, state, change_id, lane)
-    return record if record is not None and record.overall is Verdict.PASS else None
+    judgement = judge_record(record, required_signer=evidence_signer(gov))
+    return record if judgement.counts else None
 
 
 def latest_grant(state: LedgerState, change_id: str, lane: str) -> ConsumedGrantRecord | None:

@@ -14,6 +14,9 @@ Each check is PASS, FAIL or UNKNOWN (`rollproof.core.model.Verdict`):
     production-hold          HOLD is in force for the change, or lifted by a production grant
                              still inside its window
     ci-scope                 the policy declares the CI/deploy scope ([ci]); absent: UNKNOWN
+    policy-in-force          the policy file is the ledger's policy in force; a file that
+                             differs is UNKNOWN (it changes nothing until adopted: `rollproof
+                             policy adopt`), and opens a blocker like every UNKNOWN
 
 Invariants, each against a named failure:
 
@@ -41,8 +44,12 @@ from rollproof.core.model import Verdict
 from rollproof.core.policy import Check, Governance, Lane, Policy
 from rollproof.core.redact import redact_dsn
 from rollproof.governance.events import NewEvent
+from rollproof.governance.in_force import file_matches, policy_in_force
+from rollproof.governance.in_force import (  # re-exported: cli/ledger.py asks for it here
+    trusted_checkpoint as trusted_checkpoint,
+)
 from rollproof.governance.lanes import hold_status
-from rollproof.governance.ledger import Checkpoint, load_checkpoint
+from rollproof.governance.ledger import Checkpoint
 from rollproof.governance.records import CheckRecord, LedgerState
 from rollproof.governance.rules_lanes import record_preflight
 from rollproof.governance.rules_tickets import record_unknown
@@ -98,13 +105,6 @@ class Preflight:
         if self.disallowed_unknowns:
             return ExitCode.HELD
         return ExitCode.OK
-
-
-def trusted_checkpoint(gov: Governance) -> Checkpoint | None:
-    """The newest signed ledger checkpoint, verified with the operators' keys, if one exists."""
-    if not gov.checkpoint.exists():
-        return None
-    return load_checkpoint(gov.checkpoint, list(gov.operators.values()))
 
 
 def _scoping(change: Change, source: str) -> CheckResult:
@@ -206,6 +206,11 @@ def _ci(gov: Governance) -> CheckResult:
     )
 
 
+def _policy_in_force(file_policy: Policy, state: LedgerState) -> CheckResult:
+    same, detail = file_matches(file_policy, state)
+    return CheckResult(Check.POLICY_IN_FORCE, Verdict.PASS if same else Verdict.UNKNOWN, detail)
+
+
 def evaluate(
     policy: Policy,
     gov: Governance,
@@ -214,9 +219,13 @@ def evaluate(
     source: str,
     checkpoint: Checkpoint | None,
     now: datetime,
+    file_policy: Policy | None = None,
 ) -> tuple[CheckResult, ...]:
-    """Every check against a verified, folded state (pure but for reading the validator)."""
-    return (
+    """Every check against a verified, folded state (pure but for reading the validator).
+
+    `policy` and `gov` are the policy in force (the ledger's); `file_policy`, when given, is the
+    policy file, compared with it by the `policy-in-force` check."""
+    checks: tuple[CheckResult, ...] = (
         _scoping(change, source),
         _production_guard(policy, source),
         _validator_pin(state),
@@ -224,6 +233,9 @@ def evaluate(
         _hold(gov, state, change.id, now),
         _ci(gov),
     )
+    if file_policy is not None:
+        checks += (_policy_in_force(file_policy, state),)
+    return checks
 
 
 def _events(
@@ -260,25 +272,32 @@ def run_preflight(
     now: datetime,
     store: LedgerStore | None = None,
 ) -> Preflight:
-    """Run every check, record the results (and a blocker per UNKNOWN) in the ledger."""
-    gov = policy.governed()
-    chosen = gov.lane(lane) if lane is not None else gov.first
-    ledger = store or open_ledger(gov.ledger)
+    """Run every check, record the results (and a blocker per UNKNOWN) in the ledger.
+
+    `policy` is the policy file: it names the ledger, and the `policy-in-force` check compares it
+    with the ledger's policy; every other check reads the policy in force."""
+    file_gov = policy.governed()
+    ledger = store or open_ledger(file_gov.ledger)
     shown = redact_dsn(source)
     try:
-        checkpoint = trusted_checkpoint(gov)
+        checkpoint = trusted_checkpoint(file_gov)
         verified = ledger.read_verified(trusted_checkpoint=checkpoint)
-        fold(verified.events)
+        gov = policy_in_force(policy, fold(verified.events)).governed()
     except RollproofError as e:
+        chosen = next((x for x in file_gov.lanes if x.name == lane), file_gov.first)
         failed = CheckResult(Check.LEDGER, Verdict.FAIL, str(e))
         return Preflight(change.id, chosen, shown, (failed,), None, 0)
+    chosen = gov.lane(lane) if lane is not None else gov.first
 
     results: list[tuple[CheckResult, ...]] = []
 
     def build(state: LedgerState) -> list[NewEvent]:
         # The state folded inside the append transaction: what the checks read is what the
-        # event says it read.
-        checks = evaluate(policy, gov, state, change, source, checkpoint, now)
+        # event says it read, under the policy in force there.
+        current = policy_in_force(policy, state)
+        checks = evaluate(
+            current, current.governed(), state, change, source, checkpoint, now, policy
+        )
         results.append(checks)
         return _events(state, change.id, chosen, shown, checks)
 

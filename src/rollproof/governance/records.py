@@ -14,11 +14,13 @@ name the last event folded into it. HOLD is the default: a change with no hold r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from rollproof.core.errors import CheckFailedError
-from rollproof.core.model import Verdict
+from rollproof.core.model import IsolationVerdict, Verdict
+from rollproof.core.policy import Policy
 
 
 class LedgerRuleError(CheckFailedError):
@@ -107,6 +109,12 @@ class RehearsalRecord:
     grant_id: str | None = None
     packet: str | None = None
     """Where the packet was written, as recorded (a hint for readers; the hash is the identity)."""
+    isolation: IsolationVerdict | None = None
+    """The packet's isolation verdict (None: not recorded, so it never counts as evidence)."""
+    exit_code: int | None = None
+    """The exit code its exit_codes.json records (None: not recorded)."""
+    signed_by: tuple[str, ...] = ()
+    """Key ids whose signature on the packet the validator verified when it was recorded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +203,33 @@ class HoldRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    """The policy in force: the newest `policy.set` the fold accepted."""
+
+    seq: int
+    sha256: str
+    """sha256 of the canonical JSON of `document`."""
+    document: Mapping[str, Any] = field(repr=False)
+    """The canonical policy document (`rollproof.core.policy.policy_document`)."""
+    policy: Policy = field(repr=False)
+    """`document` parsed (no file, no ledger location: `in_force.py` adds those)."""
+    signers: tuple[str, ...] = ()
+    """Key ids of the operators in force before it who signed it (none for the first)."""
+
+    @property
+    def operator_ids(self) -> frozenset[str]:
+        gov = self.policy.governed()
+        return frozenset(k.key_id for k in gov.operators.values())
+
+    @property
+    def quorum(self) -> int:
+        """Signatures a `policy.set` needs from these operators: the most any lane's grant
+        needs, and all of them when there are fewer (docs/governance.md)."""
+        gov = self.policy.governed()
+        return max(1, min(max(lane.signatures for lane in gov.lanes), len(gov.operators)))
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerState:
     """The state after folding events 1..`through`."""
 
@@ -214,6 +249,8 @@ class LedgerState:
     preflights: tuple[PreflightRecord, ...] = ()
     packet_checks: tuple[PacketCheckRecord, ...] = ()
     lane_refusals: tuple[LaneRefusalRecord, ...] = ()
+    policy: PolicyRecord | None = None
+    """The policy in force (None: the ledger records none, and no governed path runs)."""
 
     def is_held(self, change_id: str) -> bool:
         """HOLD is the default: a change is held unless a hold.released says otherwise."""

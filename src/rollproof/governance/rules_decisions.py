@@ -6,8 +6,9 @@ cite a grant consumed earlier for that change and not used to release a hold bef
 signed decision (or validator pin) carries the operator's public key and an Ed25519 signature
 over `PAE(<its payload type>, canonical JSON of the body without "signature")`, and the fold
 refuses one whose signature does not verify (an edited reason or option is caught even before
-the chain is checked); whether that key is an operator's is the policy's question, asked by
-whoever reads the state.
+the chain is checked). Once the ledger has a policy in force (`rules_policy.py`), that key must
+be one of its operators: a decision signed by any other key, or unsigned, is refused, and so is
+a validator pin (only `init`'s first pin, before any other, is unsigned).
 
 `signed_bytes` is the one spelling of those signed bytes, for signing (`_signed`) and checking
 (`_signer`) alike. `DECISION_RULES` maps each decision, hold and pin kind to its rule for the
@@ -67,6 +68,7 @@ def _signed(kind: EventKind, body: dict[str, Any], key: SigningKey | None) -> Ne
 
 def _decision_recorded(f: FoldState, e: Event, b: dict[str, Any]) -> None:
     operator = _signer(e, b)
+    f._operator(e, operator, "a decision")
     decision = Decision(b["decision"])
     lane, grant_id = b.get("lane"), b.get("grant_id")
     if decision is Decision.PROCEED:
@@ -109,7 +111,11 @@ def _hold_released(f: FoldState, e: Event, b: dict[str, Any]) -> None:
 
 
 def _validator_pinned(f: FoldState, e: Event, b: dict[str, Any]) -> None:
-    f.validator_pin_by = _signer(e, b)
+    signer = _signer(e, b)
+    if signer is not None or f.validator_pin is not None:
+        # Only `init`'s first pin is unsigned; every later one is an operator's in force.
+        f._operator(e, signer, "a validator pin")
+    f.validator_pin_by = signer
     f.validator_pin = b["sha256"]
 
 

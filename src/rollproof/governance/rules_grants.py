@@ -37,6 +37,7 @@ def _grant_consumed(f: FoldState, e: Event, b: dict[str, Any]) -> None:
         raise AlreadyConsumedError(e.seq, "nonce", b["nonce"])
     if b["payload_sha256"] in f.payloads:
         raise AlreadyConsumedError(e.seq, "payload_sha256", b["payload_sha256"])
+    _under_policy(f, e, b)
     f.consumed[b["grant_id"]] = ConsumedGrantRecord(
         grant_id=b["grant_id"],
         nonce=b["nonce"],
@@ -53,6 +54,26 @@ def _grant_consumed(f: FoldState, e: Event, b: dict[str, Any]) -> None:
     )
     f.nonces.add(b["nonce"])
     f.payloads.add(b["payload_sha256"])
+
+
+def _under_policy(f: FoldState, e: Event, b: dict[str, Any]) -> None:
+    """Once a policy is in force, a consumed grant is one its operators signed, for a lane of
+    its ladder, with that lane's number of signatures, addressed to its executor: the fold
+    holds `consume_grant`'s checks against the policy in the ledger, not the one it was given."""
+    if f.policy is None:
+        return
+    gov = f.policy.policy.governed()
+    lane = next((x for x in gov.lanes if x.name == b["lane"]), None)
+    if lane is None:
+        raise LedgerRuleError(e.seq, e.kind, f"lane {b['lane']} is not in the policy in force")
+    for signer in b["signers"]:
+        f._operator(e, signer, "the grant")
+    if len(b["signers"]) < lane.signatures:
+        raise LedgerRuleError(
+            e.seq, e.kind, f"lane {lane.name} needs {lane.signatures} operator signature(s)"
+        )
+    if gov.executor is not None and b["audience"] != gov.executor.key_id:
+        raise LedgerRuleError(e.seq, e.kind, "the grant is not addressed to the executor")
 
 
 def _grant_refused(f: FoldState, e: Event, b: dict[str, Any]) -> None:

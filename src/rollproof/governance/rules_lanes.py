@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rollproof.core.model import Verdict
+from rollproof.core.model import IsolationVerdict, Verdict
 from rollproof.governance.bodies import _body
 from rollproof.governance.events import Event, EventKind, NewEvent
 from rollproof.governance.fold_state import FoldState
@@ -53,6 +53,9 @@ def _rehearsal_recorded(f: FoldState, e: Event, b: dict[str, Any]) -> None:
         lane=lane,
         grant_id=grant_id,
         packet=b.get("packet"),
+        isolation=IsolationVerdict(b["isolation"]),
+        exit_code=b["exit_code"],
+        signed_by=tuple(b.get("signed_by", ())),
     )
 
 
@@ -117,16 +120,24 @@ def record_rehearsal(
     packet_tree_hash: str,
     overall: Verdict,
     *,
+    isolation: IsolationVerdict,
+    exit_code: int,
+    signed_by: Sequence[str] = (),
     lane: str | None = None,
     grant_id: str | None = None,
     packet: str | None = None,
 ) -> NewEvent:
+    """A validated packet's facts: the evidence predicate (`evidence.py`) is applied to them
+    from the ledger alone, so each is recorded as the validator found it, never assumed."""
     return NewEvent(
         EventKind.REHEARSAL_RECORDED,
         _body(
             change_id=change_id,
             packet_tree_hash=packet_tree_hash,
             overall=str(overall),
+            isolation=str(isolation),
+            exit_code=exit_code,
+            signed_by=sorted(set(signed_by)) or None,
             lane=lane,
             grant_id=grant_id,
             packet=packet,

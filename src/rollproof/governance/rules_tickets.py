@@ -5,8 +5,9 @@ a closed ticket takes no further events; ids are never reused.
 
 **Blockers** have discharge conditions (id + text), each discharged at most once, and only by a
 `blocker.discharged` event citing evidence: the tree hash of a packet that an earlier
-`rehearsal.recorded` event recorded with overall PASS, for the blocker's change when the blocker
-names one. States:
+`rehearsal.recorded` event recorded and that counts as evidence (`evidence.py`: overall PASS,
+isolation PROVEN_ISOLATED_NOT_PRODUCTION, exit code 0, signed when the policy in force requires
+it), for the blocker's change when the blocker names one. States:
 
     OPEN                   opened; no condition discharged, no UNKNOWN classified
     PARTIALLY_DISCHARGED   the latest progress was a discharge: at least one condition has
@@ -30,9 +31,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from rollproof.core.model import Verdict
 from rollproof.governance.bodies import _body
 from rollproof.governance.events import Event, EventKind, NewEvent
+from rollproof.governance.evidence import judge_record
 from rollproof.governance.fold_state import FoldState
 from rollproof.governance.records import (
     Blocker,
@@ -128,8 +129,12 @@ def _blocker_discharged(f: FoldState, e: Event, b: dict[str, Any]) -> None:
     if record is None:
         # Stops a discharge that cites a hash of nothing: the evidence must be on the record.
         raise LedgerRuleError(e.seq, e.kind, f"evidence packet {tree} was never recorded")
-    if record.overall is not Verdict.PASS:
-        raise LedgerRuleError(e.seq, e.kind, f"evidence packet {tree} is {record.overall}")
+    judgement = judge_record(record, required_signer=f.evidence_signer())
+    if not judgement.counts:
+        # Stops a FAIL, an UNKNOWN or a NOT_PROVEN rehearsal discharging anything.
+        raise LedgerRuleError(
+            e.seq, e.kind, f"evidence packet {tree} does not count: {judgement.why_not()}"
+        )
     if blocker.change_id is not None and record.change_id != blocker.change_id:
         # Stops discharging one change's blocker with another change's passing evidence.
         raise LedgerRuleError(

@@ -18,6 +18,8 @@ events:
     rules_grants.py     grants consumed once, for ever; refusals recorded
     rules_decisions.py  decisions, holds, validator pins, and the operator signatures on them
     rules_lanes.py      rehearsals, preflights, packet checks, lane refusals
+    rules_policy.py     the policy in force: the first at event 1, each later one signed by a
+                        quorum of the operators in force
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rollproof.governance.records import LedgerState
 from rollproof.governance.rules_decisions import DECISION_RULES
 from rollproof.governance.rules_grants import GRANT_RULES
 from rollproof.governance.rules_lanes import LANE_RULES
+from rollproof.governance.rules_policy import POLICY_RULES
 from rollproof.governance.rules_tickets import TICKET_RULES
 
 
@@ -64,6 +67,7 @@ _HANDLERS: dict[EventKind, Callable[[FoldState, Event, dict[str, Any]], None]] =
     **GRANT_RULES,
     **DECISION_RULES,
     **LANE_RULES,
+    **POLICY_RULES,
 }
 assert set(_HANDLERS) == set(EventKind) == set(_SCHEMAS)  # every kind has its rules
 

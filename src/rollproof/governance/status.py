@@ -5,8 +5,9 @@
     write_status(status, out_dir) -> [paths]
 
 The IO around `checkpoint.py`'s pure documents: the ledger is read and verified from its bytes
-(against the newest trusted signed checkpoint), and each change's newest recorded packet is
-validated again **now**, from disk, by the validator; a packet that is missing, invalid, or holds
+(against the newest trusted signed checkpoint) and its policy in force governs (`in_force.py`),
+and each change's newest recorded packet is validated again **now**, from disk, by the
+validator; a packet that is missing, invalid, or holds
 another tree than the ledger recorded makes the change BLOCKED, whatever the ledger says.
 """
 
@@ -30,11 +31,9 @@ from rollproof.governance.checkpoint import (
     render_current_state,
 )
 from rollproof.governance.flow import packet_location
+from rollproof.governance.in_force import load_in_force
 from rollproof.governance.lanes import changes_in, latest_rehearsal
-from rollproof.governance.preflight import trusted_checkpoint
 from rollproof.governance.records import RehearsalRecord
-from rollproof.governance.state import fold
-from rollproof.governance.store import open_ledger
 
 _SAFE = str.maketrans({c: "_" for c in "/\\:@+"})
 
@@ -48,14 +47,26 @@ class Status:
 
 
 def load_evidence(policy: Policy, record: RehearsalRecord) -> Evidence:
-    """The recorded packet as the validator finds it now."""
+    """The recorded packet as the validator finds it now (with the executor's key trusted and a
+    signature required when the policy in force requires signed evidence)."""
+    from rollproof.verify.attest import TrustedKey
     from rollproof.verify.reader import check_packet
 
     if record.packet is None:
         return Evidence(record, None, None, "the ledger records no packet path")
     path = packet_location(policy, record.packet)
+    gov = policy.governed()
+    signed = gov.signed_evidence and gov.executor is not None
     try:
-        report = check_packet(path)
+        report = (
+            check_packet(
+                path,
+                trusted_keys=[TrustedKey(gov.executor.raw)],
+                require_signature=True,
+            )
+            if signed and gov.executor is not None
+            else check_packet(path)
+        )
     except RollproofError as e:
         return Evidence(record, Path(record.packet), None, str(e))
     if report.packet is None:
@@ -71,9 +82,9 @@ def load_evidence(policy: Policy, record: RehearsalRecord) -> Evidence:
 
 
 def change_status(policy: Policy, change_id: str, *, now: datetime) -> Status:
+    found = load_in_force(policy)
+    policy, state, checkpoint = found.policy, found.state, found.checkpoint
     gov = policy.governed()
-    checkpoint = trusted_checkpoint(gov)
-    state = fold(open_ledger(gov.ledger).read_verified(trusted_checkpoint=checkpoint).events)
     if change_id not in changes_in(state):
         raise UsageError(f"the ledger has nothing about change {change_id!r}")
     record = latest_rehearsal(gov, state, change_id)
@@ -83,9 +94,9 @@ def change_status(policy: Policy, change_id: str, *, now: datetime) -> Status:
 
 
 def all_status(policy: Policy, *, now: datetime) -> Status:
+    found = load_in_force(policy)
+    policy, state = found.policy, found.state
     gov = policy.governed()
-    checkpoint = trusted_checkpoint(gov)
-    state = fold(open_ledger(gov.ledger).read_verified(trusted_checkpoint=checkpoint).events)
     evidences: dict[str, Evidence | None] = {}
     for change_id in changes_in(state):
         record = latest_rehearsal(gov, state, change_id)

@@ -4,8 +4,10 @@
 
 Refuses to overwrite an existing policy file (exit 2): a policy is a decision someone made. Key
 files are checked before anything is written, so a mistyped path leaves nothing behind. The
-ledger is created with one event, `validator.pinned`, holding the running validator's hash
-(preflight compares it with the validator that runs later); an existing ledger is kept as it is.
+ledger is created with two events: `policy.set` (event 1), the first policy in force, the file's
+canonical content (every later policy is adopted by a quorum of its operators, `rollproof policy
+adopt`), and `validator.pinned`, holding the running validator's hash (preflight compares it
+with the validator that runs later); an existing ledger is kept as it is.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from rollproof.core.policy import (
     DEFAULT_LEDGER,
     POLICY_FILE,
     load_policy,
+    policy_document,
 )
 from rollproof.governance.rules_decisions import pin_validator
+from rollproof.governance.rules_policy import set_policy
 from rollproof.governance.store import open_ledger
 
 
@@ -172,10 +176,12 @@ def init_workspace(
             f.write(text)
     except FileExistsError:
         raise exists from None
-    gov = load_policy(path).governed()
-    store = open_ledger(gov.ledger)
+    policy = load_policy(path)
+    store = open_ledger(policy.governed().ledger)
     if store.exists() and store.read_verified().head.size > 0:
         return Workspace(path, store.where, None)
     pin = validator_sha256()
-    store.append_events([pin_validator(pin)], now=now)
+    store.append_events(
+        [set_policy(policy_document(policy), previous=0), pin_validator(pin)], now=now
+    )
     return Workspace(path, store.where, pin)
