@@ -137,6 +137,7 @@ def make_workspace(
     *,
     ci: bool = True,
     production: bool = True,
+    ledger: str | None = None,
 ) -> Workspace:
     monkeypatch.chdir(tmp_path)
     source = build_tiny_source(tmp_path / "production.db")
@@ -150,6 +151,8 @@ def make_workspace(
         argv += ["--production", ws.dsn]
     if ci:
         argv += ["--ci-trigger", ".ci/deploy.sh"]
+    if ledger is not None:
+        argv += ["--ledger", ledger]
     ws.ok(*argv)
     return ws
 

@@ -164,15 +164,14 @@ def test_a_team_ledger_in_postgresql_governs_a_rehearsal(
     # grant's consumption, the rehearsal and a refused replay all land there and verify.
     from tests.test_governance_cli import make_workspace
 
-    ws = make_workspace(tmp_path, monkeypatch, capsys)
     ledger_db = "rp_ledger_" + os.urandom(4).hex()
     with admin(pg_servers.scratch) as conn:
         conn.execute(f'CREATE DATABASE "{ledger_db}"')
     ledger_dsn = with_db(pg_servers.scratch, ledger_db)
-    policy = ws.dir / "rollproof.toml"
-    text = policy.read_text()
-    assert 'ledger = ".rollproof/ledger.db"' in text
-    policy.write_text(text.replace('ledger = ".rollproof/ledger.db"', f'ledger = "{ledger_dsn}"'))
+    # `init --ledger DSN` records the first policy and the validator pin in the team's ledger.
+    ws = make_workspace(tmp_path, monkeypatch, capsys, ledger=ledger_dsn)
+    assert f'ledger = "{ledger_dsn}"' in (ws.dir / "rollproof.toml").read_text()
+    assert not (ws.dir / ".rollproof" / "ledger.db").exists()
 
     ws.ok("ledger", "pin", "--key", "keys/alice.key")
     grant = ws.issue("team.grant")

@@ -78,12 +78,21 @@ def _append(policy: Policy, *events: NewEvent) -> None:
     metavar="GLOB",
     help="A file that triggers CI or a deploy (declares the CI scope); may be repeated.",
 )
+@click.option(
+    "--ledger",
+    "ledger_at",
+    default=None,
+    metavar="PATH|DSN",
+    help="Where the ledger lives: a path relative to rollproof.toml or a postgresql:// DSN "
+    "for a team's shared ledger (default: .rollproof/ledger.db).",
+)
 def init(
     directory: Path,
     executor_key: Path | None,
     operators: tuple[str, ...],
     production: tuple[str, ...],
     ci_triggers: tuple[str, ...],
+    ledger_at: str | None,
 ) -> None:
     """Write a commented, governed rollproof.toml and create its ledger (never overwrites)."""
     from rollproof.governance.workspace import init_workspace
@@ -94,6 +103,7 @@ def init(
         operators={k: Path(v) for k, v in _pairs(operators, "--operator").items()},
         production=list(production),
         ci_triggers=list(ci_triggers) or None,
+        ledger=ledger_at,
         now=now(),
     )
     pinned = f"validator pinned {made.pinned}" if made.pinned else "existing ledger kept"

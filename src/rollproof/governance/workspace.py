@@ -61,6 +61,7 @@ def policy_text(
     operators: Mapping[str, Path],
     production: Sequence[str],
     ci_triggers: Sequence[str] | None,
+    ledger: str | None = None,
 ) -> str:
     """The commented policy `rollproof init` writes."""
     sources = ", ".join(_toml(s) for s in production)
@@ -82,7 +83,7 @@ def policy_text(
         "",
         "[governance]",
         "# The hash-chained ledger of tickets, blockers, grants, decisions and holds.",
-        f"ledger = {_toml(DEFAULT_LEDGER)}",
+        f"ledger = {_toml(ledger or DEFAULT_LEDGER)}",
         "# The newest trusted ledger checkpoint (signed size + head), written by an operator with",
         "# `rollproof ledger checkpoint`; keep a copy where the executor cannot write.",
         f"checkpoint = {_toml(DEFAULT_CHECKPOINT)}",
@@ -154,6 +155,7 @@ def init_workspace(
     production: Sequence[str],
     now: datetime,
     ci_triggers: Sequence[str] | None = None,
+    ledger: str | None = None,
 ) -> Workspace:
     from rollproof.verify.pin import validator_sha256
 
@@ -169,6 +171,7 @@ def init_workspace(
         operators=operators,
         production=production,
         ci_triggers=ci_triggers,
+        ledger=ledger,
     )
     directory.mkdir(parents=True, exist_ok=True)
     try:
