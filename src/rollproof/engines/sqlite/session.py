@@ -102,6 +102,13 @@ def parse_sqlite_dsn(dsn: str) -> Path:
     return Path(path)
 
 
+def sqlite_dsn(path: Path) -> str:
+    """The DSN `parse_sqlite_dsn` reads back as exactly `path`: every character a DSN gives a
+    meaning to (`%`, `?`, `#`, whitespace, non-ASCII) is percent-encoded, so a file named
+    `p%41.db` is not recorded as one that decodes to `pA.db`."""
+    return "sqlite:///" + urllib.parse.quote(str(path), safe="/")
+
+
 def check_sqlite_file(path: Path) -> Path:
     """The resolved path of an existing SQLite database file, or a clear error."""
     try:
@@ -453,7 +460,7 @@ class SqliteSession:
     def describe_source(self) -> dict[str, Any]:
         return {
             "engine": ENGINE,
-            "dsn": "sqlite:///" + str(self.source) if self.source.is_absolute() else self.dsn,
+            "dsn": sqlite_dsn(self.source) if self.source.is_absolute() else self.dsn,
             "path": str(self.source),
             "bytes_sha256_before": dict(self._source_digest_before),
         }
