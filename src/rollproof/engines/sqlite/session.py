@@ -43,10 +43,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import apsw
 import blake3
 
 from rollproof.core.change import Script
-from rollproof.core.errors import EnvironmentProblemError, IsolationError, SourceError
+from rollproof.core.errors import EnvironmentProblemError, IsolationError, SourceError, UsageError
 from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.core.guard import SurfaceGuard, script_error
 from rollproof.core.isolation import (
@@ -62,6 +63,7 @@ from rollproof.core.redact import redact_dsn
 from rollproof.core.sqltext import without_leading_comments
 from rollproof.core.surface import AccessKind
 from rollproof.engines.base import Progress, ReadOnlyOutcome, ScriptOutcome, TransactionOutcome
+from rollproof.engines.sqlite.errors import MACHINE_ERRORS, error_name, translate, translated
 from rollproof.engines.sqlite.explain import explain_differences
 from rollproof.engines.sqlite.fingerprint import ENGINE, fingerprint_connection
 from rollproof.engines.sqlite.pages import PageProofs
@@ -109,6 +111,25 @@ def sqlite_dsn(path: Path) -> str:
     return "sqlite:///" + urllib.parse.quote(str(path), safe="/")
 
 
+def make_workspace(workdir: Path | None) -> Path:
+    """A new private (0700) directory for one rehearsal, under `workdir` or the system's
+    temporary directory. A `--workdir` that is a file or cannot be written is the user's to fix
+    (exit 2); a read-only or full file system is the machine's (exit 4)."""
+    try:
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+        return Path(
+            tempfile.mkdtemp(prefix="rollproof-", dir=None if workdir is None else str(workdir))
+        ).resolve()
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"--workdir {workdir}: not a directory") from None
+    except PermissionError as e:
+        raise UsageError(f"--workdir {workdir or tempfile.gettempdir()}: {e.strerror}") from None
+    except OSError as e:
+        where = workdir or tempfile.gettempdir()
+        raise EnvironmentProblemError(f"cannot make a workspace in {where}: {e.strerror}") from e
+
+
 def check_sqlite_file(path: Path) -> Path:
     """The resolved path of an existing SQLite database file, or a clear error."""
     try:
@@ -119,14 +140,35 @@ def check_sqlite_file(path: Path) -> Path:
         raise EnvironmentProblemError(f"source {path}: cannot stat: {e.strerror}") from e
     if not stat.S_ISREG(st.st_mode):
         raise SourceError(f"source {path}: not a regular file")
+    if st.st_size == 0:
+        return path.resolve()  # SQLite reads an empty file as an empty database
     try:
         with path.open("rb") as f:
-            header = f.read(len(SQLITE_HEADER))
+            header = f.read(100)
     except OSError as e:
         raise EnvironmentProblemError(f"source {path}: cannot read: {e.strerror}") from e
-    if header != SQLITE_HEADER:
-        raise SourceError(f"source {path}: not a SQLite database (bad header)")
+    problem = header_problem(header)
+    if problem is not None:
+        raise SourceError(f"source {path}: not a usable SQLite database: {problem}")
     return path.resolve()
+
+
+def header_problem(header: bytes) -> str | None:
+    """What is wrong with a database file's 100-byte header, or None. Checked before anything
+    is copied, so a damaged source is the user's to fix (exit 2), never a leg that fails as if
+    the change had (a write-version byte SQLite does not know makes the clone read-only)."""
+    if not header.startswith(SQLITE_HEADER):
+        return "bad header (no 'SQLite format 3' magic)"
+    if len(header) < 100:
+        return f"truncated: {len(header)} bytes, less than the 100-byte header"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        return f"page size {page_size} in the header is not a power of two from 512 to 65536"
+    for offset, what in ((18, "write"), (19, "read")):
+        if header[offset] not in (1, 2):
+            return f"file format {what} version {header[offset]} (SQLite knows 1 and 2)"
+    return None
 
 
 def read_only_uri(path: Path) -> str:
@@ -155,11 +197,18 @@ def fingerprint_file(path: Path, progress: Progress | None = None) -> Fingerprin
             conn.execute("SELECT count(*) FROM main.sqlite_schema").fetchone()  # the instant
             wal = str(conn.execute("PRAGMA main.journal_mode").fetchone()[0]).lower() == "wal"
             return fingerprint_connection(conn, progress, parallel_path=None if wal else resolved)
-        except sqlite3.DatabaseError as e:
-            raise SourceError(f"source {path}: cannot read database: {e}") from e
+        except (sqlite3.Error, apsw.Error, OSError, MemoryError) as e:
+            mapped = translate(e, path)
+            if mapped is not None:
+                raise mapped from e
+            if isinstance(e, sqlite3.DatabaseError):
+                raise SourceError(f"source {path}: cannot read database: {e}") from e
+            raise
         finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+            # A read that failed on a damaged file may fail again here: keep the first error.
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
 
 
 def file_sha256(path: Path) -> str:
@@ -326,6 +375,7 @@ class _Background:
         self._thread.join()
 
 
+@translated(lambda s: getattr(s, "source", None) or Path(getattr(s, "dsn", "the source")))
 class SqliteSession:
     """An `EngineSession` for a SQLite source file."""
 
@@ -346,10 +396,7 @@ class SqliteSession:
         self._source_opens: list[str] = []
         self._source_digest_before: dict[str, str] = {}
         self._source_b3_before: dict[str, str] = {}
-        parent = None if workdir is None else str(workdir)
-        if workdir is not None:
-            workdir.mkdir(parents=True, exist_ok=True)
-        self.workspace = Path(tempfile.mkdtemp(prefix="rollproof-", dir=parent)).resolve()
+        self.workspace = make_workspace(workdir)
         self.snapshot = self.workspace / "snapshot.db"
         self.clone = self.workspace / "clone.db"
         self._snapshot_blake3 = ""
@@ -661,6 +708,10 @@ class SqliteSession:
             try:
                 conn.execute(stmt)
             except sqlite3.Error as e:
+                if error_name(e) in MACHINE_ERRORS:
+                    # The disk or memory ran out under the script: the machine's failure, not
+                    # the change's. Raised, so it ends as exit 4 and no packet says FAIL.
+                    raise
                 denied = [] if self.guard is None else self.guard.denials_at(role, i)
                 if denied:
                     why = "; ".join(d.reason for d in denied)
