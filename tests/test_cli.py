@@ -144,6 +144,7 @@ def test_isolation_failure_exits_3_with_one_line(
     [line] = captured.err.strip().splitlines()
     assert line.startswith("rollproof: isolation not proven: clone-outside-source-dir (")
     assert not (tmp_path / "o").exists()
+    assert not (source_db.parent / "w").exists()  # refused before anything was made there
 
 
 def test_existing_output_directory_is_not_overwritten(
