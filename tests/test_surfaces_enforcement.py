@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rollproof.core.errors import ScopeNotReadyError
+from rollproof.core.errors import ExitCode, ScopeNotReadyError
 from rollproof.core.model import LegName, Verdict
 from rollproof.core.policy import Policy, PolicyError, ReadMode, load_policy
 from rollproof.engines.sqlite.fingerprint import table_digest
@@ -125,12 +125,17 @@ def test_foreign_key_cascade_to_undeclared_table_is_denied(
         extra="[connection]\nforeign_keys = true\n",
         surfaces='writes = ["parent"]\n',
     )
-    [leg] = rehearse(change, str(src), legs=[LegName.REVERT]).legs
+    result = rehearse(change, str(src), legs=[LegName.REVERT])
+    [leg] = result.legs
     assert leg.verdict is Verdict.FAIL
+    # The foreign-key check's read of child is covered by parent (it references it); the
+    # cascade's write into child is a write, and needs declaring.
     assert leg.reason == (
         "apply failed: statement 1 `DELETE FROM parent WHERE id = 1;` was denied: "
-        "read of undeclared object child; write of undeclared object child"
+        "write of undeclared object child"
     )
+    assert result.exit_code == ExitCode.HELD
+    assert [(i.object, i.owner) for i in result.surfaces.implicit] == [("child", "parent")]
 
 
 @pytest.mark.parametrize(
@@ -260,16 +265,16 @@ def test_unparseable_statement_makes_scoping_unknown(
     source_db: Path, make_change: MakeChange
 ) -> None:
     change = make_change(
-        "REPLACE INTO tags VALUES ('r', 1);",
-        "DELETE FROM tags WHERE label = 'r';",
-        surfaces='writes = ["tags"]\n',
+        "CREATE VIRTUAL TABLE ft USING fts5(a);",
+        "DROP TABLE ft;",
+        surfaces='writes = ["ft"]\n',
     )
     with pytest.raises(ScopeNotReadyError) as info:
         rehearse(change, str(source_db))
     assert info.value.status == "UNKNOWN"
     [problem] = info.value.problems
     assert problem.startswith(
-        "apply statement 1 `REPLACE INTO tags VALUES ('r', 1)`: scope unknown: "
+        "apply statement 1 `CREATE VIRTUAL TABLE ft USING fts5(a)`: scope unknown: "
     )
 
 

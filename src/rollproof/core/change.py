@@ -1,14 +1,17 @@
 """A change to rehearse, loaded from `change.toml`, and its content id.
 
-A change is apply SQL, revert SQL, optional verify SQL, declared surfaces and the per-connection
-settings that alter what SQL does. Its content id is the sha256 of its canonical form, which
-includes the sha256 of the exact bytes of every SQL script, so editing a script (even a line
-ending) makes a different change.
+A change is apply SQL, optional revert SQL, optional verify SQL, declared surfaces and the
+per-connection settings that alter what SQL does. A change without `revert` is forward-only:
+its revert leg is NOT_APPLICABLE and production can only be recovered by restoring a snapshot
+(the transaction and restore legs still prove that recovery). Its content id is the sha256 of
+its canonical form, which includes the sha256 of the exact bytes of every SQL script, so
+editing a script (even a line ending) makes a different change.
 
 Invariants enforced at load time, each with an error that names the file and the key:
 unknown keys are refused (a misspelt `strict_sequence` must not be silently ignored), every
 value has its documented type, scripts live inside the change's directory (so the evidence
-packet can copy them without following a path out), and apply and revert are not empty.
+packet can copy them without following a path out), apply is not empty, and a revert that is
+given is not empty either (omit it for a forward-only change).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ _TOP_KEYS = frozenset(
     }
 )
 _SURFACE_KEYS = frozenset({"reads", "writes"})
+NO_REVERT = "no revert script: production can only be recovered by restore"
+"""Why a forward-only change's revert (and reapply) leg is NOT_APPLICABLE: without a snapshot
+the change is irreversible. The transaction and restore legs still prove recovery."""
 CONNECTION_DEFAULTS: Mapping[str, bool] = {"foreign_keys": False, "recursive_triggers": False}
 """SQLite's own defaults; a change sets them explicitly to rehearse what its runner does."""
 
@@ -62,7 +68,8 @@ class Script:
 class Change:
     id: str
     apply: Script
-    revert: Script
+    revert: Script | None
+    """None for a forward-only change (no revert script)."""
     verify: Script | None
     no_mutation: bool
     strict_sequences: bool
@@ -128,14 +135,18 @@ def _build(data: dict[str, Any], toml_path: Path, raw: bytes) -> Change:
 
     files: dict[str, bytes] = {CHANGE_FILE: raw}
     apply = _script(data, "apply", toml_path, directory, files, required=True)
-    revert = _script(data, "revert", toml_path, directory, files, required=True)
+    revert = _script(data, "revert", toml_path, directory, files, required=False)
     verify = _script(data, "verify", toml_path, directory, files, required=False)
     assert apply is not None
-    assert revert is not None
     no_mutation = _flag(data, "no_mutation", shown)
-    if not no_mutation and not has_sql(revert.text):
+    if revert is not None and not no_mutation and not has_sql(revert.text):
         key = "revert" if revert.path else "revert_sql"
-        raise ChangeError(shown, "is empty: only a no_mutation change may have no revert", key)
+        raise ChangeError(
+            shown,
+            "is empty: only a no_mutation change may have no revert SQL "
+            "(omit it for a forward-only change, recovered by restore only)",
+            key,
+        )
 
     surfaces = data.get("surfaces", {})
     if not isinstance(surfaces, dict):

@@ -12,7 +12,11 @@ Rules (names compare case-insensitively):
 * a write, create, alter or drop needs the object in `writes`;
 * a read needs the object in `reads` or `writes`, or must happen inside a view or trigger that
   is itself declared (reading a declared view reads its tables on the change's behalf);
-  otherwise it is denied, or only reported when the policy says `undeclared_reads = "report"`.
+  otherwise it is denied, or only reported when the policy says `undeclared_reads = "report"`;
+* what the database makes or reads for a declared object (`Implicit`: its automatic indexes,
+  owned sequences and sequences its defaults call, partitions the change creates under it,
+  the parent a foreign-key check reads) is covered by that object's declaration and recorded
+  in `covered`, so the report can name it.
 
 A path that reaches a forbidden object through another object (a view, a SECURITY DEFINER
 function, a rule or trigger) is reported against the forbidden object, `via` the object the
@@ -36,7 +40,7 @@ from enum import StrEnum
 from typing import Any
 
 from rollproof.core.policy import ReadMode
-from rollproof.core.surface import AccessKind
+from rollproof.core.surface import AccessKind, Coverage, Implicit
 
 
 class Decision(StrEnum):
@@ -82,9 +86,16 @@ class SurfaceGuard:
         forbidden: Iterable[str] = (),
         read_mode: ReadMode = ReadMode.DENY,
         forbidden_env: Iterable[str] = (),
+        implicit: Iterable[Implicit] = (),
     ) -> None:
-        self.writes = frozenset(n.lower().removeprefix("main.") for n in writes)
-        self.reads = frozenset(n.lower().removeprefix("main.") for n in reads) | self.writes
+        self.coverage = Coverage(reads, writes, implicit)
+        """What the database makes or reads for the declared objects (see `Implicit`)."""
+        self.declared_writes = self.coverage.writes
+        self.writes = self.declared_writes | self.coverage.covered_writes()
+        """Declared writes and the implicit objects they cover (an engine grants both)."""
+        self.reads = self.coverage.declared | self.writes | self.coverage.covered_reads()
+        self.covered: dict[str, Implicit] = {}
+        """Every implicit object the change's scripts were allowed to touch, by name."""
         self.forbidden = tuple(forbidden)
         self.read_mode = read_mode
         self.forbidden_env = tuple(forbidden_env)
@@ -132,6 +143,13 @@ class SurfaceGuard:
             reason = f"{kind.lower()} of forbidden object {name}" + (f" (via {via})" if via else "")
             self._record(kind, name, via, Decision.DENIED, reason)
             return reason
+        if name not in self.coverage.declared or (
+            kind is not AccessKind.READ and name not in self.declared_writes
+        ):
+            implicit = self.coverage.explain(name, kind)
+            if implicit is not None:
+                self.covered.setdefault(name, implicit)
+                return None
         if kind is AccessKind.READ:
             if name in self.reads or (via is not None and via.lower() in self.reads):
                 return None
@@ -146,6 +164,10 @@ class SurfaceGuard:
         reason = f"{kind.lower()} of undeclared object {name}" + (f" (via {via})" if via else "")
         self._record(kind, name, via, Decision.DENIED, reason)
         return reason
+
+    def denied(self) -> bool:
+        """Whether any access was denied so far (a held rehearsal, exit 3)."""
+        return any(e.decision is Decision.DENIED for e in self.events)
 
     def denials_at(self, script: str, statement: int) -> list[GuardEvent]:
         return [

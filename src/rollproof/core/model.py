@@ -129,9 +129,15 @@ def combine_verdicts(legs: Verdict, surfaces: Verdict) -> Verdict:
     return legs
 
 
-def rehearsal_exit_code(isolation: IsolationVerdict, overall: Verdict) -> ExitCode:
-    """The exit code of `rollproof rehearse` for these verdicts (the validator checks it too)."""
-    if isolation is not IsolationVerdict.PROVEN:
+def rehearsal_exit_code(
+    isolation: IsolationVerdict, overall: Verdict, *, denied: bool = False
+) -> ExitCode:
+    """The exit code of `rollproof rehearse` for these verdicts (the validator checks it too).
+
+    `denied`: the engine denied an access at run time (an undeclared surface): the change is
+    held (3) until it is declared, whatever the legs say, as when the static check finds it.
+    """
+    if isolation is not IsolationVerdict.PROVEN or denied:
         return ExitCode.HELD
     if overall is Verdict.PASS:
         return ExitCode.OK
@@ -145,3 +151,11 @@ def surfaces_verdict(*, undeclared_changed: bool, forbidden_touched: bool, denie
     if undeclared_changed or forbidden_touched or denied:
         return Verdict.FAIL
     return Verdict.PASS
+
+
+def undeclared_denial(decision: str, reason: str) -> bool:
+    """Whether a recorded enforcement event is an access denied because it was not declared
+    (the change is held, exit 3, until it is declared), as opposed to an access to a forbidden
+    object (a violation: the rehearsal fails, exit 1). The rehearsal and the validator (over
+    report.json's `surfaces.enforcement`) read it the same way."""
+    return decision == "denied" and " of undeclared object " in reason

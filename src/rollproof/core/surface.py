@@ -5,7 +5,9 @@ data and which rehearsal leg proves whether that loss comes back. Pure data, no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 TEXT_WIDTH = 120
@@ -68,6 +70,132 @@ class StatementScope:
     text: str
     accesses: tuple[Access, ...]
     unknown: str | None
+    implied: tuple[Implicit, ...] = ()
+    """Objects the database makes or reads for this statement's own objects (a partition the
+    statement creates under its parent, a foreign key's parent table): covered by their
+    owner's declaration."""
+    error: str | None = None
+    """The database's own parser refused the statement (a syntax error): the change is wrong,
+    which is not a scoping question. `unknown` says the same, for readers that only look there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Implicit:
+    """An object the database makes or reads on behalf of `owner`, which covers it.
+
+    `kind` is READ for an object only read for the owner (a foreign key's parent or child,
+    read by the key's check) and WRITE for one the database writes, creates or drops with it
+    (an automatic index, an owned sequence, a sequence a default calls, a partition the change
+    creates under it, TOAST). A WRITE is covered when the owner is declared in `writes`; a
+    READ when it is declared in either list. A trigger's writes into other tables are never
+    implicit: they need declaring.
+    """
+
+    object: str
+    owner: str
+    kind: AccessKind
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "object": self.object,
+            "covered_by": self.owner,
+            "kind": str(self.kind),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """What a source database makes for its objects, read from its catalog (read-only).
+
+    `objects` maps an implicit object's normalised name to each `Implicit` that explains it
+    (one object may belong to several owners: a sequence two tables' defaults call). `tables`
+    and `indexes` are the names of the source's tables and indexes, for `--suggest`.
+    """
+
+    objects: Mapping[str, tuple[Implicit, ...]] = field(default_factory=dict)
+    tables: frozenset[str] = frozenset()
+
+    def of(self, name: str) -> tuple[Implicit, ...]:
+        return self.objects.get(name.lower().removeprefix("main."), ())
+
+
+EMPTY_CATALOG = Catalog()
+
+_SQLITE_AUTOINDEX = re.compile(r"^sqlite_autoindex_(.+)_[0-9]+$")
+
+
+def by_name(name: str) -> Implicit | None:
+    """An implicit object known by its name alone: SQLite names the index it makes for a
+    UNIQUE or PRIMARY KEY constraint `sqlite_autoindex_<table>_<N>`, and no other object may
+    have a name starting with `sqlite_`."""
+    m = _SQLITE_AUTOINDEX.match(name.lower().removeprefix("main."))
+    if m is None:
+        return None
+    return Implicit(
+        m.group(0), m.group(1), AccessKind.WRITE, f"automatic index of {m.group(1)} (UNIQUE/PK)"
+    )
+
+
+def _normal(name: str) -> str:
+    return name.strip().lower().removeprefix("main.")
+
+
+class Coverage:
+    """Which implicit objects the declared surfaces cover, and by what (one rule for the static
+    check, the run-time guard and the observed scope).
+
+    A WRITE-kind implicit object is covered when its owner is declared in `writes`, or is
+    itself covered as a write (an index of a partition the change creates under a declared
+    parent); a READ-kind one when its owner is declared in either list or covered. A READ of
+    a WRITE-kind covered object is covered too. SQLite's automatic indexes are known by name
+    (`by_name`).
+    """
+
+    def __init__(
+        self, reads: Iterable[str], writes: Iterable[str], implicit: Iterable[Implicit]
+    ) -> None:
+        self.writes = frozenset(_normal(n) for n in writes)
+        self.declared = self.writes | frozenset(_normal(n) for n in reads)
+        self.by_object: dict[str, list[Implicit]] = {}
+        for item in implicit:
+            entries = self.by_object.setdefault(_normal(item.object), [])
+            if item not in entries:
+                entries.append(item)
+
+    def _owner_ok(self, owner: str, write: bool, depth: int) -> bool:
+        owner = _normal(owner)
+        if owner in (self.writes if write else self.declared):
+            return True
+        return (
+            self.explain(owner, AccessKind.WRITE if write else AccessKind.READ, depth + 1)
+            is not None
+        )
+
+    def explain(self, name: str, kind: AccessKind, depth: int = 0) -> Implicit | None:
+        """The implicit relation that covers an access of `kind` to `name`, or None."""
+        if depth > 8:
+            return None
+        key = _normal(name)
+        write = kind is not AccessKind.READ
+        candidates = list(self.by_object.get(key, ()))
+        rule = by_name(key)
+        if rule is not None:
+            candidates.append(rule)
+        for item in candidates:
+            if write and item.kind is AccessKind.READ:
+                continue
+            if self._owner_ok(item.owner, item.kind is not AccessKind.READ, depth):
+                return item
+        return None
+
+    def covered_writes(self) -> frozenset[str]:
+        """Every known implicit object covered as a write (an engine grants them too)."""
+        return frozenset(n for n in self.by_object if self.explain(n, AccessKind.WRITE))
+
+    def covered_reads(self) -> frozenset[str]:
+        return frozenset(n for n in self.by_object if self.explain(n, AccessKind.READ))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from rollproof.core.surface import POSTGRESQL, Risk, StatementScope
+from rollproof.core.surface import POSTGRESQL, Catalog, Risk, StatementScope
 
 
 class SqlReader(Protocol):
@@ -54,3 +54,17 @@ def reader_for(dialect: str) -> SqlReader:
     if dialect == POSTGRESQL:
         return _PostgresReader()
     return _SqlglotReader(dialect)
+
+
+def read_catalog(dsn: str) -> Catalog:
+    """What the source database makes for its objects (automatic indexes, owned sequences and
+    sequences defaults call, TOAST, foreign keys), read from its catalog in a read-only
+    session: the implicit objects a declaration covers (`core.surface.Implicit`)."""
+    if dsn.startswith(("postgres://", "postgresql://")):
+        from rollproof.engines.postgres import implicit as pg_implicit
+
+        return pg_implicit.read_catalog(dsn)
+    from rollproof.engines.sqlite import implicit as sqlite_implicit
+    from rollproof.engines.sqlite.session import parse_sqlite_dsn
+
+    return sqlite_implicit.read_catalog(parse_sqlite_dsn(dsn))

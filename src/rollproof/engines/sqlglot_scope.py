@@ -1,5 +1,11 @@
 """The sqlglot reader: what SQL touches and may destroy, read from the text (SQLite and any
-sqlglot dialect; PostgreSQL has its own parser in `postgres/scope.py`). Pure functions, no IO:
+sqlglot dialect; PostgreSQL has its own parser in `postgres/scope.py`).
+
+Longer than 600 lines because every statement form a reader meets is classified here, each
+with its one rule (splitting, triggers read by their tokens, SQLite's maintenance statements,
+syntax errors told in SQLite's words, names, reads, the destructive lint), and the rules share
+the helpers that normalise names and collect reads; split apart, each part would import the
+rest. Pure functions, no IO beyond an in-memory SQLite that only prepares a statement:
 `static_scope` lists every statement's objects and access kinds, `lint_destructive` flags
 statements that destroy data. `rollproof.engines.reader_for` is how other layers reach it.
 
@@ -40,8 +46,11 @@ Choices where SQL is ambiguous, stated once here:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import sqlglot
@@ -57,6 +66,7 @@ from rollproof.core.surface import (
     TEXT_WIDTH,
     Access,
     AccessKind,
+    Implicit,
     ObjectType,
     Risk,
     RiskCode,
@@ -70,6 +80,49 @@ _TOKEN_REPR = re.compile(r"<Token token_type: [^,]+, text: (.*?), line: .*?>")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _NAME_TOKENS = frozenset({TokenType.VAR, TokenType.IDENTIFIER})
+_TABLE_OPTIONS = re.compile(
+    r"\)\s*(?:WITHOUT\s+ROWID|STRICT)(?:\s*,\s*(?:WITHOUT\s+ROWID|STRICT))*\s*;?\s*$", re.I
+)
+_REPLACE = re.compile(r"^(\s*)REPLACE(\s)", re.I)
+_EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+QUERY\s+PLAN)?\s+", re.I)
+_SYNTAX = ("syntax error", "incomplete input", "unrecognized token")
+
+
+class _Quiet(logging.Filter):
+    """sqlglot warns on its logger when it falls back to an opaque Command; rollproof reports
+    that as UNKNOWN with a reason, so the warning must not reach the user's stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    logger = logging.getLogger("sqlglot")
+    quiet = _Quiet()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def sqlite_syntax_error(statement: str) -> str | None:
+    """SQLite's own complaint when it cannot parse `statement` (`near "tabel": syntax error`),
+    or None. The statement is only prepared (EXPLAIN), on an empty in-memory database, so a
+    missing table is not a syntax error and nothing runs."""
+    body = statement.strip().removesuffix(";")
+    text = body if _EXPLAIN.match(body) else "EXPLAIN " + body
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(text)
+    except sqlite3.Error as e:
+        message = str(e)
+        if any(marker in message for marker in _SYNTAX):
+            return message
+    finally:
+        conn.close()
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +133,8 @@ class _Statement:
     """The parsed statement, for the lint; None when there is nothing to lint."""
     accesses: tuple[Access, ...]
     unknown: str | None
+    implied: tuple[Implicit, ...] = ()
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +143,21 @@ class _Reading:
 
     accesses: list[Access]
     unknown: str | None = None
+    implied: tuple[Implicit, ...] = ()
 
 
 def static_scope(sql: str, *, dialect: str = "sqlite") -> tuple[StatementScope, ...]:
     """Every statement of `sql`, in order, with every object it touches, read by sqlglot in
     `dialect` (a sqlglot dialect name; an unknown one raises ValueError)."""
     return tuple(
-        StatementScope(index=s.index, text=s.text, accesses=s.accesses, unknown=s.unknown)
+        StatementScope(
+            index=s.index,
+            text=s.text,
+            accesses=s.accesses,
+            unknown=s.unknown,
+            implied=s.implied,
+            error=s.error,
+        )
         for s in _statements(sql, dialect)
     )
 
@@ -163,7 +226,24 @@ def _display(piece: str) -> str:
 
 
 def _statement(index: int, piece: str, d: Dialect, sqlite: bool) -> _Statement:
+    with _quiet():
+        return _statement_quiet(index, piece, d, sqlite)
+
+
+def _statement_quiet(index: int, piece: str, d: Dialect, sqlite: bool) -> _Statement:
     text = _display(piece)
+    if sqlite:
+        error = sqlite_syntax_error(piece)
+        if error is not None:
+            return _Statement(index, text, None, (), f"SQLite refuses it: {error}", error=error)
+        explained = _EXPLAIN.match(piece)
+        if explained:
+            # EXPLAIN prepares the statement (the authorizer sees its every access) and runs
+            # none of it: its scope is the statement's.
+            inner = _statement_quiet(index, piece[explained.end() :], d, sqlite)
+            return _Statement(index, text, None, inner.accesses, inner.unknown, inner.implied)
+        piece = _TABLE_OPTIONS.sub(")", piece)  # WITHOUT ROWID, STRICT: sqlglot stops there
+        piece = _REPLACE.sub(r"\1INSERT OR REPLACE\2", piece)
     try:
         tokens = d.tokenize(piece)
     except SqlglotError as e:
@@ -171,6 +251,10 @@ def _statement(index: int, piece: str, d: Dialect, sqlite: bool) -> _Statement:
     words = [t.text.upper() for t in tokens if t.token_type is not TokenType.SEMICOLON]
     if _is_transaction_control(words):
         return _Statement(index, text, None, (), None)
+    if sqlite:
+        special = _sqlite_maintenance(words, tokens)
+        if special is not None:
+            return _Statement(index, text, None, _ordered(special.accesses), special.unknown)
     if _is_create_trigger(words):
         reading = _trigger(piece, tokens, d, sqlite)
         return _Statement(index, text, None, _ordered(reading.accesses), reading.unknown)
@@ -178,7 +262,9 @@ def _statement(index: int, piece: str, d: Dialect, sqlite: bool) -> _Statement:
     if node is None:
         return _Statement(index, text, None, (), reason)
     reading = _read(node, d, sqlite)
-    return _Statement(index, text, node, _ordered(reading.accesses), reading.unknown)
+    return _Statement(
+        index, text, node, _ordered(reading.accesses), reading.unknown, reading.implied
+    )
 
 
 def _parse_one(text: str, d: Dialect) -> tuple[exp.Expr | None, str]:
@@ -205,6 +291,42 @@ def _error_reason(e: SqlglotError) -> str:
     detail = str(cause) if isinstance(cause, SqlglotError) and str(cause) else str(e)
     lines = _ANSI.sub("", detail).strip().splitlines()
     return f"sqlglot cannot parse it: {lines[0] if lines else type(e).__name__}"
+
+
+def _sqlite_maintenance(words: list[str], tokens: list[Token]) -> _Reading | None:
+    """ANALYZE, VACUUM, REINDEX, ATTACH and DETACH, read by their words (sqlglot keeps them as
+    text); None for any other statement."""
+    head = words[0] if words else ""
+    named, _ = _dotted(tokens, 1, True) if len(tokens) > 1 else (None, 1)
+    if named in ("main", "temp"):
+        named = None  # a schema name: the whole database
+    if head == "ANALYZE":
+        # Statistics go to sqlite_stat1, which is SQLite's own and not part of the content.
+        reads = [] if named is None else [Access(named, AccessKind.READ, ObjectType.UNKNOWN)]
+        return _Reading(reads)
+    if head == "VACUUM":
+        if re.search(r"\bINTO\b", " ".join(words)):
+            return _Reading(
+                [],
+                "VACUUM INTO writes a copy of the database to a file, which a change may not "
+                "do; take the copy outside the change",
+            )
+        return _Reading([])  # rebuilds the file; no row or definition changes
+    if head == "REINDEX":
+        if named is None:
+            return _Reading(
+                [],
+                "REINDEX without a name rebuilds every index of the database; name the table "
+                "or index (REINDEX t), or declare every index in writes",
+            )
+        return _Reading([Access(named, AccessKind.WRITE, ObjectType.UNKNOWN)])
+    if head in ("ATTACH", "DETACH"):
+        return _Reading(
+            [],
+            f"{head} is refused at run time: a change may not open another database file "
+            "(ATTACH '' AS x, a private temporary database, is the exception)",
+        )
+    return None
 
 
 def _is_transaction_control(words: list[str]) -> bool:
@@ -291,8 +413,27 @@ def _read_create(node: exp.Create, sqlite: bool) -> _Reading:
     properties = node.args.get("properties")
     if properties is not None and properties.find(exp.VirtualProperty):
         # A virtual table's module creates shadow tables whose names only it knows.
-        return _Reading(accesses, "a virtual table's module may create tables it does not name")
-    return _Reading(accesses)
+        return _Reading(
+            accesses,
+            (
+                "a virtual table's module may create tables it does not name; declare its "
+                "shadow tables (name_data, name_idx, ...) and rehearse with --allow-undeclared"
+            ),
+        )
+    return _Reading(accesses, implied=_fk_parents(node, _name(target, sqlite), sqlite))
+
+
+def _fk_parents(node: exp.Expr, table: str, sqlite: bool) -> tuple[Implicit, ...]:
+    """The parents a table's REFERENCES clauses name: read by the foreign-key check for the
+    table, so covered by its declaration (listed, never holding scoping)."""
+    out: list[Implicit] = []
+    for ref in node.find_all(exp.Reference):
+        parent = _table(ref.this)
+        if parent is not None:
+            name = _name(parent, sqlite)
+            reason = f"foreign-key parent of {table}, read by its check"
+            out.append(Implicit(name, table, AccessKind.READ, reason))
+    return tuple(dict.fromkeys(out))
 
 
 def _read_create_index(node: exp.Create, sqlite: bool) -> _Reading:
@@ -339,7 +480,11 @@ def _read_alter(node: exp.Alter, d: Dialect, sqlite: bool) -> _Reading:
             skip.add(id(new))
         elif isinstance(action, exp.Command) and _dropped_column(action, d) is None:
             unknown = f"sqlglot does not model this ALTER action: {_folded(action.sql(d))}"
-    return _Reading(accesses + _reads(node, skip, sqlite), unknown)
+    return _Reading(
+        accesses + _reads(node, skip, sqlite),
+        unknown,
+        implied=_fk_parents(node, _name(target, sqlite), sqlite),
+    )
 
 
 def _read_drop(node: exp.Drop, sqlite: bool) -> _Reading:

@@ -32,12 +32,13 @@ from rollproof.core.surface import (
     TEXT_WIDTH,
     Access,
     AccessKind,
+    Implicit,
     ObjectType,
     Risk,
     RiskCode,
     StatementScope,
 )
-from rollproof.engines.postgres.sql import parse_one, split_postgres
+from rollproof.engines.postgres.sql import parse_error, parse_one, split_postgres
 
 _SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 _SEQUENCE_WRITERS = frozenset({"nextval", "setval"})
@@ -165,6 +166,11 @@ def _read_statement(node: Any) -> tuple[list[Access], str | None]:
         if node.partbound is not None:
             for rv in node.inhRelations or ():
                 act(rv, AccessKind.ALTER, ObjectType.TABLE)  # a partition attaches to it
+    elif isinstance(node, ast.CreatePolicyStmt | ast.AlterPolicyStmt):
+        # A policy is part of its table's definition (the fingerprint keeps it there).
+        act(node.table, AccessKind.ALTER, ObjectType.TABLE)
+    elif isinstance(node, ast.RefreshMatViewStmt):
+        act(node.relation, AccessKind.WRITE, ObjectType.VIEW)
     elif isinstance(node, ast.CreateTableAsStmt):
         matview = node.objtype == _OT.OBJECT_MATVIEW
         into = node.into.rel if node.into is not None else None
@@ -252,13 +258,92 @@ def _read_statement(node: Any) -> tuple[list[Access], str | None]:
         if analyze:
             return _read_statement(node.query)  # EXPLAIN ANALYZE runs the statement
     elif isinstance(node, ast.DoStmt):
-        return [], "a DO block's body is code, not a statement rollproof can read"
+        return [], (
+            "a DO block's body is code, not a statement rollproof can read; declare what it "
+            "touches and rehearse with --allow-undeclared (the server still enforces the "
+            "declaration), or write its statements out"
+        )
     elif isinstance(node, ast.RuleStmt):
         act(node.relation, AccessKind.ALTER, ObjectType.TABLE)
-        unknown = "a rule's actions are not read"
+        unknown = (
+            "a rule's actions are not read; declare what they write and rehearse with "
+            "--allow-undeclared (the server still enforces the declaration)"
+        )
+    elif isinstance(node, _NOT_CONTENT):
+        pass  # session state, notifications, owners and privileges: not the database's content
+    elif isinstance(node, _CLUSTER_WIDE):
+        return [], (
+            f"{_label(node)} changes the server, not the database rehearsed (roles, databases, "
+            "tablespaces and server settings are cluster-wide); run it outside the change"
+        )
+    elif isinstance(node, ast.AlterObjectSchemaStmt) and node.relation is not None:
+        act(node.relation, AccessKind.ALTER, ObjectType.UNKNOWN)
+        named((node.newschema, node.relation.relname), AccessKind.CREATE, ObjectType.UNKNOWN)
+    elif isinstance(node, ast.CreateStatsStmt | ast.DefineStmt):
+        named(_strings(node.defnames), AccessKind.CREATE, ObjectType.UNKNOWN)
+    elif isinstance(node, ast.AlterFunctionStmt) and node.func is not None:
+        named(_strings(node.func.objname), AccessKind.ALTER, ObjectType.UNKNOWN)
+    elif isinstance(node, ast.AlterDomainStmt):
+        named(_strings(node.typeName), AccessKind.ALTER, ObjectType.UNKNOWN)
+    elif isinstance(node, ast.CreateRangeStmt):
+        named(_strings(node.typeName), AccessKind.CREATE, ObjectType.UNKNOWN)
+    elif isinstance(node, ast.AlterExtensionStmt):
+        named([node.extname], AccessKind.ALTER, ObjectType.UNKNOWN)
+    elif isinstance(node, ast.CreateEventTrigStmt):
+        return [], (
+            "an event trigger runs its function for every later DDL statement, whatever it "
+            "touches; rehearse it as a change of its own and declare what the function writes"
+        )
     else:
-        return [], f"not a statement rollproof classifies ({type(node).__name__})"
+        return [], (
+            f"rollproof does not classify {_label(node)} statements; declare the objects it "
+            "touches and rehearse with --allow-undeclared (run-time enforcement still holds), "
+            "or move it to a change of its own"
+        )
     return _finish(acts, node, skip, unknown)
+
+
+_NOT_CONTENT = (
+    ast.AlterOwnerStmt,
+    ast.AlterDefaultPrivilegesStmt,
+    ast.SecLabelStmt,
+    ast.VariableShowStmt,
+    ast.DiscardStmt,
+    ast.ListenStmt,
+    ast.NotifyStmt,
+    ast.UnlistenStmt,
+    ast.CheckPointStmt,
+    ast.LockStmt,
+    ast.DeallocateStmt,
+    ast.PrepareStmt,
+    ast.ConstraintsSetStmt,
+)
+_CLUSTER_WIDE = (
+    ast.CreateRoleStmt,
+    ast.AlterRoleStmt,
+    ast.AlterRoleSetStmt,
+    ast.DropRoleStmt,
+    ast.GrantRoleStmt,
+    ast.CreatedbStmt,
+    ast.AlterDatabaseStmt,
+    ast.AlterDatabaseSetStmt,
+    ast.DropdbStmt,
+    ast.CreateTableSpaceStmt,
+    ast.DropTableSpaceStmt,
+    ast.AlterTableSpaceOptionsStmt,
+    ast.AlterSystemStmt,
+    ast.ReassignOwnedStmt,
+    ast.CreateSubscriptionStmt,
+    ast.AlterSubscriptionStmt,
+    ast.DropSubscriptionStmt,
+)
+
+
+def _label(node: Any) -> str:
+    """A statement node's name as a reader knows it: CreateRoleStmt -> CREATE ROLE."""
+    name = type(node).__name__.removesuffix("Stmt")
+    words = "".join(f" {c}" if c.isupper() else c for c in name).split()
+    return " ".join(words).upper()
 
 
 def _finish(
@@ -282,7 +367,13 @@ def _drop(node: ast.DropStmt) -> tuple[list[Access], str | None]:
             parts = [str(obj.sval)]
         else:
             parts = _strings(obj)
-        if kind in (_OT.OBJECT_TRIGGER, _OT.OBJECT_RULE, _OT.OBJECT_POLICY) and len(parts) >= 2:
+        if kind is _OT.OBJECT_POLICY and len(parts) >= 2:
+            # A policy is part of its table (as CREATE POLICY is): declaring the table covers it.
+            table = name_of(parts[:-1])
+            if table is not None:
+                out.append(Access(table, AccessKind.ALTER, ObjectType.TABLE))
+            continue
+        if kind in (_OT.OBJECT_TRIGGER, _OT.OBJECT_RULE) and len(parts) >= 2:
             table = name_of(parts[:-1])
             if table is not None:
                 out.append(Access(table, AccessKind.ALTER, ObjectType.TABLE))
@@ -300,13 +391,60 @@ def static_scope(sql: str) -> tuple[StatementScope, ...]:
     for index, piece in enumerate(split_postgres(sql), start=1):
         node = parse_one(piece)
         if node is None:
-            out.append(
-                StatementScope(index, _display(piece), (), "PostgreSQL's parser cannot read it")
+            error = parse_error(piece)
+            reason = (
+                f"PostgreSQL's parser refuses it: {error}"
+                if error is not None
+                else "PostgreSQL's parser read more than one statement here"
             )
+            out.append(StatementScope(index, _display(piece), (), reason, error=error))
             continue
         accesses, unknown = _read_statement(node)
-        out.append(StatementScope(index, _display(piece), _ordered(accesses), unknown))
+        out.append(
+            StatementScope(index, _display(piece), _ordered(accesses), unknown, _implied(node))
+        )
     return tuple(out)
+
+
+def _implied(node: Any) -> tuple[Implicit, ...]:
+    """What the database makes or reads for the objects this statement creates or alters: a
+    partition created under its parent (covered by the parent), a foreign key's parent (read
+    by the key's check, covered by the table that has the key)."""
+    out: list[Implicit] = []
+    table: str | None = None
+    if isinstance(node, ast.CreateStmt):
+        table = _rv(node.relation)
+        if table is not None and node.partbound is not None:
+            for rv in node.inhRelations or ():
+                parent = _rv(rv)
+                if parent is not None:
+                    reason = f"partition of {parent} created by the change"
+                    out.append(Implicit(table, parent, AccessKind.WRITE, reason))
+    elif isinstance(node, ast.AlterTableStmt):
+        table = _rv(node.relation)
+    if table is not None:
+        for constraint in _ForeignKeys.of(node):
+            parent = _rv(constraint.pktable)
+            if parent is not None:
+                reason = f"foreign-key parent of {table}, read by its check"
+                out.append(Implicit(parent, table, AccessKind.READ, reason))
+    return tuple(dict.fromkeys(out))
+
+
+class _ForeignKeys(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[ast.Constraint] = []
+
+    def visit_Constraint(self, _ancestors: Any, node: ast.Constraint) -> None:
+        if node.contype == enums.ConstrType.CONSTR_FOREIGN and node.pktable is not None:
+            self.found.append(node)
+
+    @classmethod
+    def of(cls, node: Any) -> list[ast.Constraint]:
+        visitor = cls()
+        visitor(node)
+        return visitor.found
 
 
 def _type_text(node: Any) -> str:

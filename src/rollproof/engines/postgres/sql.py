@@ -76,6 +76,16 @@ def parse_one(statement: str) -> ast.Node | None:
     return stmt if isinstance(stmt, ast.Node) else None
 
 
+def parse_error(statement: str) -> str | None:
+    """PostgreSQL's parser's own complaint about `statement` (`syntax error at or near "x"`),
+    or None when it reads."""
+    try:
+        parse_sql(statement)
+    except ParseError as e:
+        return str(e.args[0]) if e.args else str(e)
+    return None
+
+
 def _defelem_names(options: Any) -> set[str]:
     return {str(o.defname) for o in options or () if isinstance(o, ast.DefElem)}
 

@@ -1,0 +1,90 @@
+-- One statement per entry, separated by lines of `-- ---`. From SQLite's "SQL As Understood By SQLite".
+CREATE TABLE t1 (a INTEGER PRIMARY KEY, b TEXT UNIQUE NOT NULL, c REAL DEFAULT 0 CHECK (c >= 0))
+-- ---
+CREATE TABLE IF NOT EXISTS t2 (a TEXT PRIMARY KEY, b INT) WITHOUT ROWID
+-- ---
+CREATE TABLE t3 (a INT, b INT GENERATED ALWAYS AS (a * 2) VIRTUAL, c INT AS (a + 1) STORED)
+-- ---
+CREATE TABLE t4 (a INT, b TEXT) STRICT
+-- ---
+CREATE TEMP TABLE scratch (x)
+-- ---
+CREATE TABLE t5 AS SELECT * FROM t1
+-- ---
+CREATE TABLE t6 (id INTEGER PRIMARY KEY, p INT REFERENCES t1(a) ON DELETE CASCADE)
+-- ---
+CREATE UNIQUE INDEX IF NOT EXISTS ix1 ON t1 (b) WHERE b IS NOT NULL
+-- ---
+CREATE INDEX ix2 ON t1 (lower(b), c DESC)
+-- ---
+CREATE VIEW v1 AS SELECT a, b FROM t1 WHERE c > 0
+-- ---
+CREATE TEMP VIEW v2 AS SELECT 1
+-- ---
+CREATE TRIGGER tr1 AFTER INSERT ON t1 BEGIN INSERT INTO t5 VALUES (new.a, new.b, new.c); END
+-- ---
+CREATE TRIGGER IF NOT EXISTS tr2 BEFORE UPDATE OF b ON t1 FOR EACH ROW WHEN new.b IS NULL BEGIN SELECT RAISE(ABORT, 'no'); END
+-- ---
+CREATE VIRTUAL TABLE ft USING fts5(body)
+-- ---
+ALTER TABLE t1 RENAME TO t1_old
+-- ---
+ALTER TABLE t1 RENAME COLUMN b TO b2
+-- ---
+ALTER TABLE t1 ADD COLUMN d TEXT DEFAULT 'x'
+-- ---
+ALTER TABLE t1 DROP COLUMN c
+-- ---
+DROP TABLE IF EXISTS t5
+-- ---
+DROP INDEX ix1
+-- ---
+DROP VIEW IF EXISTS v1
+-- ---
+DROP TRIGGER tr1
+-- ---
+ANALYZE
+-- ---
+ANALYZE t1
+-- ---
+ANALYZE main
+-- ---
+VACUUM
+-- ---
+VACUUM INTO 'copy.db'
+-- ---
+REINDEX t1
+-- ---
+REINDEX
+-- ---
+INSERT INTO t1 (a, b) VALUES (1, 'x') ON CONFLICT (a) DO UPDATE SET b = excluded.b
+-- ---
+INSERT OR IGNORE INTO t1 DEFAULT VALUES
+-- ---
+REPLACE INTO t1 (a, b) VALUES (2, 'y')
+-- ---
+UPDATE t1 SET b = 'z' WHERE a IN (SELECT a FROM t6)
+-- ---
+DELETE FROM t1 WHERE a > 10
+-- ---
+WITH r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) INSERT INTO t6 (id) SELECT n FROM r
+-- ---
+SELECT * FROM t1 JOIN t6 ON t6.p = t1.a
+-- ---
+EXPLAIN QUERY PLAN SELECT * FROM t1
+-- ---
+PRAGMA foreign_keys = ON
+-- ---
+PRAGMA table_info(t1)
+-- ---
+BEGIN IMMEDIATE
+-- ---
+SAVEPOINT sp
+-- ---
+RELEASE SAVEPOINT sp
+-- ---
+COMMIT
+-- ---
+ATTACH DATABASE 'other.db' AS other
+-- ---
+DETACH DATABASE other
