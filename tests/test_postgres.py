@@ -11,6 +11,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -476,31 +477,44 @@ def test_sorted_rows_order_is_total_on_the_printed_text(
         assert forward.tables[name].digest != twice.tables[name].digest, f"{type_}: {a} {b}"
 
 
-def test_roles_the_source_uses_come_across(
-    pg_servers: Servers, pg_source: MakeSource, make_pg_change: MakePgChange
-) -> None:
+@pytest.fixture(name="owner_role")
+def owner_role_fixture(pg_servers: Servers) -> Iterator[str]:
+    """A role on the source cluster, dropped (on both servers) only after the source databases
+    that use it: requested before `pg_source`, it is torn down after it."""
     role = f"rp_owner_{secrets.token_hex(3)}"
     with admin(pg_servers.source) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
-    try:
-        dsn = pg_source(SMALL + f"ALTER TABLE notes OWNER TO {role};")
-        change = make_pg_change(
-            "INSERT INTO notes VALUES ('c');",
-            "DELETE FROM notes WHERE body = 'c';",
-            surfaces='writes = ["notes"]\n',
-        )
-        result = rehearse(change, dsn, scratch=pg_servers.scratch, legs=[LegName.REVERT])
-        assert result.overall is Verdict.PASS
-        check = next(c for c in result.isolation.checks if c.name == "clone-matches-source")
-        assert check.holds is True
-        assert "roles created on the scratch server as NOLOGIN" in check.evidence
-        assert role in check.evidence
-        with admin(dsn) as conn:
-            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO postgres").format(sql.Identifier(role)))
-    finally:
-        for server in (pg_servers.source, pg_servers.scratch):
-            with admin(server) as conn:
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN CREATEDB").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(role)))
+    yield role
+    for server in (pg_servers.source, pg_servers.scratch):
+        with admin(server) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_roles_the_source_uses_come_across(
+    pg_servers: Servers, owner_role: str, pg_source: MakeSource, make_pg_change: MakePgChange
+) -> None:
+    role = owner_role
+    dsn = pg_source(SMALL + f"ALTER TABLE notes OWNER TO {role};")
+    change = make_pg_change(
+        "INSERT INTO notes VALUES ('c');",
+        "DELETE FROM notes WHERE body = 'c';",
+        surfaces='writes = ["notes"]\n',
+    )
+    result = rehearse(change, dsn, scratch=pg_servers.scratch, legs=[LegName.REVERT])
+    assert result.overall is Verdict.PASS
+    check = next(c for c in result.isolation.checks if c.name == "clone-matches-source")
+    assert check.holds is True
+    assert "roles created on the scratch server as NOLOGIN" in check.evidence
+    assert role in check.evidence
+    # Attributes and memberships come across; LOGIN and passwords never do.
+    with admin(pg_servers.scratch) as conn:
+        row = conn.execute(
+            "SELECT rolcanlogin, rolcreatedb, pg_has_role(rolname, 'pg_read_all_stats', "
+            "'MEMBER') FROM pg_roles WHERE rolname = %s",
+            (role,),
+        ).fetchone()
+    assert row == (False, True, True)
 
 
 def test_planted_password_appears_nowhere(

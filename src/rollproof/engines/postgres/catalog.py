@@ -23,7 +23,62 @@ def not_extension_member(catalog: str, oid: str) -> str:
     )
 
 
-COLUMNS = """
+def acl(acl_expr: str, kind: str, owner_expr: str) -> str:
+    """An ACL as a JSON array of [grantee, privilege, grantor, grantable], roles by NAME.
+
+    A NULL ACL is the object kind's default (`acldefault`): `REVOKE ALL ... FROM PUBLIC`
+    followed by the matching GRANT makes the default explicit without changing anything.
+    PUBLIC is the grantee 0.
+    """
+    default = (
+        f"pg_catalog.acldefault('{kind}', {owner_expr})" if kind else "'{}'::pg_catalog.aclitem[]"
+    )
+    return (
+        "(SELECT coalesce(json_agg(json_build_array("
+        "CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END, "
+        "x.privilege_type, pg_catalog.pg_get_userbyid(x.grantor), x.is_grantable) "
+        "ORDER BY x.grantee, x.privilege_type, x.grantor), '[]'::json) "
+        f"FROM pg_catalog.aclexplode(coalesce({acl_expr}, {default})) x)"
+    )
+
+
+def labels(catalog: str, oid: str, subid: str = "0") -> str:
+    """Security labels (every provider) on one object, as [[provider, label], ...]."""
+    return (
+        "(SELECT json_agg(json_build_array(sl.provider, sl.label) ORDER BY sl.provider) "
+        "FROM pg_catalog.pg_seclabel sl "
+        f"WHERE sl.classoid = '{catalog}'::pg_catalog.regclass AND sl.objoid = {oid} "
+        f"AND sl.objsubid = {subid})"
+    )
+
+
+def comment(catalog: str, oid: str, subid: str = "0") -> str:
+    return (
+        "(SELECT d.description FROM pg_catalog.pg_description d "
+        f"WHERE d.classoid = '{catalog}'::pg_catalog.regclass AND d.objoid = {oid} "
+        f"AND d.objsubid = {subid})"
+    )
+
+
+def meta(
+    catalog: str, oid: str, owner: str | None = None, acl_expr: str | None = None, kind: str = ""
+) -> str:
+    """json_build_object pairs every object carries: its identity for the privilege mask
+    (`_id`, stripped before hashing), owner and ACL by role name, comment, security labels."""
+    parts = [
+        f"'_id', '{catalog}:' || {oid}",
+        f"'comment', {comment(catalog, oid)}",
+        f"'labels', {labels(catalog, oid)}",
+    ]
+    if owner is not None:
+        parts.append(f"'owner', pg_catalog.pg_get_userbyid({owner})")
+    if acl_expr is not None:
+        assert owner is not None
+        parts.append(f"'acl', {acl(acl_expr, kind, owner)}")
+    return ", ".join(parts)
+
+
+COLUMNS = f"""
 SELECT coalesce(json_agg(json_build_object(
     'name', a.attname,
     'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
@@ -33,7 +88,16 @@ SELECT coalesce(json_agg(json_build_object(
     'generated', a.attgenerated,
     'collation', CASE WHEN a.attcollation <> t.typcollation
                       THEN (SELECT collname FROM pg_catalog.pg_collation
-                            WHERE oid = a.attcollation) END
+                            WHERE oid = a.attcollation) END,
+    'storage', a.attstorage,
+    'compression', a.attcompression,
+    'statistics', a.attstattarget,
+    'options', a.attoptions,
+    'fdw_options', a.attfdwoptions,
+    '_id', 'pg_class:' || c.oid || ':' || a.attnum,
+    'acl', {acl("a.attacl", "c", "c.relowner")},
+    'comment', {comment("pg_class", "c.oid", "a.attnum")},
+    'labels', {labels("pg_class", "c.oid", "a.attnum")}
 ) ORDER BY a.attnum), '[]'::json)
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
@@ -47,10 +111,21 @@ SELECT {NAME.format("c.relname")} AS name, json_build_object(
     'kind', c.relkind,
     'persistence', c.relpersistence,
     'columns', ({COLUMNS}),
-    'constraints', (SELECT coalesce(json_agg(json_build_array(
-            co.conname, co.contype, pg_catalog.pg_get_constraintdef(co.oid, true))
+    'constraints', (SELECT coalesce(json_agg(json_build_object(
+            'name', co.conname, 'kind', co.contype,
+            'definition', pg_catalog.pg_get_constraintdef(co.oid, true),
+            'validated', co.convalidated, 'no_inherit', co.connoinherit,
+            {meta("pg_constraint", "co.oid")})
             ORDER BY co.conname), '[]'::json)
         FROM pg_catalog.pg_constraint co WHERE co.conrelid = c.oid),
+    'replica_identity', c.relreplident,
+    'access_method', (SELECT amname FROM pg_catalog.pg_am WHERE oid = c.relam),
+    'of_type', CASE WHEN c.reloftype <> 0 THEN c.reloftype::pg_catalog.regtype::text END,
+    'foreign', (SELECT json_build_array(fs.srvname, ft.ftoptions)
+        FROM pg_catalog.pg_foreign_table ft
+        JOIN pg_catalog.pg_foreign_server fs ON fs.oid = ft.ftserver
+        WHERE ft.ftrelid = c.oid),
+    {meta("pg_class", "c.oid", "c.relowner", "c.relacl", "r")},
     'partition_key', CASE WHEN c.relkind = 'p'
         THEN pg_catalog.pg_get_partkeydef(c.oid) END,
     'partition_bound', pg_catalog.pg_get_expr(c.relpartbound, c.oid),
@@ -59,12 +134,18 @@ SELECT {NAME.format("c.relname")} AS name, json_build_object(
         FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid),
     'options', c.reloptions,
     'row_security', json_build_array(c.relrowsecurity, c.relforcerowsecurity),
-    'policies', (SELECT coalesce(json_agg(json_build_array(p.polname, p.polcmd,
-            p.polpermissive, pg_catalog.pg_get_expr(p.polqual, p.polrelid),
-            pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)) ORDER BY p.polname), '[]'::json)
+    'policies', (SELECT coalesce(json_agg(json_build_object('name', p.polname,
+            'command', p.polcmd, 'permissive', p.polpermissive,
+            'roles', (SELECT json_agg(CASE WHEN r = 0 THEN 'PUBLIC'
+                          ELSE pg_catalog.pg_get_userbyid(r) END ORDER BY 1)
+                      FROM pg_catalog.unnest(p.polroles) AS r),
+            'using', pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+            'with_check', pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid),
+            {meta("pg_policy", "p.oid")}) ORDER BY p.polname), '[]'::json)
         FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid),
-    'rules', (SELECT coalesce(json_agg(pg_catalog.pg_get_ruledef(r.oid, true)
-            ORDER BY r.rulename), '[]'::json)
+    'rules', (SELECT coalesce(json_agg(json_build_object('name', r.rulename,
+            'definition', pg_catalog.pg_get_ruledef(r.oid, true), 'enabled', r.ev_enabled,
+            {meta("pg_rewrite", "r.oid")}) ORDER BY r.rulename), '[]'::json)
         FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN')
 )::text AS description,
 c.relkind, c.relispopulated, n.nspname, c.relname,
@@ -80,7 +161,13 @@ SELECT {NAME.format("c.relname")}, json_build_object(
     'type', 'view', 'kind', c.relkind,
     'definition', pg_catalog.pg_get_viewdef(c.oid, true),
     'columns', ({COLUMNS}),
-    'options', c.reloptions
+    'options', c.reloptions,
+    'access_method', (SELECT amname FROM pg_catalog.pg_am WHERE oid = c.relam),
+    'rules', (SELECT coalesce(json_agg(json_build_object('name', r.rulename,
+            'definition', pg_catalog.pg_get_ruledef(r.oid, true), 'enabled', r.ev_enabled,
+            {meta("pg_rewrite", "r.oid")}) ORDER BY r.rulename), '[]'::json)
+        FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN'),
+    {meta("pg_class", "c.oid", "c.relowner", "c.relacl", "r")}
 )::text, c.relkind, c.relispopulated, n.nspname, c.relname,
 coalesce(pg_catalog.pg_table_size(c.oid), 0)
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -94,6 +181,12 @@ SELECT {NAME.format("c.relname")}, json_build_object(
     'table', {NAME.format("t.relname")},
     'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
     'valid', i.indisvalid,
+    'clustered', i.indisclustered,
+    'replica_identity', i.indisreplident,
+    'options', c.reloptions,
+    'statistics', (SELECT json_agg(a.attstattarget ORDER BY a.attnum)
+        FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0),
+    {meta("pg_class", "c.oid")},
     'constraint', (SELECT co.conname FROM pg_catalog.pg_constraint co
                    WHERE co.conindid = i.indexrelid AND co.conrelid = i.indrelid LIMIT 1)
 )::text
@@ -110,7 +203,8 @@ SELECT tg.tgname, json_build_object(
     'type', 'trigger',
     'table', {NAME.format("c.relname")},
     'definition', pg_catalog.pg_get_triggerdef(tg.oid, true),
-    'enabled', tg.tgenabled
+    'enabled', tg.tgenabled,
+    {meta("pg_trigger", "tg.oid")}
 )::text
 FROM pg_catalog.pg_trigger tg
 JOIN pg_catalog.pg_class c ON c.oid = tg.tgrelid
@@ -126,7 +220,8 @@ SELECT {NAME.format("c.relname")}, json_build_object(
     'start', s.seqstart, 'increment', s.seqincrement,
     'min', s.seqmin, 'max', s.seqmax, 'cache', s.seqcache, 'cycle', s.seqcycle,
     'persistence', c.relpersistence,
-    'owned_by', o.owner
+    'owned_by', o.owner,
+    {meta("pg_class", "c.oid", "c.relowner", "c.relacl", "s")}
 )::text, n.nspname, c.relname, s.seqincrement, o.owner_table, o.owner, o.attnum
 FROM pg_catalog.pg_sequence s
 JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
@@ -160,7 +255,8 @@ json_build_object(
         SELECT json_build_array(ag.aggkind, ag.aggtransfn::text, ag.aggfinalfn::text,
             ag.aggcombinefn::text, pg_catalog.format_type(ag.aggtranstype, NULL),
             ag.agginitval, pg_catalog.pg_get_function_result(p.oid))
-        FROM pg_catalog.pg_aggregate ag WHERE ag.aggfnoid = p.oid) END
+        FROM pg_catalog.pg_aggregate ag WHERE ag.aggfnoid = p.oid) END,
+    {meta("pg_proc", "p.oid", "p.proowner", "p.proacl", "f")}
 )::text
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE {USER_NS} AND {not_extension_member("pg_proc", "p.oid")}
@@ -177,8 +273,10 @@ SELECT {NAME.format("t.typname")}, json_build_object(
                  THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) END,
     'notnull', t.typnotnull,
     'default', t.typdefault,
-    'constraints', (SELECT coalesce(json_agg(json_build_array(co.conname,
-            pg_catalog.pg_get_constraintdef(co.oid, true)) ORDER BY co.conname), '[]'::json)
+    'constraints', (SELECT coalesce(json_agg(json_build_object('name', co.conname,
+            'definition', pg_catalog.pg_get_constraintdef(co.oid, true),
+            'validated', co.convalidated, {meta("pg_constraint", "co.oid")})
+            ORDER BY co.conname), '[]'::json)
         FROM pg_catalog.pg_constraint co WHERE co.contypid = t.oid),
     'attributes', CASE WHEN t.typtype = 'c' THEN (
         SELECT json_agg(json_build_array(a.attname,
@@ -188,7 +286,8 @@ SELECT {NAME.format("t.typname")}, json_build_object(
     'range', CASE WHEN t.typtype = 'r' THEN (
         SELECT json_build_array(pg_catalog.format_type(r.rngsubtype, NULL),
             r.rngsubopc::text, r.rngcanonical::text, r.rngsubdiff::text)
-        FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid) END
+        FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid) END,
+    {meta("pg_type", "t.oid", "t.typowner", "t.typacl", "T")}
 )::text
 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
 WHERE {USER_NS} AND t.typtype IN ('e', 'd', 'c', 'r')
@@ -197,27 +296,152 @@ AND {not_extension_member("pg_type", "t.oid")}
 ORDER BY 1
 """
 
-EXTENSIONS = """
+EXTENSIONS = f"""
 SELECT e.extname, json_build_object('type', 'extension', 'version', e.extversion,
-    'schema', n.nspname)::text
+    'schema', n.nspname, 'relocatable', e.extrelocatable, {meta("pg_extension", "e.oid")})::text
 FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
 ORDER BY 1
 """
 
 SCHEMAS = f"""
-SELECT n.nspname, json_build_object('type', 'schema')::text
+SELECT n.nspname, json_build_object('type', 'schema',
+    {meta("pg_namespace", "n.oid", "n.nspowner", "n.nspacl", "n")})::text
 FROM pg_catalog.pg_namespace n
 WHERE {USER_NS} AND {not_extension_member("pg_namespace", "n.oid")}
 ORDER BY 1
 """
 
-COMMENTS = f"""
-SELECT {NAME.format("c.relname")}, d.objsubid, d.description
-FROM pg_catalog.pg_description d
-JOIN pg_catalog.pg_class c ON d.classoid = 'pg_class'::pg_catalog.regclass AND d.objoid = c.oid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE {USER_NS}
-ORDER BY 1, 2
+# Every other kind of object pg_dump writes for a database, by catalog: (catalog, owner
+# column, ACL column, ACL kind for acldefault, extra description). Their identity is the
+# server's own (`pg_identify_object`: type and schema-qualified identity); their description is
+# the catalog row without OID-valued columns (which differ between a source and its restored
+# clone), the references those held rendered as names, owner, ACL, comment and security labels.
+# Built-in objects (OIDs below 16384, FirstNormalObjectId) and extension members are left out.
+_OTHER_KINDS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
+    ("pg_collation", "collowner", None, "", "NULL"),
+    (
+        "pg_conversion",
+        "conowner",
+        None,
+        "",
+        "json_build_array(x.conproc::pg_catalog.regprocedure::text)",
+    ),
+    (
+        "pg_operator",
+        "oprowner",
+        None,
+        "",
+        "json_build_array(x.oprcode::pg_catalog.regprocedure::text, x.oprrest::text, "
+        "x.oprjoin::text, x.oprcom::pg_catalog.regoperator::text, "
+        "x.oprnegate::pg_catalog.regoperator::text)",
+    ),
+    ("pg_opclass", "opcowner", None, "", "NULL"),
+    ("pg_opfamily", "opfowner", None, "", "NULL"),
+    ("pg_am", None, None, "", "json_build_array(x.amhandler::text)"),
+    ("pg_cast", None, None, "", "json_build_array(x.castfunc::pg_catalog.regprocedure::text)"),
+    (
+        "pg_language",
+        "lanowner",
+        "lanacl",
+        "l",
+        "json_build_array(x.lanplcallfoid::text, x.laninline::text, x.lanvalidator::text)",
+    ),
+    (
+        "pg_ts_config",
+        "cfgowner",
+        None,
+        "",
+        "(SELECT json_agg(json_build_array(m.maptokentype, m.mapseqno, "
+        "m.mapdict::pg_catalog.regdictionary::text) ORDER BY 1) "
+        "FROM pg_catalog.pg_ts_config_map m WHERE m.mapcfg = x.oid)",
+    ),
+    ("pg_ts_dict", "dictowner", None, "", "NULL"),
+    ("pg_ts_parser", None, None, "", "NULL"),
+    ("pg_ts_template", None, None, "", "NULL"),
+    (
+        "pg_foreign_data_wrapper",
+        "fdwowner",
+        "fdwacl",
+        "F",
+        "json_build_array(x.fdwhandler::text, x.fdwvalidator::text)",
+    ),
+    ("pg_foreign_server", "srvowner", "srvacl", "S", "NULL"),
+    (
+        "pg_event_trigger",
+        "evtowner",
+        None,
+        "",
+        "json_build_array(x.evtfoid::pg_catalog.regprocedure::text)",
+    ),
+    (
+        "pg_publication",
+        "pubowner",
+        None,
+        "",
+        "(SELECT json_agg(pg_catalog.to_jsonb(pt) - 'pubname' ORDER BY pt.schemaname, "
+        "pt.tablename) FROM pg_catalog.pg_publication_tables pt WHERE pt.pubname = x.pubname)",
+    ),
+    ("pg_transform", None, None, "", "NULL"),
+    (
+        "pg_statistic_ext",
+        "stxowner",
+        None,
+        "",
+        "json_build_array(pg_catalog.pg_get_statisticsobjdef(x.oid))",
+    ),
+    ("pg_largeobject_metadata", "lomowner", "lomacl", "L", "NULL"),
+    ("pg_default_acl", None, "defaclacl", "", "NULL"),
+)
+
+_OID_COLUMNS = (
+    "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = '{0}'::pg_catalog.regclass "
+    "AND atttypid IN ('pg_catalog.oid'::pg_catalog.regtype, "
+    "'pg_catalog.regproc'::pg_catalog.regtype, 'pg_catalog.oidvector'::pg_catalog.regtype, "
+    "'pg_catalog.aclitem[]'::pg_catalog.regtype, 'pg_catalog.pg_node_tree'::pg_catalog.regtype)"
+)
+
+
+def _other(catalog: str, owner: str | None, acl_col: str | None, kind: str, extra: str) -> str:
+    # A large object's rows live in pg_largeobject_metadata; it is addressed as pg_largeobject.
+    classid = "pg_largeobject" if catalog == "pg_largeobject_metadata" else catalog
+    # No large object is built in, and their OIDs may be chosen (lo_create(4242)).
+    builtin_excluded = "true" if classid == "pg_largeobject" else "x.oid >= 16384"
+    row = (
+        "(SELECT pg_catalog.jsonb_object_agg(e.key, e.value) "
+        "FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(x)) e "
+        # A collation's version is its library's, not the database's.
+        f"WHERE e.key <> 'collversion' AND e.key NOT IN ({_OID_COLUMNS.format(catalog)}))"
+    )
+    owner_expr = f"x.{owner}" if owner else "NULL::pg_catalog.oid"
+    if acl_col is None:
+        acl_json = "NULL::json"
+    elif kind:
+        acl_json = acl(f"x.{acl_col}", kind, owner_expr)
+    else:
+        acl_json = acl(f"x.{acl_col}", "", owner_expr)
+    return (
+        f"SELECT '{classid}'::pg_catalog.regclass AS classid, x.oid AS objid, "
+        f"{owner_expr} AS owner, {acl_json} AS acl, {row} AS row, {extra}::json AS extra "
+        f"FROM pg_catalog.{catalog} x WHERE {builtin_excluded} "
+        f"AND {not_extension_member(classid, 'x.oid')}"
+    )
+
+
+OTHER_OBJECTS = f"""
+SELECT o.type || ':' || o.identity, json_build_object(
+    'type', o.type, 'row', u.row, 'references', u.extra,
+    '_id', u.classid::text || ':' || u.objid,
+    'owner', pg_catalog.pg_get_userbyid(u.owner), 'acl', u.acl,
+    'comment', (SELECT d.description FROM pg_catalog.pg_description d
+                WHERE d.classoid = u.classid AND d.objoid = u.objid AND d.objsubid = 0),
+    'labels', (SELECT json_agg(json_build_array(sl.provider, sl.label) ORDER BY sl.provider)
+               FROM pg_catalog.pg_seclabel sl
+               WHERE sl.classoid = u.classid AND sl.objoid = u.objid AND sl.objsubid = 0)
+)::text
+FROM ({" UNION ALL ".join(_other(*k) for k in _OTHER_KINDS)}) u
+CROSS JOIN LATERAL pg_catalog.pg_identify_object(u.classid, u.objid, 0) o
+WHERE o.schema IS NULL OR o.schema NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1
 """
 
 PRIMARY_KEY = """

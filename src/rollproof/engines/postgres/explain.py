@@ -7,11 +7,19 @@ ordered by the key's text under `COLLATE "C"` (byte order, which is Python's cod
 for UTF-8), and the two streams are merged: memory stays bounded whatever the table's size.
 Explanations never decide a verdict (the fingerprints do); a table that cannot be explained
 keeps its digest-level summary and says why.
+
+A schema object that differs is explained from its two descriptions (the same ones the
+fingerprint hashed, read through the same privilege masks): each attribute that differs, as
+`detail.attributes` ({object, attribute, old, new}) and as a sentence a person can act on
+(`table customer: GRANT UPDATE TO reporting not revoked`, `index items_name: definition ... ->
+... WHERE (status = 'open'::text)`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -117,13 +125,134 @@ def _explain_table(
     return f"table {table}: " + ("; ".join(parts) or "content differs"), detail
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NESTED = {"columns": "column", "constraints": "constraint", "policies": "policy", "rules": "rule"}
+_ATTRIBUTE_LIMIT = 1000
+
+
+def _shown(value: Any) -> str | None:
+    """A value as the report shows it: text as itself, anything else as JSON; 4096 chars."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    text = _CONTROL.sub("?", text)
+    return text if len(text) <= 4096 else text[:4093] + "..."
+
+
+def _label(text: str) -> str:
+    text = _NAME_CONTROL.sub(" ", text) or "?"
+    return text if len(text) <= 1024 else text[:1021] + "..."
+
+
+def _privilege(item: Sequence[Any]) -> str:
+    grantee, privilege, grantor, grantable = item
+    text = f"GRANT {privilege} TO {grantee}"
+    if grantable:
+        text += " WITH GRANT OPTION"
+    return f"{text} (granted by {grantor})"
+
+
+def _diff(label: str, old: Any, new: Any, out: list[tuple[str, str, Any, Any, str | None]]) -> None:
+    """Append (object, attribute, old, new, sentence) for every attribute that differs."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        if old != new:
+            out.append((label, "definition", old, new, None))
+        return
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "acl" and isinstance(a, list | None) and isinstance(b, list | None):
+            was = {tuple(i) for i in a or []}
+            now = {tuple(i) for i in b or []}
+            for item in sorted(now - was):
+                grant = _privilege(item)
+                out.append((label, "privilege", None, grant, f"{grant.split(' (')[0]} not revoked"))
+            for item in sorted(was - now):
+                grant = _privilege(item)
+                out.append(
+                    (label, "privilege", grant, None, f"{grant.split(' (')[0]} lost (not restored)")
+                )
+        elif key in _NESTED and isinstance(a, list | None) and isinstance(b, list | None):
+            kind = _NESTED[key]
+            by_a = {str(x.get("name")): x for x in a or [] if isinstance(x, dict)}
+            by_b = {str(x.get("name")): x for x in b or [] if isinstance(x, dict)}
+            for name in sorted(set(by_a) | set(by_b)):
+                inner = f"{label} {kind} {name}"
+                if name not in by_a:
+                    out.append((label, kind, None, name, f"{kind} {name} added"))
+                elif name not in by_b:
+                    out.append((label, kind, name, None, f"{kind} {name} removed"))
+                else:
+                    _diff(inner, by_a[name], by_b[name], out)
+            if [x.get("name") for x in a or [] if isinstance(x, dict)] != [
+                x.get("name") for x in b or [] if isinstance(x, dict)
+            ] and set(by_a) == set(by_b):
+                out.append((label, f"{key} order", None, None, f"{key} reordered"))
+        else:
+            out.append((label, key, a, b, None))
+
+
+def _sentence(obj: str, attribute: str, old: Any, new: Any, said: str | None) -> str:
+    if said is not None:
+        return f"{obj}: {said}"
+    if attribute == "comment":
+        if old is None:
+            return f"{obj}: comment {_shown(new)!r} added"
+        if new is None:
+            return f"{obj}: comment {_shown(old)!r} removed"
+    return f"{obj}: {attribute} {_shown(old)} -> {_shown(new)}"
+
+
+def explain_schema(
+    key: str, before: Sequence[Any] | None, now: Sequence[Any] | None
+) -> tuple[str, list[dict[str, str | None]]]:
+    """The sentence and the attribute changes for schema object `key` (`kind:name`)."""
+    kind, _, name = key.partition(":")
+    label = f"{kind.replace('_', ' ')} {name}"
+    if before is None or now is None:
+        what = "added" if before is None else "removed"
+        return f"{label} {what}", [
+            {
+                "object": _label(label),
+                "attribute": "existence",
+                "old": None if before is None else "exists",
+                "new": None if now is None else "exists",
+            }
+        ]
+    changes: list[tuple[str, str, Any, Any, str | None]] = []
+    if len(before) == len(now):
+        for i, (a, b) in enumerate(zip(before, now, strict=True)):
+            part = label if i == 0 else f"{label} ({(b or a).get('type', 'part')})"
+            _diff(part, a, b, changes)
+    else:
+        changes.append((label, "definition", before, now, None))
+    attributes = [
+        {"object": _label(o), "attribute": _label(attr), "old": _shown(a), "new": _shown(b)}
+        for o, attr, a, b, _said in changes[:_ATTRIBUTE_LIMIT]
+    ]
+    sentences = [_sentence(o, attr, a, b, said) for o, attr, a, b, said in changes]
+    return "; ".join(sentences) or f"schema object {key} changed", attributes
+
+
 def explain_differences(
     before: psycopg.Connection[Any],
     now: psycopg.Connection[Any],
     differences: Sequence[Difference],
+    schema: tuple[Mapping[str, Sequence[Any]], Mapping[str, Sequence[Any]]] | None = None,
 ) -> list[Difference]:
+    """Row-level detail for tables, attribute-level detail for schema objects (`schema`: the
+    descriptions of both sides, as fingerprint.describe_schema gives them)."""
     out = []
     for d in differences:
+        if schema is not None and d.component.startswith("schema:"):
+            key = d.component.split(":", 1)[1]
+            summary, attributes = explain_schema(key, schema[0].get(key), schema[1].get(key))
+            out.append(
+                Difference(d.component, d.kind, summary, {**d.detail, "attributes": attributes})
+            )
+            continue
         if d.component.startswith("table:") and d.kind == "changed":
             try:
                 summary, detail = _explain_table(before, now, d.component.split(":", 1)[1])

@@ -73,21 +73,13 @@ Performance (measured on 2 CPUs with bench/pg.py's 1M-row data: 400k rows with a
 * Tables handed out largest first, and read while the rest of the schema is: the sessions end
   together.
 
-Measured and dropped:
-
-* `ORDER BY (ROW(...)::text) COLLATE "C"`, or the row as one `format('%L,...')` string: the
-  server spends 0.39 s on record_out alone, and sorting 400k long strings took 0.85 s.
-* Per-row digests computed and sorted by the client: the same 0.65 CPU s as the server's, and
-  memory grows with the table.
-* One keyed table split into two key ranges read at once on 2 CPUs: 0.33 s against 0.28 s.
-* A fixed `work_mem` (8, 16, 64 MB against the default 4 MB): within noise end to end.
-* More sessions than CPUs (3 on 2): no change.
-* `COPY (FORMAT binary)`: each type's send function is not a portable canonical form.
+What was measured and dropped is listed in docs/BENCHMARKS.md (PostgreSQL fingerprint).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import threading
 from collections.abc import Callable
@@ -100,6 +92,7 @@ from rollproof.core.canonical import canonical_json, content_hasher, content_tag
 from rollproof.core.fingerprint import Fingerprint, Reuse, TableDigest
 from rollproof.engines.postgres import catalog
 from rollproof.engines.postgres.conn import quote_ident
+from rollproof.engines.postgres.privileges import PrivilegeMask, State, masked
 
 ENGINE = "postgresql"
 
@@ -177,6 +170,35 @@ class Column(NamedTuple):
         # composites, domains, types with no btree opclass): its rendered text, which is what
         # the type's output function gives COPY, NULLs apart.
         return [f"{self.ref} IS NULL", f"pg_catalog.format('%s', {self.ref}) USING ~<~"]
+
+
+def privilege_state(conn: psycopg.Connection[Any]) -> State:
+    """Owner and ACL of every object the fingerprint describes, unmasked (for PrivilegeMask)."""
+    state: State = {}
+
+    def walk(doc: Any) -> None:
+        if isinstance(doc, list):
+            for x in doc:
+                walk(x)
+            return
+        if not isinstance(doc, dict):
+            return
+        ident = doc.get("_id")
+        if isinstance(ident, str) and ("owner" in doc or "acl" in doc):
+            owner = doc.get("owner")
+            items = doc.get("acl")
+            state[ident] = (
+                owner if isinstance(owner, str) else None,
+                None
+                if not isinstance(items, list)
+                else frozenset((str(g), str(p), str(gr), bool(o)) for g, p, gr, o in items),
+            )
+        for value in doc.values():
+            walk(value)
+
+    for docs in describe_schema(conn, None, raw=True).values():
+        walk(docs)
+    return state
 
 
 def counter_name(sequence: str, owner_table: str | None, owner: str | None, first: bool) -> str:
@@ -409,6 +431,7 @@ def fingerprint_connection(
     more: Connect | None = None,
     jobs: int = 1,
     reuse: Reuse | None = None,
+    mask: PrivilegeMask | None = None,
 ) -> Fingerprint:
     """Fingerprint the database `conn` is connected to (it may be inside a transaction).
 
@@ -416,20 +439,12 @@ def fingerprint_connection(
     starting as soon as they are listed; the rest of the schema and the sequences are read on
     `conn` meanwhile. With `reuse`, a table not in `reuse.written` whose schema object is
     unchanged takes its digest from `reuse.base` (the caller vouches that nothing else can
-    have changed it: see PostgresSession.fingerprint_clone).
+    have changed it: see PostgresSession.fingerprint_clone). `mask` shows owners and
+    privileges as they were before rollproof's own setup on a clone (PrivilegeMask).
     """
     prepare_session(conn)
-    objects: dict[str, str] = {}
-    texts: dict[str, str] = {}
-
-    def add(kind: str, name: str, description: str) -> None:
-        key = f"{kind}:{name}"
-        # Trigger names are per table and functions overload: same-named ones fold together,
-        # in the deterministic order their queries return them.
-        if key in objects:
-            description = f"{texts[key]}\n{description}"
-        texts[key] = description
-        objects[key] = digest_json(description)
+    docs: dict[str, list[Any]] = {}
+    add = _adder(docs, mask)
 
     tables: list[tuple[str, str, str]] = []
     sizes: dict[str, int] = {}
@@ -464,7 +479,7 @@ def fingerprint_connection(
     if more is not None and jobs > 1 and len(tables) > 1:
         reader = _TableReader(tables, progress, more, jobs)
     try:
-        sequences, ddl_text = _rest_of_schema(conn, add, texts)
+        sequences = _rest_of_schema(conn, add)
     except BaseException:
         if reader is not None:
             reader.stop()
@@ -477,6 +492,8 @@ def fingerprint_connection(
             digests[name] = table_digest(conn, name, schema, relname)
             if progress is not None:
                 progress(f"fingerprinted table {name} ({i}/{len(tables)})")
+    objects = {key: digest_json(value) for key, value in docs.items()}
+    ddl_text = digest_json({"objects": dict(sorted(docs.items()))})
     for name, schema, relname in deferred:
         assert reuse is not None
         key = f"table:{name}"
@@ -495,12 +512,54 @@ def fingerprint_connection(
     )
 
 
-def _rest_of_schema(
-    conn: psycopg.Connection[Any],
-    add: Callable[[str, str, str], None],
-    texts: dict[str, str],
-) -> tuple[list[tuple[str, str, str, int]], str]:
-    """Every schema object after tables and views; the sequences to read; the DDL digest."""
+Add = Callable[[str, str, str], None]
+
+
+def _number(text: str) -> int | str:
+    # Canonical JSON holds integers up to 2**53 exactly; a bigint sequence bound is kept as text.
+    value = int(text)
+    return value if abs(value) < 2**53 else text
+
+
+def _load(description: str) -> Any:
+    """A description the server built, as Python (numbers beyond JSON's exact range as text)."""
+    return json.loads(description, parse_int=_number, parse_float=str)
+
+
+def _adder(docs: dict[str, list[Any]], mask: PrivilegeMask | None) -> Add:
+    def add(kind: str, name: str, description: str) -> None:
+        # Trigger names are per table and functions overload: same-named ones fold together,
+        # in the deterministic order their queries return them.
+        docs.setdefault(f"{kind}:{name}", []).append(masked(_load(description), mask))
+
+    return add
+
+
+def _raw_adder(docs: dict[str, list[Any]]) -> Add:
+    def add(kind: str, name: str, description: str) -> None:
+        docs.setdefault(f"{kind}:{name}", []).append(_load(description))
+
+    return add
+
+
+def describe_schema(
+    conn: psycopg.Connection[Any], mask: PrivilegeMask | None, *, raw: bool = False
+) -> dict[str, list[Any]]:
+    """Every schema object's description, as hashed into `schema.objects` (each a list: objects
+    that share a key fold together). With `raw`, unmasked and with catalog identities kept."""
+    prepare_session(conn)
+    docs: dict[str, list[Any]] = {}
+    add = _raw_adder(docs) if raw else _adder(docs, mask)
+    for row in _rows(conn, catalog.TABLES):
+        add("table", str(row[0]), str(row[1]))
+    for row in _rows(conn, catalog.VIEWS):
+        add("view", str(row[0]), str(row[1]))
+    _rest_of_schema(conn, add)
+    return docs
+
+
+def _rest_of_schema(conn: psycopg.Connection[Any], add: Add) -> list[tuple[str, str, str, int]]:
+    """Every schema object after tables and views; the sequences to read."""
     for name, description in _rows(conn, catalog.INDEXES):
         add("index", name, description)
     for name, description in _rows(conn, catalog.TRIGGERS):
@@ -529,5 +588,7 @@ def _rest_of_schema(
         add("extension", name, description)
     for name, description in _rows(conn, catalog.SCHEMAS):
         add("schema", name, description)
-    comments = [list(r) for r in _rows(conn, catalog.COMMENTS)]
-    return sequences, digest_json({"objects": dict(sorted(texts.items())), "comments": comments})
+    for name, description in _rows(conn, catalog.OTHER_OBJECTS):
+        kind, _, identity = str(name).partition(":")
+        add(kind.replace(" ", "_"), identity, description)
+    return sequences

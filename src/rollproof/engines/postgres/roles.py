@@ -89,7 +89,12 @@ class Grants:
 
 _OBJECTS = """
 SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
-       c.relkind, n.nspname, c.relname
+       c.relkind, n.nspname, c.relname,
+       -- a serial or identity sequence: its owner is its table's, never changed by itself
+       c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+           WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+             AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+             AND d.deptype IN ('a', 'i'))
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
 AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
@@ -175,7 +180,7 @@ def grant_declared(
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), ident)
         )
     existing: set[str] = set()
-    for name, relkind, schema, relname in conn.execute(_OBJECTS).fetchall():
+    for name, relkind, schema, relname, linked in conn.execute(_OBJECTS).fetchall():
         target = sql.Identifier(schema, relname)
         kind = sql.SQL(_RELATION_KIND[relkind])
         on = sql.SQL("SEQUENCE" if relkind == "S" else "TABLE")
@@ -184,7 +189,11 @@ def grant_declared(
         conn.execute(sql.SQL("REVOKE ALL ON {} {} FROM PUBLIC").format(on, target))
         if shut(name):
             continue
-        if name in writes:
+        if name in writes and linked:
+            # Its table's ownership carries it; declared by itself, it may be used and set.
+            conn.execute(sql.SQL("GRANT ALL ON SEQUENCE {} TO {}").format(target, ident))
+            grants.readable.append(name)
+        elif name in writes:
             conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(kind, target, ident))
             grants.owned.append(name)
         elif name in reads or read_all:
@@ -385,3 +394,99 @@ def writable_tables(conn: psycopg.Connection[Any], role: str) -> frozenset[str] 
                 reached.add(t)
                 todo.append(t)
     return frozenset(reached)
+
+
+# -- the source cluster's roles on the scratch server ------------------------------------------
+
+_SOURCE_ROLES = """
+SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls,
+       rolconnlimit, rolvaliduntil::text
+FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY rolname
+"""
+_SOURCE_MEMBERSHIPS = """
+SELECT r.rolname, m.rolname, am.admin_option
+FROM pg_catalog.pg_auth_members am
+JOIN pg_catalog.pg_roles r ON r.oid = am.roleid
+JOIN pg_catalog.pg_roles m ON m.oid = am.member
+WHERE m.rolname !~ '^pg_'
+ORDER BY 2, 1
+"""
+
+
+def _role_options(row: tuple[Any, ...]) -> sql.Composable:
+    _name, superuser, inherit, createrole, createdb, replication, bypassrls, limit, until = row
+    words = [
+        "NOLOGIN",
+        "SUPERUSER" if superuser else "NOSUPERUSER",
+        "INHERIT" if inherit else "NOINHERIT",
+        "CREATEROLE" if createrole else "NOCREATEROLE",
+        "CREATEDB" if createdb else "NOCREATEDB",
+        "REPLICATION" if replication else "NOREPLICATION",
+        "BYPASSRLS" if bypassrls else "NOBYPASSRLS",
+    ]
+    out: list[sql.Composable] = [sql.SQL(" ".join(words))]
+    out.append(sql.SQL(" CONNECTION LIMIT {}").format(sql.Literal(int(limit))))
+    if until is not None:
+        out.append(sql.SQL(" VALID UNTIL {}").format(sql.Literal(str(until))))
+    return sql.Composed(out)
+
+
+def copy_roles(source: psycopg.Connection[Any], scratch: psycopg.Connection[Any]) -> str:
+    """Create every role of the source cluster that the scratch server lacks; return a note.
+
+    Names, attributes (superuser, inherit, createrole, createdb, replication, bypassrls,
+    connection limit, validity) and memberships among them are copied, so a change can be
+    rehearsed as production would run it: `ALTER ... OWNER TO role`, `GRANT ... TO role`,
+    policies `TO role` all find their role. Never a password, and never LOGIN: nobody can log
+    into the scratch server as a production role (rollproof's own sessions use the scratch
+    login and the change role). A role the scratch server already has is left as it is, and
+    memberships are added only to roles created here, so a shared scratch server's own roles
+    gain nothing. Roles are cluster state: they are not part of any database's fingerprint.
+    """
+    existing = {str(r) for (r,) in scratch.execute("SELECT rolname FROM pg_catalog.pg_roles")}
+    created: list[str] = []
+    plain: list[str] = []
+    failed: list[str] = []
+    for row in source.execute(_SOURCE_ROLES).fetchall():
+        name = str(row[0])
+        if name in existing:
+            continue
+        ident = sql.Identifier(name)
+        try:
+            scratch.execute(sql.SQL("CREATE ROLE {} ").format(ident) + _role_options(tuple(row)))
+            created.append(name)
+        except psycopg.Error:
+            # A scratch login with CREATEROLE but not SUPERUSER cannot give every attribute.
+            try:
+                scratch.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(ident))
+                plain.append(name)
+            except psycopg.Error:
+                failed.append(name)
+    made = set(created) | set(plain)
+    members_failed: list[str] = []
+    for role, member, admin_option in source.execute(_SOURCE_MEMBERSHIPS).fetchall():
+        if str(member) not in made:
+            continue
+        grant = sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(member))
+        if admin_option:
+            grant += sql.SQL(" WITH ADMIN OPTION")
+        try:
+            scratch.execute(grant)
+        except psycopg.Error:
+            members_failed.append(f"{member} in {role}")
+    parts = []
+    if created:
+        parts.append(
+            "roles created on the scratch server as NOLOGIN with the source's attributes and "
+            f"memberships (never passwords): {', '.join(created)}"
+        )
+    if plain:
+        parts.append(
+            "roles created on the scratch server as NOLOGIN without their attributes (the "
+            f"scratch login may not give them): {', '.join(plain)}"
+        )
+    if failed:
+        parts.append(f"roles that could not be created on the scratch server: {', '.join(failed)}")
+    if members_failed:
+        parts.append(f"memberships that could not be copied: {', '.join(members_failed)}")
+    return "; ".join(parts)
