@@ -11,6 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from rollproof.cli.console import VERDICT_STYLE, markup
+from rollproof.core.model import Verdict
+from rollproof.verify.report_md import difference_lines
 
 if TYPE_CHECKING:
     from rollproof.governance.flow import GovernedRehearsal
@@ -29,6 +31,13 @@ def rehearsal_lines(result: RehearsalResult, out_dir: Path) -> Iterator[Renderab
         table.add_row(str(leg.name), Text(str(leg.verdict), style=style), Text(leg.reason or ""))
     yield table
     for leg in result.legs:
+        if leg.verdict is Verdict.FAIL and leg.differences:
+            yield f"  {leg.name}: what did not come back"
+            for d in leg.differences:
+                # The same lines report.md has: summary, attributes, example rows (SQL literals,
+                # secrets withheld), how many more.
+                yield from (f"  {line}" for line in difference_lines(d.to_json()))
+    for leg in result.legs:
         for d in leg.tolerated:
             yield f"  tolerated in {leg.name}: {d.summary}"
     surfaces = result.surfaces
@@ -38,10 +47,9 @@ def rehearsal_lines(result: RehearsalResult, out_dir: Path) -> Iterator[Renderab
         yield f"  {event.decision} at {event.script} statement {event.statement}: {event.reason}"
     if surfaces.observed_undeclared:
         yield "  changed but not declared: " + ", ".join(surfaces.observed_undeclared)
-    scoping = str(surfaces.scoping.status)
-    if surfaces.allow_undeclared:
-        scoping += " (rehearsed with --allow-undeclared)"
-    yield f"surfaces: scoping {scoping}; {surfaces.forbidden_line()}"
+    for item in surfaces.implicit:
+        yield f"  covered implicitly: {item.object} by {item.owner} ({item.reason})"
+    yield surfaces.line()
     yield f"isolation: {result.isolation.verdict}"
     yield markup(f"overall: [{VERDICT_STYLE[str(result.overall)]}]{result.overall}[/]")
     yield markup(f"report: {out_dir / 'report.md'}")

@@ -1,13 +1,17 @@
 """Content fingerprints of a database, and the comparison of two of them.
 
-An engine streams a database's components (schema objects, tables, sequences) and this module
-turns them into a `Fingerprint`: a digest per component and one whole-database digest over the
-sorted component digests. Everything here is pure: no database access, no clock.
+An engine streams a database's components (schema objects, tables, sequences, and the database
+header's settable fields) and this module turns them into a `Fingerprint`: a digest per
+component and one whole-database digest over the sorted component digests. Everything here is
+pure: no database access, no clock.
 
 Invariants:
-* The whole digest covers the structural schema, every table's content digest and every
-  sequence value; it does not cover the raw DDL text (reported separately), so a table rebuilt
-  back to the same definition, re-quoted or re-indented, fingerprints the same.
+* The whole digest covers the structural schema, every table's content digest, every
+  sequence value and every header field recorded (an engine records a header field only when it
+  differs from its value in a new database, so a fingerprint without a header digests as it did
+  before the component existed); it does not cover the raw DDL text (reported separately),
+  so a table rebuilt back to the same definition, re-quoted or re-indented, fingerprints the
+  same.
 * Comparison is per component, so a difference names what did not come back. A sequence that
   only advanced is *tolerated* (reported by name) unless strict_sequences is set: counters move
   outside transactions and a revert cannot honestly wind them back.
@@ -21,6 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollproof.core.canonical import digest_json
+from rollproof.core.explain import RowSample, attribute_text
+
+HeaderValue = int | str
 
 ALGORITHM = "rollproof-fingerprint"
 VERSION = 2
@@ -44,6 +51,9 @@ class Fingerprint:
     tables: Mapping[str, TableDigest]
     sequences: Mapping[str, int]
     excluded: tuple[str, ...]
+    header: Mapping[str, HeaderValue] = field(default_factory=dict)
+    """Database-level settings a program can set and the database keeps (SQLite: user_version,
+    application_id, auto_vacuum, WAL journaling), each only when not at its new-database value."""
     digest: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -51,6 +61,14 @@ class Fingerprint:
         # object digest in a stored fingerprint could hide a schema change.
         if self.schema_structural != digest_json(dict(self.schema_objects)):
             raise ValueError("schema digest does not match its objects")
+        for key, value in self.header.items():
+            if not isinstance(key, str) or isinstance(value, bool):
+                raise ValueError(f"header field {key!r}: not a string key with a value")
+            if not isinstance(value, int | str):
+                raise ValueError(f"header field {key!r}: value is neither integer nor text")
+            if HEADER_DEFAULTS.get(self.engine, {}).get(key) == value:
+                # One state, one form: a field at its default is left out, never recorded.
+                raise ValueError(f"header field {key!r}: recorded at its default value")
         computed = whole_digest(self)
         if self.digest and self.digest != computed:
             raise ValueError("fingerprint digest does not match its components")
@@ -73,20 +91,22 @@ class Fingerprint:
             },
             "sequences": dict(sorted(self.sequences.items())),
             "excluded": sorted(self.excluded),
+            **({"header": dict(sorted(self.header.items()))} if self.header else {}),
         }
 
 
 def whole_digest(fp: Fingerprint) -> str:
     """Digest over the sorted component digests (canonical JSON sorts the keys)."""
-    return digest_json(
-        {
-            "algorithm": ALGORITHM,
-            "version": VERSION,
-            "schema": fp.schema_structural,
-            "tables": {name: t.digest for name, t in fp.tables.items()},
-            "sequences": dict(fp.sequences),
-        }
-    )
+    components: dict[str, Any] = {
+        "algorithm": ALGORITHM,
+        "version": VERSION,
+        "schema": fp.schema_structural,
+        "tables": {name: t.digest for name, t in fp.tables.items()},
+        "sequences": dict(fp.sequences),
+    }
+    if fp.header:  # absent when empty: such a fingerprint digests as before headers existed
+        components["header"] = dict(fp.header)
+    return digest_json(components)
 
 
 _CONTENT_DIGEST = re.compile(r"blake3:[0-9a-f]{64}")
@@ -115,6 +135,7 @@ def fingerprint_from_json(data: Mapping[str, Any]) -> Fingerprint:
         tables=tables,
         sequences={k: int(v) for k, v in data["sequences"].items()},
         excluded=tuple(data["excluded"]),
+        header=dict(data.get("header", {})),
         digest=data["digest"],
     )
 
@@ -142,10 +163,15 @@ class Reuse:
 class Difference:
     """One component that differs between two fingerprints."""
 
-    component: str  # "schema:table:orders", "table:orders", "sequence:orders"
+    component: (
+        str  # "schema:table:orders", "table:orders", "sequence:orders", "header:user_version"
+    )
     kind: str  # "changed", "added", "removed", "advanced", "decreased"
     summary: str
     detail: Mapping[str, Any] = field(default_factory=dict)
+    rows: RowSample | None = field(default=None, compare=False)
+    """Example rows an engine found, before `ShowPolicy` decides what may be shown; never
+    written as such (`to_json` leaves it out)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,6 +180,25 @@ class Difference:
             "summary": self.summary,
             "detail": dict(self.detail),
         }
+
+
+HEADER_DEFAULTS: Mapping[str, Mapping[str, HeaderValue]] = {
+    "sqlite": {
+        "user_version": 0,
+        "application_id": 0,
+        "auto_vacuum": "none",
+        "journal_mode": "rollback-journal",
+    }
+}
+"""Each engine's header fields at their new-database values: a field left out of a
+fingerprint's header has this value."""
+
+
+def shown_header(engine: str, name: str, value: HeaderValue | None) -> str:
+    """A header field's value as a person reads it (a field left out has its default)."""
+    if value is None:
+        value = HEADER_DEFAULTS.get(engine, {}).get(name, "unset")
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +227,22 @@ def compare(before: Fingerprint, after: Fingerprint, *, strict_sequences: bool) 
         d.component.startswith("schema:") for d in diffs
     ):
         diffs.append(Difference("schema", "changed", "schema changed"))
+
+    for name in sorted(set(before.header) | set(after.header)):
+        hb, ha = before.header.get(name), after.header.get(name)
+        if hb == ha:
+            continue
+        attribute = {
+            "object": "database header",
+            "attribute": name,
+            "old": shown_header(before.engine, name, hb),
+            "new": shown_header(after.engine, name, ha),
+        }
+        diffs.append(
+            Difference(
+                f"header:{name}", "changed", attribute_text(attribute), {"attributes": [attribute]}
+            )
+        )
 
     for name in sorted(set(before.tables) | set(after.tables)):
         tb, ta = before.tables.get(name), after.tables.get(name)

@@ -11,6 +11,9 @@
     [enforcement]
     undeclared_reads = "deny"                 # or "report": allow, but record, undeclared reads
 
+    [secrets]
+    columns = ["customers.email", "*.token"]  # "table.column" (globs): never shown in a report
+
     [governance]                              # present: the workspace is governed (rollproof init)
     ledger = ".rollproof/ledger.db"           # the hash-chained ledger (relative to this file)
     checkpoint = ".rollproof/ledger.checkpoint"   # the newest trusted signed ledger checkpoint
@@ -169,6 +172,7 @@ _SECTIONS: Mapping[str, frozenset[str]] = {
     "production": frozenset({"sources"}),
     "forbidden": frozenset({"objects", "files", "env"}),
     "enforcement": frozenset({"undeclared_reads"}),
+    "secrets": frozenset({"columns"}),
     "governance": frozenset({"ledger", "checkpoint", "executor", "signed_evidence"}),
     "gates": frozenset(Gate),
     "ci": frozenset({"triggers"}),
@@ -229,6 +233,10 @@ class Policy:
     forbidden_env: tuple[str, ...] = ()
     undeclared_reads: ReadMode = ReadMode.DENY
     governance: Governance | None = field(default=None, compare=False)
+    secret_columns: tuple[str, ...] = ()
+    """`[secrets] columns`: "table.column" patterns whose values a report never shows (it
+    names them in `columns_redacted`). Read from the file even when the ledger decides the
+    rest: withholding a value never changes a verdict."""
 
     @property
     def directory(self) -> Path:
@@ -459,6 +467,7 @@ def load_policy(path: Path | None = None) -> Policy:
         forbidden_env=r.strings("forbidden", "env"),
         undeclared_reads=ReadMode(mode),
         governance=governance,
+        secret_columns=r.strings("secrets", "columns"),
     )
 
 
@@ -610,4 +619,5 @@ def policy_from_document(
         forbidden_env=tuple(document["forbidden_env"]),
         undeclared_reads=ReadMode(document["undeclared_reads"]),
         governance=governance,
+        secret_columns=() if file is None else file.secret_columns,
     )

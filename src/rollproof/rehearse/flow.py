@@ -20,13 +20,14 @@ Order of work, and why:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rollproof.core.change import Change
-from rollproof.core.errors import ExitCode, ScopeNotReadyError, UsageError
+from rollproof.core.change import NO_REVERT, Change
+from rollproof.core.errors import CheckFailedError, ExitCode, ScopeNotReadyError, UsageError
+from rollproof.core.explain import DEFAULT_MAX_EXAMPLES, MAX_EXAMPLES, ShowPolicy, show_examples
 from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.core.guard import SurfaceGuard
 from rollproof.core.invariants import InvariantResult, judge_leg
@@ -41,7 +42,8 @@ from rollproof.core.model import (
     rehearsal_exit_code,
 )
 from rollproof.core.policy import EMPTY_POLICY, Policy
-from rollproof.core.surface import POSTGRESQL
+from rollproof.core.surface import POSTGRESQL, Implicit
+from rollproof.engines import read_catalog
 from rollproof.engines.base import EngineSession, Progress, ScriptOutcome
 from rollproof.surfaces.forbidden import (
     env_statuses,
@@ -56,6 +58,7 @@ from rollproof.surfaces.scope import (
     changed_objects,
     check_scoping,
     object_statuses,
+    observed_implicit,
     observed_undeclared,
 )
 
@@ -94,7 +97,9 @@ class RehearsalResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        return rehearsal_exit_code(self.isolation.verdict, self.overall)
+        return rehearsal_exit_code(
+            self.isolation.verdict, self.overall, denied=self.surfaces.denied
+        )
 
 
 def parse_legs(names: Sequence[str] | None) -> tuple[LegName, ...]:
@@ -160,15 +165,20 @@ class _LegRunner:
         guard: SurfaceGuard,
         *,
         full_fingerprints: bool,
+        show: ShowPolicy | None = None,
     ) -> None:
         self.s = session
         self.change = change
         self.before = before
         self.guard = guard
         self.full = full_fingerprints
+        self.show = show or ShowPolicy()
         self.pristine = False
         """True when the clone is known to be the snapshot's exact state (after a rollback that
         came back digest-equal), so the next leg need not copy the snapshot again."""
+        self.implicit: list[Implicit] = []
+        """What the clone's catalog says the database made for its tables after apply (an
+        engine that can tell: a new partition's automatic index, for one)."""
 
     def fresh(self) -> None:
         if not self.pristine:
@@ -215,7 +225,7 @@ class _LegRunner:
                 and r.invariant.right is Point.BEFORE
                 and r.invariant.left == list(points)[-1]
             ):
-                differences.extend(self.s.explain(r.differences))
+                differences.extend(shown(d, self.show) for d in self.s.explain(r.differences))
             else:
                 differences.extend(r.differences)
         reason = j.reason
@@ -271,6 +281,9 @@ class _LegRunner:
         statements["apply"] = out.statements_run
         if out.ok:
             points[Point.AFTER_APPLY] = self.s.fingerprint_clone(self.reuse("apply"))
+            made = getattr(self.s, "implicit_objects", None)
+            if made is not None:
+                self.implicit.extend(made())
         return out
 
     def transaction(self, restore_next: bool) -> dict[LegName, LegResult]:
@@ -365,6 +378,8 @@ class _LegRunner:
         and fingerprint (the reapply leg, which by definition starts where revert left off).
         """
         legs = [leg for leg in (LegName.REVERT, LegName.REAPPLY) if leg in wanted]
+        if self.change.revert is None:
+            return {leg: LegResult(leg, Verdict.NOT_APPLICABLE, NO_REVERT, {}) for leg in legs}
         points: dict[Point, Fingerprint] = {}
         statements: dict[str, int] = {}
         out = self.apply_committed(points, statements)
@@ -431,6 +446,14 @@ class _LegRunner:
         return results
 
 
+def shown(d: Difference, show: ShowPolicy) -> Difference:
+    """`d` with its example rows turned into what the report may show (`show_examples`)."""
+    if d.rows is None:
+        return d
+    detail = {**d.detail, **show_examples(d.rows.table, d.rows.examples, d.rows.total, show)}
+    return replace(d, detail=detail, rows=None)
+
+
 def rehearse(
     change: Change,
     source: str,
@@ -445,6 +468,7 @@ def rehearse(
     scratch: str | None = None,
     full_fingerprints: bool = False,
     before_legs: Callable[[Fingerprint], None] | None = None,
+    max_examples: int = DEFAULT_MAX_EXAMPLES,
 ) -> RehearsalResult:
     """Rehearse `change` against a clone of `source` and return every leg's proof.
 
@@ -453,10 +477,19 @@ def rehearse(
     `scratch` is where a PostgreSQL source is cloned (see `open_session`). `before_legs` is
     called with the source snapshot's fingerprint before any leg runs; if it raises, nothing
     runs (a governed rehearsal consumes its grant there, against the state it will rehearse).
+    `max_examples` is how many rows per table a failing leg shows (key, old -> new; 0 to
+    1000); no value of a forbidden object or of a `[secrets] columns` column is ever shown.
     """
+    if not 0 <= max_examples <= MAX_EXAMPLES:
+        raise UsageError(f"max_examples must be between 0 and {MAX_EXAMPLES}, not {max_examples}")
     say = progress or (lambda _msg: None)
     started = clock()
-    scoping = check_scoping(change, dialect=dialect_for(source))
+    catalog = read_catalog(source)  # read-only: what the database makes for declared objects
+    scoping = check_scoping(change, dialect=dialect_for(source), catalog=catalog)
+    if scoping.syntax_errors:
+        raise CheckFailedError(
+            "the change's SQL does not parse: " + "; ".join(scoping.syntax_errors)
+        )
     if scoping.status is not ScopingStatus.READY and not allow_undeclared:
         raise ScopeNotReadyError(str(scoping.status), scoping.problems())
     files_before = hash_forbidden_files(policy)
@@ -467,6 +500,7 @@ def rehearse(
         forbidden=policy.forbidden_objects,
         read_mode=policy.undeclared_reads,
         forbidden_env=policy.forbidden_env,
+        implicit=scoping.catalog_implicit,
     )
     session = open_session(source, workdir=workdir, progress=say, guard=guard, scratch=scratch)
     kept: Path | None = None
@@ -474,7 +508,15 @@ def rehearse(
         before = session.snapshot_fingerprint()
         if before_legs is not None:
             before_legs(before)
-        runner = _LegRunner(session, change, before, guard, full_fingerprints=full_fingerprints)
+        show = ShowPolicy(
+            max_examples=max_examples,
+            secret_columns=policy.secret_columns,
+            forbidden_objects=policy.forbidden_objects,
+        )
+        runner = _LegRunner(
+            session, change, before, guard, full_fingerprints=full_fingerprints, show=show
+        )
+        made = runner.implicit
         # Legs run in groups that share work (see _LegRunner.run); they are reported in the
         # order requested.
         by_leg = runner.run(legs, say)
@@ -502,15 +544,25 @@ def rehearse(
             isolation,
         )
     )
+    known = [*scoping.catalog_implicit, *made]
     surfaces = SurfaceEvidence(
         scoping=scoping,
         allow_undeclared=allow_undeclared,
         read_mode=str(policy.undeclared_reads),
         events=tuple(guard.events),
         observed_changed=tuple(sorted(changed)),
-        observed_undeclared=tuple(observed_undeclared(changed, change.writes)),
+        observed_undeclared=tuple(observed_undeclared(changed, change.writes, known)),
         forbidden=tuple(forbidden),
         policy=policy.describe(),
+        implicit=tuple(
+            dict.fromkeys(
+                [
+                    *scoping.implicit,
+                    *guard.covered.values(),
+                    *observed_implicit(changed, change.writes, known),
+                ]
+            )
+        ),
     )
     overall = combine_verdicts(
         overall_verdict([r.verdict for r in results], [r.name for r in results]), surfaces.verdict

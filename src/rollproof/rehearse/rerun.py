@@ -25,6 +25,7 @@ Outcome:
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from rollproof.core.change import load_change
 from rollproof.core.errors import CheckFailedError, ExitCode
+from rollproof.core.fingerprint import Fingerprint, compare, fingerprint_from_json
 from rollproof.core.model import LEG_POINTS, LegName, Point
 from rollproof.core.policy import EMPTY_POLICY, Policy, load_policy
 from rollproof.core.redact import redact_dsn
@@ -61,9 +63,13 @@ class PointMismatch:
     where: str
     recorded: str | None
     now: str | None
+    components: tuple[str, ...] = ()
+    """What differs between the recorded and the new fingerprint (`table orders`, `schema
+    index:i`, `header user_version`, `sequence audit_log`), when both are at hand."""
 
     def __str__(self) -> str:
-        return f"{self.where}: recorded {self.recorded or 'nothing'}, now {self.now or 'nothing'}"
+        line = f"{self.where}: recorded {self.recorded or 'nothing'}, now {self.now or 'nothing'}"
+        return line + (f" ({', '.join(self.components)} differ)" if self.components else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +112,24 @@ class RerunResult:
             return (
                 "non-deterministic change: the source is unchanged and only after-apply "
                 "points differ (e.g. CURRENT_TIMESTAMP, random()); the rollbacks agree"
+                + self._where()
             )
         return (
             "non-deterministic change: the source is unchanged but the change's results "
-            "differ, including after a rollback"
+            "differ, including after a rollback" + self._where()
         )
+
+    def _where(self) -> str:
+        """`; differing: table items (columns stamp), ...` from every mismatched point."""
+        names = list(dict.fromkeys(c for m in self.mismatches for c in m.components))
+        return f"; differing: {', '.join(names)}" if names else ""
+
+
+def differing_components(old: Fingerprint, new: Fingerprint) -> tuple[str, ...]:
+    """The components two fingerprints differ in, named for a person: `table items`,
+    `schema index:items_name`, `header user_version`, `sequence orders` (an advance too)."""
+    cmp = compare(old, new, strict_sequences=True)
+    return tuple(d.component.replace(":", " ", 1) for d in cmp.differences)
 
 
 def _policy(recorded: dict[str, object]) -> Policy:
@@ -161,27 +180,49 @@ def rerun_packet(
             scratch=scratch if scratch is not None else report["source"].get("scratch"),
         )
 
+    recorded_fps: dict[str, Fingerprint] = {}
+    for path, data in verified.files.items():
+        if path.startswith("fingerprints/") and path.endswith(".json"):
+            try:
+                fp = fingerprint_from_json(json.loads(data))
+            except (ValueError, KeyError, TypeError):
+                continue
+            recorded_fps[fp.digest] = fp
+
+    def components(rec: str | None, now: Fingerprint | None) -> tuple[str, ...]:
+        old = None if rec is None else recorded_fps.get(rec)
+        if old is None or now is None:
+            return ()
+        return differing_components(old, now)
+
     mismatches: list[PointMismatch] = []
     recorded_source = str(report["source"]["fingerprint"])
     compared = 1
     if result.source_fingerprint.digest != recorded_source:
         mismatches.append(
-            PointMismatch("source", recorded_source, result.source_fingerprint.digest)
+            PointMismatch(
+                "source",
+                recorded_source,
+                result.source_fingerprint.digest,
+                components(recorded_source, result.source_fingerprint),
+            )
         )
     now_legs = {leg.name: leg for leg in result.legs}
     for doc in report["legs"]:
         name = LegName(doc["name"])
         now = now_legs.get(name)
-        now_points = (
-            {} if now is None else {str(p): fp.digest for p, fp in now.fingerprints.items()}
-        )
+        now_fps = {} if now is None else {str(p): fp for p, fp in now.fingerprints.items()}
         for point in LEG_POINTS[name]:
-            rec, cur = doc["fingerprints"].get(str(point)), now_points.get(str(point))
+            rec = doc["fingerprints"].get(str(point))
+            now_fp = now_fps.get(str(point))
+            cur = None if now_fp is None else now_fp.digest
             if rec is None and cur is None:
                 continue
             compared += 1
             if rec != cur:
-                mismatches.append(PointMismatch(f"{name}.{point}", rec, cur))
+                mismatches.append(
+                    PointMismatch(f"{name}.{point}", rec, cur, components(rec, now_fp))
+                )
         now_verdict = None if now is None else str(now.verdict)
         if doc["verdict"] != now_verdict:
             mismatches.append(PointMismatch(f"{name}.verdict", doc["verdict"], now_verdict))

@@ -31,6 +31,7 @@ VALIDATOR_FILES: tuple[str, ...] = (
     "core/canonical.py",
     "core/change.py",
     "core/errors.py",
+    "core/explain.py",
     "core/fingerprint.py",
     "core/inputs.py",
     "core/invariants.py",

@@ -1,5 +1,10 @@
 """Recompute a packet's claims from its own evidence: pure checks over parsed documents.
 
+Longer than 600 lines because every claim of report.json is recomputed here from the same
+parsed evidence (change copy, secrets, legs, forward-only legs, verdicts, exit codes,
+renderings), and each check reads the others' results in order; split apart, every part would
+need the whole Evidence and the same helpers.
+
 Runs after the file-level stages (manifest, hashes, strict JSON, schemas) passed, so every
 document here is authentic relative to the manifest and shaped as its schema says. What is left
 is the logic: is every claim what the evidence gives? Each check below names the fabrication it
@@ -22,7 +27,11 @@ stops.
   fingerprint. The overall status is recomputed with `rollproof.core.model.overall_verdict` (and
   `combine_verdicts` with the surfaces verdict), the isolation verdict from its checks, and the
   summary line and report.md's title must say the same.
-* **Exit codes**: the recorded exit code of the rehearsal is the one its verdicts give.
+* **Exit codes**: the recorded exit code of the rehearsal is the one its verdicts give (an
+  undeclared access denied at run time holds it: 3).
+* **Forward-only changes**: a change recorded without a revert script has revert and reapply
+  legs that are NOT_APPLICABLE for exactly that reason, with no fingerprints; a change with
+  one may not claim it has none.
 * **Legs and isolation checks**: the report's legs are exactly the legs the recorded command
   requested (`--legs` in exit_codes.json's argv, or the default legs), so a failing leg cannot
   be deleted; its isolation checks are exactly its engine's (`ISOLATION_CHECKS`), so a failing
@@ -41,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from rollproof.core.canonical import sha256_hex
-from rollproof.core.change import CONNECTION_DEFAULTS, Change, Script
+from rollproof.core.change import CONNECTION_DEFAULTS, NO_REVERT, Change, Script
 from rollproof.core.errors import ExitCode
 from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.invariants import judge_leg
@@ -57,6 +66,7 @@ from rollproof.core.model import (
     overall_verdict,
     rehearsal_exit_code,
     surfaces_verdict,
+    undeclared_denial,
 )
 from rollproof.core.redact import redact_argv, redact_dsn
 from rollproof.verify.findings import Finding, FindingCode
@@ -83,9 +93,11 @@ def summary_text(change_id: str, overall: str, legs: list[tuple[str, str]], isol
     return f"{change_id}: {overall} ({shown}); isolation {isolation}"
 
 
-def expected_exit_code(isolation: IsolationVerdict, overall: Verdict) -> ExitCode:
+def expected_exit_code(
+    isolation: IsolationVerdict, overall: Verdict, *, denied: bool = False
+) -> ExitCode:
     """The rehearse command's exit code for these verdicts (one rule: model.py)."""
-    return rehearsal_exit_code(isolation, overall)
+    return rehearsal_exit_code(isolation, overall, denied=denied)
 
 
 def surfaces_verdict_of(surfaces: Mapping[str, Any]) -> Verdict:
@@ -134,8 +146,8 @@ def _script(doc: Mapping[str, Any] | None) -> Script | None:
 def recomputed_content_id(change: Mapping[str, Any]) -> str:
     scripts = change["scripts"]
     apply, revert = _script(scripts["apply"]), _script(scripts["revert"])
-    if apply is None or revert is None:
-        raise ValueError("apply and revert are required")
+    if apply is None:
+        raise ValueError("apply is required")
     return Change(
         id=change["id"],
         apply=apply,
@@ -366,6 +378,36 @@ def _check_leg(
     return out
 
 
+def _check_forward_only(report: Mapping[str, Any]) -> list[Finding]:
+    """A change without a revert script has revert and reapply legs that are NOT_APPLICABLE
+    for exactly that reason, with no fingerprints; a change with one may not claim it."""
+    forward_only = report["change"]["scripts"]["revert"] is None
+    out = []
+    for leg in report["legs"]:
+        if leg["name"] not in (LegName.REVERT, LegName.REAPPLY):
+            continue
+        claims = leg["verdict"] == Verdict.NOT_APPLICABLE and leg["reason"] == NO_REVERT
+        honest = claims and not leg["fingerprints"] and not leg["invariants"]
+        if forward_only and not honest:
+            out.append(
+                Finding(
+                    FindingCode.LEG_VERDICT_CONTRADICTS,
+                    f"{leg['name']}: the change has no revert script, so the leg can only be "
+                    f"NOT_APPLICABLE ({NO_REVERT}) with no fingerprints",
+                    "report.json",
+                )
+            )
+        elif not forward_only and claims:
+            out.append(
+                Finding(
+                    FindingCode.LEG_VERDICT_CONTRADICTS,
+                    f"{leg['name']}: says the change has no revert script, but it has one",
+                    "report.json",
+                )
+            )
+    return out
+
+
 def requested_legs(exit_codes: Mapping[str, Any]) -> tuple[LegName, ...] | None:
     """The legs the recorded rehearse command asked for, in rollproof's order: every
     `--legs A,B` (or `--legs=A,B`) of its argv, or the default legs when there is none; None
@@ -447,6 +489,7 @@ def check_verdicts(ev: Evidence) -> list[Finding]:
         ]
 
     change = report["change"]
+    out += _check_forward_only(report)
     for leg in report["legs"]:
         out += _check_leg(
             leg,
@@ -532,8 +575,11 @@ def check_verdicts(ev: Evidence) -> list[Finding]:
 
 def check_exit_codes(ev: Evidence) -> list[Finding]:
     report = ev.report
+    denied = "surfaces" in report and any(
+        undeclared_denial(e["decision"], e["reason"]) for e in report["surfaces"]["enforcement"]
+    )
     expected = expected_exit_code(
-        IsolationVerdict(report["isolation"]["verdict"]), Verdict(report["overall"])
+        IsolationVerdict(report["isolation"]["verdict"]), Verdict(report["overall"]), denied=denied
     )
     recorded = recorded_exit_code(ev.exit_codes)
     if recorded != int(expected):

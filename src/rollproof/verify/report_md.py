@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rollproof.core.explain import attribute_text, example_text
 from rollproof.core.model import LEG_POINTS, LegName, Point
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
@@ -47,8 +48,33 @@ def _code(value: Any) -> str:
     return _text(value).replace("`", "'")
 
 
-def _difference(d: Mapping[str, Any]) -> str:
-    return f"- {_text(d['summary'])}"
+def difference_lines(d: Mapping[str, Any]) -> list[str]:
+    """A difference's summary, then what a person can act on: each schema attribute (object,
+    attribute, old -> new) the summary does not already say, the example rows (key, old ->
+    new), how many more rows differ, and which columns' values were withheld."""
+    lines = [f"- {_text(d['summary'])}"]
+    detail = d["detail"]
+    for a in detail.get("attributes", []):
+        words = attribute_text(a)
+        if words not in d["summary"]:
+            lines.append(f"  - {_text(words)}")
+    examples = detail.get("examples", [])
+    for e in examples:
+        lines.append(f"  - {_text(example_text(e))}")
+    omitted = detail.get("examples_omitted", 0)
+    if omitted:
+        lines.append(
+            f"  - {omitted:,} more row{'s' if omitted != 1 else ''} "
+            + ("differ" if omitted != 1 else "differs")
+            + (" (not shown)" if not examples else "")
+        )
+    redacted = detail.get("columns_redacted", [])
+    if redacted:
+        lines.append(
+            "  - values not shown (secret columns or a forbidden object): "
+            + ", ".join(_text(c) for c in redacted)
+        )
+    return lines
 
 
 def _failed_checks(report: Mapping[str, Any]) -> list[str]:
@@ -75,6 +101,11 @@ def plain_words(report: Mapping[str, Any]) -> str:
                 for leg in legs
                 if leg["verdict"] == "NOT_APPLICABLE"
             )
+            if report["change"]["scripts"]["revert"] is None:
+                extra += (
+                    " The change is forward-only (no revert script): without a snapshot it is "
+                    "irreversible."
+                )
             return (
                 "Every rollback path rehearsed brought the database back to exactly its "
                 "prior content." + extra
@@ -121,7 +152,7 @@ def _leg_lines(leg: Mapping[str, Any]) -> list[str]:
         )
     if leg["differences"]:
         lines += ["", "What did not come back:", ""]
-        lines += [_difference(d) for d in leg["differences"]]
+        lines += [line for d in leg["differences"] for line in difference_lines(d)]
     if leg["tolerated"]:
         lines += [
             "",
@@ -129,7 +160,7 @@ def _leg_lines(leg: Mapping[str, Any]) -> list[str]:
             "set strict_sequences = true to count them):",
             "",
         ]
-        lines += [_difference(d) for d in leg["tolerated"]]
+        lines += [line for d in leg["tolerated"] for line in difference_lines(d)]
     return lines
 
 

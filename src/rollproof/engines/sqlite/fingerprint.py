@@ -40,7 +40,13 @@ from rollproof.core.canonical import (
     digest_json,
     encode_rows,
 )
-from rollproof.core.fingerprint import Fingerprint, Reuse, TableDigest
+from rollproof.core.fingerprint import (
+    HEADER_DEFAULTS,
+    Fingerprint,
+    HeaderValue,
+    Reuse,
+    TableDigest,
+)
 from rollproof.engines.sqlite.pages import PageMap, PageProofs
 from rollproof.engines.sqlite.schema import (
     EXCLUDED_PREFIX,
@@ -222,6 +228,30 @@ def _hash_rows(
     return TableDigest(name=name, digest=content_tagged(h.hexdigest()), rows=count, order=order)
 
 
+_AUTO_VACUUM = {0: "none", 1: "full", 2: "incremental"}
+
+
+def database_header(conn: sqlite3.Connection) -> dict[str, HeaderValue]:
+    """The database header's fields a program can set and the file keeps, each left out when
+    at its value in a new database (HEADER_DEFAULTS): user_version and application_id (where
+    applications keep their schema version and file type), auto_vacuum (set with VACUUM) and
+    WAL journaling (`PRAGMA journal_mode = WAL` persists in the file; every other journal mode
+    is the connection's, not the database's). Read through pragmas, so inside an open
+    transaction they are the transaction's values. docs/fingerprint.md lists the fields left
+    out and why."""
+    defaults = HEADER_DEFAULTS[ENGINE]
+    journal = str(conn.execute("PRAGMA main.journal_mode").fetchone()[0]).lower()
+    found: dict[str, HeaderValue] = {
+        "user_version": int(conn.execute("PRAGMA main.user_version").fetchone()[0]),
+        "application_id": int(conn.execute("PRAGMA main.application_id").fetchone()[0]),
+        "auto_vacuum": _AUTO_VACUUM.get(
+            int(conn.execute("PRAGMA main.auto_vacuum").fetchone()[0]), "unknown"
+        ),
+        "journal_mode": "wal" if journal == "wal" else defaults["journal_mode"],
+    }
+    return {k: v for k, v in sorted(found.items()) if v != defaults[k]}
+
+
 def fingerprint_connection(
     conn: sqlite3.Connection,
     progress: Callable[[str], None] | None = None,
@@ -330,6 +360,7 @@ def fingerprint_connection(
             sequences[str(name)] = int(seq)
     return Fingerprint(
         engine=ENGINE,
+        header=database_header(conn),
         schema_structural=digest_json(objects),
         schema_ddl_text=ddl_text,
         schema_objects=objects,

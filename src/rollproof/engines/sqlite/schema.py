@@ -59,6 +59,95 @@ def _render(tok: Token) -> str:
     return " ".join(tok.text.split()).upper()
 
 
+_NO_SPACE_BEFORE = frozenset({TokenType.COMMA, TokenType.R_PAREN, TokenType.DOT})
+_NO_SPACE_AFTER = frozenset({TokenType.L_PAREN, TokenType.DOT})
+_SPACED_WORDS = frozenset({"CHECK", "AS", "IN", "KEY", "UNIQUE", "DEFAULT", "EXISTS", "VALUES"})
+"""Words the tokenizer may read as names that are followed by `(` without being a function."""
+
+
+def display_sql(sql: str, toks: list[Token] | None = None) -> str:
+    """SQL (or a run of its tokens) as a person reads it: each token as written, comments gone,
+    one space between tokens except around `(`, `)`, `,` and `.` (so `lower(x)`, `a, b`)."""
+    if toks is None:
+        toks = tokens(sql)
+        if toks is None:
+            return " ".join(sql.split())
+    out = ""
+    prev: Token | None = None
+    for t in toks:
+        raw = sql[t.start : t.end + 1]
+        if prev is not None and not (
+            t.token_type in _NO_SPACE_BEFORE
+            or prev.token_type in _NO_SPACE_AFTER
+            or (
+                t.token_type == TokenType.L_PAREN
+                and prev.token_type in _NAME_TYPES
+                and prev.text.upper() not in _SPACED_WORDS
+            )
+        ):
+            out += " "
+        out += raw
+        prev = t
+    return out
+
+
+def table_parts(sql: str) -> tuple[dict[str, str], list[str]]:
+    """A CREATE TABLE as written (for a person): each column's definition after its name, by
+    lower-case name, and the table constraints."""
+    toks = tokens(sql)
+    if toks is None:
+        return {}, []
+    columns: dict[str, str] = {}
+    constraints: list[str] = []
+    for part in _split_top_level(toks):
+        if not part:
+            continue
+        if " ".join(part[0].text.split()).upper() in _TABLE_CONSTRAINT_WORDS:
+            constraints.append(display_sql(sql, part))
+        else:
+            columns[part[0].text.lower()] = display_sql(sql, part[1:])
+    return columns, constraints
+
+
+def index_parts(sql: str) -> dict[str, str | None]:
+    """An index's parts as written: `unique`, `table`, `columns` (keys and expressions) and
+    `partial WHERE` (its condition, or None)."""
+    toks = tokens(sql)
+    if toks is None:
+        return {"definition": " ".join(sql.split())}
+    words = [t.text.upper() for t in toks]
+    out: dict[str, str | None] = {
+        "unique": "UNIQUE"
+        if "UNIQUE" in words[: words.index("INDEX") if "INDEX" in words else 0]
+        else "not unique",
+        "table": None,
+        "columns": None,
+        "partial WHERE": None,
+    }
+    depth = 0
+    open_at = None
+    for i, t in enumerate(toks):
+        if (
+            t.token_type == TokenType.ON
+            and depth == 0
+            and out["table"] is None
+            and i + 1 < len(toks)
+        ):
+            out["table"] = toks[i + 1].text
+        elif t.token_type == TokenType.L_PAREN:
+            if depth == 0 and open_at is None:
+                open_at = i
+            depth += 1
+        elif t.token_type == TokenType.R_PAREN:
+            depth -= 1
+            if depth == 0 and open_at is not None and out["columns"] is None:
+                out["columns"] = display_sql(sql, toks[open_at + 1 : i])
+        elif t.token_type == TokenType.WHERE and depth == 0:
+            out["partial WHERE"] = display_sql(sql, toks[i + 1 :])
+            break
+    return out
+
+
 def normalize_sql(sql: str) -> str:
     """Token-normalised SQL: whitespace, comments, quoting and keyword case do not count."""
     toks = tokens(sql)
@@ -97,18 +186,29 @@ def _split_top_level(toks: list[Token]) -> list[list[Token]]:
 _TABLE_CONSTRAINT_WORDS = frozenset({"CONSTRAINT", "PRIMARY KEY", "UNIQUE", "CHECK", "FOREIGN KEY"})
 
 
-def _checks_and_collations(sql: str) -> tuple[list[str], dict[str, str]]:
-    """CHECK constraints (normalised, with their column) and explicit column collations."""
+def _checks_and_collations(
+    sql: str,
+) -> tuple[list[str], dict[str, str], dict[str, str], list[str]]:
+    """CHECK constraints (normalised, with their column), explicit column collations, each
+    column's whole definition after its name (normalised: generated expressions, AUTOINCREMENT,
+    ON CONFLICT clauses, REFERENCES ... DEFERRABLE, constraint names, which no pragma shows),
+    and the table constraints (normalised, sorted)."""
     toks = tokens(sql)
     if toks is None:
-        return ["raw:" + " ".join(sql.split())], {}
+        return ["raw:" + " ".join(sql.split())], {}, {}, []
     checks: list[str] = []
     collations: dict[str, str] = {}
+    definitions: dict[str, str] = {}
+    table_constraints: list[str] = []
     for part in _split_top_level(toks):
         if not part:
             continue
         head = " ".join(part[0].text.split()).upper()
         column = None if head in _TABLE_CONSTRAINT_WORDS else part[0].text.lower()
+        if column is None:
+            table_constraints.append(" ".join(_render(t) for t in part))
+        else:
+            definitions[column] = " ".join(_render(t) for t in part[1:])
         i = 0
         while i < len(part):
             word = part[i].text.upper()
@@ -132,19 +232,23 @@ def _checks_and_collations(sql: str) -> tuple[list[str], dict[str, str]]:
                 checks.append(f"{column or ''}:{body}")
                 i = j
             i += 1
-    return sorted(checks), collations
+    return sorted(checks), collations, definitions, sorted(table_constraints)
 
 
-def _pragma(conn: sqlite3.Connection, pragma: str, name: str) -> list[tuple[Any, ...]]:
-    return list(conn.execute(f"PRAGMA main.{pragma}({quote_ident(name)})"))
+def _pragma(
+    conn: sqlite3.Connection, pragma: str, name: str, schema: str = "main"
+) -> list[tuple[Any, ...]]:
+    return list(conn.execute(f"PRAGMA {quote_ident(schema)}.{pragma}({quote_ident(name)})"))
 
 
 def describe_table(
-    conn: sqlite3.Connection, name: str, sql: str, flags: dict[str, Any]
+    conn: sqlite3.Connection, name: str, sql: str, flags: dict[str, Any], schema: str = "main"
 ) -> dict[str, Any]:
-    checks, collations = _checks_and_collations(sql)
+    """A table's structural description (its digest is the `table:<name>` schema object).
+    `schema` is the attached database to read (the explainer describes `before` too)."""
+    checks, collations, definitions, table_constraints = _checks_and_collations(sql)
     columns = []
-    for _cid, col, ctype, notnull, dflt, pk, hidden in _pragma(conn, "table_xinfo", name):
+    for _cid, col, ctype, notnull, dflt, pk, hidden in _pragma(conn, "table_xinfo", name, schema):
         columns.append(
             {
                 "name": col,  # as declared: a rename that only changes case is visible
@@ -154,11 +258,12 @@ def describe_table(
                 "pk": pk,
                 "hidden": hidden,
                 "collation": collations.get(col.lower(), "BINARY"),
+                "definition": definitions.get(col.lower(), ""),
             }
         )
     fks: dict[int, dict[str, Any]] = {}
     for fid, _seq, table, frm, to, on_update, on_delete, match in _pragma(
-        conn, "foreign_key_list", name
+        conn, "foreign_key_list", name, schema
     ):
         fk = fks.setdefault(
             fid,
@@ -174,7 +279,7 @@ def describe_table(
         fk["from"].append(frm.lower())
         fk["to"].append(None if to is None else to.lower())
     constraints = []
-    for _seq, idx_name, unique, origin, partial in _pragma(conn, "index_list", name):
+    for _seq, idx_name, unique, origin, partial in _pragma(conn, "index_list", name, schema):
         if origin == "c":
             continue  # explicit indexes are schema objects of their own
         constraints.append(
@@ -182,13 +287,14 @@ def describe_table(
                 "origin": origin,
                 "unique": bool(unique),
                 "partial": bool(partial),
-                "columns": index_columns(conn, idx_name),
+                "columns": index_columns(conn, idx_name, schema),
             }
         )
     return {
         "type": "table",
         "columns": columns,
         "checks": checks,
+        "table_constraints": table_constraints,
         "foreign_keys": sorted(fks.values(), key=repr),
         "constraints": sorted(constraints, key=repr),
         "without_rowid": bool(flags.get("wr")),
@@ -196,19 +302,21 @@ def describe_table(
     }
 
 
-def index_columns(conn: sqlite3.Connection, index: str) -> list[list[Any]]:
+def index_columns(conn: sqlite3.Connection, index: str, schema: str = "main") -> list[list[Any]]:
     return [
         [None if cname is None else cname.lower(), cid if cname is None else 0, desc, coll]
-        for _seqno, cid, cname, desc, coll, key in _pragma(conn, "index_xinfo", index)
+        for _seqno, cid, cname, desc, coll, key in _pragma(conn, "index_xinfo", index, schema)
         if key
     ]
 
 
-def table_flags(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-    """`PRAGMA table_list` for the main schema: type, ncol, wr (WITHOUT ROWID), strict."""
+def table_flags(conn: sqlite3.Connection, schema: str = "main") -> dict[str, dict[str, Any]]:
+    """`PRAGMA table_list` for one schema: type, ncol, wr (WITHOUT ROWID), strict."""
     out = {}
-    for schema, name, ttype, ncol, wr, strict in conn.execute("PRAGMA main.table_list"):
-        if schema == "main":
+    for where, name, ttype, ncol, wr, strict in conn.execute(
+        f"PRAGMA {quote_ident(schema)}.table_list"
+    ):
+        if where == schema:
             out[name] = {"type": ttype, "ncol": ncol, "wr": wr, "strict": strict}
     return out
 
