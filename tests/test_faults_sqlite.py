@@ -189,7 +189,8 @@ def test_a_full_disk_is_the_machine_not_the_change(tmp_path: Path, limit: int, w
 
 
 def test_a_workdir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
-    source = tmp_path / "src.db"
+    (tmp_path / "prod").mkdir()
+    source = tmp_path / "prod" / "src.db"  # the workdir must be outside the source's directory
     _good(source, rows=10)
     (tmp_path / "afile").write_text("x")
     proc = _run(

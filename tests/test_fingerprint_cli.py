@@ -122,7 +122,6 @@ def test_missing_file_exits_2_with_one_line(
     ("content", "message"),
     [
         pytest.param(b"CREATE TABLE t (a);\n", "not a SQLite database", id="sql-text"),
-        pytest.param(b"", "not a SQLite database", id="empty-file"),
         pytest.param(b"SQLite format 2\x00" + bytes(100), "not a SQLite database", id="bad-header"),
     ],
 )
@@ -141,6 +140,18 @@ def test_non_sqlite_file_exits_2(
     assert path.read_bytes() == content
 
 
+def test_an_empty_file_fingerprints_as_an_empty_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SQLite reads a 0-byte file as an empty database: a first migration's natural source."""
+    path = tmp_path / "new.db"
+    path.write_bytes(b"")
+    assert main(["fingerprint", str(path), "--json"]) == 0
+    fp = json.loads(capsys.readouterr().out)
+    assert fp["tables"] == {}
+    assert path.read_bytes() == b""
+
+
 def test_sqlite_header_with_garbage_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -153,7 +164,7 @@ def test_sqlite_header_with_garbage_exits_2(
     lines = err.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("rollproof: ")
-    assert "cannot read database" in lines[0]
+    assert "not a usable SQLite database: page size 1799" in lines[0]
     assert path.read_bytes() == content
 
 

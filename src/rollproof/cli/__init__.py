@@ -1,6 +1,13 @@
 """The `rollproof` command line (see rollproof.cli.app for the exit-code boundary)."""
 
-from rollproof.cli import demo, evidence, grants, ledger, policy  # noqa: F401  (registers the commands)
+from rollproof.cli import (  # noqa: F401  (registers the commands)
+    demo,
+    evidence,
+    grants,
+    ledger,
+    maintenance,
+    policy,
+)
 from rollproof.cli.app import cli, main
 
 __all__ = ["cli", "main"]

@@ -34,6 +34,12 @@ def cli(debug: bool) -> None:
     """
 
 
+def one_line(text: str) -> str:
+    """`text` as one line: a newline, NUL or other control character a user's input carried into
+    a message is shown escaped (`\\n`), so an error is always exactly one line on stderr."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this directly)."""
     args = sys.argv[1:] if argv is None else argv
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         """One line on stderr (after the traceback, if asked for); `code` is the exit code."""
         if trace and debug:
             show(scrub(traceback.format_exc(), secrets), end="", console=err)
-        show(scrub(line, secrets), console=err)
+        show(one_line(scrub(line, secrets)), console=err)
         return int(code)
 
     try:

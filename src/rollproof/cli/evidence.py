@@ -64,6 +64,15 @@ if TYPE_CHECKING:
     help="Read every table after each step, instead of only what the change wrote and only "
     "where its pages changed.",
 )
+@click.option(
+    "--max-examples",
+    type=click.IntRange(0, 1000),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="Rows shown per table when a rollback path left rows different: key and old -> new "
+    "values (secret columns and forbidden objects never shown); the rest are counted.",
+)
 @path_option(
     "--sign",
     "sign_key",
@@ -101,6 +110,7 @@ def rehearse(
     allow_undeclared: bool,
     scratch: str | None,
     full_fingerprints: bool,
+    max_examples: int,
     sign_key: Path | None,
     grant_file: Path | None,
     lane: str | None,
@@ -170,6 +180,7 @@ def rehearse(
             allow_undeclared=allow_undeclared,
             scratch=scratch,
             full_fingerprints=full_fingerprints,
+            max_examples=max_examples,
         )
     out_dir = write_report(
         result,
@@ -377,22 +388,56 @@ def key_generate(out_dir: Path, name: str) -> None:
 @click.option(
     "--dialect",
     type=click.Choice(["sqlite", "postgresql"]),
-    default="sqlite",
-    show_default=True,
-    help="The SQL dialect the scripts are written in.",
+    default=None,
+    help="The SQL dialect the scripts are written in (default: the source's, else sqlite).",
+)
+@click.option(
+    "--source",
+    default=None,
+    help="Read this database's catalog (read-only) for what it makes for declared objects: "
+    "automatic indexes, owned sequences and sequences defaults call, foreign-key parents.",
+)
+@click.option(
+    "--suggest",
+    is_flag=True,
+    help="Print a ready-to-paste [surfaces] block computed from the SQL (and the catalog).",
 )
 @json_option("Print the scoping evidence as JSON.")
-def surfaces(change: Path, dialect: str, as_json: bool) -> None:
+def surfaces(
+    change: Path, dialect: str | None, source: str | None, suggest: bool, as_json: bool
+) -> None:
     """Show every object CHANGE's SQL touches, what is undeclared, and destructive statements.
 
     Exits 0 when scoping is READY, 3 when an object is undeclared or a statement's scope is
-    unknown (the same rule `rehearse` applies before any leg runs).
+    unknown (the same rule `rehearse` applies before any leg runs), 1 when the database's
+    parser refuses a statement (the change is wrong). With --suggest, prints the [surfaces]
+    block that makes it READY (exit 3 when a statement's scope is unknown: it is not in it).
     """
     from rollproof.core.change import load_change
+    from rollproof.core.surface import EMPTY_CATALOG
     from rollproof.surfaces.scope import ScopingStatus, check_scoping
+    from rollproof.surfaces.scope import suggest as suggest_surfaces
 
-    scoping = check_scoping(load_change(change), dialect=dialect)
+    if dialect is None:
+        postgres = source is not None and source.startswith(("postgresql://", "postgres://"))
+        dialect = "postgresql" if postgres else "sqlite"
+    if source is not None:
+        from rollproof.engines import read_catalog
+
+        catalog = read_catalog(source)
+    else:
+        catalog = EMPTY_CATALOG
+    loaded = load_change(change)
+    scoping = check_scoping(loaded, dialect=dialect, catalog=catalog)
+    if suggest and not scoping.syntax_errors:
+        proposal = suggest_surfaces(loaded, dialect=dialect, catalog=catalog)
+        click.echo(proposal.toml(), nl=False)
+        if proposal.unknown:
+            raise SystemExit(int(ExitCode.HELD))
+        return
     render(as_json, scoping.to_json, _scoping_lines(scoping))
+    if scoping.syntax_errors:
+        raise SystemExit(int(ExitCode.CHECK_FAILED))
     if scoping.status is not ScopingStatus.READY:
         raise SystemExit(int(ExitCode.HELD))
 
@@ -410,6 +455,10 @@ def _scoping_lines(scoping: Scoping) -> Iterator[RenderableType]:
     yield table
     for role, risk in scoping.risks:
         yield f"risk ({role} statement {risk.statement}): {risk.message}; {risk.proven_by}"
+    for item in scoping.implicit:
+        yield f"covered implicitly: {item.object} by {item.owner} ({item.reason})"
+    for line in scoping.syntax_errors:
+        yield f"syntax error: {line}"
     for line in scoping.problems():
         yield f"not ready: {line}"
     yield f"scoping: {scoping.status}"

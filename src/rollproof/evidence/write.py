@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from rollproof.core.errors import EnvironmentProblemError, UsageError
+from rollproof.core.steps import Step, reached
+from rollproof.engines.workspace import make_owned_dir, sweep
 
 
 def _fsync_dir(path: Path) -> None:
@@ -64,11 +66,13 @@ def write_tree_atomically(
         )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+        sweep([dest.parent], partial_only=True)  # partial packets of runs that died
+        owned = make_owned_dir(f".{dest.name}.partial-", dest.parent, beside=True)
     except OSError as e:
         raise EnvironmentProblemError(
             f"cannot create output under {dest.parent}: {e.strerror}"
         ) from e
+    staging = owned.directory
     try:
         staging.chmod(0o755)
         for rel, data in sorted(files.items()):
@@ -81,14 +85,20 @@ def write_tree_atomically(
             os.chmod(target, modes.get(rel, 0o644))
         for d in sorted({p for p in staging.rglob("*") if p.is_dir()} | {staging}, reverse=True):
             _fsync_dir(d)
+        reached(Step.PACKET_STAGED)
         if dest.exists():
             dest.rmdir()
         os.rename(staging, dest)
         _fsync_dir(dest.parent)
+        owned.owner.unlink()  # beside the staging directory: never part of the packet
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
+        owned.owner.unlink(missing_ok=True)
         raise EnvironmentProblemError(f"cannot write {dest}: {e.strerror}") from e
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        owned.owner.unlink(missing_ok=True)
         raise
+    finally:
+        owned.release()
     return dest

@@ -44,12 +44,12 @@ import os
 import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from pglast import ast
 from psycopg import sql
 
 from rollproof.core.change import Script
@@ -66,7 +66,8 @@ from rollproof.core.isolation import (
     IsolationProof,
 )
 from rollproof.core.redact import redact_dsn
-from rollproof.core.surface import AccessKind
+from rollproof.core.steps import ENGINE_STEPS, marks_steps
+from rollproof.core.surface import AccessKind, Implicit
 from rollproof.engines.base import Progress, ReadOnlyOutcome, ScriptOutcome, TransactionOutcome
 from rollproof.engines.postgres.conn import (
     READ_ONLY_OPTION,
@@ -83,12 +84,17 @@ from rollproof.engines.postgres.explain import explain_differences
 from rollproof.engines.postgres.fingerprint import (
     ENGINE,
     Connect,
+    describe_schema,
     fingerprint_connection,
     prepare_session,
+    privilege_state,
 )
+from rollproof.engines.postgres.implicit import implicit_objects
+from rollproof.engines.postgres.privileges import PrivilegeMask
 from rollproof.engines.postgres.reach import normalize
 from rollproof.engines.postgres.roles import (
     Grants,
+    copy_roles,
     denied_kind,
     denied_object,
     denied_via,
@@ -115,23 +121,13 @@ from rollproof.engines.postgres.tools import (
     run_tool,
     start_ephemeral,
 )
+from rollproof.engines.workspace import make_workspace
 
 _SERVER = """
 SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())::text,
        current_database(), current_setting('server_version_num')::int,
        pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate, d.datctype
 FROM pg_catalog.pg_database d WHERE d.datname = current_database()
-"""
-
-_ROLES_USED = """
-SELECT DISTINCT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid IN (
-    SELECT relowner FROM pg_catalog.pg_class
-    UNION SELECT nspowner FROM pg_catalog.pg_namespace
-    UNION SELECT proowner FROM pg_catalog.pg_proc
-    UNION SELECT typowner FROM pg_catalog.pg_type
-    UNION SELECT (pg_catalog.aclexplode(relacl)).grantee FROM pg_catalog.pg_class
-    UNION SELECT (pg_catalog.aclexplode(nspacl)).grantee FROM pg_catalog.pg_namespace
-) AND NOT r.rolname LIKE 'pg\\_%' ORDER BY 1
 """
 
 
@@ -179,6 +175,7 @@ def _server_errors(what: str) -> Iterator[None]:
         raise EnvironmentProblemError(f"{what}: {describe_error(e)}") from None
 
 
+@marks_steps(ENGINE_STEPS)
 class PostgresSession:
     """An `EngineSession` for a PostgreSQL source, cloned onto a scratch server."""
 
@@ -209,6 +206,10 @@ class PostgresSession:
         self._role: str | None = None
         self._role_password = secrets.token_urlsafe(24)
         self._grants: Grants | None = None
+        self._mask: PrivilegeMask | None = None
+        """Owners and privileges as before rollproof's setup in the snapshot (PrivilegeMask)."""
+        self._clone_mask: PrivilegeMask | None = None
+        """The same for the working clone, which may have had more handed to the role."""
         self._roles_note = ""
         self._restore_note = ""
         self._clone_owned: set[str] = set()
@@ -218,11 +219,8 @@ class PostgresSession:
         self.snapshot_db = f"rollproof_{tag}_snap"
         self.clone_db = f"rollproof_{tag}_work"
         self._tag = tag
-        if workdir is not None:
-            workdir.mkdir(parents=True, exist_ok=True)
-        self.workspace = Path(
-            tempfile.mkdtemp(prefix="rollproof-pg-", dir=None if workdir is None else str(workdir))
-        ).resolve()
+        self._claim = make_workspace("rollproof-pg-", workdir)
+        self.workspace = self._claim.directory
         try:
             self._check_workspace()
             self.scratch = self._open_scratch()
@@ -292,9 +290,8 @@ class PostgresSession:
                         f"warning: scratch server version {scr_version} is older than the "
                         f"source's {src_version}"
                     )
-                roles = [str(r) for (r,) in src.execute(_ROLES_USED).fetchall()]
                 self._create_database(admin, self.snapshot_db, encoding, collate, ctype)
-                self._roles_note = self._copy_roles(admin, roles)
+                self._roles_note = copy_roles(src, admin)
             src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             row = src.execute(
                 "SELECT pg_catalog.pg_export_snapshot(), "
@@ -313,7 +310,7 @@ class PostgresSession:
         with contextlib.closing(self._admin(self.snapshot_db)) as snap:
             say("fingerprinting the snapshot")
             self._snapshot_fp = self._fingerprint(
-                snap, "scratch", self._admin_worker(self.snapshot_db)
+                snap, "scratch", self._admin_worker(self.snapshot_db), mask=self._mask
             )
         with contextlib.closing(self._admin()) as admin:
             # A template nobody may connect to: the snapshot stays as it was restored.
@@ -339,10 +336,11 @@ class PostgresSession:
         what: str,
         more: Connect | None = None,
         reuse: Reuse | None = None,
+        mask: PrivilegeMask | None = None,
     ) -> Fingerprint:
         try:
             return fingerprint_connection(
-                conn, self._progress, more=more, jobs=self._jobs, reuse=reuse
+                conn, self._progress, more=more, jobs=self._jobs, reuse=reuse, mask=mask
             )
         except psycopg.Error as e:
             # The clone holds what a change script made: its errors are told without values.
@@ -384,30 +382,6 @@ class PostgresSession:
                 "its default was used"
             )
         self._created.append(name)
-
-    def _copy_roles(self, admin: psycopg.Connection[Any], roles: Sequence[str]) -> str:
-        existing = {str(r) for (r,) in admin.execute("SELECT rolname FROM pg_catalog.pg_roles")}
-        created, failed = [], []
-        for role in roles:
-            if role in existing:
-                continue
-            try:
-                admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
-                created.append(role)
-            except psycopg.Error:
-                failed.append(role)
-        parts = []
-        if created:
-            parts.append(
-                f"roles created on the scratch server as NOLOGIN so owners and privileges come "
-                f"across (their attributes, memberships and passwords are not copied): "
-                f"{', '.join(created)}"
-            )
-        if failed:
-            parts.append(
-                f"roles that could not be created on the scratch server: {', '.join(failed)}"
-            )
-        return "; ".join(parts)
 
     def _dump(self, snapshot_id: str, size: str) -> None:
         dump_dir = self.workspace / "dump"
@@ -474,7 +448,11 @@ class PostgresSession:
         with contextlib.closing(self._admin(self.snapshot_db)) as snap:
             try:
                 with snap.transaction():
+                    # Read in the same transaction as the setup: the mask is exactly its undoing.
+                    before = privilege_state(snap)
                     self._grants = grant_declared(snap, self._role, self._role_password, self.guard)
+                    self._mask = PrivilegeMask(self._role).then(before, privilege_state(snap))
+                    self._clone_mask = self._mask
             except psycopg.Error as e:
                 self._role = None
                 raise EnvironmentProblemError(
@@ -608,6 +586,7 @@ class PostgresSession:
         if self.clone_db not in self._created:
             self._created.append(self.clone_db)
         self._clone_owned = set()
+        self._clone_mask = self._mask
 
     def fresh_clone(self) -> None:
         self._remake_clone()
@@ -646,7 +625,11 @@ class PostgresSession:
                 if writable is not None:
                     narrowed = Reuse(reuse.base, writable)
             return self._fingerprint(
-                conn, "clone", self._admin_worker(self.clone_db), reuse=narrowed
+                conn,
+                "clone",
+                self._admin_worker(self.clone_db),
+                reuse=narrowed,
+                mask=self._clone_mask,
             )
 
     # -- scripts --------------------------------------------------------------------------------
@@ -662,11 +645,26 @@ class PostgresSession:
         if not needed:
             return
         with contextlib.closing(self._admin(self.clone_db)) as conn:
+            # What is handed over here is rollproof's doing too: the clone's mask undoes it.
+            before = privilege_state(conn)
             for table in sorted(needed):
                 schema, _, relname = table.rpartition(".")
                 with contextlib.suppress(psycopg.Error):  # a table the script itself creates
                     own_table(conn, self._role, schema or "public", relname)
                     self._clone_owned.add(table)
+            if self._clone_mask is not None:
+                self._clone_mask = self._clone_mask.then(before, privilege_state(conn))
+
+    def implicit_objects(self) -> list[Implicit]:
+        """What the clone's catalog says PostgreSQL made for its tables, now (after apply: a
+        new partition's automatic index, a sequence a new default calls)."""
+        with contextlib.closing(self._admin(self.clone_db)) as conn:
+            try:
+                return implicit_objects(conn)
+            except psycopg.Error as e:
+                raise EnvironmentProblemError(
+                    f"clone: cannot read the catalog: {describe_error(e)}"
+                ) from None
 
     def _reaching(self) -> dict[str, str]:
         return {} if self._grants is None else self._grants.reaching
@@ -702,7 +700,13 @@ class PostgresSession:
         return out
 
     def _denial(
-        self, role: str, index: int, e: psycopg.Error, kinds: dict[str, AccessKind]
+        self,
+        role: str,
+        index: int,
+        e: psycopg.Error,
+        kinds: dict[str, AccessKind],
+        *,
+        refresh: bool = False,
     ) -> str | None:
         if self.guard is None or not isinstance(e, psycopg.errors.InsufficientPrivilege):
             return None
@@ -711,6 +715,8 @@ class PostgresSession:
         if obj is None:
             return None
         kind = denied_kind(message, kinds, obj)
+        if refresh and obj not in kinds and not message.startswith("must be owner"):
+            kind = AccessKind.READ  # REFRESH reads the view's tables and writes only the view
         root = None if self._grants is None else self._grants.reached_through(obj)
         if root is not None:
             # A view, function or table that reaches a forbidden object with someone else's
@@ -740,6 +746,11 @@ class PostgresSession:
     ) -> ScriptOutcome:
         statements = split_postgres(script.text)
         kinds = self._kinds(role, script) if self.guard is not None else {}
+        # A denied statement fails; the script goes on past it only to collect every other
+        # denial (the leg fails either way; in a transaction the rest fails as aborted, and
+        # errors after a denial are its consequences, not reported).
+        denials: list[str] = []
+        ran = 0
         for i, stmt in enumerate(statements, 1):
             if self.guard is not None:
                 self.guard.at(role, i)
@@ -772,16 +783,22 @@ class PostgresSession:
                             f"({describe_script_error(e)})"
                         ),
                     )
-                denied = self._denial(role, i, e, kinds.get(i, {}))
+                denied = self._denial(role, i, e, kinds.get(i, {}), refresh=_refreshes(stmt))
                 if denied is not None:
-                    return ScriptOutcome(
-                        i - 1,
-                        error=f"statement {i} `{short(stmt)}` was denied by the server: {denied}",
+                    denials.append(
+                        f"statement {i} `{short(stmt)}` was denied by the server: {denied}"
                     )
+                    continue
+                if denials:
+                    continue
                 code, message, names = script_error_parts(e)
                 return ScriptOutcome(
                     i - 1, error=script_error(i, short(stmt), code, message, names=names)
                 )
+            if not denials:
+                ran = i
+        if denials:
+            return ScriptOutcome(ran, error="; ".join(denials))
         return ScriptOutcome(len(statements))
 
     def _server_version(self, conn: psycopg.Connection[Any]) -> int:
@@ -827,7 +844,7 @@ class PostgresSession:
                     # may read everything, which the change's own statements could not.
                     try:
                         with self._read_all(conn):
-                            after = fingerprint_connection(conn)
+                            after = fingerprint_connection(conn, mask=self._clone_mask)
                     except psycopg.Error as e:
                         # e.g. row-level security, which pg_read_all_data does not bypass:
                         # no honest fingerprint inside the transaction, so no verdict from it.
@@ -874,7 +891,7 @@ class PostgresSession:
         return ReadOnlyOutcome(entry, outcome, self.fingerprint_clone(exit_reuse))
 
     def explain(self, differences: Sequence[Difference]) -> list[Difference]:
-        if not any(d.component.startswith("table:") for d in differences):
+        if not any(d.component.startswith(("table:", "schema:")) for d in differences):
             return list(differences)
         with _server_errors("explaining differences"):
             self._snapshot_connections(allow=True)
@@ -885,7 +902,14 @@ class PostgresSession:
                 ):
                     before.read_only = True
                     now.read_only = True
-                    return explain_differences(before, now, differences)
+                    schema = None
+                    if any(d.component.startswith("schema:") for d in differences):
+                        # The descriptions the fingerprints hashed, through the same masks.
+                        schema = (
+                            describe_schema(before, self._mask),
+                            describe_schema(now, self._clone_mask),
+                        )
+                    return explain_differences(before, now, differences, schema)
             finally:
                 self._snapshot_connections(allow=False)
 
@@ -921,6 +945,7 @@ class PostgresSession:
         if self._cluster is not None:
             self._cluster.stop()
         shutil.rmtree(self.workspace, ignore_errors=True)
+        self._claim.release()
 
     def close(self, *, keep: bool) -> Path | None:
         if keep:
@@ -936,6 +961,12 @@ class PostgresSession:
                 ),
                 encoding="utf-8",
             )
+            self._claim.keep()
             return self.workspace
         self._cleanup(keep=False)
         return None
+
+
+def _refreshes(statement: str) -> bool:
+    """Whether the statement is REFRESH MATERIALIZED VIEW (its query's reads are reads)."""
+    return isinstance(parse_one(statement), ast.RefreshMatViewStmt)

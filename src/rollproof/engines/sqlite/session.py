@@ -36,7 +36,6 @@ import re
 import shutil
 import sqlite3
 import stat
-import tempfile
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,7 +46,7 @@ import apsw
 import blake3
 
 from rollproof.core.change import Script
-from rollproof.core.errors import EnvironmentProblemError, IsolationError, SourceError, UsageError
+from rollproof.core.errors import EnvironmentProblemError, IsolationError, SourceError
 from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.core.guard import SurfaceGuard, script_error
 from rollproof.core.isolation import (
@@ -61,6 +60,7 @@ from rollproof.core.isolation import (
 )
 from rollproof.core.redact import redact_dsn
 from rollproof.core.sqltext import without_leading_comments
+from rollproof.core.steps import ENGINE_STEPS, marks_steps
 from rollproof.core.surface import AccessKind
 from rollproof.engines.base import Progress, ReadOnlyOutcome, ScriptOutcome, TransactionOutcome
 from rollproof.engines.sqlite.errors import MACHINE_ERRORS, error_name, translate, translated
@@ -68,6 +68,7 @@ from rollproof.engines.sqlite.explain import explain_differences
 from rollproof.engines.sqlite.fingerprint import ENGINE, fingerprint_connection
 from rollproof.engines.sqlite.pages import PageProofs
 from rollproof.engines.sqlite.statements import split_sqlite
+from rollproof.engines.workspace import make_workspace
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 _TXN_CONTROL = re.compile(r"^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
@@ -85,6 +86,8 @@ def parse_sqlite_dsn(dsn: str) -> Path:
     Errors show the DSN with any password removed.
     """
     shown = repr(redact_dsn(dsn))
+    if any(not c.isprintable() for c in dsn):
+        raise SourceError(f"source {shown}: a DSN or path cannot hold control characters")
     if dsn.startswith("sqlite:"):
         rest = dsn[len("sqlite:") :]
         if not rest.startswith("///"):
@@ -111,25 +114,6 @@ def sqlite_dsn(path: Path) -> str:
     return "sqlite:///" + urllib.parse.quote(str(path), safe="/")
 
 
-def make_workspace(workdir: Path | None) -> Path:
-    """A new private (0700) directory for one rehearsal, under `workdir` or the system's
-    temporary directory. A `--workdir` that is a file or cannot be written is the user's to fix
-    (exit 2); a read-only or full file system is the machine's (exit 4)."""
-    try:
-        if workdir is not None:
-            workdir.mkdir(parents=True, exist_ok=True)
-        return Path(
-            tempfile.mkdtemp(prefix="rollproof-", dir=None if workdir is None else str(workdir))
-        ).resolve()
-    except (FileExistsError, NotADirectoryError):
-        raise UsageError(f"--workdir {workdir}: not a directory") from None
-    except PermissionError as e:
-        raise UsageError(f"--workdir {workdir or tempfile.gettempdir()}: {e.strerror}") from None
-    except OSError as e:
-        where = workdir or tempfile.gettempdir()
-        raise EnvironmentProblemError(f"cannot make a workspace in {where}: {e.strerror}") from e
-
-
 def check_sqlite_file(path: Path) -> Path:
     """The resolved path of an existing SQLite database file, or a clear error."""
     try:
@@ -147,6 +131,8 @@ def check_sqlite_file(path: Path) -> Path:
             header = f.read(100)
     except OSError as e:
         raise EnvironmentProblemError(f"source {path}: cannot read: {e.strerror}") from e
+    if not header.startswith(SQLITE_HEADER):
+        raise SourceError(f"source {path}: not a SQLite database (bad header)")
     problem = header_problem(header)
     if problem is not None:
         raise SourceError(f"source {path}: not a usable SQLite database: {problem}")
@@ -303,17 +289,21 @@ def authorizer_for(guard: SurfaceGuard | None) -> Authorizer:
     """The SQLite authorizer that enforces a guard while a change script is prepared.
 
     ATTACH and DETACH are always denied: a script that attached the source file could write
-    production from inside the clone. The TEMP schema is the script's own scratch space, and
-    SQLite's internal tables (schema, sequences, statistics) are written on the change's
-    behalf by the statements that the guard does see.
+    production from inside the clone. The one exception is `ATTACH ''`, a private temporary
+    database that no file backs (VACUUM attaches one to rebuild the clone into). The TEMP
+    schema and such a database are the script's own scratch space, and SQLite's internal
+    tables (schema, sequences, statistics) are written on the change's behalf by the
+    statements that the guard does see.
     """
 
     def authorize(
         action: int, a1: str | None, a2: str | None, db: str | None, via: str | None
     ) -> int:
+        if action == sqlite3.SQLITE_ATTACH and a1 == "":
+            return sqlite3.SQLITE_OK
         if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
             return sqlite3.SQLITE_DENY
-        if guard is None or db == "temp":
+        if guard is None or (db is not None and db != "main"):
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_PRAGMA and (a1 or "").lower() == "writable_schema":
             guard.mark_opaque()  # schema edits behind the authorizer: no incremental fingerprint
@@ -376,6 +366,7 @@ class _Background:
 
 
 @translated(lambda s: getattr(s, "source", None) or Path(getattr(s, "dsn", "the source")))
+@marks_steps(ENGINE_STEPS)
 class SqliteSession:
     """An `EngineSession` for a SQLite source file."""
 
@@ -396,7 +387,17 @@ class SqliteSession:
         self._source_opens: list[str] = []
         self._source_digest_before: dict[str, str] = {}
         self._source_b3_before: dict[str, str] = {}
-        self.workspace = make_workspace(workdir)
+        if workdir is not None and workdir.absolute().resolve().is_relative_to(self.source.parent):
+            # Refused before anything is created there: a workspace beside production is not
+            # isolated, and a directory made inside the source's tree would be left behind.
+            raise IsolationError(
+                [
+                    f"{CLONE_OUTSIDE_SOURCE_DIR} (--workdir {workdir} is inside the source's "
+                    "directory tree)"
+                ]
+            )
+        self._claim = make_workspace("rollproof-", workdir)
+        self.workspace = self._claim.directory
         self.snapshot = self.workspace / "snapshot.db"
         self.clone = self.workspace / "clone.db"
         self._snapshot_blake3 = ""
@@ -409,6 +410,7 @@ class SqliteSession:
             self._take_snapshot()
         except BaseException:
             shutil.rmtree(self.workspace, ignore_errors=True)
+            self._claim.release()
             raise
 
     # -- source and snapshot ------------------------------------------------------------------
@@ -684,6 +686,12 @@ class SqliteSession:
     def _execute(
         self, conn: sqlite3.Connection, role: str, statements: Sequence[str], in_txn: bool
     ) -> ScriptOutcome:
+        """Run the statements in order. A denied statement does not run, and the script goes
+        on past it only to collect every other denial (the leg fails either way): a change is
+        declared in one run, not one denial per run. Other errors after a denial are
+        consequences of the skipped statement and are not reported."""
+        denials: list[str] = []
+        ran = 0
         for i, stmt in enumerate(statements, 1):
             if self.guard is not None:
                 self.guard.at(role, i)
@@ -715,10 +723,15 @@ class SqliteSession:
                 denied = [] if self.guard is None else self.guard.denials_at(role, i)
                 if denied:
                     why = "; ".join(d.reason for d in denied)
-                    return ScriptOutcome(
-                        i - 1, error=f"statement {i} `{_short(stmt)}` was denied: {why}"
-                    )
+                    denials.append(f"statement {i} `{_short(stmt)}` was denied: {why}")
+                    continue
+                if denials:
+                    continue
                 return ScriptOutcome(i - 1, error=_script_error(i, stmt, e))
+            if not denials:
+                ran = i
+        if denials:
+            return ScriptOutcome(ran, error="; ".join(denials))
         return ScriptOutcome(len(statements))
 
     def run_script(self, role: str, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
@@ -796,7 +809,9 @@ class SqliteSession:
             self._spare = None
             self._spare_path.unlink(missing_ok=True)
         if keep:
+            self._claim.keep()
             return self.workspace
         self.snapshot.chmod(0o600)
         shutil.rmtree(self.workspace, ignore_errors=True)
+        self._claim.release()
         return None
