@@ -166,8 +166,11 @@ class _LegRunner:
         *,
         full_fingerprints: bool,
         show: ShowPolicy | None = None,
+        no_transaction: str | None = None,
     ) -> None:
         self.s = session
+        self.no_transaction = no_transaction
+        """Set when the change's own tool runs it outside a transaction: the marker, named."""
         self.change = change
         self.before = before
         self.guard = guard
@@ -288,6 +291,9 @@ class _LegRunner:
 
     def transaction(self, restore_next: bool) -> dict[LegName, LegResult]:
         leg = LegName.TRANSACTION
+        if self.no_transaction is not None:
+            why = f"the migration is marked to run outside a transaction: {self.no_transaction}"
+            return {leg: LegResult(leg, Verdict.NOT_APPLICABLE, why, {})}
         self.fresh()
         if restore_next:
             # The restore leg will want a copy of the snapshot: an engine may make it while
@@ -469,6 +475,7 @@ def rehearse(
     full_fingerprints: bool = False,
     before_legs: Callable[[Fingerprint], None] | None = None,
     max_examples: int = DEFAULT_MAX_EXAMPLES,
+    no_transaction: str | None = None,
 ) -> RehearsalResult:
     """Rehearse `change` against a clone of `source` and return every leg's proof.
 
@@ -479,6 +486,8 @@ def rehearse(
     runs (a governed rehearsal consumes its grant there, against the state it will rehearse).
     `max_examples` is how many rows per table a failing leg shows (key, old -> new; 0 to
     1000); no value of a forbidden object or of a `[secrets] columns` column is ever shown.
+    `no_transaction` names the marker by which a migration's tool runs it outside a
+    transaction (rollproof.formats): the transaction leg is then NOT_APPLICABLE, saying so.
     """
     if not 0 <= max_examples <= MAX_EXAMPLES:
         raise UsageError(f"max_examples must be between 0 and {MAX_EXAMPLES}, not {max_examples}")
@@ -514,7 +523,13 @@ def rehearse(
             forbidden_objects=policy.forbidden_objects,
         )
         runner = _LegRunner(
-            session, change, before, guard, full_fingerprints=full_fingerprints, show=show
+            session,
+            change,
+            before,
+            guard,
+            full_fingerprints=full_fingerprints,
+            show=show,
+            no_transaction=no_transaction,
         )
         made = runner.implicit
         # Legs run in groups that share work (see _LegRunner.run); they are reported in the

@@ -1,0 +1,114 @@
+"""`rollproof rehearse-dir` and `rollproof plan`: the migrations users already have
+(rollproof.formats; docs/formats.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rollproof.cli.app import cli
+from rollproof.cli.console import progress, render
+from rollproof.cli.options import PATH, json_option, out_option, source_option
+from rollproof.formats.model import FORMATS
+
+_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="The migration tool (default: detected from the directory).",
+)
+
+
+@cli.command("rehearse-dir")
+@click.argument("directory", type=PATH)
+@source_option("The database the migrations are meant for (read only; SQLite for now).")
+@_FORMAT
+@click.option("--from", "start", default=None, metavar="ID", help="First migration to rehearse.")
+@click.option("--to", "end", default=None, metavar="ID", help="Last migration to rehearse.")
+@out_option("Where the packets go: OUT/<index>-<id>/ each (default: ./rollproof-dir-<UTC>).")
+def rehearse_dir(
+    directory: Path,
+    source: str,
+    fmt: str | None,
+    start: str | None,
+    end: str | None,
+    out: Path | None,
+) -> None:
+    """Rehearse each pending migration of DIRECTORY at its own position, then the whole range.
+
+    Each migration runs on a private copy of the source with the earlier ones applied; its
+    packet goes under OUT/<index>-<id>/. Pending migrations are read from the source's
+    bookkeeping (golang-migrate, dbmate, goose) or start at --from. One line per rehearsal;
+    exits with the worst exit code of them.
+    """
+    from rollproof.formats.detect import load_project
+    from rollproof.formats.run import rehearse_range
+
+    project = load_project(directory, fmt)
+    if out is None:
+        out = Path(f"rollproof-dir-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+    with progress() as say:
+        run = rehearse_range(project, source, out, start=start, end=end, progress=say)
+    total = len(project.migrations)
+    if not run.pending:
+        click.echo(f"{project.format}: nothing pending in {directory} for this source")
+    for step in run.steps:
+        m = step.migration
+        head = f"{step.label}" if m is None else f"{step.label} ({m.name})"
+        where = f" -> {step.packet}" if step.packet else ""
+        click.echo(f"{step.verdict:<7} exit {step.exit_code}  {head}: {step.detail}{where}")
+        for note in () if m is None else m.notes:
+            click.echo(f"        note: {note}")
+    click.echo(
+        f"{len(run.pending)} of {total} {project.format} migrations rehearsed; source "
+        + ("unchanged" if run.source_unchanged else "CHANGED during the run")
+        + f" (sha256 {run.source_sha256})"
+    )
+    raise SystemExit(run.exit_code)
+
+
+@cli.command("plan")
+@click.argument("directory", type=PATH)
+@source_option("The database whose bookkeeping says what is deployed (read only).")
+@_FORMAT
+@json_option("Print the plan as JSON.")
+def plan(directory: Path, source: str, fmt: str | None, as_json: bool) -> None:
+    """List DIRECTORY's migrations in order: deployed or pending, reversible or not."""
+    from rollproof.formats.bookkeeping import deployed_ids
+    from rollproof.formats.detect import load_project
+
+    project = load_project(directory, fmt)
+    deployed = deployed_ids(project, source)
+    rows: list[dict[str, Any]] = []
+    for i, m in enumerate(project.migrations, 1):
+        state = "unknown" if deployed is None else "deployed" if m.id in deployed else "pending"
+        rows.append(
+            {
+                "index": i,
+                "id": m.id,
+                "name": m.name,
+                "state": state,
+                "reversible": m.reversible,
+                "why_not_reversible": m.why_not_reversible() or None,
+                "no_transaction": m.no_transaction,
+                "requires": list(m.requires),
+                "notes": list(m.notes),
+            }
+        )
+    doc = {"format": project.format, "directory": str(directory), "migrations": rows}
+
+    def lines() -> Iterator[str]:
+        yield f"{project.format} project {directory}: {len(rows)} migrations"
+        if deployed is None:
+            yield "  (what is deployed cannot be read from this source: give --from to rehearse)"
+        for r in rows:
+            rev = "reversible" if r["reversible"] else f"NOT reversible ({r['why_not_reversible']})"
+            extra = f"; outside a transaction: {r['no_transaction']}" if r["no_transaction"] else ""
+            yield f"  {r['index']:>3} {r['state']:<8} {r['id']} ({r['name']}): {rev}{extra}"
+
+    render(as_json, lambda: doc, lines())

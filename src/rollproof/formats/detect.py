@@ -1,0 +1,68 @@
+"""Which tool a directory belongs to, and loading it with that tool's loader."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from rollproof.core.errors import UsageError
+from rollproof.formats import flyway, sectioned, sqitch
+from rollproof.formats.model import FORMATS, FormatError, Project
+
+LOADERS: dict[str, Callable[[Path], Project]] = {
+    "sqitch": sqitch.load,
+    "flyway": flyway.load,
+    "golang-migrate": sectioned.load_golang_migrate,
+    "dbmate": sectioned.load_dbmate,
+    "goose": sectioned.load_goose,
+}
+_FLYWAY = re.compile(r"^[VUR][0-9._]*__.+\.sql$")
+_HEAD_BYTES = 64 * 1024
+
+
+def _head(path: Path) -> str:
+    with path.open("rb") as f:
+        return f.read(_HEAD_BYTES).decode("utf-8", "replace")
+
+
+def detect(directory: Path) -> str:
+    """The tool whose conventions the directory follows; refuses to guess between two."""
+    if (directory / sqitch.PLAN).is_file() or (directory / sqitch.CONF).is_file():
+        return "sqitch"
+    sql = [p for p in sorted(directory.iterdir()) if p.name.endswith(".sql") and p.is_file()]
+    found: set[str] = set()
+    for p in sql:
+        if p.name.endswith((".up.sql", ".down.sql")):
+            found.add("golang-migrate")
+        elif _FLYWAY.match(p.name):
+            found.add("flyway")
+        else:
+            head = _head(p)
+            if re.search(r"^--\s*\+goose\s+up\b", head, re.I | re.M):
+                found.add("goose")
+            elif re.search(r"^--\s*migrate:up\b", head, re.M):
+                found.add("dbmate")
+    if len(found) == 1:
+        return found.pop()
+    if not found:
+        raise FormatError(
+            str(directory),
+            "no migrations of a known tool here (" + ", ".join(FORMATS) + "); "
+            "give --format, or the directory that holds them",
+        )
+    raise FormatError(
+        str(directory), "holds migrations of " + " and ".join(sorted(found)) + ": give --format"
+    )
+
+
+def load_project(directory: str | Path, fmt: str | None = None) -> Project:
+    """The directory's migrations, in the order its tool deploys them."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise FormatError(str(d), "is not a directory")
+    if fmt is None:
+        fmt = detect(d)
+    if fmt not in LOADERS:
+        raise UsageError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
+    return LOADERS[fmt](d)

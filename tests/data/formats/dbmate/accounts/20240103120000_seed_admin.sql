@@ -1,0 +1,4 @@
+-- migrate:up
+INSERT INTO accounts (email) VALUES ('admin@example.com');
+
+-- migrate:down

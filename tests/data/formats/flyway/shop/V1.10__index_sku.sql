@@ -1,0 +1,1 @@
+CREATE UNIQUE INDEX items_sku ON items (sku);

@@ -1,0 +1,2 @@
+-- Lossy: the column comes back, empty.
+ALTER TABLE profiles ADD COLUMN bio TEXT;

@@ -1,0 +1,1 @@
+SELECT likes FROM flips WHERE 0;

@@ -1,0 +1,1 @@
+SELECT id, nickname, body, timestamp FROM flips WHERE 0;

@@ -1,0 +1,199 @@
+"""`rollproof rehearse-dir` and `rollproof plan` over the migrations users already have.
+
+THE acceptance test is `test_range_hides_a_lossy_down_that_per_migration_rehearsal_finds`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from rollproof.cli import main
+from rollproof.core.model import Verdict
+from rollproof.verify.reader import validate_packet
+
+DATA = Path(__file__).parent / "data" / "formats"
+PROFILES = DATA / "golang-migrate" / "profiles"
+
+
+def make_source(tmp_path: Path, *, deployed: int | None = None) -> Path:
+    path = tmp_path / "prod" / "prod.db"
+    path.parent.mkdir()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+    conn.executemany("INSERT INTO users (name) VALUES (?)", [(f"user{i}",) for i in range(40)])
+    if deployed is not None:
+        conn.execute("CREATE TABLE schema_migrations (version bigint NOT NULL, dirty boolean)")
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (deployed,))
+        for n in range(1, deployed + 1):
+            for f in sorted(PROFILES.glob(f"{n}_*.up.sql")):
+                conn.executescript(f.read_text())
+    conn.commit()
+    conn.close()
+    return path
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_range_hides_a_lossy_down_that_per_migration_rehearsal_finds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Migration 1 creates `profiles` and fills `bio`; migration 2 drops `bio`, and its down
+    adds the column back *empty* (the bios are lost); migration 3 indexes users.
+
+    Rehearsed at its own position (the source with migration 1 applied, bios present),
+    migration 2's revert leg FAILS: every bio set before is NULL after. The range round trip
+    (1, 2, 3 up, then 3, 2, 1 down) compares the source before migration 1 with the state
+    after migration 1's down: that down drops the whole `profiles` table, bios and all, so the
+    bios migration 2's down failed to bring back are nowhere to be compared, and the range
+    comes back digest-equal to the source. It genuinely passes, and it proves nothing about
+    migration 2: only the per-migration round trip does.
+    """
+    source = make_source(tmp_path)
+    before = sha(source)
+    out = tmp_path / "packets"
+    code = main(["rehearse-dir", str(PROFILES), "--source", str(source), "--out", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1  # the worst of the rehearsals: migration 2's FAIL
+    verdicts = [line.split()[0] for line in lines[:4]]
+    assert verdicts == ["PASS", "FAIL", "PASS", "PASS"]
+    assert lines[1].startswith("FAIL    exit 1  2-2 (drop profile bio): revert: ")
+    assert (
+        "table profiles: 40 rows differ; bio: 40 values lost (set before, NULL now)" in (lines[1])
+    )
+    assert lines[3].startswith("PASS    exit 0  range-1-to-3: ")
+    assert "3 of 3 golang-migrate migrations rehearsed; source unchanged" in lines[4]
+    assert sha(source) == before  # the source was only ever read
+
+    packets = sorted(p.name for p in out.iterdir())
+    assert packets == ["1-1", "2-2", "3-3", "range-1-to-3"]
+    for name in packets:
+        verified = validate_packet(out / name)  # the existing validator, unchanged
+        assert verified.overall is (Verdict.FAIL if name == "2-2" else Verdict.PASS)
+    # Migration 2's packet holds the migration's own files, byte for byte.
+    copy = out / "2-2" / "change"
+    for f in ("2_drop_profile_bio.up.sql", "2_drop_profile_bio.down.sql"):
+        assert (copy / f).read_bytes() == (PROFILES / f).read_bytes()
+    report = json.loads((out / "2-2" / "report.json").read_text())
+    assert report["change"]["surfaces"]["writes"] == ["profiles"]
+
+
+def test_pending_from_golang_migrate_bookkeeping(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = make_source(tmp_path, deployed=1)
+    assert main(["plan", str(PROFILES), "--source", str(source), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(m["id"], m["state"], m["reversible"]) for m in doc["migrations"]] == [
+        ("1", "deployed", True),
+        ("2", "pending", True),
+        ("3", "pending", True),
+    ]
+    out = tmp_path / "packets"
+    code = main(
+        ["rehearse-dir", str(PROFILES), "--source", str(source), "--out", str(out), "--to", "2"]
+    )
+    text = capsys.readouterr().out
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["2-2", "range-2-to-2"]
+    assert "1 of 3 golang-migrate migrations rehearsed" in text
+
+
+def test_sqitch_rework_and_self_bracketing_rehearse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "prod" / "empty.db"
+    source.parent.mkdir()
+    sqlite3.connect(source).close()
+    project = DATA / "sqitch" / "flipr"
+    # sqitch's registry is another database: without --from there is no position to start at.
+    assert main(["rehearse-dir", str(project), "--source", str(source)]) == 2
+    assert "give --from" in capsys.readouterr().err
+    out = tmp_path / "packets"
+    code = main(
+        [
+            "rehearse-dir",
+            str(project),
+            "--source",
+            str(source),
+            "--from",
+            "users",
+            "--out",
+            str(out),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0, text
+    lines = text.splitlines()
+    assert lines[0].startswith("PASS    exit 0  1-users")
+    # The BEGIN ... COMMIT each script brackets itself with is left out: the transaction leg
+    # runs (and passes) instead of being not applicable, and the note says why.
+    assert "note: deploy/users.sql: its BEGIN ... COMMIT is left out" in text
+    assert sorted(p.name for p in out.iterdir()) == [
+        "1-users",
+        "2-flips-at-v1.0",
+        "3-flips",
+        "range-users-to-flips",
+    ]
+    for p in out.iterdir():
+        validate_packet(p)
+        report = json.loads((p / "report.json").read_text())
+        legs = {leg["name"]: leg["verdict"] for leg in report["legs"]}
+        assert legs["transaction"] == "PASS"
+        assert legs["revert"] == "PASS"
+        if not p.name.startswith("range"):
+            assert legs["read-only"] == "PASS"  # the verify script
+
+
+def test_goose_no_transaction_marker_makes_the_transaction_leg_not_applicable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "prod" / "notes.db"
+    source.parent.mkdir()
+    sqlite3.connect(source).close()
+    out = tmp_path / "packets"
+    project = DATA / "goose" / "notes"
+    code = main(["rehearse-dir", str(project), "--source", str(source), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    report = json.loads((out / "2-2" / "report.json").read_text())
+    legs = {leg["name"]: leg for leg in report["legs"]}
+    assert legs["transaction"]["verdict"] == "NOT_APPLICABLE"
+    assert "goose `NO TRANSACTION` (00002_notes_fts.sql:1)" in legs["transaction"]["reason"]
+    assert legs["revert"]["verdict"] == "PASS"
+    validate_packet(out / "2-2")
+    first = json.loads((out / "1-1" / "report.json").read_text())
+    assert {leg["name"]: leg["verdict"] for leg in first["legs"]}["transaction"] == "PASS"
+
+
+def test_dbmate_and_flyway_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "prod" / "a.db"
+    source.parent.mkdir()
+    conn = sqlite3.connect(source)
+    conn.execute("CREATE TABLE schema_migrations (version varchar(128) PRIMARY KEY)")
+    conn.execute("INSERT INTO schema_migrations VALUES ('20240101120000')")
+    conn.commit()
+    conn.close()
+    assert main(["plan", str(DATA / "dbmate" / "accounts"), "--source", str(source)]) == 0
+    text = capsys.readouterr().out
+    assert "deployed 20240101120000" in text
+    assert "pending  20240102120000" in text
+    assert "transaction:false" in text
+    assert "NOT reversible" in text.splitlines()[-1]
+    assert main(["plan", str(DATA / "flyway" / "shop"), "--source", str(source)]) == 0
+    text = capsys.readouterr().out
+    assert "cannot be read from this source" in text
+    assert "R__item_view (item view): NOT reversible (a repeatable (R__) migration" in text
+
+
+def test_malformed_directory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "1_a.sql").write_text("-- migrate:down\nSELECT 1;\n")
+    source = make_source(tmp_path)
+    assert main(["plan", str(tmp_path), "--source", str(source), "--format", "dbmate"]) == 2
+    assert "1_a.sql:1: has no `-- migrate:up` section" in capsys.readouterr().err
