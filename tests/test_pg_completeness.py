@@ -307,13 +307,6 @@ def grantee_fixture(pg_servers: Servers) -> Iterator[str]:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
-OWNER_TO_PENDING = (
-    "OWNER TO under run-time enforcement: the change role must be a member of the new owner "
-    "(and the new owner hold CREATE on the schema); lending that membership for one pure "
-    "ownership statement is not built yet. The fingerprint reads owners (see the owner rows)."
-)
-
-
 def _label_provider(dsn: str) -> bool:
     with admin(dsn) as conn:
         try:
@@ -365,8 +358,6 @@ def test_a_revert_that_forgets_an_attribute_fails(
     pg_source: MakeSource,
     make_pg_change: MakePgChange,
 ) -> None:
-    if attr.attribute == "owner":
-        pytest.skip(OWNER_TO_PENDING)
     if attr.attribute == "labels" and not _label_provider(pg_servers.scratch):
         pytest.skip("no security label provider is loaded on the scratch server")
     dsn = pg_source(BASE + attr.setup)
@@ -376,9 +367,6 @@ def test_a_revert_that_forgets_an_attribute_fails(
     revert = "ALTER TABLE customer DROP COLUMN extra;\n"
     if revert_restores:
         revert = _statements(attr.restore_sql, grantee, owner) + revert
-        if attr.attribute == "owner":
-            # Once given away, the object's DROP COLUMN needs its owner back first.
-            pass
     change = make_pg_change(apply, revert, surfaces=f"writes = {WRITES}\n")
     legs = [LegName.TRANSACTION, LegName.REVERT] if revert_restores else [LegName.REVERT]
     result = rehearse(change, dsn, scratch=pg_servers.scratch, legs=legs)
@@ -420,8 +408,6 @@ def test_a_privilege_or_comment_only_change_is_a_change(
     pg_source: MakeSource,
     make_pg_change: MakePgChange,
 ) -> None:
-    if "OWNER TO" in apply:
-        pytest.skip(OWNER_TO_PENDING)
     dsn = pg_source(BASE)
     owner = _owner(dsn)
     change = make_pg_change(

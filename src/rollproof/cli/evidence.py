@@ -159,6 +159,7 @@ def rehearse(
                 allow_undeclared=allow_undeclared,
                 scratch=scratch,
                 full_fingerprints=full_fingerprints,
+                max_examples=max_examples,
                 signing_key=key,
                 invocation=invocation,
                 reproduce=reproduce,

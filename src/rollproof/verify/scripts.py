@@ -48,6 +48,18 @@ fi
 """
 
 
+_LIBPQ_ENV = (
+    "# libpq's own environment applies to the source and the scratch server as it does to",
+    "# any PostgreSQL client: PGPASSWORD, PGPASSFILE (~/.pgpass), PGSERVICE, PGSERVICEFILE,",
+    "# PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY (the recorded DSNs carry no password).",
+)
+
+
+def _libpq_lines(report: Mapping[str, Any]) -> list[str]:
+    """The variables a PostgreSQL packet's scripts honour, said in its scripts' comments."""
+    return list(_LIBPQ_ENV) if report["source"].get("engine") == "postgresql" else []
+
+
 def _comment(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True)
 
@@ -115,6 +127,7 @@ def render_commands(report: Mapping[str, Any], exit_codes: Mapping[str, Any]) ->
             "# Environment: ROLLPROOF, how to run rollproof (default: rollproof on PATH,",
             "# else python3 -m rollproof); ROLLPROOF_SOURCE, a source DSN to use instead",
             "# of the recorded one (which has any password removed).",
+            *_libpq_lines(report),
             "set -u",
             "",
             'packet="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)" || exit 2',
@@ -189,6 +202,7 @@ def render_rerun(report: Mapping[str, Any]) -> bytes:
             "# says whether the source drifted (its fingerprint, every leg's `before`, differs)",
             "# or the change is non-deterministic (only after-apply points differ) (exit 1).",
             "# Environment: ROLLPROOF, how to run rollproof (as for commands.sh).",
+            *_libpq_lines(report),
             "set -u",
             "",
             'packet="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)" || exit 2',

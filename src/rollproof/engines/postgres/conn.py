@@ -3,7 +3,11 @@
 A DSN (URI or `key=value` form) is split once into its connection parameters and its password.
 The password never travels with the parameters: psycopg receives it as a keyword argument
 in-process, and a subprocess (pg_dump, pg_restore, psql) receives it only as `PGPASSWORD` in
-its own environment. A command line is readable by every user of the machine through `ps`;
+its own environment. libpq's own environment (PGPASSWORD, PGPASSFILE, PGSERVICE/PGSERVICEFILE,
+PGSSLMODE/PGSSLROOTCERT/PGSSLCERT/PGSSLKEY, PGHOST, ...) decides rollproof's own connections;
+`resolved` reads back what libpq made of it for a connection that worked (host, port, user,
+database, TLS settings, and the password it sent), and a subprocess connects with exactly those
+values, given explicitly. A command line is readable by every user of the machine through `ps`;
 an environment is readable only by the same user, and nothing here ever writes it to a file
 or a packet. Every DSN that leaves the process passes through `redact_dsn`.
 
@@ -12,8 +16,9 @@ Invariants:
   start-up (no window in which a statement could run writable), then reads the setting back and
   refuses the connection unless the server confirms it;
 * a subprocess never inherits a libpq variable from the caller's environment that could send it
-  to another server or database than the one named (PGHOST, PGSERVICE, ...), so what is proven
-  about a connection is proven about the process that makes it.
+  to another server or database than the one named (PGHOST, PGSERVICE, ...): it gets the values
+  rollproof's own proven connection resolved, so what is proven about a connection is proven
+  about the process that makes it.
 """
 
 from __future__ import annotations
@@ -44,11 +49,38 @@ _LIBPQ_ENV = frozenset(
         "PGDATABASE",
         "PGUSER",
         "PGPASSWORD",
+        "PGPASSFILE",
         "PGSERVICE",
         "PGSERVICEFILE",
         "PGOPTIONS",
         "PGTARGETSESSIONATTRS",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
+        "PGSSLCRL",
+        "PGSSLCRLDIR",
+        "PGREQUIRESSL",
     }
+)
+# What a client program is given of a resolved connection, when libpq's value differs from its
+# compiled-in default: where to connect and how to trust it. The password goes apart; `service`
+# and `passfile` are not passed on (their values are).
+_RESOLVED = (
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslcrl",
+    "sslcrldir",
+    "gssencmode",
+    "krbsrvname",
+    "target_session_attrs",
 )
 
 
@@ -209,6 +241,27 @@ def connect_source(target: PgTarget) -> psycopg.Connection[Any]:
             f"(default_transaction_read_only, transaction_read_only = {row}); refusing to go on"
         )
     return conn
+
+
+def resolved(conn: psycopg.Connection[Any], target: PgTarget) -> PgTarget:
+    """`target` as libpq resolved it for `conn` (a connection to it that worked).
+
+    libpq reads PGPASSWORD, a passfile, a service file and the PGSSL* variables for rollproof's
+    own connections; a client program gets none of the caller's libpq environment, so it is
+    given what they resolved to: the parameters explicitly, the password it actually sent apart
+    (it travels as `PGPASSWORD` in the child's environment, never on a command line).
+    """
+    params = dict(target.params)
+    params.pop("service", None)
+    params.pop("passfile", None)
+    for option in conn.pgconn.info:
+        keyword = option.keyword.decode()
+        if keyword in _RESOLVED and option.val is not None and option.val != option.compiled:
+            params[keyword] = option.val.decode()
+    password = target.password
+    if password is None and conn.pgconn.used_password:
+        password = conn.pgconn.password.decode() or None
+    return replace(target, params=params, password=password)
 
 
 def subprocess_env(

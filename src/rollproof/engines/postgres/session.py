@@ -77,9 +77,11 @@ from rollproof.engines.postgres.conn import (
     describe_error,
     describe_script_error,
     parse_pg_dsn,
+    resolved,
     script_error_parts,
     subprocess_env,
 )
+from rollproof.engines.postgres.errors import is_machine_error, server_fault, translated
 from rollproof.engines.postgres.explain import explain_differences
 from rollproof.engines.postgres.fingerprint import (
     ENGINE,
@@ -90,6 +92,7 @@ from rollproof.engines.postgres.fingerprint import (
     privilege_state,
 )
 from rollproof.engines.postgres.implicit import implicit_objects
+from rollproof.engines.postgres.owner import Lender, OwnerRefusedError, lend
 from rollproof.engines.postgres.privileges import PrivilegeMask
 from rollproof.engines.postgres.reach import normalize
 from rollproof.engines.postgres.roles import (
@@ -172,9 +175,12 @@ def _server_errors(what: str) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as e:
+        if is_machine_error(e):
+            raise  # named by the session's `translated` boundary
         raise EnvironmentProblemError(f"{what}: {describe_error(e)}") from None
 
 
+@translated(lambda s: s._servers())
 @marks_steps(ENGINE_STEPS)
 class PostgresSession:
     """An `EngineSession` for a PostgreSQL source, cloned onto a scratch server."""
@@ -213,6 +219,8 @@ class PostgresSession:
         self._roles_note = ""
         self._restore_note = ""
         self._clone_owned: set[str] = set()
+        self._lender: Lender | None = None
+        """What an owner-changing statement is lent (owner.py); set with the change role."""
         self._source_before: Fingerprint | None = None
         self._snapshot_fp: Fingerprint | None = None
         tag = secrets.token_hex(4)
@@ -231,6 +239,16 @@ class PostgresSession:
             raise
 
     # -- setup ----------------------------------------------------------------------------------
+
+    def _servers(self) -> list[tuple[str, str, str]]:
+        """(role and shown DSN, host, port) of the two servers, for `errors.translated`."""
+        out = []
+        for role, name in (("source", "_source_child"), ("scratch", "_scratch_child")):
+            target = getattr(self, name, None) or getattr(self, role, None)
+            if isinstance(target, PgTarget):
+                p = target.params
+                out.append((f"{role} {target.shown}", p.get("host", ""), p.get("port", "")))
+        return out
 
     def _check_workspace(self) -> None:
         st = self.workspace.stat()
@@ -270,9 +288,13 @@ class PostgresSession:
         say = self._progress
         say("opening the source read-only")
         with contextlib.closing(self._source_session()) as src:
+            # What libpq resolved for these connections (PGPASSWORD, a passfile, a service, the
+            # PGSSL* settings): the client programs connect with exactly that.
+            self._source_child = resolved(src, self.source)
             src_id, src_db, src_version, encoding, collate, ctype = self._server(src, "source")
             self.source_db = src_db
             with contextlib.closing(self._admin()) as admin:
+                self._scratch_child = resolved(admin, self.scratch)
                 scr_id, _db, scr_version, *_ = self._server(admin, "scratch")
                 self._ids = (src_id, scr_id)
                 if src_id == scr_id:
@@ -343,6 +365,10 @@ class PostgresSession:
                 conn, self._progress, more=more, jobs=self._jobs, reuse=reuse, mask=mask
             )
         except psycopg.Error as e:
+            server = self.source if what == "source" else self.scratch
+            fault = server_fault(e, f"{what} {server.shown}")
+            if fault is not None:
+                raise fault from None
             # The clone holds what a change script made: its errors are told without values.
             told = describe_error(e) if what == "source" else describe_script_error(e)
             raise EnvironmentProblemError(f"{what}: cannot fingerprint: {told}") from None
@@ -385,7 +411,7 @@ class PostgresSession:
 
     def _dump(self, snapshot_id: str, size: str) -> None:
         dump_dir = self.workspace / "dump"
-        target = self.source
+        target = self._source_child
         params = dict(target.params)
         params["options"] = f"{params.get('options', '')} {READ_ONLY_OPTION}".strip()
         ro_target = PgTarget(params=params, password=target.password, shown=target.shown)
@@ -408,14 +434,13 @@ class PostgresSession:
             progress=self._progress,
             label="pg_dump",
         )
-        if run.returncode != 0:
-            raise EnvironmentProblemError(
-                "pg_dump of the source failed: " + ("; ".join(run.errors[-3:]) or "no message")
-            )
+        failure = run.failure("pg_dump of the source")
+        if failure is not None:
+            raise EnvironmentProblemError(failure)
 
     def _restore(self) -> None:
         dump_dir = self.workspace / "dump"
-        target = self.scratch.with_db(self.snapshot_db)
+        target = self._scratch_child.with_db(self.snapshot_db)
         argv = [
             find_tool("pg_restore"),
             f"--jobs={self._jobs}",
@@ -429,13 +454,16 @@ class PostgresSession:
             run = run_tool(
                 argv,
                 env=subprocess_env(target, self._child_base()),
-                secrets=target.secrets() | self.source.secrets(),
+                secrets=target.secrets() | self._source_child.secrets(),
                 progress=self._progress,
                 label="pg_restore",
             )
         finally:
             # The dump holds production data: it does not outlive the restore.
             shutil.rmtree(dump_dir, ignore_errors=True)
+        if run.returncode < 0:
+            # Killed (not a restore that reported errors and finished): no complete snapshot.
+            raise EnvironmentProblemError(str(run.failure("pg_restore on the scratch server")))
         if run.returncode != 0:
             errors = [e for e in run.errors if "error" in e.lower()]
             note = f"pg_restore reported {len(errors)} error(s): " + "; ".join(errors[:5])
@@ -771,8 +799,17 @@ class PostgresSession:
                         i - 1, not_applicable=f"statement {i} `{short(stmt)}`: {why}"
                     )
             try:
-                conn.execute(stmt.encode("utf-8"), prepare=False)
+                with self._lent(conn, stmt) as run:
+                    conn.execute(run.encode("utf-8"), prepare=False)
+            except OwnerRefusedError as e:
+                return ScriptOutcome(i - 1, error=f"statement {i} `{short(stmt)}`: {e}")
             except psycopg.Error as e:
+                fault = server_fault(e, f"scratch {self.scratch.shown}")
+                if fault is not None:
+                    # The server or the machine failed under the script (a lost connection, a
+                    # full disk, out of memory): not the change's failure. Raised, so it ends as
+                    # exit 4 and no packet says FAIL.
+                    raise fault from None
                 state = e.diag.sqlstate or ""
                 if in_txn and state in NOT_IN_TRANSACTION_STATES:
                     return ScriptOutcome(
@@ -800,6 +837,45 @@ class PostgresSession:
         if denials:
             return ScriptOutcome(ran, error="; ".join(denials))
         return ScriptOutcome(len(statements))
+
+    @contextlib.contextmanager
+    def _lent(self, conn: psycopg.Connection[Any], stmt: str) -> Iterator[str]:
+        """The statement to run, with what an owner change needs lent for it only (owner.py)."""
+        lender = self._lender_for()
+        if lender is None or (not lender.vetted and "owner" not in stmt.lower()):
+            yield stmt
+            return
+        accesses = [
+            (normalize(a.object), a.kind) for scope in static_scope(stmt) for a in scope.accesses
+        ]
+        with (
+            contextlib.closing(self._admin(self.clone_db)) as admin,
+            contextlib.ExitStack() as lent,
+        ):
+            try:
+                run, loan = lender.plan(conn, admin, stmt, parse_one(stmt), accesses)
+                if loan:
+                    lent.enter_context(lend(admin, lender.role, loan))
+            except psycopg.Error as e:
+                raise EnvironmentProblemError(
+                    f"clone: cannot lend the change role an owner: {describe_error(e)}"
+                ) from None
+            yield run
+
+    def _lender_for(self) -> Lender | None:
+        if self.guard is None or self._role is None:
+            return None
+        if self._lender is None:
+            guard = self.guard
+            self._lender = Lender(
+                self._role,
+                tuple(guard.writes),
+                lambda: (*guard.forbidden, *self._reaching()),
+                lambda ident: (
+                    None if self._clone_mask is None else self._clone_mask.owners.get(ident)
+                ),
+            )
+        return self._lender
 
     def _server_version(self, conn: psycopg.Connection[Any]) -> int:
         return int(conn.info.server_version)
@@ -846,6 +922,9 @@ class PostgresSession:
                         with self._read_all(conn):
                             after = fingerprint_connection(conn, mask=self._clone_mask)
                     except psycopg.Error as e:
+                        fault = server_fault(e, f"scratch {self.scratch.shown}")
+                        if fault is not None:
+                            raise fault from None
                         # e.g. row-level security, which pg_read_all_data does not bypass:
                         # no honest fingerprint inside the transaction, so no verdict from it.
                         outcome = ScriptOutcome(

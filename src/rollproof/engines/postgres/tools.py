@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -67,6 +68,21 @@ class ToolRun:
     returncode: int
     errors: tuple[str, ...]
     """Error and warning lines the program printed (secrets scrubbed)."""
+
+    def failure(self, label: str) -> str | None:
+        """Why the program failed, in one line, or None when it exited 0. A program killed
+        by a signal (the OOM killer, an operator) says so: it is the machine, not the input."""
+        if self.returncode == 0:
+            return None
+        if self.returncode < 0:
+            try:
+                name = signal.Signals(-self.returncode).name
+            except ValueError:
+                name = f"signal {-self.returncode}"
+            return f"{label} was killed by {name} (out of memory, or stopped by someone)"
+        return f"{label} failed (exit {self.returncode}): " + (
+            "; ".join(self.errors[-3:]) or "no message"
+        )
 
 
 def run_tool(
