@@ -229,6 +229,7 @@ def governance_layer(
     files: Mapping[str, bytes],
     *,
     edit_decision: Callable[[dict[str, Any]], None] | None = None,
+    probes: Mapping[str, Any] | None = None,
 ) -> Files:
     """`files` plus a governance layer as a governed run writes it, derived from an empty
     ledger and the default ladder (decision: HOLD first and default; APPLY_NOW=NO)."""
@@ -266,7 +267,29 @@ def governance_layer(
         "apply_now": "NO",
     }
     checkpoint = checkpoint_title(change_id, "2026-01-02") + "\n\n(self-test)\n"
-    return {**files, **layer_files(decision, addendum, checkpoint, tree)}
+    return {**files, **layer_files(decision, addendum, checkpoint, tree, probes or sample_probes())}
+
+
+def sample_probes(*, failed: str | None = None) -> dict[str, Any]:
+    """A probes.json as `rollproof probe --json` writes it: two probes and the control, all
+    as expected, or with probe `failed` not failing closed (exit 0 observed)."""
+    from rollproof.verify.governance_layer import probes_document
+
+    def probe(name: str, code: int, contains: str) -> dict[str, Any]:
+        observed = 0 if name == failed else code
+        return {
+            "name": name,
+            "what": f"self-test probe {name}",
+            "expected": {"exit": code, "contains": contains},
+            "observed": {"exit": observed, "contains": True},
+            "passed": observed == code,
+            "leaked": False,
+        }
+
+    control = {**probe("control", 0, "PASS"), "allowed": True}
+    return probes_document(
+        [probe("grant-forged", 3, "grant"), probe("fifo-script", 2, "is a FIFO")], control
+    )
 
 
 def _reseal_layer(c: Corpus, path: str, data: bytes) -> Files:
@@ -673,6 +696,11 @@ CASES: tuple[Case, ...] = (
         lambda c: {p: d for p, d in c.governed.items() if p != GOVERNANCE_SEAL},
     ),
     Case("governance-seal-over-another-tree", FindingCode.GOVERNANCE_MISMATCH, _seal_other_tree),
+    Case(
+        "probes-failed-under-pass",
+        FindingCode.PROBES_CONTRADICT,
+        lambda c: governance_layer(c.sound, probes=sample_probes(failed="grant-forged")),
+    ),
     Case(
         "governance-file-altered",
         FindingCode.SHA256_MISMATCH,

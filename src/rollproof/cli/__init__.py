@@ -6,7 +6,9 @@ from rollproof.cli import (  # noqa: F401  (registers the commands)
     grants,
     ledger,
     maintenance,
+    migrations,
     policy,
+    probe,
 )
 from rollproof.cli.app import cli, main
 

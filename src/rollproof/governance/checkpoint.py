@@ -25,6 +25,7 @@ The final status token is, for a change id C (upper-cased, non-alphanumerics as 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ from rollproof.governance.records import (
     TicketState,
 )
 from rollproof.verify.findings import VerifiedPacket
-from rollproof.verify.governance_layer import checkpoint_title
+from rollproof.verify.governance_layer import checkpoint_title, probe_line
+from rollproof.verify.layout import PROBES_JSON
 
 CHECKPOINT_SCHEMA = "rollproof/checkpoint/v1"
 CURRENT_STATE_SCHEMA = "rollproof/current-state/v1"
@@ -82,6 +84,18 @@ class Evidence:
     packet: VerifiedPacket | None
     problem: str | None = None
     """Why there is no validated packet: not found, invalid (first finding), another tree."""
+    probes: Mapping[str, Any] | None = None
+    """probes.json as it is being written (otherwise read from the packet's governance layer)."""
+
+
+def _probes_of(evidence: Evidence) -> Mapping[str, Any] | None:
+    if evidence.probes is not None:
+        return evidence.probes
+    data = evidence.packet.governance_files.get(PROBES_JSON) if evidence.packet else None
+    if data is None:
+        return None
+    doc = json.loads(data)  # validated with the packet: canonical JSON of its schema
+    return doc if isinstance(doc, dict) else None
 
 
 def status_token(change_id: str, status: str) -> str:
@@ -230,6 +244,11 @@ def _done(
         )
         lines.append(f"Legs on the clone: {legs}.")
         pinned = report["validator_sha256"] == state.validator_pin
+        probes = _probes_of(evidence)
+        if probes is not None:
+            lines.append(
+                probe_line(probes) + f" (governance/probes.json, verdict {probes['verdict']})."
+            )
         lines.append(
             f"Validator: packet VALID now; overall {packet.overall}, rehearse exit code "
             f"{packet.exit_code}; written under validator {report['validator_sha256'][:16]}… "

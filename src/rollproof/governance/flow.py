@@ -32,19 +32,31 @@ own operators, ladder and surfaces govern nothing until adopted.
 6. the decision packet, the checkpoint and the addendum are derived from the ledger as it now
    stands and the validated packet, written as the packet's governance layer, and the whole
    packet is validated again: what rollproof hands over is what its validator accepts.
+
+Between 3 and 4, `rollproof probe --json` runs (a subprocess: the catalogue lives above this
+layer, in `rollproof.assurance.probes`) and its document becomes the layer's `probes.json`; a
+probe that did not fail closed, a leak, or a refused control makes the run FAIL on the record
+(`rehearsal.recorded` overall FAIL, nothing discharged, decision.json overall FAIL). The result
+is cached per process for the same rollproof code (the probes build their own private workspace,
+so nothing else they depend on can change). A governed rehearsal started by a probe that gets
+this far is refused (no recursion).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rollproof.core.change import Change
-from rollproof.core.errors import HeldError, UsageError
+from rollproof.core.errors import EnvironmentProblemError, HeldError, UsageError
 from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.model import LegName, Verdict
 from rollproof.core.policy import Governance, Lane, LaneKind, Policy
@@ -71,6 +83,9 @@ from rollproof.verify.findings import VerifiedPacket
 from rollproof.verify.governance_layer import layer_files
 
 REPRODUCE_TIMEOUT_S = 3600.0
+PROBES_TIMEOUT_S = 600.0
+PROBE_NESTED_ENV = "ROLLPROOF_PROBE_NESTED"
+_PROBES_CACHE: dict[str, dict[str, object]] = {}
 _OUTCOMES = {
     "commands.sh": {0: "OVERALL PASS", 1: "OVERALL FAIL"},
     "RERUN.sh": {0: "PASS/MATCH", 1: "FAIL/MISMATCH"},
@@ -212,6 +227,43 @@ def reproduce_packet(packet: Path, policy: Policy) -> dict[str, tuple[str, int]]
     return out
 
 
+def _code_digest() -> str:
+    package = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".json") and path.is_file():
+            h.update(path.relative_to(package).as_posix().encode() + b"\0")
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def run_probe_catalogue() -> dict[str, object]:
+    """`rollproof probe --json` in a subprocess (cached per process for the same code)."""
+    if os.environ.get(PROBE_NESTED_ENV):  # a probe never starts another catalogue
+        raise UsageError("a governed rehearsal run by `rollproof probe` does not probe again")
+    key = _code_digest()
+    if key in _PROBES_CACHE:
+        return _PROBES_CACHE[key]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLPROOF_")}
+    with tempfile.TemporaryDirectory(prefix="rollproof-probes-") as tmp:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "rollproof", "probe", "--json"],
+                cwd=tmp,
+                env=env,
+                capture_output=True,
+                timeout=PROBES_TIMEOUT_S,
+                check=False,
+            )
+            doc = json.loads(proc.stdout) if proc.returncode in (0, 1) else None
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            doc = None
+    if not isinstance(doc, dict) or doc.get("verdict") not in ("PASS", "FAIL"):
+        raise EnvironmentProblemError("`rollproof probe --json` gave no probe report")
+    _PROBES_CACHE[key] = doc
+    return doc
+
+
 def governed_rehearse(
     change: Change,
     source: str,
@@ -226,6 +278,7 @@ def governed_rehearse(
     allow_undeclared: bool = False,
     scratch: str | None = None,
     full_fingerprints: bool = False,
+    max_examples: int | None = None,
     signing_key: Signer | None = None,
     invocation: list[str] | None = None,
     reproduce: bool = False,
@@ -233,6 +286,7 @@ def governed_rehearse(
     clock: Clock = utc_now,
 ) -> GovernedRehearsal:
     """Rehearse `change` in a lane of the policy's ladder, on the record (module docstring)."""
+    from rollproof.core.explain import DEFAULT_MAX_EXAMPLES
     from rollproof.core.model import DEFAULT_LEGS
     from rollproof.rehearse.flow import rehearse
     from rollproof.rehearse.packet import default_out_dir, write_report
@@ -301,6 +355,7 @@ def governed_rehearse(
         allow_undeclared=allow_undeclared,
         scratch=scratch,
         full_fingerprints=full_fingerprints,
+        max_examples=DEFAULT_MAX_EXAMPLES if max_examples is None else max_examples,
         before_legs=consume,
     )
     packet = write_report(
@@ -311,6 +366,9 @@ def governed_rehearse(
     )
     say("validating the packet")
     verified = validate_evidence(packet, gov)
+    say("probing rollproof's own gates: rollproof probe")
+    probes = run_probe_catalogue()
+    probes_pass = probes["verdict"] == "PASS"
     grant_id = consumed[0].grant.grant_id if consumed else None
     tree = verified.tree_hash
 
@@ -319,7 +377,7 @@ def governed_rehearse(
             record_rehearsal(
                 change.id,
                 tree,
-                verified.overall,
+                verified.overall if probes_pass else Verdict.FAIL,
                 isolation=verified.isolation,
                 exit_code=verified.exit_code,
                 signed_by=verified.signed_by,
@@ -329,7 +387,7 @@ def governed_rehearse(
             )
         ]
         # Only evidence discharges anything: not a FAIL, an UNKNOWN or a NOT_PROVEN run.
-        if judge_evidence(verified, required_signer=evidence_signer(gov)).counts:
+        if probes_pass and judge_evidence(verified, required_signer=evidence_signer(gov)).counts:
             events += _discharges(state, change.id, chosen.name, tree, preflight)
         return events
 
@@ -354,6 +412,7 @@ def governed_rehearse(
         verified=verified,
         record=recorded,
         clock=clock,
+        probes=probes,
     )
     final = validate_evidence(packet, gov)
     return GovernedRehearsal(
@@ -379,13 +438,14 @@ def write_governance_layer(
     verified: VerifiedPacket,
     record: Event,
     clock: Clock,
+    probes: Mapping[str, Any],
 ) -> tuple[dict[str, object], str]:
     """Derive the decision packet, checkpoint and addendum; write them into `packet`, sealed."""
     gov = policy.governed()
     state, ledger_checkpoint = _state(store, gov)
     now = clock()
     rehearsal = state.rehearsals[verified.tree_hash]
-    evidence = Evidence(rehearsal, Path(_shown_path(policy, packet)), verified)
+    evidence = Evidence(rehearsal, Path(_shown_path(policy, packet)), verified, probes=probes)
     doc = change_checkpoint(
         gov, state, change_id, evidence, now=now, ledger_checkpoint=ledger_checkpoint
     )
@@ -396,7 +456,7 @@ def write_governance_layer(
         change_id=change_id,
         lane=lane,
         packet_tree_hash=verified.tree_hash,
-        overall=verified.overall,
+        overall=verified.overall if probes["verdict"] == "PASS" else Verdict.FAIL,
         now=now,
     )
     addendum_doc = doc["addendum"]
@@ -420,7 +480,7 @@ def write_governance_layer(
         "discharged": sorted(discharged, key=lambda d: (d["seq"], d["blocker_id"])),
         "apply_now": "NO" if granted is None else "YES",
     }
-    files = layer_files(decision, addendum, markdown, verified.tree_hash)
+    files = layer_files(decision, addendum, markdown, verified.tree_hash, probes)
     seal = files.pop("GOVERNANCE.json")
     for rel, data in sorted(files.items()):
         target = packet / rel

@@ -107,6 +107,7 @@ class FindingCode(StrEnum):
     ATTESTATION_PREDICATE_MISMATCH = "ATTESTATION_PREDICATE_MISMATCH"
     # governance (the optional layer: decision packet, checkpoint, addendum; packet/governance.py)
     GOVERNANCE_MISMATCH = "GOVERNANCE_MISMATCH"
+    PROBES_CONTRADICT = "PROBES_CONTRADICT"
     # the validator itself raised: the packet is rejected, never accepted by accident
     VALIDATOR_EXCEPTION = "VALIDATOR_EXCEPTION"
 

@@ -22,7 +22,13 @@ What `check_layer` refuses (fail closed, in this order):
   named (`SCHEMA_VIOLATION`);
 * a decision or addendum about another change or another tree, an addendum whose APPLY_NOW is
   not the decision's, a decision.md that is not decision.json rendered, a checkpoint.md whose
-  title names another change (`GOVERNANCE_MISMATCH`).
+  title names another change (`GOVERNANCE_MISMATCH`);
+* probes.json (`rollproof probe --json` of the run) not strict canonical JSON of its schema
+  (`SCHEMA_VIOLATION`), or not saying what its own probes give: a probe's `passed` other than
+  "observed exit == expected exit, message matched, nothing leaked", a probe expecting exit 0
+  (that is no fail-closed gate), the control not expecting 0, a summary or verdict other than
+  the recomputed one, or a failed probe (or a leak, or a refused control) under a decision whose
+  overall is PASS (`PROBES_CONTRADICT`).
 
 What it cannot know: whether the ledger holds the events the layer describes (`rollproof status`
 re-derives the checkpoint from the ledger for that).
@@ -43,12 +49,14 @@ from rollproof.verify.layout import (
     DECISION_MD,
     GOVERNANCE_FILES,
     GOVERNANCE_SEAL,
+    PROBES_JSON,
     sha256_hex,
 )
 
 SEAL_SCHEMA = "rollproof/governance-seal/v1"
 DECISION_SCHEMA = "rollproof/decision/v1"
 ADDENDUM_SCHEMA = "rollproof/governance-addendum/v1"
+PROBES_SCHEMA = "rollproof/probes/v1"
 SchemaCheck = Callable[[str, Any, str], list[Finding]]
 """(schema file name, document, packet path) -> findings."""
 
@@ -112,8 +120,79 @@ def render_decision_markdown(decision: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def probe_line(doc: Mapping[str, Any]) -> str:
+    """The checkpoint's line about probes.json (its summary, as the validator re-derives it)."""
+    s = doc["summary"]
+    return (
+        f"Bad-input probes {s['failed_closed']}/{s['total']} fail closed; "
+        f"{'a token LEAKED' if s['leaked'] else 'no token leaked'}; "
+        f"control {'allowed' if s['control_allowed'] else 'REFUSED'}"
+    )
+
+
+def probes_document(probes: list[dict[str, Any]], control: dict[str, Any]) -> dict[str, Any]:
+    """The document `rollproof probe --json` prints (and governed packets carry)."""
+    passed = sum(1 for p in probes if p["passed"])
+    leaked = any(p["leaked"] for p in probes) or control["leaked"]
+    ok = passed == len(probes) and control["allowed"]
+    return {
+        "schema": PROBES_SCHEMA,
+        "probes": probes,
+        "control": control,
+        "summary": {
+            "total": len(probes),
+            "failed_closed": passed,
+            "leaked": leaked,
+            "control_allowed": control["allowed"],
+        },
+        "verdict": "PASS" if ok and not leaked else "FAIL",
+    }
+
+
+def probes_contradictions(doc: Mapping[str, Any]) -> list[str]:
+    """What probes.json (already of its schema) says that its own probes do not give."""
+    out: list[str] = []
+    probes, control = doc["probes"], doc["control"]
+    names = [p["name"] for p in probes]
+    if len(set(names)) != len(names) or control["name"] in names:
+        out.append("probe names repeat")
+    for p in [*probes, control]:
+        holds = (
+            p["observed"]["exit"] == p["expected"]["exit"]
+            and p["observed"]["contains"]
+            and not p["leaked"]
+        )
+        if p["passed"] != holds:
+            out.append(f"probe {p['name']}: passed={p['passed']} but its outcome gives {holds}")
+    for p in probes:
+        if p["expected"]["exit"] in (0, 70):
+            out.append(f"probe {p['name']} expects exit {p['expected']['exit']}: not fail closed")
+    if control["expected"]["exit"] != 0:
+        out.append("the control does not expect exit 0")
+    if control["allowed"] != control["passed"]:
+        out.append("the control's allowed is not its passed")
+    passed = sum(1 for p in probes if p["passed"])
+    leaked = any(p["leaked"] for p in [*probes, control])
+    summary = {
+        "total": len(probes),
+        "failed_closed": passed,
+        "leaked": leaked,
+        "control_allowed": control["allowed"],
+    }
+    if doc["summary"] != summary:
+        out.append(f"summary {doc['summary']} is not the recomputed {summary}")
+    verdict = "PASS" if passed == len(probes) and control["allowed"] and not leaked else "FAIL"
+    if doc["verdict"] != verdict:
+        out.append(f"verdict {doc['verdict']} is not the recomputed {verdict}")
+    return out
+
+
 def layer_files(
-    decision: Mapping[str, Any], addendum: Mapping[str, Any], checkpoint_md: str, tree_hash: str
+    decision: Mapping[str, Any],
+    addendum: Mapping[str, Any],
+    checkpoint_md: str,
+    tree_hash: str,
+    probes: Mapping[str, Any],
 ) -> dict[str, bytes]:
     """The governance layer's files and its seal, by packet path."""
     layer = {
@@ -121,6 +200,7 @@ def layer_files(
         DECISION_MD: render_decision_markdown(decision).encode("utf-8"),
         CHECKPOINT_MD: checkpoint_md.encode("utf-8"),
         ADDENDUM_JSON: canonical_json(dict(addendum)),
+        PROBES_JSON: canonical_json(dict(probes)),
     }
     return {**layer, GOVERNANCE_SEAL: seal_json(layer, tree_hash)}
 
@@ -176,7 +256,21 @@ def check_layer_documents(
     )
     if isinstance(addendum, Finding):
         return [addendum], None
-    out: list[Finding] = []
+    probes = _strict(files[PROBES_JSON], PROBES_JSON, "probes-v1.schema.json", schema_check)
+    if isinstance(probes, Finding):
+        return [probes], None
+    out: list[Finding] = [
+        Finding(FindingCode.PROBES_CONTRADICT, why, PROBES_JSON)
+        for why in probes_contradictions(probes)
+    ]
+    if not out and probes["verdict"] != "PASS" and decision["overall"] == "PASS":
+        out.append(
+            Finding(
+                FindingCode.PROBES_CONTRADICT,
+                "a probe did not fail closed, yet decision.json's overall is PASS",
+                PROBES_JSON,
+            )
+        )
     for path, doc in ((DECISION_JSON, decision), (ADDENDUM_JSON, addendum)):
         if doc["change_id"] != change_id:
             out.append(_mismatch(f"is about change {doc['change_id']!r}", path))

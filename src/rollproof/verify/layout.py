@@ -23,9 +23,11 @@ cite the tree hash and so cannot be covered by it (`rollproof.verify.governance_
     governance/decision.md     the same for people, rendered from decision.json
     governance/checkpoint.md   the checkpoint: where the change stands, from ledger and packet
     governance/addendum.json   tickets opened or touched by the run (by id range), APPLY_NOW
+    governance/probes.json     `rollproof probe --json` of this run: rollproof's own gates probed
+                               with bad inputs (schema rollproof/probes/v1)
     GOVERNANCE.json            control file sealing the layer: canonical JSON
                                {"schema": "rollproof/governance-seal/v1", "tree_hash": <TREE_HASH>,
-                                "files": [{"path", "sha256", "size"}, ...]} over exactly the four
+                                "files": [{"path", "sha256", "size"}, ...]} over exactly the five
 
 The layer is optional, all or nothing: without GOVERNANCE.json nothing may sit under
 governance/, and the manifest never lists a governance path.
@@ -67,7 +69,8 @@ DECISION_JSON = "governance/decision.json"
 DECISION_MD = "governance/decision.md"
 CHECKPOINT_MD = "governance/checkpoint.md"
 ADDENDUM_JSON = "governance/addendum.json"
-GOVERNANCE_FILES = (ADDENDUM_JSON, CHECKPOINT_MD, DECISION_JSON, DECISION_MD)
+PROBES_JSON = "governance/probes.json"
+GOVERNANCE_FILES = (ADDENDUM_JSON, CHECKPOINT_MD, DECISION_JSON, DECISION_MD, PROBES_JSON)
 """The governance layer's files, sorted: all present with GOVERNANCE.json, or none."""
 
 REPORT_JSON = "report.json"

@@ -45,6 +45,7 @@ VALIDATOR_FILES: tuple[str, ...] = (
     "schemas/governance-addendum-v1.schema.json",
     "schemas/governance-seal-v1.schema.json",
     "schemas/manifest-v1.schema.json",
+    "schemas/probes-v1.schema.json",
     "schemas/report-v1.schema.json",
     "verify/attest.py",
     "verify/findings.py",
