@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from rollproof.cli.app import cli
 from rollproof.cli.console import render
-from rollproof.cli.options import json_option, policy_option
+from rollproof.cli.options import json_option
 from rollproof.core.errors import UsageError
 
 
@@ -23,7 +21,6 @@ def _overrides(values: tuple[str, ...]) -> dict[str, int]:
 
 
 @cli.command()
-@policy_option("Policy file (default: ./rollproof.toml); the probes never touch its ledger.")
 @click.option(
     "--only", multiple=True, metavar="NAME", help="Run only this probe (and the control)."
 )
@@ -38,18 +35,18 @@ def _overrides(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Parallel probes.")
 @json_option("Print every probe (name, expected, observed, passed, leaked) as JSON.")
 def probe(
-    policy_path: Path | None,
     only: tuple[str, ...],
     expect_exit: tuple[str, ...],
     jobs: int | None,
     as_json: bool,
 ) -> int:
     """Run a catalogue of bad inputs against rollproof's own gates, each in a subprocess in a
-    disposable private workspace; exit 0 only when every probe failed closed as expected, no
-    planted secret leaked, and the control (a sound rehearsal) was allowed."""
+    disposable governed workspace it builds itself (its own keys, ledger and production file:
+    nothing of the current workspace is read or touched); exit 0 only when every probe failed
+    closed as expected, no planted secret leaked, and the control (a sound rehearsal) was
+    allowed."""
     from rollproof.assurance.probes import run_probes
 
-    del policy_path  # the probes build their own private workspace; nothing here is touched
     try:
         run = run_probes(jobs=jobs, only=only, expect=_overrides(expect_exit))
     except KeyError as e:
