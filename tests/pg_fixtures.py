@@ -2,7 +2,9 @@
 
 `scripts/test` starts two throwaway clusters (so the source and the scratch server have
 different system identifiers) and exports their DSNs as ROLLPROOF_TEST_PG_SOURCE and
-ROLLPROOF_TEST_PG_SCRATCH. Without them the PostgreSQL tests skip with the reason, except in
+ROLLPROOF_TEST_PG_SCRATCH; with several test processes (pytest-xdist) it starts a pair per
+process and exports space-separated lists, and process `gwN` takes the Nth pair (a test checks
+its whole scratch server for leftovers, so two processes never share one). Without them the PostgreSQL tests skip with the reason, except in
 CI (CI=true), where a missing server is a failure: these tests are the engine's proof.
 
 Test modules import the fixture functions (`*_fixture`, registered under their short names).
@@ -63,11 +65,17 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session", name="pg_servers")
 def pg_servers_fixture() -> Servers:
-    source, scratch = os.environ.get(SOURCE_ENV), os.environ.get(SCRATCH_ENV)
-    if not source or not scratch:
+    sources = os.environ.get(SOURCE_ENV, "").split()
+    scratches = os.environ.get(SCRATCH_ENV, "").split()
+    if not sources or not scratches:
         _unavailable(f"{SOURCE_ENV} and {SCRATCH_ENV} are not set")
-    assert source is not None
-    assert scratch is not None
+    if len(sources) != len(scratches):
+        pytest.fail(f"{SOURCE_ENV} and {SCRATCH_ENV} list different numbers of servers")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    if index >= len(sources):
+        pytest.fail(f"test process {worker} has no server pair of its own ({len(sources)} given)")
+    source, scratch = sources[index], scratches[index]
     for dsn in (source, scratch):
         try:
             admin(dsn).close()
