@@ -1,16 +1,19 @@
 """Helpers shared by the packet, validator and attestation tests, and the golden packet.
 
 The golden packet (tests/data/golden/packet/) is a real rehearsal's packet built with a fixed
-clock, a fixed signing key and a fixed validator pin. Three things in a real rehearsal's result
+clock, a fixed signing key and a fixed validator pin. Four things in a real rehearsal's result
 depend on the machine, not on the change, and are normalised before the packet is written
 (with `dataclasses.replace`, so the writer and the validator see an ordinary result):
 
-* the source's location and file bytes (`source.path`, `source.dsn`, `bytes_sha256_before`):
+* the source's location and file bytes (`source.path`, `source.dsn`, `bytes_sha256_before`,
+  and `after`, which names them again):
   the temporary directory differs per run, and SQLite's file header records the library
   version that wrote it;
 * the isolation checks' evidence, which names device and inode numbers, the owner's uid and
   the source's file hash (each check's name and outcome are kept);
-* the change's directory (the recorded command line is passed in explicitly).
+* the change's directory (the recorded command line is passed in explicitly);
+* the measured impact's statement times (each set to 1 ms, and the figures derived from them
+  recomputed).
 
 Everything else (fingerprints, content ids, the surfaces evidence, commands.sh, RERUN.sh, the
 manifest, the tree hash and the Ed25519 signature, which is deterministic) comes out of the real
@@ -23,11 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -37,6 +42,7 @@ from rollproof.assurance.selftest import (
     tiny_rehearsal,
     write_change,
 )
+from rollproof.core.impact import recomputed_impact
 from rollproof.core.isolation import IsolationCheck, IsolationProof
 from rollproof.core.keys import SigningKey
 from rollproof.rehearse.flow import RehearsalResult
@@ -77,11 +83,27 @@ def normalise(result: RehearsalResult) -> RehearsalResult:
         "dsn": "sqlite:////golden/source.db",
         "path": "/golden/source.db",
         "bytes_sha256_before": {"source.db": "0" * 64},
+        "after": {"moved_on": False, "evidence": "normalised for the golden packet"},
     }
     change = dataclasses.replace(result.change, directory=Path("/golden/changes/add-item-note"))
     return dataclasses.replace(
-        result, source=source, isolation=IsolationProof(checks), change=change
+        result,
+        source=source,
+        isolation=IsolationProof(checks),
+        change=change,
+        impact=normalised_impact(result),
     )
+
+
+def normalised_impact(result: RehearsalResult) -> dict[str, Any]:
+    """The impact section with every statement's time fixed at 1 ms (times are the machine's),
+    and everything derived from the times recomputed from them."""
+    assert result.impact is not None
+    doc = json.loads(json.dumps(result.impact))
+    for statement in doc["statements"]:
+        statement["duration_us"] = 1000
+    rows = {name: t.rows for name, t in result.source_fingerprint.tables.items()}
+    return recomputed_impact(doc, rows)
 
 
 def golden_files(workdir: Path) -> dict[str, bytes]:

@@ -2,14 +2,13 @@
 
 Attack 5: a rehearsal whose isolation was NOT_PROVEN (exit 3) but whose legs all PASSed was
 counted as PASS evidence: ROLLBACK_READY, a blocker discharged, a grant for the next lane issued
-on it. Every packet here is made by a real rehearsal (the NOT_PROVEN one by writing to the source
-while the rehearsal runs, as tests/test_rehearsal.py does), validated by the real validator; each
-refusal has its positive twin.
+on it. Every packet here is made by a real rehearsal (the NOT_PROVEN one by opening its private
+workspace to everyone while it runs), validated by the real validator; each refusal has its
+positive twin.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,17 +43,25 @@ def ws(
     return make_workspace(tmp_path, monkeypatch, capsys)
 
 
-def _writer(source: Path) -> tuple[Callable[[str], None], Callable[[], None]]:
-    """A progress callback that writes to the source while the first leg runs: the rehearsal
-    cannot prove it worked on an unchanging copy, so its isolation is NOT_PROVEN."""
-    conn = sqlite3.connect(source)
+def _workdir(ws: Workspace) -> Path:
+    """Where the NOT_PROVEN rehearsal makes its workspace: outside the source's directory."""
+    work = ws.dir.parent / f"{ws.dir.name}-work"
+    work.mkdir(exist_ok=True)
+    return work
 
-    def write(message: str) -> None:
-        if message.startswith("leg 1/"):
-            conn.execute("INSERT INTO items (name, qty) VALUES ('written', 1)")
-            conn.commit()
 
-    return write, conn.close
+def _loosener(workdir: Path) -> tuple[Callable[[str], None], Callable[[], None]]:
+    """A progress callback that opens the rehearsal's private workspace to everyone once the
+    legs have run: the clone was not kept private, so its isolation is NOT_PROVEN. (Another
+    client writing the source no longer does that: what others do to a live source says
+    nothing about rollproof, tests/test_live_source.py.)"""
+
+    def loosen(message: str) -> None:
+        if message.startswith("looking at the source again"):
+            for workspace in workdir.iterdir():
+                workspace.chmod(0o755)
+
+    return loosen, lambda: None
 
 
 def _change_dir(ws: Workspace, kind: str) -> Path:
@@ -72,10 +79,11 @@ def _packet(ws: Workspace, kind: str, out: str) -> VerifiedPacket:
     legs = (LegName.READ_ONLY,) if kind == "UNKNOWN" else None
     close = None
     progress = None
+    kwargs: dict[str, object] = {} if legs is None else {"legs": legs}
     if kind == "NOT_PROVEN":
-        progress, close = _writer(ws.source)
+        kwargs["workdir"] = _workdir(ws)
+        progress, close = _loosener(_workdir(ws))
     try:
-        kwargs = {} if legs is None else {"legs": legs}
         result = rehearse(change, ws.dsn, progress=progress, **kwargs)  # type: ignore[arg-type]
     finally:
         if close is not None:
@@ -87,7 +95,7 @@ def _governed(ws: Workspace, kind: str, out: str) -> VerifiedPacket:
     """A governed rehearsal of `kind` in the first lane, through the library flow."""
     change = load_change(_change_dir(ws, kind))
     legs = (LegName.READ_ONLY,) if kind == "UNKNOWN" else None
-    progress, close = _writer(ws.source) if kind == "NOT_PROVEN" else (None, None)
+    progress, close = _loosener(_workdir(ws)) if kind == "NOT_PROVEN" else (None, None)
     try:
         run = governed_rehearse(
             change,
@@ -96,6 +104,7 @@ def _governed(ws: Workspace, kind: str, out: str) -> VerifiedPacket:
             out=ws.dir / out,
             legs=legs,
             progress=progress,
+            workdir=_workdir(ws) if kind == "NOT_PROVEN" else None,
         )
     finally:
         if close is not None:

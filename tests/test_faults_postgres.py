@@ -5,8 +5,8 @@ Every row runs the real CLI (`python -m rollproof`) in a subprocess against the 
 and asserts the exit code, exactly one line on stderr with the expected words, no traceback and
 no packet. The `pg_source` fixture checks at teardown that the source's fingerprint did not
 change and that no rollproof_* database is left on the scratch server; a test whose fault stops
-rollproof's own cleanup (a stopped server, a kill) drops what the dead run left itself, after
-asserting that it is there (docs/RELIABILITY.md says why a run does not sweep them).
+rollproof's own cleanup (a stopped server, a kill) asserts that what the dead run left is there,
+then has it removed (`rollproof gc --scratch`, or by hand for a server that was stopped).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from tests.pg_fixtures import (
     make_pg_change_fixture,  # noqa: F401  (fixture)
     pg_servers_fixture,  # noqa: F401  (fixture)
     pg_source_fixture,  # noqa: F401  (fixture)
+    role_names,
 )
 
 SOURCE = """
@@ -470,8 +471,8 @@ def test_a_kill_at_each_step_of_a_postgres_rehearsal(
     tmp_path: Path,
     step: Step,
 ) -> None:
-    """As tests/test_kill_steps.py for SQLite. What differs: the dead run's databases on a named
-    scratch server stay until someone drops them (docs/RELIABILITY.md)."""
+    """As tests/test_kill_steps.py for SQLite. What differs: the dead run's databases and role on
+    a named scratch server are swept by `rollproof gc --scratch` (docs/RELIABILITY.md)."""
     dsn = pg_source(SOURCE)
     change = make_pg_change("UPDATE items SET qty = 0;", REVERT, surfaces=WRITES)
     tmp = tmp_path / "tmp"
@@ -494,8 +495,11 @@ def test_a_kill_at_each_step_of_a_postgres_rehearsal(
     assert gc.returncode == 0, gc.stderr
     assert not [p for p in tmp.iterdir() if p.name.startswith("rollproof-")]
     assert not [p for p in packets.iterdir() if ".partial-" in p.name] if packets.exists() else True
-    assert _leftovers(pg_servers.scratch) == left  # gc does not know the scratch server
-    _drop_leftovers(pg_servers.scratch)
+    assert _leftovers(pg_servers.scratch) == left  # gc without --scratch does not touch it
+    swept = _run(["gc", "--scratch", pg_servers.scratch], tmp_path, env)
+    assert swept.returncode == 0, swept.stderr
+    assert _leftovers(pg_servers.scratch) == set()  # the dead run's databases, and its role:
+    assert not [r for r in role_names(pg_servers.scratch) if r.endswith("_change")]
 
     again = _run(argv, tmp_path, env)
     assert again.returncode == 0, again.stdout + again.stderr

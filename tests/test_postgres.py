@@ -127,7 +127,7 @@ def test_demo_changes_give_the_sqlite_verdicts(
         "clone-database-fresh",
         "source-session-read-only",
         "clone-matches-source",
-        "source-fingerprint-unchanged",
+        "source-wrote-nothing",
     ]
 
 
@@ -290,7 +290,7 @@ def test_sequence_advance_is_tolerated_unless_strict(
     assert verdicts(result) == {"transaction": Verdict.FAIL, "revert": Verdict.FAIL}
 
 
-def test_source_drift_is_reported_as_drift(
+def test_source_written_by_others_is_proven_and_moved_on(
     pg_servers: Servers, pg_source: MakeSource, make_pg_change: MakePgChange
 ) -> None:
     dsn = pg_source(SMALL)
@@ -315,11 +315,14 @@ def test_source_drift_is_reported_as_drift(
         with admin(dsn) as conn:
             conn.execute("DELETE FROM notes WHERE body = 'written by someone else'")
     assert leg(result, "revert").verdict is Verdict.PASS
-    assert str(result.isolation.verdict) == "NOT_PROVEN"
-    assert result.exit_code == ExitCode.HELD
+    # What others write says nothing about what rollproof did: proven, and recorded as such.
+    assert str(result.isolation.verdict) == "PROVEN_ISOLATED_NOT_PRODUCTION"
+    assert result.exit_code == ExitCode.OK
     check = result.isolation.checks[-1]
-    assert (check.name, check.holds) == ("source-fingerprint-unchanged", False)
-    assert "drift under the rehearsal, not a rollproof write" in check.evidence
+    assert (check.name, check.holds) == ("source-wrote-nothing", True)
+    assert result.source["after"]["moved_on"] is True
+    assert result.source["after"]["evidence"].startswith("source moved on since the snapshot")
+    assert result.source_fingerprint.tables["notes"].rows == 3  # the snapshot's, not now
 
 
 def test_source_session_is_read_only(pg_servers: Servers, pg_source: MakeSource) -> None:

@@ -649,6 +649,13 @@ CASES: tuple[Case, ...] = (
         ),
     ),
     Case(
+        "impact-figure-forged",
+        FindingCode.IMPACT_CONTRADICTS,
+        lambda c: edit_report(
+            c.sound, lambda r: r["impact"].update(duration_us=r["impact"]["duration_us"] + 1)
+        ),
+    ),
+    Case(
         "exit-code-contradicts",
         FindingCode.EXIT_CODE_CONTRADICTS,
         lambda c: edit_canonical(
@@ -983,6 +990,17 @@ ATTACKS: tuple[Case, ...] = (
         "attack-other-engine-checks",
         FindingCode.ISOLATION_CHECKS_MISMATCH,
         lambda c: forge(c.sound, _set(("source", "engine"), "postgresql")),
+    ),
+    Case(
+        "attack-live-source-claims-a-dump",
+        FindingCode.SOURCE_DUMP_MISMATCH,
+        lambda c: forge(
+            c.sound,
+            _set(
+                ("source", "dump"),
+                {"format": "sqlite-file", "sha256": "0" * 64, "lane": "production-shaped-clone"},
+            ),
+        ),
     ),
     Case(
         "attack-report-md-table-says-pass",

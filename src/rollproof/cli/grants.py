@@ -129,7 +129,8 @@ def preflight(
 ) -> None:
     """Check CHANGE against the ledger before a run: each check PASS, FAIL or UNKNOWN.
 
-    Exit 0 when the run may go ahead, 1 on a FAIL, 3 on an UNKNOWN the lane does not allow.
+    Exit 0 when the run may go ahead, 1 on a FAIL, 3 on an UNKNOWN the lane does not allow or
+    a production lane whose evidence's measured impact is over a limit (impact-limits).
     Results are recorded in the ledger; every UNKNOWN opens or classifies a blocker.
     """
     from rollproof.core.change import load_change

@@ -42,9 +42,11 @@ def rehearse_dir(
     """Rehearse each pending migration of DIRECTORY at its own position, then the whole range.
 
     Each migration runs on a private copy of the source with the earlier ones applied; its
-    packet goes under OUT/<index>-<id>/. Pending migrations are read from the source's
-    bookkeeping (golang-migrate, dbmate, goose) or start at --from. One line per rehearsal;
-    exits with the worst exit code of them.
+    packet goes under OUT/<index>-<id>/. Pending migrations are read from the source's own
+    bookkeeping (sqitch's registry, flyway_schema_history, DATABASECHANGELOG,
+    schema_migrations, goose_db_version, alembic_version) or start at --from. An Alembic
+    project runs its env.py (your code) to render each revision as SQL. One line per
+    rehearsal; exits with the worst exit code of them.
     """
     from rollproof.formats.detect import load_project
     from rollproof.formats.run import rehearse_range

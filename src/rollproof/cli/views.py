@@ -51,6 +51,10 @@ def rehearsal_lines(result: RehearsalResult, out_dir: Path) -> Iterator[Renderab
         yield f"  covered implicitly: {item.object} by {item.owner} ({item.reason})"
     yield surfaces.line()
     yield f"isolation: {result.isolation.verdict}"
+    after = result.source.get("after")
+    if isinstance(after, dict) and after.get("moved_on"):
+        # Others wrote the source: said plainly, and not a failed check (core.isolation).
+        yield Text(f"  {after['evidence']}")
     yield markup(f"overall: [{VERDICT_STYLE[str(result.overall)]}]{result.overall}[/]")
     yield markup(f"report: {out_dir / 'report.md'}")
 

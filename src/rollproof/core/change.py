@@ -12,19 +12,25 @@ unknown keys are refused (a misspelt `strict_sequence` must not be silently igno
 value has its documented type, scripts live inside the change's directory (so the evidence
 packet can copy them without following a path out), apply is not empty, and a revert that is
 given is not empty either (omit it for a forward-only change).
+
+`verify_expect` says what fails the verify script: "no-error" (the default, sqitch's rule: only
+an error fails it, rows returned do not) or "no-rows" (a statement that returns any row fails
+it too). The canonical form names it only when it is not the default, so every change written
+before the key existed keeps its content id.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rollproof.core.canonical import digest_json, sha256_hex
 from rollproof.core.errors import ChangeError
+from rollproof.core.impact import Limit, LimitError, parse_limits
 from rollproof.core.inputs import InputFileError, read_input
 from rollproof.core.sqltext import has_sql
 
@@ -41,16 +47,23 @@ _TOP_KEYS = frozenset(
         "revert_sql",
         "verify",
         "verify_sql",
+        "verify_expect",
         "no_mutation",
         "strict_sequences",
         "surfaces",
         "connection",
+        "impact",
     }
 )
 _SURFACE_KEYS = frozenset({"reads", "writes"})
 NO_REVERT = "no revert script: production can only be recovered by restore"
 """Why a forward-only change's revert (and reapply) leg is NOT_APPLICABLE: without a snapshot
 the change is irreversible. The transaction and restore legs still prove recovery."""
+VERIFY_NO_ERROR = "no-error"
+"""The default: a verify statement fails only by raising an error (as in sqitch)."""
+VERIFY_NO_ROWS = "no-rows"
+"""A verify statement that returns at least one row fails as well."""
+VERIFY_EXPECT_VALUES = (VERIFY_NO_ERROR, VERIFY_NO_ROWS)
 CONNECTION_DEFAULTS: Mapping[str, bool] = {"foreign_keys": False, "recursive_triggers": False}
 """SQLite's own defaults; a change sets them explicitly to rehearse what its runner does."""
 
@@ -79,6 +92,12 @@ class Change:
     directory: Path
     files: Mapping[str, bytes] = field(repr=False)
     """Relative path -> bytes of every file the change consists of (change.toml included)."""
+    verify_expect: str = VERIFY_NO_ERROR
+    """What fails the verify script: VERIFY_NO_ERROR (errors only) or VERIFY_NO_ROWS."""
+    impact_limits: Mapping[Limit, int] = field(default_factory=dict)
+    """`[impact]`: limits on the measured impact a production lane holds the change to
+    (core.impact). Recorded in report.json, not in the content id: they judge the change's
+    effect, they are not the change."""
 
     @property
     def content_id(self) -> str:
@@ -88,7 +107,7 @@ class Change:
         def script(s: Script | None) -> dict[str, Any] | None:
             return None if s is None else {"sha256": s.sha256, "path": s.path}
 
-        return {
+        form: dict[str, Any] = {
             "id": self.id,
             "apply": script(self.apply),
             "revert": script(self.revert),
@@ -98,6 +117,9 @@ class Change:
             "surfaces": {"reads": sorted(self.reads), "writes": sorted(self.writes)},
             "connection": dict(sorted(self.connection.items())),
         }
+        if self.verify_expect != VERIFY_NO_ERROR:
+            form["verify_expect"] = self.verify_expect
+        return form
 
 
 def load_change(path: str | Path) -> Change:
@@ -179,7 +201,46 @@ def _build(data: dict[str, Any], toml_path: Path, raw: bytes) -> Change:
         connection=settings,
         directory=directory,
         files=files,
+        verify_expect=_verify_expect(data, shown, has_verify=verify is not None),
+        impact_limits=_impact_limits(data, shown),
     )
+
+
+def _impact_limits(data: Mapping[str, Any], shown: str) -> dict[Limit, int]:
+    if "impact" not in data:
+        return {}
+    try:
+        return parse_limits(data["impact"])
+    except LimitError as e:
+        raise ChangeError(shown, e.message, e.key) from None
+
+
+def _verify_expect(data: Mapping[str, Any], shown: str, *, has_verify: bool) -> str:
+    """`verify_expect`, refused when unknown, or "no-rows" with no verify script to hold to it
+    (a check asked for that would never run)."""
+    value = data.get("verify_expect", VERIFY_NO_ERROR)
+    if value not in VERIFY_EXPECT_VALUES:
+        given = f", not {value!r}" if isinstance(value, str) and len(value) <= 40 else ""
+        raise ChangeError(
+            shown, f'must be "{VERIFY_NO_ERROR}" or "{VERIFY_NO_ROWS}"{given}', "verify_expect"
+        )
+    if value == VERIFY_NO_ROWS and not has_verify:
+        raise ChangeError(
+            shown,
+            'is "no-rows" but the change has no verify script (verify or verify_sql)',
+            "verify_expect",
+        )
+    return str(value)
+
+
+def no_rows_failure(found: Sequence[tuple[int, str, int]]) -> str:
+    """Why a verify under `verify_expect = "no-rows"` failed: each (statement number, its
+    shortened text, rows it returned). Counts only: the rows' values may be secret."""
+    parts = [
+        f"statement {i} `{text}` returned {rows:,} row{'' if rows == 1 else 's'}"
+        for i, text, rows in found
+    ]
+    return "; ".join(parts) + f' (verify_expect = "{VERIFY_NO_ROWS}")'
 
 
 def _flag(data: Mapping[str, Any], key: str, shown: str) -> bool:

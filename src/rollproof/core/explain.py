@@ -76,10 +76,12 @@ def _cut(text: str, limit: int, unit: str, total: int) -> str:
     return text if total <= limit else f"{text}… ({total:,} {unit})"
 
 
-def sql_literal(value: object, limit: int = VALUE_CHARS) -> str:
+def sql_literal(value: object, limit: int = VALUE_CHARS, *, length: int | None = None) -> str:
     """`value` (a SQL value as a driver returns it) written as an SQL literal, at most about
     `limit` characters: NULL, 42, 1.5, 'it''s', X'00ff'. Control characters in text are written
-    as `char(n)` so the literal stays one line; a longer value is cut and says its length."""
+    as `char(n)` so the literal stays one line; a longer value is cut and says its length.
+    `length` is the whole value's length when `value` is only its start (text or bytes): an
+    engine need not fetch more of a large value than is shown."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):
@@ -94,7 +96,9 @@ def sql_literal(value: object, limit: int = VALUE_CHARS) -> str:
         return repr(value)
     if isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
-        return _cut("X'" + raw[: limit // 2].hex().upper() + "'", limit, "bytes", len(raw))
+        size = len(raw) if length is None else max(length, len(raw))
+        shown = raw[: limit // 2]  # two hex digits a byte
+        return _cut("X'" + shown.hex().upper() + "'", limit // 2, "bytes", size)
     text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     pieces: list[str] = []
     run = ""
@@ -108,7 +112,8 @@ def sql_literal(value: object, limit: int = VALUE_CHARS) -> str:
             run += ch
     if run or not pieces:
         pieces.append("'" + run.replace("'", "''") + "'")
-    return _cut(" || ".join(pieces), limit, "characters", len(text))
+    size = len(text) if length is None else max(length, len(text))
+    return _cut(" || ".join(pieces), limit, "characters", size)
 
 
 def shown_text(text: str | None, limit: int = VALUE_CHARS) -> Shown:

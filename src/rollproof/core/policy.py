@@ -42,6 +42,10 @@
     triggers = [".github/workflows/deploy.yml"]   # ci-scope check is UNKNOWN (a blocker records
                                               # it); listed files are forbidden files too
 
+    [impact]                                  # optional: limits on a change's measured impact;
+    max_access_exclusive_ms = 500             # a change over one is held for production lanes
+    forbid_rewrite_over_rows = 100000         # (docs/impact.md lists every limit)
+
 **The file proposes; the ledger decides.** A governed workspace's policy takes effect only
 through a `policy.set` ledger event holding its canonical document (`policy_document`, every
 key resolved to its bytes and every default filled in) and that document's sha256, signed by a
@@ -73,7 +77,7 @@ import binascii
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -81,6 +85,7 @@ from typing import Any
 
 from rollproof.core.canonical import canonical_json, sha256_hex
 from rollproof.core.errors import UsageError
+from rollproof.core.impact import Limit, LimitError, limits_json, parse_limits
 from rollproof.core.inputs import InputFileError, read_input
 from rollproof.core.keys import KeyFileError, PublicKey, load_public_key, public_key_from_pem
 
@@ -122,6 +127,7 @@ class Check(StrEnum):
     PRODUCTION_HOLD = "production-hold"
     CI_SCOPE = "ci-scope"
     POLICY_IN_FORCE = "policy-in-force"
+    IMPACT_LIMITS = "impact-limits"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +182,7 @@ _SECTIONS: Mapping[str, frozenset[str]] = {
     "governance": frozenset({"ledger", "checkpoint", "executor", "signed_evidence"}),
     "gates": frozenset(Gate),
     "ci": frozenset({"triggers"}),
+    "impact": frozenset(Limit),
 }
 _FREE_SECTIONS = frozenset({"operators", "lanes"})  # checked below: names, or an array
 _LANE_KEYS = frozenset({"name", "kind", "grant", "evidence", "signatures", "allow_unknown"})
@@ -197,6 +204,9 @@ class Governance:
     """None: the policy has no [ci] table, so the CI/deploy scope is UNKNOWN."""
     signed_evidence: bool = False
     """Evidence counts only when the executor's key signed the packet (governance/evidence.py)."""
+    impact_limits: Mapping[Limit, int] = field(default_factory=dict)
+    """The policy's `[impact]` limits (also `Policy.impact_limits`): a production lane holds a
+    change whose measured impact is over one (governance/lanes.py)."""
 
     def lane(self, name: str) -> Lane:
         for lane in self.lanes:
@@ -237,6 +247,9 @@ class Policy:
     """`[secrets] columns`: "table.column" patterns whose values a report never shows (it
     names them in `columns_redacted`). Read from the file even when the ledger decides the
     rest: withholding a value never changes a verdict."""
+    impact_limits: Mapping[Limit, int] = field(default_factory=dict)
+    """`[impact]`: limits on a change's measured impact (core.impact); a change over one is
+    held for production lanes. Governed, they are the ledger's, like everything else."""
 
     @property
     def directory(self) -> Path:
@@ -456,6 +469,12 @@ def load_policy(path: Path | None = None) -> Policy:
     if mode not in {m.value for m in ReadMode}:
         raise PolicyError(shown, 'must be "deny" or "report"', "enforcement.undeclared_reads")
     governance = _governance(r, resolved.parent)
+    try:
+        impact_limits = parse_limits(data.get("impact", {}))
+    except LimitError as e:
+        raise PolicyError(shown, e.message, e.key) from None
+    if governance is not None:
+        governance = replace(governance, impact_limits=impact_limits)
     ci_files = () if governance is None else governance.ci_triggers or ()
     return Policy(
         path=resolved,
@@ -468,6 +487,7 @@ def load_policy(path: Path | None = None) -> Policy:
         undeclared_reads=ReadMode(mode),
         governance=governance,
         secret_columns=r.strings("secrets", "columns"),
+        impact_limits=impact_limits,
     )
 
 
@@ -491,6 +511,8 @@ _DOCUMENT_KEYS = frozenset(
         "signed_evidence",
     }
 )
+_OPTIONAL_DOCUMENT_KEYS = frozenset({"impact_limits"})
+"""Written only when set, so a policy without them keeps the document (and sha256) it had."""
 
 
 def _key_b64(key: PublicKey) -> str:
@@ -503,10 +525,13 @@ def policy_document(policy: Policy) -> dict[str, Any]:
     Everything that decides anything: production sources, forbidden surfaces, read mode, the
     executor and operator keys (their bytes, not the paths to them: a key file swapped under the
     policy is a different policy), the ladder and gates with every default filled in, the CI
-    scope and `signed_evidence`. Not the ledger's or checkpoint's location: those say where the
-    policy in force is read from."""
+    scope and `signed_evidence`, and the impact limits when there are any. Not the ledger's or
+    checkpoint's location: those say where the policy in force is read from."""
     gov = policy.governed()
-    return {
+    optional: dict[str, Any] = {}
+    if policy.impact_limits:
+        optional["impact_limits"] = limits_json(policy.impact_limits)
+    return optional | {
         "schema": POLICY_DOCUMENT_SCHEMA,
         "production_sources": list(policy.production_sources),
         "forbidden_objects": list(policy.forbidden_objects),
@@ -555,8 +580,14 @@ def policy_from_document(
     `ledger` and `checkpoint` (where the policy in force was read from) and the file's path and
     sha256 come from `file`, the policy file that named the ledger (None: no file)."""
     r = _Reader(LEDGER_POLICY, {}, Path())
-    if not isinstance(document, dict) or set(document) != _DOCUMENT_KEYS:
-        raise r.fail(f"must be an object with exactly the keys {sorted(_DOCUMENT_KEYS)}")
+    if (
+        not isinstance(document, dict)
+        or not _DOCUMENT_KEYS <= set(document) <= _DOCUMENT_KEYS | _OPTIONAL_DOCUMENT_KEYS
+    ):
+        raise r.fail(
+            f"must be an object with exactly the keys {sorted(_DOCUMENT_KEYS)} "
+            f"(and optionally {sorted(_OPTIONAL_DOCUMENT_KEYS)})"
+        )
     if document["schema"] != POLICY_DOCUMENT_SCHEMA:
         raise r.fail(f"must be {POLICY_DOCUMENT_SCHEMA}", "schema")
     for name in ("production_sources", "forbidden_objects", "forbidden_files", "forbidden_env"):
@@ -600,6 +631,12 @@ def policy_from_document(
         raise r.fail("must be null or a list of non-empty strings", "ci_triggers")
     if not isinstance(document["signed_evidence"], bool):
         raise r.fail("must be true or false", "signed_evidence")
+    try:
+        impact_limits = parse_limits(document.get("impact_limits", {}), "impact_limits")
+    except LimitError as e:
+        raise r.fail(e.message, e.key) from None
+    if "impact_limits" in document and not impact_limits:
+        raise r.fail("is written only when it names a limit", "impact_limits")
     governance = Governance(
         ledger=ledger,
         checkpoint=checkpoint,
@@ -609,6 +646,7 @@ def policy_from_document(
         gates=_gates(r, lanes),
         ci_triggers=None if ci is None else tuple(ci),
         signed_evidence=document["signed_evidence"],
+        impact_limits=impact_limits,
     )
     return Policy(
         path=None if file is None else file.path,
@@ -620,4 +658,5 @@ def policy_from_document(
         undeclared_reads=ReadMode(document["undeclared_reads"]),
         governance=governance,
         secret_columns=() if file is None else file.secret_columns,
+        impact_limits=impact_limits,
     )

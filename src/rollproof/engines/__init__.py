@@ -7,8 +7,11 @@ text: they name a dialect and never import the dialect's module.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
+from rollproof.core.dumps import SQLITEDUMP, dump_scheme, parse_dump_dsn
+from rollproof.core.errors import UsageError
 from rollproof.core.surface import POSTGRESQL, Catalog, Risk, StatementScope
 
 
@@ -67,4 +70,12 @@ def read_catalog(dsn: str) -> Catalog:
     from rollproof.engines.sqlite import implicit as sqlite_implicit
     from rollproof.engines.sqlite.session import parse_sqlite_dsn
 
+    scheme = dump_scheme(dsn)
+    if scheme == SQLITEDUMP:
+        return sqlite_implicit.read_catalog(Path(parse_dump_dsn(dsn).path))
+    if scheme is not None:
+        raise UsageError(
+            f"source {dsn!r}: a pg_dump archive has no catalog until it is restored; "
+            "`rollproof rehearse` reads it from the restored copy"
+        )
     return sqlite_implicit.read_catalog(parse_sqlite_dsn(dsn))

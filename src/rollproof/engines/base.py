@@ -22,10 +22,21 @@ from typing import Any, Protocol
 
 from rollproof.core.change import Script
 from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
+from rollproof.core.impact import Impact
 from rollproof.core.isolation import IsolationProof
 
 Progress = Callable[[str], None]
 """Receives a short human description of the step now under way."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatementRows:
+    """A verify statement that returned rows: its number (from 1), its shortened text as an
+    error would show it, and how many rows. A count, never the values: they may be secret."""
+
+    statement: int
+    text: str
+    rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +47,8 @@ class ScriptOutcome:
     error: str | None = None
     not_applicable: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    rows: tuple[StatementRows, ...] = ()
+    """verify only: each statement that returned rows, with how many (never their values)."""
 
     @property
     def ok(self) -> bool:
@@ -48,6 +61,9 @@ class TransactionOutcome:
 
     script: ScriptOutcome
     after_apply: Fingerprint | None
+    impact: Impact | None = None
+    """What each statement of the apply did while it ran (core.impact), measured inside the
+    open transaction; None when the script did not run to its end."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,30 @@ def _try_lock(owner: Path) -> Iterator[bool]:
         os.close(fd)
 
 
+def lock_is_free(owner: Path) -> bool:
+    """Whether the owner file `owner` exists and no live process holds its lock (its run is
+    gone); a scratch server's sweep asks this of the workspace a database names."""
+    with _try_lock(owner) as free:
+        return free
+
+
+def running(pid: int, process_start: str | None) -> bool:
+    """Whether process `pid` runs and, when `process_start` is known, is the same process (a
+    recycled pid has another start time). Unknowable (no /proc) counts as running."""
+    if pid <= 0:
+        return True  # not a process id: nothing is proven about it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass  # it exists (another user's process, EPERM)
+    if process_start is None:
+        return True
+    now = _process_start(pid)
+    return now is None or now == process_start
+
+
 def _is_candidate(entry: Path, partial_only: bool) -> bool:
     name = entry.name
     if PARTIAL_MARK in name and name.startswith("."):

@@ -1,5 +1,6 @@
-"""Migrations users already have: directories of sqitch, Flyway, golang-migrate, dbmate and goose
-migrations turned into rollproof changes, and rehearsed one position at a time.
+"""Migrations users already have: directories of sqitch, Flyway, Liquibase (formatted SQL),
+golang-migrate, dbmate, goose and Alembic migrations turned into rollproof changes, and
+rehearsed one position at a time.
 
     load_project(directory, fmt=None) -> Project        (model.py, detect.py, one module a tool)
     change_for(migration, ...) -> Change                 (changes.py)

@@ -1,23 +1,45 @@
-"""Which migrations a source already has, read (read-only) from its tool's bookkeeping table.
+"""Which migrations a source already has, read (read-only) from its tool's bookkeeping.
 
+sqitch          its registry, a separate SQLite file beside the target (`sqitch.db`, or
+                sqitch.conf `engine.sqlite.registry`): as sqitch decides, the project's last
+                committed row of `changes` names the current change (by change id, which the
+                loader computes as sqitch does); it and every change before it in the plan are
+                deployed. An id not in the plan is refused, as sqitch refuses it. No registry
+                file: not known (give --from).
+Flyway          `flyway_schema_history`, in installed_rank order: versioned rows (SQL, JDBC)
+                add their version, UNDO rows and DELETE rows take it away, a BASELINE row
+                deploys every version up to its own; a repeatable migration is deployed when a
+                row has its description. A failed row (success = false) is refused: Flyway
+                will not migrate until it is repaired.
+Liquibase       `DATABASECHANGELOG`: a changeset is deployed when a row has its ID and AUTHOR
+                and a FILENAME that is its changelog's path relative to the directory, or ends
+                with `/` and that path (Liquibase records the path as it was given), or its
+                logicalFilePath. EXECUTED, RERAN and MARK_RAN rows count; a FAILED row is
+                refused.
 golang-migrate  `schema_migrations(version, dirty)`: one row, the current version; every
                 migration up to it is deployed. A dirty version is refused: a failed migration
                 left the database half-way and no position is known.
 dbmate          `schema_migrations(version)`: one row per deployed version.
 goose           `goose_db_version(version_id, is_applied)`: the last row of each version says.
+Alembic         `alembic_version(version_num)`: the heads; every revision that is a head or an
+                ancestor of one (down revisions and `depends_on`) is deployed. A head not in
+                the script directory is refused, as Alembic refuses it.
 
-SQLite sources only. sqitch (its registry lives in another database), Flyway
-(`flyway_schema_history`) and PostgreSQL sources answer None: give `--from`.
+A table the tool would create on its first run that is absent means nothing is deployed. SQLite
+sources only: PostgreSQL sources answer None (give --from).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
 
 from rollproof.core.errors import SourceError
 from rollproof.engines.sqlite.session import connect_read_only, parse_sqlite_dsn
-from rollproof.formats.model import Project
+from rollproof.formats.flyway import version_key
+from rollproof.formats.model import Migration, Project
 
 
 def is_postgres(dsn: str) -> bool:
@@ -26,11 +48,23 @@ def is_postgres(dsn: str) -> bool:
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
     rows = conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'").fetchall()
-    return {str(r[0]) for r in rows}
+    return {str(r[0]).lower() for r in rows}
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {str(r[1]) for r in conn.execute(f'PRAGMA table_info("{table}")').fetchall()}
+    return {str(r[1]).lower() for r in conn.execute(f'PRAGMA table_info("{table}")').fetchall()}
+
+
+def sqitch_registry(source: Path, registry: str) -> Path:
+    """Where sqitch keeps the registry of the SQLite target `source` (App::Sqitch's
+    `registry_uri`): an absolute registry as it is; else beside the target, named `registry`,
+    with the target's extension when `registry` has none and the target has one."""
+    if Path(registry).is_absolute():
+        return Path(registry)
+    name = source.name
+    if "." in registry or "." not in name:
+        return source.with_name(registry)
+    return source.with_name(f"{registry}.{name.split('.', 1)[1]}")
 
 
 def deployed_ids(project: Project, dsn: str) -> frozenset[str] | None:
@@ -41,6 +75,15 @@ def deployed_ids(project: Project, dsn: str) -> frozenset[str] | None:
     path = parse_sqlite_dsn(dsn)
     if not path.is_file():
         raise SourceError(f"source {path}: no such file")
+    if project.format == "sqitch":
+        registry = sqitch_registry(path, project.options.get("registry", "sqitch"))
+        if not registry.is_file():
+            return None  # sqitch has no registry here: "not initialized for Sqitch"
+        with contextlib.closing(connect_read_only(registry)) as conn:
+            try:
+                return _sqitch(project, conn, str(registry))
+            except sqlite3.Error as e:
+                raise SourceError(f"sqitch registry {registry}: cannot read it: {e}") from e
     with contextlib.closing(connect_read_only(path)) as conn:
         try:
             return _read(project, conn, str(path))
@@ -48,10 +91,32 @@ def deployed_ids(project: Project, dsn: str) -> frozenset[str] | None:
             raise SourceError(f"source {path}: cannot read {project.bookkeeping}: {e}") from e
 
 
+def _sqitch(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[str]:
+    if "changes" not in _tables(conn):
+        return frozenset()
+    name = project.options.get("project", "")
+    row = conn.execute(
+        "SELECT change_id, change FROM changes WHERE project = ? "
+        "ORDER BY committed_at DESC LIMIT 1",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return frozenset()
+    change_id, change = str(row[0]), str(row[1])
+    for i, m in enumerate(project.migrations):
+        if m.version == change_id:
+            return frozenset(x.id for x in project.migrations[: i + 1])
+    raise SourceError(
+        f"sqitch registry {shown}: the last change deployed, {change} ({change_id}), is not in "
+        f"{project.options.get('plan', 'sqitch.plan')}: sqitch refuses this too "
+        "(cannot find the change in the plan)"
+    )
+
+
 def _read(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[str] | None:
     table = project.bookkeeping
     assert table is not None
-    if table not in _tables(conn):
+    if table.lower() not in _tables(conn):
         return frozenset()  # the tool has never run here: nothing is deployed
     versions = {m.version: m.id for m in project.migrations if m.version is not None}
     if project.format == "golang-migrate":
@@ -79,4 +144,120 @@ def _read(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[s
         ).fetchall():
             state[str(version_id)] = bool(applied)
         return frozenset(versions[v] for v, on in state.items() if on and v in versions)
+    if project.format == "flyway":
+        return _flyway(project, conn, shown)
+    if project.format == "liquibase":
+        return _liquibase(project, conn, shown)
+    if project.format == "alembic":
+        return _alembic(project, conn, shown)
     return None
+
+
+_FLYWAY_UNDO = ("UNDO_SQL", "UNDO_JDBC", "UNDO_SCRIPT", "DELETE")
+
+
+def _flyway(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[str]:
+    rows = conn.execute(
+        "SELECT installed_rank, version, description, type, script, success "
+        "FROM flyway_schema_history ORDER BY installed_rank"
+    ).fetchall()
+    applied: set[tuple[int, ...]] = set()
+    baseline: tuple[int, ...] | None = None
+    repeatable: set[str] = set()
+    for rank, version, description, kind, script, success in rows:
+        kind = str(kind).upper()
+        if kind == "SCHEMA":
+            continue  # Flyway's marker that it created the schema
+        if not success:
+            raise SourceError(
+                f"source {shown}: flyway_schema_history row {rank} ({kind} "
+                f"{version or description}, {script}) failed (success = false): Flyway will "
+                "not migrate until it is repaired (flyway repair)"
+            )
+        if version is None:
+            repeatable.add(str(description))
+            continue
+        try:
+            key = version_key(str(version))
+        except ValueError:
+            raise SourceError(
+                f"source {shown}: flyway_schema_history row {rank}: version {version!r} is not "
+                "numbers separated by . or _"
+            ) from None
+        if kind == "BASELINE":
+            baseline = key
+        elif kind in _FLYWAY_UNDO:
+            applied.discard(key)
+        else:
+            applied.add(key)
+    out = set()
+    for m in project.migrations:
+        if m.version is None:
+            if m.name in repeatable:
+                out.add(m.id)
+            continue
+        key = version_key(m.version)
+        if key in applied or (baseline is not None and key <= baseline):
+            out.add(m.id)
+    return frozenset(out)
+
+
+_LIQUIBASE_RAN = ("EXECUTED", "RERAN", "MARK_RAN")
+
+
+def _liquibase_path(recorded: str) -> str:
+    text = recorded.replace("\\", "/")
+    text = text.removeprefix("classpath:").removeprefix("file:")
+    return str(PurePosixPath(text)).lstrip("/")
+
+
+def _liquibase(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[str]:
+    table = next(t for t in _tables(conn) if t == "databasechangelog")
+    rows = conn.execute(
+        f'SELECT ID, AUTHOR, FILENAME, EXECTYPE FROM "{table}" ORDER BY ORDEREXECUTED'
+    ).fetchall()
+    ran: set[tuple[str, str, str]] = set()
+    for cid, author, filename, exectype in rows:
+        kind = str(exectype).upper()
+        if kind == "FAILED":
+            raise SourceError(
+                f"source {shown}: DATABASECHANGELOG records changeset {author}:{cid} "
+                f"({filename}) as FAILED: fix the database before rehearsing what comes next"
+            )
+        if kind in _LIQUIBASE_RAN:
+            ran.add((str(cid), str(author), _liquibase_path(str(filename))))
+    out = set()
+    for m in project.migrations:
+        cid, author, filename = m.record
+        want = _liquibase_path(filename)
+        for rid, rauthor, rpath in ran:
+            if (rid, rauthor) == (cid, author) and (rpath == want or rpath.endswith("/" + want)):
+                out.add(m.id)
+                break
+    return frozenset(out)
+
+
+def _ancestors(heads: Iterable[str], migrations: Iterable[Migration]) -> set[str]:
+    parents = {m.id: m.requires for m in migrations}
+    seen: set[str] = set()
+    todo = list(heads)
+    while todo:
+        rev = todo.pop()
+        if rev in seen:
+            continue
+        seen.add(rev)
+        todo.extend(parents.get(rev, ()))
+    return seen
+
+
+def _alembic(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[str]:
+    heads = [str(r[0]) for r in conn.execute("SELECT version_num FROM alembic_version")]
+    ids = {m.id for m in project.migrations}
+    for head in heads:
+        if head not in ids:
+            raise SourceError(
+                f"source {shown}: alembic_version names revision {head!r}, which is not in "
+                f"the script directory ({project.options.get('script_location', '?')}): "
+                "Alembic cannot locate it either"
+            )
+    return frozenset(_ancestors(heads, project.migrations) & ids)

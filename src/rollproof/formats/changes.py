@@ -78,7 +78,8 @@ def describe(project: Project, m: Migration) -> list[str]:
     else:
         lines.append(f"not reversible: {m.why_not_reversible()}")
     if m.verify is not None:
-        lines.append(f"verify: {m.verify.path}")
+        # sqitch's rule, kept (verify_expect = "no-error", the default): rows do not fail it.
+        lines.append(f"verify: {m.verify.path} (as in sqitch: an error fails it, rows do not)")
     if m.requires:
         lines.append("requires: " + " ".join(m.requires))
     if m.conflicts:
@@ -91,7 +92,13 @@ def describe(project: Project, m: Migration) -> list[str]:
             "apply and revert are sections of one file: `rollproof rehearse` on this "
             "directory would run the whole file (rehearse it with `rollproof rehearse-dir`)"
         )
-    elif m.notes:
+    elif project.format == "liquibase":
+        lines.append(
+            "apply is the changeset's SQL and revert its rollback, both parts of one changelog: "
+            "`rollproof rehearse` on this directory would run the whole file (rehearse it with "
+            "`rollproof rehearse-dir`)"
+        )
+    elif any("BEGIN ... COMMIT is left out" in note for note in m.notes):
         lines.append(
             "a script ran without its BEGIN/COMMIT: `rollproof rehearse` on this directory "
             "would run it with them (rehearse it with `rollproof rehearse-dir`)"
@@ -117,6 +124,8 @@ def change_for(
     for key, s in (("apply", apply), ("revert", revert), ("verify", verify)):
         if s is not None:
             body.append(f"{key} = {toml_string(str(s.path))}")
+    if m.no_mutation:
+        body.append("no_mutation = true")
     body += ["", "[surfaces]", f"reads = {_names(reads)}", f"writes = {_names(writes)}", ""]
     files[CHANGE_FILE] = "\n".join(body).encode("utf-8")
     return Change(
@@ -124,7 +133,7 @@ def change_for(
         apply=apply,
         revert=revert,
         verify=verify,
-        no_mutation=False,
+        no_mutation=m.no_mutation,
         strict_sequences=False,
         reads=tuple(reads),
         writes=tuple(writes),
@@ -165,6 +174,9 @@ def range_change(
     body.append(f"apply_sql = {toml_string(apply_text)}")
     if revert_text is not None:
         body.append(f"revert_sql = {toml_string(revert_text)}")
+    unchanged = all(m.no_mutation for m in migrations)
+    if unchanged:
+        body.append("no_mutation = true")
     body += ["", "[surfaces]", f"reads = {_names(reads)}", f"writes = {_names(writes)}", ""]
 
     def inline(text: str) -> Script:
@@ -175,7 +187,7 @@ def range_change(
         apply=inline(apply_text),
         revert=None if revert_text is None else inline(revert_text),
         verify=None,
-        no_mutation=False,
+        no_mutation=unchanged,
         strict_sequences=False,
         reads=tuple(reads),
         writes=tuple(writes),

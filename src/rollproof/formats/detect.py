@@ -7,15 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rollproof.core.errors import UsageError
-from rollproof.formats import flyway, sectioned, sqitch
+from rollproof.formats import alembic, flyway, liquibase, sectioned, sqitch
 from rollproof.formats.model import FORMATS, FormatError, Project
 
 LOADERS: dict[str, Callable[[Path], Project]] = {
     "sqitch": sqitch.load,
     "flyway": flyway.load,
+    "liquibase": liquibase.load,
     "golang-migrate": sectioned.load_golang_migrate,
     "dbmate": sectioned.load_dbmate,
     "goose": sectioned.load_goose,
+    "alembic": alembic.load,
 }
 _FLYWAY = re.compile(r"^[VUR][0-9._]*__.+\.sql$")
 _HEAD_BYTES = 64 * 1024
@@ -26,14 +28,22 @@ def _head(path: Path) -> str:
         return f.read(_HEAD_BYTES).decode("utf-8", "replace")
 
 
+def _first_line(path: Path) -> str:
+    return next((line for line in _head(path).splitlines() if line.strip()), "")
+
+
 def detect(directory: Path) -> str:
     """The tool whose conventions the directory follows; refuses to guess between two."""
     if (directory / sqitch.PLAN).is_file() or (directory / sqitch.CONF).is_file():
         return "sqitch"
+    if alembic.is_project(directory):
+        return "alembic"
     sql = [p for p in sorted(directory.iterdir()) if p.name.endswith(".sql") and p.is_file()]
     found: set[str] = set()
     for p in sql:
-        if p.name.endswith((".up.sql", ".down.sql")):
+        if liquibase.FIRST_LINE.match(_first_line(p)):
+            found.add("liquibase")
+        elif p.name.endswith((".up.sql", ".down.sql")):
             found.add("golang-migrate")
         elif _FLYWAY.match(p.name):
             found.add("flyway")

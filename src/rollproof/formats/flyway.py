@@ -109,4 +109,4 @@ def load(directory: Path) -> Project:
         )
     if not migrations:
         raise FormatError(str(directory), "no V__/R__ migrations here")
-    return Project("flyway", str(directory), tuple(migrations), bookkeeping=None)
+    return Project("flyway", str(directory), tuple(migrations), bookkeeping="flyway_schema_history")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from rollproof.core.errors import UsageError
 
-FORMATS = ("sqitch", "flyway", "golang-migrate", "dbmate", "goose")
+FORMATS = ("sqitch", "flyway", "liquibase", "golang-migrate", "dbmate", "goose", "alembic")
 
 
 class FormatError(UsageError):
@@ -39,8 +39,8 @@ class Sql:
 class Migration:
     id: str
     """The tool's own name for it: a sqitch change (`name`, or `name@tag` when reworked later),
-    a Flyway version (`1.1`, or `R__desc` for a repeatable one), a golang-migrate, dbmate or
-    goose version."""
+    a Flyway version (`1.1`, or `R__desc` for a repeatable one), a Liquibase changeset
+    (`author:id`), a golang-migrate, dbmate or goose version, an Alembic revision."""
     name: str
     """A description: the sqitch note, the file's description part."""
     apply: Sql
@@ -49,11 +49,19 @@ class Migration:
     requires: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
     version: str | None = None
-    """What the tool's bookkeeping table records for it (None when it records none)."""
+    """What the tool's bookkeeping table records for it (None when it records none): a Flyway
+    or golang-migrate version, a sqitch change id (the SHA-1 sqitch computes from the plan),
+    an Alembic revision."""
+    record: tuple[str, ...] = ()
+    """The key of its bookkeeping row when one value is not enough: Liquibase's (ID, AUTHOR,
+    FILENAME) of DATABASECHANGELOG."""
     no_transaction: str | None = None
     """The marker that says the tool runs it outside a transaction, named (file:line)."""
     irreversible: str | None = None
     """Why it has no revert (None when it has one, or the tool simply gives none)."""
+    no_mutation: bool = False
+    """The migration is meant to change nothing (an Alembic merge revision renders no SQL): its
+    change says `no_mutation = true`, so an apply that changes nothing is its pass."""
     notes: tuple[str, ...] = ()
     """What rollproof did to its scripts (a stripped BEGIN/COMMIT), shown with its result."""
     files: Mapping[str, bytes] = field(default_factory=dict, repr=False)
@@ -78,6 +86,8 @@ class Project:
     """The table the tool records deployed migrations in, where rollproof can read it."""
     engine: str | None = None
     """The database engine the project names (sqitch.conf `core.engine`), if it names one."""
+    options: Mapping[str, str] = field(default_factory=dict)
+    """What the bookkeeping reader needs besides the table: sqitch's `project` and `registry`."""
 
     def index_of(self, migration_id: str) -> int:
         for i, m in enumerate(self.migrations):

@@ -96,12 +96,14 @@ def pending_range(
         raise UsageError(f"--to {ms[last].id} comes before the first migration {ms[first].id}")
     chosen = ms[first : last + 1]
     if deployed is not None:
-        done = [m.id for m in chosen if m.id in deployed]
-        if done:
+        if chosen and chosen[0].id in deployed:
             raise UsageError(
-                f"migration {done[0]} is already deployed in the source: "
+                f"migration {chosen[0].id} is already deployed in the source: "
                 "the range must start at a pending migration"
             )
+        # A deployed migration inside the range (another Alembic branch, a dbmate or goose
+        # version applied out of order) is already in the position: the range skips it.
+        chosen = [m for m in chosen if m.id not in deployed]
         before = [m for m in ms[:first] if m.id not in deployed]
     else:
         before = []  # without bookkeeping, --from says everything before it is deployed

@@ -11,14 +11,21 @@ The plan (sqitch's plan format, syntax version 1.0.0):
 A change named again after a tag is *reworked*: each earlier instance's scripts are named with
 the first tag after it (`deploy/users@v1.0.sql`), the last instance's plainly (`deploy/users.sql`).
 `sqitch.conf` (git-config syntax) may set `core.engine`, `core.top_dir`, `core.plan_file`,
-`core.deploy_dir`, `core.revert_dir`, `core.verify_dir` and `core.extension`.
+`core.deploy_dir`, `core.revert_dir`, `core.verify_dir`, `core.extension` and
+`engine.sqlite.registry`.
+
+Each change's id is the one sqitch records in its registry: the SHA-1 of the change's plan
+entry as sqitch serialises it (project, uri, name, parent change, planner, date, dependencies,
+note), so what a source has deployed is read by id, as sqitch itself reads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit, urlunsplit
 
 from rollproof.formats.files import Reader, has_code, script
 from rollproof.formats.model import FormatError, Migration, Project
@@ -52,6 +59,8 @@ class _Planned:
     requires: tuple[str, ...]
     conflicts: tuple[str, ...]
     note: str
+    planner: str = ""
+    date: str = ""
 
 
 def read_conf(text: str, shown: str) -> dict[str, str]:
@@ -128,7 +137,18 @@ def parse_plan(text: str, shown: str) -> tuple[dict[str, str], list[_Planned | t
         if c.group("op") == "-":
             raise FormatError(shown, "a '-' (revert) entry is not supported by rollproof", n)
         requires, conflicts = _deps(c.group("deps") or "", shown, n)
-        entries.append(_Planned(c.group("name"), n, requires, conflicts, c.group("note") or ""))
+        planner = f"{c.group('planner').strip()} <{c.group('email')}>"
+        entries.append(
+            _Planned(
+                c.group("name"),
+                n,
+                requires,
+                conflicts,
+                c.group("note") or "",
+                planner,
+                c.group("date"),
+            )
+        )
     version = pragmas.get("syntax-version")
     if version is not None and not version.startswith("1."):
         raise FormatError(shown, f"%syntax-version={version} is not 1.x", 1)
@@ -177,6 +197,7 @@ def load(directory: Path) -> Project:
             )
         seen[e.name] = i
     migrations: list[Migration] = []
+    parent: str | None = None
     for i, e in enumerate(entries):
         if not isinstance(e, _Planned):
             continue
@@ -185,18 +206,90 @@ def load(directory: Path) -> Project:
         if last_at[e.name] != i:
             tag = next(x for x in entries[i + 1 :] if isinstance(x, tuple))
             stem = f"{e.name}{tag[0]}"
-        migrations.append(_migration(reader, dirs, ext, stem, e, plan_shown))
+        parent = change_sha1(e, pragmas, parent)
+        migrations.append(_migration(reader, dirs, ext, stem, e, plan_shown, parent))
     return Project(
         format="sqitch",
         directory=str(directory),
         migrations=tuple(migrations),
-        bookkeeping=None,
+        bookkeeping="changes",
         engine=conf.get("core.engine") or pragmas.get("engine"),
+        options={
+            "project": pragmas["project"],
+            "registry": conf.get("engine.sqlite.registry", "sqitch"),
+            "plan": plan_rel,
+        },
     )
 
 
+def _canonical_uri(uri: str) -> str:
+    """The URI as sqitch's `URI->canonical` spells it, for the common cases: scheme and host
+    lower-cased, a default port dropped, an empty path of a URL with a host made `/`."""
+    parts = urlsplit(uri)
+    if not parts.scheme:
+        return uri
+    scheme = parts.scheme.lower()
+    netloc = parts.netloc
+    if parts.hostname is not None:
+        host = parts.hostname
+        userinfo = netloc.rpartition("@")[0] + "@" if "@" in netloc else ""
+        default = {"http": 80, "https": 443}.get(scheme)
+        port = f":{parts.port}" if parts.port is not None and parts.port != default else ""
+        netloc = f"{userinfo}{host}{port}"
+    path = parts.path or ("/" if netloc else "")
+    return urlunsplit((scheme, netloc, path, parts.query, parts.fragment))
+
+
+def _dep_string(dep: str, project: str) -> str:
+    """A dependency as sqitch writes it into a change's id: without this project's prefix."""
+    m = _DEP.match(dep)
+    if m is not None and m.group("project") == project:
+        return dep.split(":", 1)[1]
+    return dep
+
+
+_UNESCAPE = {"\\\\": "\\", "\\n": "\n", "\\r": "\r"}
+
+
+def _unescape_note(raw: str) -> str:
+    """The note as sqitch keeps it: trimmed, `\\\\`, `\\n` and `\\r` unescaped."""
+    return re.sub(r"\\[\\nr]", lambda m: _UNESCAPE[m.group()], raw.strip())
+
+
+def change_sha1(e: _Planned, pragmas: dict[str, str], parent: str | None) -> str:
+    """The id sqitch gives the change: SHA-1 over `change <length>\\0<info>` (App::Sqitch's
+    Plan::Change `info`), with the previous change in the plan as the parent."""
+    project = pragmas["project"]
+    lines = [f"project {project}"]
+    if pragmas.get("uri"):
+        lines.append(f"uri {_canonical_uri(pragmas['uri'])}")
+    lines.append(f"change {e.name}")
+    if parent is not None:
+        lines.append(f"parent {parent}")
+    lines += [f"planner {e.planner}", f"date {e.date}"]
+    if e.requires:
+        lines.append("requires\n  + " + "\n  + ".join(_dep_string(d, project) for d in e.requires))
+    if e.conflicts:
+        lines.append(
+            "conflicts\n  - " + "\n  - ".join(_dep_string(d, project) for d in e.conflicts)
+        )
+    note = _unescape_note(e.note)
+    if note:
+        lines += ["", note]
+    content = "\n".join(lines).encode("utf-8")
+    return hashlib.sha1(  # noqa: S324 - sqitch's own id function, not a security boundary
+        b"change " + str(len(content)).encode() + b"\0" + content
+    ).hexdigest()
+
+
 def _migration(
-    reader: Reader, dirs: dict[str, str], ext: str, stem: str, e: _Planned, plan_shown: str
+    reader: Reader,
+    dirs: dict[str, str],
+    ext: str,
+    stem: str,
+    e: _Planned,
+    plan_shown: str,
+    sha1: str,
 ) -> Migration:
     notes: list[str] = []
     rel = {kind: _join(d, f"{stem}.{ext}") for kind, d in dirs.items()}
@@ -225,7 +318,7 @@ def _migration(
         verify=verify,
         requires=e.requires,
         conflicts=e.conflicts,
-        version=None,
+        version=sha1,
         irreversible=None if revert is not None else f"no {rel['revert']}",
         notes=tuple(notes),
         files=reader.take(),

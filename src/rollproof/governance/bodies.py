@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from rollproof.core.impact import is_impact_record
 from rollproof.core.model import IsolationVerdict, Verdict
 from rollproof.core.strictjson import StrictJsonError, loads_strict
 from rollproof.governance.events import HEX64, Event, EventKind, parse_utc
@@ -164,6 +165,7 @@ PACKET_CHECK: _Check = (_one_of(PACKET_CHECKS), " or ".join(PACKET_CHECKS))
 OUTCOME: _Check = (_one_of(PACKET_OUTCOMES), ", ".join(PACKET_OUTCOMES))
 POLICY_DOC: _Check = (lambda v: isinstance(v, dict), "a policy document (an object)")
 POLICY_SIGNATURES: _Check = (_is_policy_signatures, "a non-empty list of {key, signature}")
+IMPACT: _Check = (is_impact_record, "{measured, reason, figures, change_limits}")
 REQ, OPT = True, False
 
 _SCHEMAS: dict[EventKind, dict[str, tuple[_Check, bool]]] = {
@@ -241,6 +243,7 @@ _SCHEMAS: dict[EventKind, dict[str, tuple[_Check, bool]]] = {
         "lane": (ID, OPT),
         "grant_id": (HEX32, OPT),
         "packet": (TEXT, OPT),
+        "impact": (IMPACT, OPT),
     },
     EventKind.PREFLIGHT_RECORDED: {
         "change_id": (ID, REQ),

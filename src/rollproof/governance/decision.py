@@ -32,7 +32,7 @@ from rollproof.core.model import Verdict
 from rollproof.core.policy import Governance, Policy
 from rollproof.governance.events import Event
 from rollproof.governance.in_force import load_in_force
-from rollproof.governance.lanes import hold_status, lane_status, latest_grant
+from rollproof.governance.lanes import HOLDING_NEEDS, hold_status, lane_status, latest_grant
 from rollproof.governance.records import Decision, LedgerState
 from rollproof.governance.rules_decisions import record_decision, set_hold
 from rollproof.governance.store import LedgerStore, open_ledger
@@ -73,7 +73,7 @@ def decision_packet(
     ]
     for above in gov.above(lane):
         status = lane_status(gov, state, change_id, above)
-        missing = [n.text for n in status.unmet if n.kind.value in ("evidence", "blockers")]
+        missing = [n.text for n in status.unmet if n.kind in HOLDING_NEEDS]
         summary = f"Enter lane {above.name} ({above.kind}): " + (
             "available as soon as an operator signs its grant."
             if status.available_now

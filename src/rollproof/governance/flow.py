@@ -58,6 +58,7 @@ from typing import Any
 from rollproof.core.change import Change
 from rollproof.core.errors import EnvironmentProblemError, HeldError, UsageError
 from rollproof.core.fingerprint import Fingerprint
+from rollproof.core.impact import impact_record
 from rollproof.core.model import LegName, Verdict
 from rollproof.core.policy import Governance, Lane, LaneKind, Policy
 from rollproof.engines.base import Progress
@@ -68,7 +69,7 @@ from rollproof.governance.events import Event, NewEvent
 from rollproof.governance.evidence import evidence_signer, judge_evidence, validate_evidence
 from rollproof.governance.grants import ConsumedGrant, consume_grant
 from rollproof.governance.in_force import load_in_force, trusted_checkpoint
-from rollproof.governance.lanes import lane_status, required_evidence
+from rollproof.governance.lanes import HOLDING_NEEDS, lane_status, required_evidence
 from rollproof.governance.ledger import Checkpoint
 from rollproof.governance.preflight import Preflight, run_preflight
 from rollproof.governance.records import LedgerState
@@ -163,7 +164,7 @@ def check_lane_entry(
     state, _ = _state(store, gov)
     if lane.name != gov.first.name:
         status = lane_status(gov, state, change_id, lane)
-        missing = [n.text for n in status.unmet if n.kind.value in ("evidence", "blockers")]
+        missing = [n.text for n in status.unmet if n.kind in HOLDING_NEEDS]
         if missing:
             _refuse(store, change_id, lane.name, "; ".join(missing), clock)
     return state
@@ -384,6 +385,7 @@ def governed_rehearse(
                 lane=chosen.name,
                 grant_id=grant_id,
                 packet=_shown_path(policy, packet),
+                impact=impact_record(verified.report["impact"]),
             )
         ]
         # Only evidence discharges anything: not a FAIL, an UNKNOWN or a NOT_PROVEN run.

@@ -15,6 +15,12 @@ operator read (`--evidence`). Refusals (exit 2, nothing written):
 * evidence that does not validate, is for another change, or does not count as evidence
   (`evidence.py`: a FAIL, an UNKNOWN, a NOT_PROVEN isolation, a non-zero exit, or unsigned
   when the policy requires signed evidence);
+* a source that moved on since the evidence's snapshot where the change reads or writes (the
+  drift check): the packet's verdicts are about that snapshot, so a grant standing on it is
+  bound to a source that still matches it there. Elsewhere the source may have moved on (a
+  production primary always does); the grant then binds the whole fingerprint taken now, and
+  `grant consume` refuses a target that differs from it anywhere, which keeps the production
+  target equal to the rehearsed snapshot where the change reads or writes;
 * an expiry that is not a positive duration of at most `MAX_GRANT_LIFETIME`: a grant is a
   bearer token until it is consumed, so it should not outlive the decision it records.
 
@@ -35,6 +41,7 @@ from rollproof.core.errors import UsageError
 from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.keys import SigningKey, load_signing_key, short_key_id
 from rollproof.core.policy import Governance, Policy
+from rollproof.core.surface import AccessKind, Coverage, Implicit
 from rollproof.evidence.write import atomic_write_bytes
 from rollproof.governance.envelope import EnvelopeError, parse_envelope
 from rollproof.governance.evidence import evidence_signer, judge_evidence, validate_evidence
@@ -45,6 +52,8 @@ from rollproof.governance.grants import (
     issue_grant,
 )
 from rollproof.governance.in_force import governance_in_force, load_in_force
+from rollproof.surfaces.scope import changed_objects
+from rollproof.verify.findings import VerifiedPacket
 
 MAX_GRANT_LIFETIME = timedelta(days=30)
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -105,7 +114,27 @@ def operator_key(gov: Governance, key_path: Path) -> tuple[SigningKey, str]:
     return key, name
 
 
-def _evidence_tree(gov: Governance, change_id: str, evidence: Path) -> str:
+def drifted_surfaces(verified: VerifiedPacket, now: Fingerprint) -> list[str]:
+    """What the change reads or writes (declared, or covered implicitly as the packet
+    records) that differs between the packet's rehearsed snapshot and `now`."""
+    report = verified.report
+    snapshot = verified.fingerprints[report["source"]["fingerprint"]]
+    declared = report["change"]["surfaces"]
+    implicit = [
+        Implicit(i["object"], i["covered_by"], AccessKind(i["kind"]), i["reason"])
+        for i in report["surfaces"].get("implicit", [])
+    ]
+    coverage = Coverage(declared["reads"], declared["writes"], implicit)
+    names = {n.removeprefix("public.") for n in coverage.declared}
+    return sorted(
+        name
+        for name in changed_objects(snapshot, now)
+        if name.removeprefix("public.") in names
+        or coverage.explain(name, AccessKind.READ) is not None
+    )
+
+
+def _evidence_packet(gov: Governance, change_id: str, evidence: Path) -> VerifiedPacket:
     verified = validate_evidence(evidence, gov)
     if verified.change_id != change_id:
         raise GrantIssueError(f"evidence {evidence} is for change {verified.change_id}")
@@ -115,7 +144,7 @@ def _evidence_tree(gov: Governance, change_id: str, evidence: Path) -> str:
         raise GrantIssueError(
             f"evidence {evidence} does not count as evidence: {judgement.why_not()}"
         )
-    return verified.tree_hash
+    return verified
 
 
 def write_secret_file(path: Path, data: bytes) -> None:
@@ -149,23 +178,34 @@ def issue_grant_file(
     if gov.executor is None:
         raise UsageError("the policy names no executor key ([governance] executor): no audience")
     key, _name = operator_key(gov, key_path)
-    tree = None
+    packet: VerifiedPacket | None = None
     if chosen.evidence:
         if evidence is None:
             raise GrantIssueError(
                 f"lane {chosen.name} needs the evidence of the lanes below: name the validated "
                 "packet you read with --evidence PACKET"
             )
-        tree = _evidence_tree(gov, change_id, evidence)
+        packet = _evidence_packet(gov, change_id, evidence)
     elif evidence is not None:
         raise GrantIssueError(f"lane {chosen.name} stands on no evidence; drop --evidence")
     if out.exists():
         raise UsageError(f"{out} already exists; a grant file is never overwritten")
+    now_fp = fingerprint_source(source)
+    if packet is not None:
+        drifted = drifted_surfaces(packet, now_fp)
+        if drifted:
+            raise GrantIssueError(
+                f"the source moved on since the snapshot evidence {evidence} rehearsed, where "
+                f"the change reads or writes ({', '.join(drifted)}): its verdicts are about "
+                f"snapshot {packet.report['source']['fingerprint']}, not this source; rehearse "
+                "again"
+            )
+    tree = None if packet is None else packet.tree_hash
     envelope = issue_grant(
         key,
         lane=chosen.name,
         change_id=change_id,
-        source_fingerprint=fingerprint_source(source).digest,
+        source_fingerprint=now_fp.digest,
         audience=gov.executor.key_id,
         not_before=now,
         expires=now + expires,

@@ -22,6 +22,10 @@ Rules, each against a named failure:
     it gets discharged;
   - an open condition named after no lane blocks every lane past the first (only evidence an
     operator cites can discharge it).
+* **Impact**: a production lane, when an `[impact]` limit applies (the policy in force's, or the
+  change's own as its evidence recorded them), needs the measured impact of the evidence it
+  stands on within every limit (`impact_need`); over one, or not measured, it is not entered.
+  The limits are read when the lane is asked about, so a stricter policy holds older evidence.
 * **Gates** are NO unless a grant for the gate's lane was consumed for the change and the clock
   is inside the grant's window (and, for a production lane, HOLD is not in force).
 * **HOLD** is in force unless a `hold.released` cites a grant of a production lane whose window
@@ -37,6 +41,7 @@ from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 
+from rollproof.core.impact import parse_limits, record_over_limits, strictest
 from rollproof.core.policy import Gate, Governance, Lane, LaneKind
 from rollproof.governance.events import format_utc
 from rollproof.governance.evidence import evidence_signer, judge_record
@@ -48,6 +53,11 @@ class NeedKind(StrEnum):
     SIGNATURES = "signatures"
     EVIDENCE = "evidence"
     BLOCKERS = "blockers"
+    IMPACT = "impact"
+
+
+HOLDING_NEEDS = frozenset({NeedKind.EVIDENCE, NeedKind.BLOCKERS, NeedKind.IMPACT})
+"""Needs that keep a lane from being entered (and chosen) until they are met."""
 
 
 OPERATOR_SUPPLIED = frozenset({NeedKind.GRANT, NeedKind.SIGNATURES})
@@ -227,6 +237,9 @@ def lane_status(gov: Governance, state: LedgerState, change_id: str, lane: Lane)
                         refs=() if g is None else (g.grant_id,),
                     )
                 )
+    impact = impact_need(gov, state, change_id, lane)
+    if impact is not None:
+        needs.append(impact)
     blocking = blockers_for(gov, state, change_id, lane)
     needs.append(
         Need(
@@ -250,6 +263,35 @@ def lane_status(gov: Governance, state: LedgerState, change_id: str, lane: Lane)
         needs=tuple(needs),
         blockers=blocking,
     )
+
+
+def impact_need(gov: Governance, state: LedgerState, change_id: str, lane: Lane) -> Need | None:
+    """A production lane's impact need: the measured impact of the evidence it stands on (the
+    newest that counts of the highest clone lane below) within every limit, the policy in
+    force's and the change's own (core.impact). None when the lane is a clone lane, or when no
+    limit applies."""
+    if lane.kind is not LaneKind.PRODUCTION:
+        return None
+    record = required_evidence(gov, state, change_id, lane.name)
+    impact = None if record is None else record.impact
+    own = {} if impact is None else parse_limits(impact["change_limits"])
+    if not gov.impact_limits and not own:
+        return None
+    if record is None:
+        return Need(
+            NeedKind.IMPACT,
+            "measured impact within the limits: no evidence measured it yet",
+            met=False,
+        )
+    over = record_over_limits(impact, gov.impact_limits)
+    refs = (record.packet_tree_hash,)
+    if over:
+        text = "measured impact over a limit: " + "; ".join(over)
+        # A need's text is one field of a ledger event and of decision.json: at most 4000.
+        return Need(NeedKind.IMPACT, text[:4000], met=False, refs=refs)
+    limits = strictest(own, gov.impact_limits)
+    shown = ", ".join(f"{k} = {v:,}" for k, v in limits.items())
+    return Need(NeedKind.IMPACT, f"measured impact within the limits ({shown})", True, refs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,12 @@ Each check is PASS, FAIL or UNKNOWN (`rollproof.core.model.Verdict`):
     policy-in-force          the policy file is the ledger's policy in force; a file that
                              differs is UNKNOWN (it changes nothing until adopted: `rollproof
                              policy adopt`), and opens a blocker like every UNKNOWN
+    impact-limits            production lanes, when a limit applies: the measured impact of the
+                             evidence the lane stands on is within every limit (the policy in
+                             force's `[impact]` and the change's own); over one, or not
+                             measured, it FAILs with the figure and the limit, and the preflight
+                             holds (exit 3), not fails: the change did what it said, it is too
+                             heavy for production as it stands
 
 Invariants, each against a named failure:
 
@@ -48,7 +54,7 @@ from rollproof.governance.in_force import file_matches, policy_in_force
 from rollproof.governance.in_force import (  # re-exported: cli/ledger.py asks for it here
     trusted_checkpoint as trusted_checkpoint,
 )
-from rollproof.governance.lanes import hold_status
+from rollproof.governance.lanes import hold_status, impact_need
 from rollproof.governance.ledger import Checkpoint
 from rollproof.governance.records import CheckRecord, LedgerState
 from rollproof.governance.rules_lanes import record_preflight
@@ -58,6 +64,10 @@ from rollproof.governance.store import LedgerStore, open_ledger
 
 if TYPE_CHECKING:
     from rollproof.core.change import Change
+
+
+HOLDING_CHECKS = frozenset({Check.IMPACT_LIMITS})
+"""Checks whose FAIL holds the run (exit 3) rather than failing it (exit 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +111,8 @@ class Preflight:
     @property
     def exit_code(self) -> ExitCode:
         if self.overall is Verdict.FAIL:
-            return ExitCode.CHECK_FAILED
+            failed = {c.check for c in self.checks if c.verdict is Verdict.FAIL}
+            return ExitCode.HELD if failed <= HOLDING_CHECKS else ExitCode.CHECK_FAILED
         if self.disallowed_unknowns:
             return ExitCode.HELD
         return ExitCode.OK
@@ -206,6 +217,13 @@ def _ci(gov: Governance) -> CheckResult:
     )
 
 
+def _impact(gov: Governance, state: LedgerState, change_id: str, lane: Lane) -> CheckResult | None:
+    need = impact_need(gov, state, change_id, lane)
+    if need is None:
+        return None
+    return CheckResult(Check.IMPACT_LIMITS, Verdict.PASS if need.met else Verdict.FAIL, need.text)
+
+
 def _policy_in_force(file_policy: Policy, state: LedgerState) -> CheckResult:
     same, detail = file_matches(file_policy, state)
     return CheckResult(Check.POLICY_IN_FORCE, Verdict.PASS if same else Verdict.UNKNOWN, detail)
@@ -220,11 +238,13 @@ def evaluate(
     checkpoint: Checkpoint | None,
     now: datetime,
     file_policy: Policy | None = None,
+    lane: Lane | None = None,
 ) -> tuple[CheckResult, ...]:
     """Every check against a verified, folded state (pure but for reading the validator).
 
     `policy` and `gov` are the policy in force (the ledger's); `file_policy`, when given, is the
-    policy file, compared with it by the `policy-in-force` check."""
+    policy file, compared with it by the `policy-in-force` check; `lane`, when given, is the
+    lane the run is for (a production lane adds `impact-limits` when a limit applies)."""
     checks: tuple[CheckResult, ...] = (
         _scoping(change, source),
         _production_guard(policy, source),
@@ -235,6 +255,9 @@ def evaluate(
     )
     if file_policy is not None:
         checks += (_policy_in_force(file_policy, state),)
+    impact = None if lane is None else _impact(gov, state, change.id, lane)
+    if impact is not None:
+        checks += (impact,)
     return checks
 
 
@@ -296,7 +319,7 @@ def run_preflight(
         # event says it read, under the policy in force there.
         current = policy_in_force(policy, state)
         checks = evaluate(
-            current, current.governed(), state, change, source, checkpoint, now, policy
+            current, current.governed(), state, change, source, checkpoint, now, policy, chosen
         )
         results.append(checks)
         return _events(state, change.id, chosen, shown, checks)

@@ -115,6 +115,9 @@ class RehearsalRecord:
     """The exit code its exit_codes.json records (None: not recorded)."""
     signed_by: tuple[str, ...] = ()
     """Key ids whose signature on the packet the validator verified when it was recorded."""
+    impact: Mapping[str, Any] | None = None
+    """The packet's measured impact as the ledger keeps it (core.impact.impact_record); None
+    for a rehearsal recorded without it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ builder in the same transaction that read the state).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rollproof.core.model import IsolationVerdict, Verdict
@@ -56,6 +56,7 @@ def _rehearsal_recorded(f: FoldState, e: Event, b: dict[str, Any]) -> None:
         isolation=IsolationVerdict(b["isolation"]),
         exit_code=b["exit_code"],
         signed_by=tuple(b.get("signed_by", ())),
+        impact=b.get("impact"),
     )
 
 
@@ -126,9 +127,11 @@ def record_rehearsal(
     lane: str | None = None,
     grant_id: str | None = None,
     packet: str | None = None,
+    impact: Mapping[str, Any] | None = None,
 ) -> NewEvent:
     """A validated packet's facts: the evidence predicate (`evidence.py`) is applied to them
-    from the ledger alone, so each is recorded as the validator found it, never assumed."""
+    from the ledger alone, so each is recorded as the validator found it, never assumed; so is
+    its measured impact (`core.impact.impact_record`), which a production lane is judged on."""
     return NewEvent(
         EventKind.REHEARSAL_RECORDED,
         _body(
@@ -141,6 +144,7 @@ def record_rehearsal(
             lane=lane,
             grant_id=grant_id,
             packet=packet,
+            impact=None if impact is None else dict(impact),
         ),
     )
 

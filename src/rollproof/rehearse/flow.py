@@ -2,6 +2,10 @@
 
     rehearse(change, source) -> RehearsalResult
 
+Longer than 600 lines because the leg runner and `rehearse` are one sequence over one session
+and guard: the leg groups, their judging and the surface evidence read each other's state, and
+split apart every part would need all of it.
+
 Order of work, and why:
 1. The engine session snapshots the source read-only into a private workspace and checks the
    static isolation items; if they fail nothing else runs (IsolationError, exit 3).
@@ -13,8 +17,9 @@ Order of work, and why:
    continues where revert left off). A leg's verdict comes only from `invariants.judge_leg`
    over its recorded fingerprints; script errors and scripts that cannot honestly run in a
    transaction give FAIL or NOT_APPLICABLE with the reason.
-4. The isolation proof is finished (source bytes re-hashed). A rehearsal whose isolation is not
-   proven is held, whatever its legs say.
+4. The isolation proof is finished, and the source is looked at again: whether it moved on
+   since the snapshot (others wrote it) is recorded as an observation, never as a failed check.
+   A rehearsal whose isolation is not proven is held, whatever its legs say.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rollproof.core.change import NO_REVERT, Change
+from rollproof.core.change import NO_REVERT, VERIFY_NO_ROWS, Change, no_rows_failure
+from rollproof.core.dumps import PGDUMP, SQLITEDUMP, dump_scheme
 from rollproof.core.errors import CheckFailedError, ExitCode, ScopeNotReadyError, UsageError
 from rollproof.core.explain import DEFAULT_MAX_EXAMPLES, MAX_EXAMPLES, ShowPolicy, show_examples
 from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.core.guard import SurfaceGuard
+from rollproof.core.impact import Impact, impact_json, not_measured
 from rollproof.core.invariants import InvariantResult, judge_leg
 from rollproof.core.isolation import IsolationProof
 from rollproof.core.model import (
@@ -44,7 +51,7 @@ from rollproof.core.model import (
 from rollproof.core.policy import EMPTY_POLICY, Policy
 from rollproof.core.surface import POSTGRESQL, Implicit
 from rollproof.engines import read_catalog
-from rollproof.engines.base import EngineSession, Progress, ScriptOutcome
+from rollproof.engines.base import EngineSession, Progress, ScriptOutcome, StatementRows
 from rollproof.surfaces.forbidden import (
     env_statuses,
     file_statuses,
@@ -61,6 +68,9 @@ from rollproof.surfaces.scope import (
     observed_implicit,
     observed_undeclared,
 )
+
+if TYPE_CHECKING:
+    from rollproof.engines.postgres.dump import PgDumpSession
 
 Clock = Callable[[], datetime]
 
@@ -80,6 +90,8 @@ class LegResult:
     tolerated: tuple[Difference, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
     statements: Mapping[str, int] = field(default_factory=dict)
+    verify_rows: tuple[StatementRows, ...] | None = None
+    """The read-only leg, once verify ran: each verify statement that returned rows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +106,9 @@ class RehearsalResult:
     finished_at: datetime
     clone_kept: Path | None
     surfaces: SurfaceEvidence
+    impact: Mapping[str, Any] | None = None
+    """report.json's `impact` section (core.impact.impact_json): facts measured on the
+    transaction leg's apply, never part of a verdict."""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -121,9 +136,30 @@ def is_postgres_dsn(dsn: str) -> bool:
     return dsn.startswith(("postgres://", "postgresql://"))
 
 
+def open_pg_dump(
+    dsn: str,
+    scratch: str | None,
+    workdir: Path | None,
+    progress: Progress,
+    forbidden_env: Sequence[str] = (),
+) -> PgDumpSession | None:
+    """A `pgdump:PATH` source restored on its scratch server (not yet armed), else None."""
+    if dump_scheme(dsn) != PGDUMP:
+        return None
+    from rollproof.engines.postgres.dump import PgDumpSession
+
+    return PgDumpSession(
+        dsn,
+        scratch=scratch or "ephemeral",
+        workdir=workdir,
+        progress=progress,
+        forbidden_env=forbidden_env,
+    )
+
+
 def dialect_for(dsn: str) -> str:
     """The SQL dialect a source's change scripts are read in (static scope, lint)."""
-    return POSTGRESQL if is_postgres_dsn(dsn) else "sqlite"
+    return POSTGRESQL if is_postgres_dsn(dsn) or dump_scheme(dsn) == PGDUMP else "sqlite"
 
 
 def open_session(
@@ -139,6 +175,13 @@ def open_session(
     `scratch` names where a PostgreSQL source is cloned: a server DSN, or "ephemeral" (the
     default) for a private cluster rollproof starts; a SQLite source takes no scratch server.
     """
+    dump = open_pg_dump(dsn, scratch, workdir, progress)
+    if dump is not None:
+        try:
+            return dump.arm(guard)
+        except BaseException:
+            dump.close(keep=False)
+            raise
     if is_postgres_dsn(dsn):
         from rollproof.engines.postgres.session import PostgresSession
 
@@ -151,6 +194,10 @@ def open_session(
         )
     if scratch is not None:
         raise UsageError("a scratch server applies only to a PostgreSQL source")
+    if dump_scheme(dsn) == SQLITEDUMP:
+        from rollproof.engines.sqlite.dump import SqliteDumpSession
+
+        return SqliteDumpSession(dsn, workdir=workdir, progress=progress, guard=guard)
     from rollproof.engines.sqlite.session import SqliteSession
 
     return SqliteSession(dsn, workdir=workdir, progress=progress, guard=guard)
@@ -182,6 +229,8 @@ class _LegRunner:
         self.implicit: list[Implicit] = []
         """What the clone's catalog says the database made for its tables after apply (an
         engine that can tell: a new partition's automatic index, for one)."""
+        self.impact: Impact | None = None
+        """What the transaction leg's apply measured, statement by statement (core.impact)."""
 
     def fresh(self) -> None:
         if not self.pristine:
@@ -304,6 +353,7 @@ class _LegRunner:
             self.change.apply, self.change.connection, None if self.full else self.before
         )
         statements = {"apply": t.script.statements_run}
+        self.impact = t.impact
         if not t.script.ok or t.after_apply is None:
             return {leg: self.failed(leg, "apply", t.script, points, statements)}
         points[Point.AFTER_APPLY] = t.after_apply
@@ -364,6 +414,7 @@ class _LegRunner:
 
         Entry is the applied state just fingerprinted (nothing has run on the clone since, so
         every table is taken from it and only the schema and sequences are read again).
+        `verify_expect = "no-rows"`: a statement that returned rows fails it (counts recorded).
         """
         leg = LegName.READ_ONLY
         assert self.change.verify is not None
@@ -371,11 +422,18 @@ class _LegRunner:
         entry_reuse = None if self.full else Reuse(applied, frozenset())
         ro = self.s.run_read_only(self.change.verify, entry_reuse)
         points = {Point.ENTRY: ro.entry, Point.EXIT: ro.exit}
-        if ro.script is not None:
-            statements["verify"] = ro.script.statements_run
-            if not ro.script.ok:
-                return self.failed(leg, "verify (read-only)", ro.script, points, statements)
-        return self.judge(leg, points, statements, out.settings, explain_last=False)
+        found: tuple[StatementRows, ...] = ()
+        script = ro.script
+        if script is not None:
+            statements["verify"], found = script.statements_run, script.rows
+            if script.ok and found and self.change.verify_expect == VERIFY_NO_ROWS:
+                why = no_rows_failure([(r.statement, r.text, r.rows) for r in found])
+                script = replace(script, error=why)
+            if not script.ok:
+                failed = self.failed(leg, "verify (read-only)", script, points, statements)
+                return replace(failed, verify_rows=found)
+        judged = self.judge(leg, points, statements, out.settings, explain_last=False)
+        return judged if script is None else replace(judged, verify_rows=found)
 
     def reverted_then_reapplied(self, wanted: frozenset[LegName]) -> dict[LegName, LegResult]:
         """The revert leg and, continuing on the same clone, the reapply leg.
@@ -493,25 +551,38 @@ def rehearse(
         raise UsageError(f"max_examples must be between 0 and {MAX_EXAMPLES}, not {max_examples}")
     say = progress or (lambda _msg: None)
     started = clock()
-    catalog = read_catalog(source)  # read-only: what the database makes for declared objects
-    scoping = check_scoping(change, dialect=dialect_for(source), catalog=catalog)
-    if scoping.syntax_errors:
-        raise CheckFailedError(
-            "the change's SQL does not parse: " + "; ".join(scoping.syntax_errors)
+    # A pg_dump archive has no catalog until it is restored: it is restored first, then scoped
+    # like any source, then armed with the guard (engines/postgres/dump.py).
+    dump = open_pg_dump(source, scratch, workdir, say, policy.forbidden_env)
+    try:
+        # read-only: what the database makes for declared objects
+        catalog = read_catalog(source) if dump is None else dump.catalog()
+        scoping = check_scoping(change, dialect=dialect_for(source), catalog=catalog)
+        if scoping.syntax_errors:
+            raise CheckFailedError(
+                "the change's SQL does not parse: " + "; ".join(scoping.syntax_errors)
+            )
+        if scoping.status is not ScopingStatus.READY and not allow_undeclared:
+            raise ScopeNotReadyError(str(scoping.status), scoping.problems())
+        files_before = hash_forbidden_files(policy)
+        production_before = hash_production_sources(policy)
+        guard = SurfaceGuard(
+            reads=change.reads,
+            writes=change.writes,
+            forbidden=policy.forbidden_objects,
+            read_mode=policy.undeclared_reads,
+            forbidden_env=policy.forbidden_env,
+            implicit=scoping.catalog_implicit,
         )
-    if scoping.status is not ScopingStatus.READY and not allow_undeclared:
-        raise ScopeNotReadyError(str(scoping.status), scoping.problems())
-    files_before = hash_forbidden_files(policy)
-    production_before = hash_production_sources(policy)
-    guard = SurfaceGuard(
-        reads=change.reads,
-        writes=change.writes,
-        forbidden=policy.forbidden_objects,
-        read_mode=policy.undeclared_reads,
-        forbidden_env=policy.forbidden_env,
-        implicit=scoping.catalog_implicit,
-    )
-    session = open_session(source, workdir=workdir, progress=say, guard=guard, scratch=scratch)
+        session = (
+            open_session(source, workdir=workdir, progress=say, guard=guard, scratch=scratch)
+            if dump is None
+            else dump.arm(guard)
+        )
+    except BaseException:
+        if dump is not None:
+            dump.close(keep=False)
+        raise
     kept: Path | None = None
     try:
         before = session.snapshot_fingerprint()
@@ -536,7 +607,13 @@ def rehearse(
         # order requested.
         by_leg = runner.run(legs, say)
         results = [by_leg[leg] for leg in legs]
-        say("re-hashing the source to finish the isolation proof")
+        impact = impact_json(
+            runner.impact or not_measured(session.engine, _unmeasured(by_leg)),
+            rows_before={name: t.rows for name, t in before.tables.items()},
+            change_limits=change.impact_limits,
+            policy_limits=policy.impact_limits,
+        )
+        say("looking at the source again: has it moved on since the snapshot?")
         isolation = session.finish_isolation()
         source_info = session.describe_source()
     finally:
@@ -593,4 +670,14 @@ def rehearse(
         finished_at=clock(),
         clone_kept=kept,
         surfaces=surfaces,
+        impact=impact,
     )
+
+
+def _unmeasured(legs: Mapping[LegName, LegResult]) -> str:
+    """Why there is no measured impact: it is measured inside the transaction leg's open
+    transaction, so without that leg run to its end there is none."""
+    leg = legs.get(LegName.TRANSACTION)
+    if leg is None:
+        return "the transaction leg was not run; impact is measured inside its transaction"
+    return f"the transaction leg's apply did not run to its end: {leg.reason}"

@@ -21,6 +21,7 @@ from typing import Any
 
 from rollproof.core.canonical import canonical_json
 from rollproof.core.fingerprint import Fingerprint
+from rollproof.core.impact import impact_json, not_measured
 from rollproof.core.redact import redact_dsn
 from rollproof.core.version import __version__
 from rollproof.rehearse.flow import LegResult, RehearsalResult
@@ -35,6 +36,9 @@ def _iso(dt: Any) -> str:
 
 
 def _leg_json(leg: LegResult) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    if leg.verify_rows is not None:
+        rows["verify_rows"] = [{"statement": r.statement, "rows": r.rows} for r in leg.verify_rows]
     return {
         "name": str(leg.name),
         "verdict": str(leg.verdict),
@@ -45,6 +49,7 @@ def _leg_json(leg: LegResult) -> dict[str, Any]:
         "tolerated": [d.to_json() for d in leg.tolerated],
         "settings": dict(leg.settings),
         "statements": dict(leg.statements),
+        **rows,
     }
 
 
@@ -78,6 +83,7 @@ def report_json(result: RehearsalResult, *, validator_sha256: str | None = None)
             "content_id": ch.content_id,
             "no_mutation": ch.no_mutation,
             "strict_sequences": ch.strict_sequences,
+            "verify_expect": ch.verify_expect,
             "surfaces": {"reads": list(ch.reads), "writes": list(ch.writes)},
             "connection": dict(sorted(ch.connection.items())),
             "scripts": {
@@ -94,6 +100,10 @@ def report_json(result: RehearsalResult, *, validator_sha256: str | None = None)
         "started_at": _iso(result.started_at),
         "finished_at": _iso(result.finished_at),
         "surfaces": result.surfaces.to_json(),
+        "impact": dict(
+            result.impact
+            or impact_json(not_measured(str(result.source.get("engine")), "not measured"))
+        ),
         "validator_sha256": validator_sha256 or running_validator(),
     }
 

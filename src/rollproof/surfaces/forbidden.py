@@ -125,32 +125,41 @@ def production_statuses(
 ) -> list[ForbiddenSurface]:
     """Each registered production source: never opened, or opened only as the proof says.
 
-    The rehearsal's own source is `untouched` only when every isolation check about the source
-    holds (opened read-only, bytes or fingerprint unchanged); any other registered source was
-    never opened, and a SQLite one is hashed before and after to show it.
+    The rehearsal's own source is `untouched` only when every isolation check about what
+    rollproof did on the source holds (opened read-only, wrote nothing): it is live, and what
+    others write there meanwhile is said, not counted against rollproof. Any other registered
+    source was never opened, and a SQLite one is hashed before and after to show it.
     """
     source_checks = [c for c in isolation.checks if c.name.startswith("source-")]
     out = []
     for dsn in policy.production_sources:
         shown = redact_dsn(dsn)
-        if before.get(dsn) != after.get(dsn):
+        if is_rehearsal_source(dsn):
+            held = bool(source_checks) and all(c.holds is True for c in source_checks)
+            moved = (
+                "; its bytes changed meanwhile, written by others"
+                if before.get(dsn) != after.get(dsn)
+                else ""
+            )
+            out.append(
+                ForbiddenSurface(
+                    "production-source",
+                    shown,
+                    ForbiddenStatus.UNTOUCHED if held else ForbiddenStatus.TOUCHED,
+                    (
+                        "; ".join(f"{c.name}: {c.evidence}" for c in source_checks)
+                        or "no record of how it was opened"
+                    )
+                    + moved,
+                )
+            )
+        elif before.get(dsn) != after.get(dsn):
             out.append(
                 ForbiddenSurface(
                     "production-source",
                     shown,
                     ForbiddenStatus.TOUCHED,
                     "bytes changed during the rehearsal",
-                )
-            )
-        elif is_rehearsal_source(dsn):
-            held = bool(source_checks) and all(c.holds is True for c in source_checks)
-            out.append(
-                ForbiddenSurface(
-                    "production-source",
-                    shown,
-                    ForbiddenStatus.UNTOUCHED if held else ForbiddenStatus.TOUCHED,
-                    "; ".join(f"{c.name}: {c.evidence}" for c in source_checks)
-                    or "no record of how it was opened",
                 )
             )
         else:

@@ -29,13 +29,18 @@ stops.
   summary line and report.md's title must say the same.
 * **Exit codes**: the recorded exit code of the rehearsal is the one its verdicts give (an
   undeclared access denied at run time holds it: 3).
+* **Verify rows**: under `verify_expect = "no-rows"` a read-only leg recorded as PASS may not
+  record a verify statement that returned rows; rows are recorded on the read-only leg only.
+  What the report says a statement returned cannot be recomputed without the database:
+  commands.sh and RERUN.sh re-run it.
 * **Forward-only changes**: a change recorded without a revert script has revert and reapply
   legs that are NOT_APPLICABLE for exactly that reason, with no fingerprints; a change with
   one may not claim it has none.
 * **Legs and isolation checks**: the report's legs are exactly the legs the recorded command
   requested (`--legs` in exit_codes.json's argv, or the default legs), so a failing leg cannot
-  be deleted; its isolation checks are exactly its engine's (`ISOLATION_CHECKS`), so a failing
-  check cannot be deleted either.
+  be deleted; its isolation checks are exactly its engine's (`ISOLATION_CHECKS`), or its
+  dump kind's for a dump source (`verify/dumps.py`), so a failing check cannot be deleted
+  either.
 * **Renderings**: commands.sh, RERUN.sh and report.md are byte for byte what rollproof renders
   for this report (`rollproof.verify.scripts`, `rollproof.verify.report_md`).
 """
@@ -50,11 +55,22 @@ from pathlib import Path
 from typing import Any
 
 from rollproof.core.canonical import sha256_hex
-from rollproof.core.change import CONNECTION_DEFAULTS, NO_REVERT, Change, Script
+from rollproof.core.change import (
+    CONNECTION_DEFAULTS,
+    NO_REVERT,
+    VERIFY_NO_ERROR,
+    VERIFY_NO_ROWS,
+    Change,
+    Script,
+)
 from rollproof.core.errors import ExitCode
 from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.invariants import judge_leg
-from rollproof.core.isolation import ISOLATION_CHECKS, IsolationCheck, IsolationProof
+from rollproof.core.isolation import (
+    RETIRED_CHECKS,
+    IsolationCheck,
+    IsolationProof,
+)
 from rollproof.core.model import (
     DEFAULT_LEGS,
     LEG_POINTS,
@@ -69,6 +85,7 @@ from rollproof.core.model import (
     undeclared_denial,
 )
 from rollproof.core.redact import redact_argv, redact_dsn
+from rollproof.verify.dumps import check_dump_source, checks_owed
 from rollproof.verify.findings import Finding, FindingCode
 from rollproof.verify.layout import CHANGE_DIR, COMMANDS_SH, REPORT_MD, RERUN_SH
 from rollproof.verify.report_md import forbidden_line, markdown_title, render_report_md
@@ -160,6 +177,7 @@ def recomputed_content_id(change: Mapping[str, Any]) -> str:
         connection=dict(change["connection"]),
         directory=Path(),
         files={},
+        verify_expect=change.get("verify_expect", VERIFY_NO_ERROR),
     ).content_id
 
 
@@ -170,6 +188,12 @@ def _toml_mismatches(change: Mapping[str, Any], toml: Mapping[str, Any]) -> list
     for flag in ("no_mutation", "strict_sequences"):
         if toml.get(flag, False) != change[flag]:
             out.append(f"{flag} is {toml.get(flag, False)}, the report says {change[flag]}")
+    expect = toml.get("verify_expect", VERIFY_NO_ERROR)
+    if expect != change.get("verify_expect", VERIFY_NO_ERROR):
+        out.append(
+            f"verify_expect is {expect!r}, the report says "
+            f"{change.get('verify_expect', VERIFY_NO_ERROR)!r}"
+        )
     for name in SCRIPT_NAMES:
         doc = change["scripts"][name]
         if name in toml:
@@ -408,6 +432,44 @@ def _check_forward_only(report: Mapping[str, Any]) -> list[Finding]:
     return out
 
 
+def _check_verify_rows(report: Mapping[str, Any]) -> list[Finding]:
+    """Rows are recorded on the read-only leg only, once a statement, in order; and
+    under `verify_expect = "no-rows"` a read-only PASS with a statement that returned rows is
+    the fabrication this stops (the verify failed, the report says it passed)."""
+    no_rows = report["change"].get("verify_expect", VERIFY_NO_ERROR) == VERIFY_NO_ROWS
+    out = []
+    for leg in report["legs"]:
+        if "verify_rows" not in leg:
+            if no_rows and leg["name"] == LegName.READ_ONLY and "verify" in leg["statements"]:
+                out.append(
+                    Finding(
+                        FindingCode.LEG_VERDICT_CONTRADICTS,
+                        f'read-only: verify_expect = "{VERIFY_NO_ROWS}" but no verify rows are '
+                        "recorded",
+                        "report.json",
+                    )
+                )
+            continue
+        name, rows = leg["name"], leg["verify_rows"]
+        numbers = [r["statement"] for r in rows]
+        if name != LegName.READ_ONLY or "verify" not in leg["statements"]:
+            problem = "verify rows recorded for a leg that ran no verify script"
+        elif numbers != sorted(set(numbers)):
+            problem = "verify rows name statements out of order or twice"
+        elif no_rows and rows and leg["verdict"] == Verdict.PASS:
+            first = rows[0]
+            problem = (
+                f"PASS recorded, but verify statement {first['statement']} returned "
+                f'{first["rows"]} row(s) and the change says verify_expect = "{VERIFY_NO_ROWS}"'
+            )
+        else:
+            continue
+        out.append(
+            Finding(FindingCode.LEG_VERDICT_CONTRADICTS, f"{name}: {problem}", "report.json")
+        )
+    return out
+
+
 def requested_legs(exit_codes: Mapping[str, Any]) -> tuple[LegName, ...] | None:
     """The legs the recorded rehearse command asked for, in rollproof's order: every
     `--legs A,B` (or `--legs=A,B`) of its argv, or the default legs when there is none; None
@@ -476,20 +538,31 @@ def check_verdicts(ev: Evidence) -> list[Finding]:
                 "report.json",
             )
         ]
-    expected_checks = ISOLATION_CHECKS.get(str(report["source"]["engine"]))
+    dump_findings = check_dump_source(report)
+    if dump_findings:
+        return dump_findings
+    owner, expected_checks = checks_owed(report["source"])
     checks_given = tuple(str(c["name"]) for c in report["isolation"]["checks"])
     if checks_given != expected_checks:
         return [
             Finding(
                 FindingCode.ISOLATION_CHECKS_MISMATCH,
                 f"isolation checks ({', '.join(checks_given)}) are not the "
-                f"{report['source']['engine']} engine's ({', '.join(expected_checks or ())})",
+                f"{owner}'s ({', '.join(expected_checks or ())})"
+                + (
+                    "; "
+                    + ", ".join(sorted(RETIRED_CHECKS.intersection(checks_given)))
+                    + " is retired: it judged what others wrote to the source"
+                    if RETIRED_CHECKS.intersection(checks_given)
+                    else ""
+                ),
                 "report.json",
             )
         ]
 
     change = report["change"]
     out += _check_forward_only(report)
+    out += _check_verify_rows(report)
     for leg in report["legs"]:
         out += _check_leg(
             leg,

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rollproof.core.explain import attribute_text, example_text
+from rollproof.core.impact import blocks, duration_text
 from rollproof.core.model import LEG_POINTS, LegName, Point
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
@@ -150,6 +151,11 @@ def _leg_lines(leg: Mapping[str, Any]) -> list[str]:
         lines.append(
             "- connection settings: " + ", ".join(f"{k}={settings[k]}" for k in sorted(settings))
         )
+    for r in leg.get("verify_rows", ()):
+        n = int(r["rows"])
+        lines.append(
+            f"- verify statement {int(r['statement'])} returned {n:,} row{'' if n == 1 else 's'}"
+        )
     if leg["differences"]:
         lines += ["", "What did not come back:", ""]
         lines += [line for d in leg["differences"] for line in difference_lines(d)]
@@ -162,6 +168,84 @@ def _leg_lines(leg: Mapping[str, Any]) -> list[str]:
         ]
         lines += [line for d in leg["tolerated"] for line in difference_lines(d)]
     return lines
+
+
+def _count(value: Any, unit: str = "") -> str:
+    return "-" if value is None else f"{int(value):,} {unit}".rstrip()
+
+
+def _relations(items: Sequence[Mapping[str, Any]]) -> str:
+    return ", ".join(
+        f"{_text(w['relation'])} ({_text(w['kind'])}"
+        + ("" if w["bytes"] is None else f", {int(w['bytes']):,} bytes")
+        + ")"
+        for w in items
+    )
+
+
+def impact_lines(impact: Mapping[str, Any]) -> list[str]:
+    """The impact section: what the apply did while it ran, measured (core.impact)."""
+    lines = ["", "## Impact", ""]
+    table: list[str] = []
+    if not impact["measured"]:
+        lines.append(f"- not measured: {_text(impact['reason'] or '')}")
+    else:
+        postgres = impact["engine"] == "postgresql"
+        total = f"- measured on the transaction leg's apply: {len(impact['statements'])} "
+        total += f"statement(s) in {duration_text(impact['duration_us'])}; "
+        if postgres:
+            settings = impact["settings"]
+            total += f"{_count(impact['wal_bytes'], 'bytes')} of WAL"
+            if "wal_level" in settings:
+                total += f" (wal_level {_text(settings['wal_level'])})"
+        else:
+            total += (
+                f"{_count(impact['pages_written'], 'pages')} written; database write lock held "
+                f"{duration_text(impact['write_lock_us'])}"
+            )
+        lines.append(total)
+        for lk in impact["locks"]:
+            lines.append(
+                f"- {_text(lk['mode'])} on {_text(lk['relation'])} ({_text(lk['kind'])}): "
+                f"{blocks(str(lk['mode']))}, from statement {int(lk['statement'])} to commit, "
+                f"{duration_text(int(lk['held_us']))}"
+            )
+        for w in impact["rewrites"]:
+            rows = w["rows_before"]
+            lines.append(
+                f"- {'rewritten' if postgres else 'rebuilt'} by statement {int(w['statement'])}: "
+                + _relations([w])
+                + ("" if rows is None else f", {int(rows):,} rows before")
+            )
+        for b in impact["indexes_built"]:
+            lines.append(
+                f"- index built by statement {int(b['statement'])}: {_relations([b])}, "
+                f"statement took {duration_text(int(b['duration_us']))}"
+            )
+        columns = "locks taken | WAL |" if postgres else "pages written | rows changed |"
+        table += ["", f"| # | statement | time | {columns}", "|---|---|---|---|---|"]
+        for st in impact["statements"]:
+            if postgres:
+                what = ", ".join(
+                    f"{_text(lk['mode'])} {_text(lk['relation'])}" for lk in st["locks"]
+                )
+                tail = f"{what or '-'} | {_count(st['wal_bytes'], 'bytes')} |"
+            else:
+                tail = f"{_count(st['pages_written'])} | {_count(st['rows_changed'])} |"
+            table.append(
+                f"| {int(st['index'])} | `{_code(st['statement'])}` | "
+                f"{duration_text(int(st['duration_us']))} | {tail}"
+            )
+    limits = impact["limits"]
+    for origin in ("change", "policy"):
+        if limits[origin]:
+            lines.append(
+                f"- {origin} limits: "
+                + ", ".join(f"{k} = {int(v):,}" for k, v in sorted(limits[origin].items()))
+            )
+    for over in impact["over_limits"]:
+        lines.append(f"- **over a limit**: {_text(over)}")
+    return lines + table
 
 
 def render_report_md(report: Mapping[str, Any]) -> bytes:
@@ -204,11 +288,19 @@ def render_report_md(report: Mapping[str, Any]) -> bytes:
             f"- forbidden {_text(f['kind'])} {_text(f['name'])}: {_text(f['status'])} "
             f"({_text(f['evidence'])})"
         )
+    lines += impact_lines(report["impact"])
     lines += ["", "## Isolation proof", ""]
     for c in isolation["checks"]:
         lines.append(
             f"- {'PASS' if c['holds'] is True else 'FAIL'} {_text(c['name'])}: "
             f"{_text(c['evidence'])}"
+        )
+    after = source.get("after")
+    if after is not None:
+        # An observation, not a check: others writing the source do not unmake the proof.
+        lines.append(
+            f"- {'MOVED ON' if after['moved_on'] else 'UNCHANGED'} source after the rehearsal: "
+            f"{_text(after['evidence'])}"
         )
     if report["excluded"]:
         lines += [

@@ -60,6 +60,19 @@ def _libpq_lines(report: Mapping[str, Any]) -> list[str]:
     return list(_LIBPQ_ENV) if report["source"].get("engine") == "postgresql" else []
 
 
+def _dump_lines(report: Mapping[str, Any]) -> list[str]:
+    """A dump packet's scripts say which dump they need: the recorded source string names its
+    sha256, and a rehearsal refuses a dump that hashes otherwise."""
+    dump = report["source"].get("dump")
+    if not isinstance(dump, Mapping):
+        return []
+    return [
+        f"# dump:     {_comment(dump.get('format'))} sha256 {_comment(dump.get('sha256'))}",
+        "# The source is that dump (its path ends in #sha256=…): a dump that hashes otherwise",
+        "# is refused (exit 2) before anything is restored.",
+    ]
+
+
 def _comment(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True)
 
@@ -128,6 +141,7 @@ def render_commands(report: Mapping[str, Any], exit_codes: Mapping[str, Any]) ->
             "# else python3 -m rollproof); ROLLPROOF_SOURCE, a source DSN to use instead",
             "# of the recorded one (which has any password removed).",
             *_libpq_lines(report),
+            *_dump_lines(report),
             "set -u",
             "",
             'packet="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)" || exit 2',
@@ -203,6 +217,7 @@ def render_rerun(report: Mapping[str, Any]) -> bytes:
             "# or the change is non-deterministic (only after-apply points differ) (exit 1).",
             "# Environment: ROLLPROOF, how to run rollproof (as for commands.sh).",
             *_libpq_lines(report),
+            *_dump_lines(report),
             "set -u",
             "",
             'packet="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)" || exit 2',

@@ -69,6 +69,7 @@ import jsonschema.validators
 
 from rollproof.core.canonical import canonical_json
 from rollproof.core.fingerprint import Fingerprint, fingerprint_from_json
+from rollproof.core.impact import LimitError, recomputed_impact
 from rollproof.core.model import IsolationVerdict, LegName, Verdict
 from rollproof.core.strictjson import StrictJsonError, loads_strict
 from rollproof.verify import governance_layer as layer
@@ -549,7 +550,31 @@ def _change(st: _State) -> list[Finding]:
 
 
 def _verdicts(st: _State) -> list[Finding]:
-    return recompute.check_verdicts(st.evidence())
+    return recompute.check_verdicts(st.evidence()) + _impact(st)
+
+
+def _impact(st: _State) -> list[Finding]:
+    """The impact section is measured, so only its arithmetic can be checked: every aggregate,
+    lock hold time, row count (from the source fingerprint) and over-limit line must be what
+    its own statements and limits give (`core.impact.recomputed_impact`)."""
+    report = st.docs[REPORT_JSON]
+    impact = report["impact"]
+    source = st.fingerprints.get(report["source"]["fingerprint"])
+    rows = {} if source is None else {n: t.rows for n, t in source.tables.items()}
+    try:
+        same = recomputed_impact(impact, rows) == impact
+    except (LimitError, KeyError, ValueError):
+        same = False
+    if same and impact["engine"] == report["source"]["engine"]:
+        return []
+    return [
+        Finding(
+            FindingCode.IMPACT_CONTRADICTS,
+            "impact: the recorded figures, lock times or over-limit lines are not the ones its "
+            "own statements, limits and the source's row counts give",
+            REPORT_JSON,
+        )
+    ]
 
 
 def _exit_codes(st: _State) -> list[Finding]:

@@ -133,10 +133,15 @@ def read_catalog(dsn: str) -> Catalog:
     conn = connect_source(target)
     with contextlib.closing(conn):
         try:
-            items = implicit_objects(conn)
-            tables = [str(r[0]) for r in conn.execute(_TABLES).fetchall()]
+            return catalog_from(conn)
         except psycopg.Error as e:
             raise EnvironmentProblemError(
                 f"source {target.shown}: cannot read the catalog: {describe_error(e)}"
             ) from None
+
+
+def catalog_from(conn: psycopg.Connection[Any]) -> Catalog:
+    """The implicit objects of the database `conn` is on (a source, or a restored dump)."""
+    items = implicit_objects(conn)
+    tables = [str(r[0]) for r in conn.execute(_TABLES).fetchall()]
     return catalog_of(items, tables)

@@ -10,7 +10,8 @@ runs with, for that statement only:
 * membership in the new owner (a role that exists on the scratch server: every role of the
   source cluster is copied there, NOLOGIN), and in the object's current owner when that is not
   the change role (with INHERIT, which ownership checks need);
-* CREATE on the object's schema (or the database) for the new owner, when it lacks it;
+* CREATE on the object's schema for the new owner, when it lacks it; for a schema, CREATE on
+  the database for the change role (PostgreSQL checks the role running ALTER SCHEMA there);
 
 all revoked right after the statement, so the schema's ACL is as before. The new owner is
 refused, with the reason, when it (or any role it is a member of) can read a forbidden object
@@ -241,6 +242,34 @@ def forbidden_readable(
     return sorted(n for n in names if matches_any(normalize(n), closed))
 
 
+_IN_SCHEMA = """
+SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.oid = %(oid)s
+UNION ALL
+SELECT CASE WHEN n.nspname = 'public' THEN p.proname ELSE n.nspname || '.' || p.proname END
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.oid = %(oid)s
+UNION ALL
+SELECT CASE WHEN n.nspname = 'public' THEN t.typname ELSE n.nspname || '.' || t.typname END
+FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE n.oid = %(oid)s
+"""
+
+
+def forbidden_in_schema(
+    admin: psycopg.Connection[Any], ident: str, closed: Iterable[str]
+) -> list[str]:
+    """The forbidden objects (and objects reaching one) in the schema `ident`
+    (`pg_namespace:oid`): why roles.grant_declared did not give the change role that schema."""
+    closed = tuple(closed)
+    if not closed:
+        return []
+    oid = int(ident.rpartition(":")[2])
+    names = {str(n) for (n,) in admin.execute(_IN_SCHEMA, {"oid": oid}).fetchall()}
+    return sorted(n for n in names if matches_any(normalize(n), closed))
+
+
 def role_exists(admin: psycopg.Connection[Any], role: str) -> bool:
     row = admin.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone()
     return row is not None
@@ -344,6 +373,15 @@ class Lender:
         target = resolve(conn, change)
         if target is None or not self._declared(target.name):
             return statement, Loan()  # the server decides, and the guard reports a denial
+        if change.kind == "schema" and target.owner != self.role:
+            held = forbidden_in_schema(admin, target.ident, self.closed())
+            if held:
+                raise OwnerRefusedError(
+                    f"ALTER SCHEMA {target.name} OWNER TO {change.target or 'CURRENT_USER'} "
+                    f"is not rehearsed: the schema holds forbidden object(s) {', '.join(held)}, "
+                    "and a schema's owner may drop anything in it, so the change role is not "
+                    "given the schema"
+                )
         new = change.target
         if new is not None and new == self.original_owner(target.ident):
             # Back to the owner the change role stands for in the clone: that owner is us.
@@ -360,7 +398,9 @@ class Lender:
                 )
             if not _member(admin, self.role, new):
                 loan.members.append(new)
-            created = _needs_create(admin, new, target)
+            # A schema's new owner needs nothing: PostgreSQL checks CREATE on the database
+            # for the role running ALTER SCHEMA ... OWNER TO, not for the new owner.
+            created = _needs_create(admin, self.role if target.schema is None else new, target)
             loan.schema_create, loan.database_create = (
                 created.schema_create,
                 created.database_create,

@@ -5,7 +5,8 @@ privileged session, which a script could simply `RESET`). In the snapshot databa
 clone is made from it, the role is given:
 
 * ownership of every existing object the change declares in `writes` (DDL such as ALTER TABLE,
-  CREATE INDEX on it, DROP needs ownership), plus every table privilege on it;
+  CREATE INDEX on it, DROP needs ownership), plus every table privilege on it; a declared
+  schema too (ALTER SCHEMA needs it), unless it holds a forbidden object or one reaching one;
 * CREATE on the schema of each declared write that does not exist yet (the change creates it);
 * SELECT on every declared read; USAGE on every schema;
 * nothing on a forbidden object, even a declared one, and nothing on an object that reaches
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,6 +220,7 @@ def grant_declared(
                 sql.SQL("ALTER TYPE {} OWNER TO {}").format(sql.Identifier(schema, typname), ident)
             )
             grants.owned.append(name)
+    _own_declared_schemas(conn, role, writes, existing, grants, shut)
     # An index or trigger belongs to its table: creating or dropping one needs the table's
     # ownership, so a declared index or trigger brings its table's ownership with it (never a
     # forbidden table's, nor that of a table that reaches one).
@@ -244,6 +246,36 @@ def grant_declared(
     grants.owned.sort()
     grants.readable.sort()
     return grants
+
+
+def _own_declared_schemas(
+    conn: psycopg.Connection[Any],
+    role: str,
+    writes: set[str],
+    existing: set[str],
+    grants: Grants,
+    shut: Callable[[str], bool],
+) -> None:
+    """Hand the role each declared schema, so `ALTER SCHEMA s OWNER TO r` runs as it would for
+    the schema's owner. A schema's owner may drop any object in it, so a schema holding a
+    forbidden object (or one that reaches one) is never handed over: the server refuses."""
+    for (schema,) in conn.execute(_SCHEMAS).fetchall():
+        name = str(schema)
+        if name not in writes:
+            continue
+        existing.add(name)
+
+        def inside(obj: str, name: str = name) -> bool:
+            return obj.startswith(f"{name}.") or (name == "public" and "." not in obj)
+
+        if shut(name) or any(inside(n) and shut(n) for n in existing | set(grants.reaching)):
+            continue
+        conn.execute(
+            sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(
+                sql.Identifier(name), sql.Identifier(role)
+            )
+        )
+        grants.owned.append(f"schema {name}")
 
 
 @contextlib.contextmanager

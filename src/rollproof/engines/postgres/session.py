@@ -23,7 +23,8 @@ Layout of one rehearsal:
     workspace       a private directory (0700) for the dump (removed once restored) and the
                     ephemeral cluster
 
-Isolation items (all must hold for PROVEN_ISOLATED_NOT_PRODUCTION):
+Isolation items (all must hold for PROVEN_ISOLATED_NOT_PRODUCTION). They prove what rollproof
+did, not that nobody else wrote the source: a live primary is proven isolated too.
 * scratch-server-distinct: the scratch server's `system_identifier` differs from the source's
   (a scratch DSN that reaches the source server, or a physical replica of it, is refused
   with exit 3 before anything is created or restored);
@@ -31,10 +32,16 @@ Isolation items (all must hold for PROVEN_ISOLATED_NOT_PRODUCTION):
   succeeded, so neither existed before) on that other server;
 * source-session-read-only: every source session had `default_transaction_read_only` and
   `transaction_read_only` confirmed on by the server, and pg_dump ran with the same option;
-* clone-matches-source: the restored snapshot fingerprints the same as the source did;
-* source-fingerprint-unchanged: the source fingerprints the same after the rehearsal as
-  before it. If it does not, the source changed under the rehearsal (drift): every rollproof
-  session on it was read-only, so the change was not rollproof's, and the proof says so.
+* clone-matches-source: the restored snapshot fingerprints the same as the source did inside
+  the exported snapshot pg_dump dumped (its id is recorded); sequence counters are the one
+  exception, an advance only: they are not transactional, so another client's nextval between
+  the fingerprint's read and pg_dump's shows, and the clone holds what pg_dump read;
+* source-wrote-nothing: every rollproof transaction on the source (the exporting one, the
+  fingerprint workers', the look after the rehearsal) ended with no transaction id assigned and
+  no row inserted, updated or deleted.
+
+Whether the source moved on (others wrote it during or after the rehearsal) is an observation
+recorded in `describe_source()["after"]`, not a check: it is fingerprinted again at the end.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import os
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,21 +62,28 @@ from psycopg import sql
 
 from rollproof.core.change import Script
 from rollproof.core.errors import EnvironmentProblemError, IsolationError, SourceError, UsageError
-from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
+from rollproof.core.fingerprint import Difference, Fingerprint, Reuse, compare
 from rollproof.core.guard import SurfaceGuard, script_error
 from rollproof.core.isolation import (
     CLONE_DATABASE_FRESH,
     CLONE_MATCHES_SOURCE,
     SCRATCH_SERVER_DISTINCT,
-    SOURCE_FINGERPRINT_UNCHANGED,
     SOURCE_SESSION_READ_ONLY,
+    SOURCE_WROTE_NOTHING,
     IsolationCheck,
     IsolationProof,
+    source_after,
 )
 from rollproof.core.redact import redact_dsn
 from rollproof.core.steps import ENGINE_STEPS, marks_steps
 from rollproof.core.surface import AccessKind, Implicit
-from rollproof.engines.base import Progress, ReadOnlyOutcome, ScriptOutcome, TransactionOutcome
+from rollproof.engines.base import (
+    Progress,
+    ReadOnlyOutcome,
+    ScriptOutcome,
+    StatementRows,
+    TransactionOutcome,
+)
 from rollproof.engines.postgres.conn import (
     READ_ONLY_OPTION,
     PgTarget,
@@ -91,6 +106,7 @@ from rollproof.engines.postgres.fingerprint import (
     prepare_session,
     privilege_state,
 )
+from rollproof.engines.postgres.impact import PgMeter
 from rollproof.engines.postgres.implicit import implicit_objects
 from rollproof.engines.postgres.owner import Lender, OwnerRefusedError, lend
 from rollproof.engines.postgres.privileges import PrivilegeMask
@@ -117,6 +133,7 @@ from rollproof.engines.postgres.sql import (
     short,
     split_postgres,
 )
+from rollproof.engines.postgres.sweep import mark_database, mark_role, owner_of, sweep_scratch
 from rollproof.engines.postgres.tools import (
     EPHEMERAL,
     EphemeralCluster,
@@ -132,6 +149,18 @@ SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())::text,
        pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate, d.datctype
 FROM pg_catalog.pg_database d WHERE d.datname = current_database()
 """
+# Whether the current transaction wrote anything: any write is given a transaction id, and the
+# transaction's own row counters say whether it inserted, updated or deleted a row.
+_WROTE_NOTHING = """
+SELECT pg_catalog.txid_current_if_assigned() IS NULL
+       AND coalesce((SELECT sum(n_tup_ins + n_tup_upd + n_tup_del)
+                     FROM pg_catalog.pg_stat_xact_all_tables), 0) = 0
+"""
+
+
+def _wrote_nothing(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(_WROTE_NOTHING).fetchone()
+    return row is not None and row[0] is True
 
 
 def fingerprint_source(
@@ -207,6 +236,11 @@ class PostgresSession:
         self._scratch_spec = scratch
         self._jobs = jobs or max(1, min(4, os.cpu_count() or 1))
         self._source_sessions: list[str] = []
+        self._source_txns: list[bool] = []
+        """Each rollproof transaction on the source: True when it wrote nothing."""
+        self._snapshot_id = ""
+        self._after: dict[str, Any] | None = None
+        """Whether the source moved on since the snapshot, once the rehearsal is over."""
         self._cluster: EphemeralCluster | None = None
         self._created: list[str] = []
         self._role: str | None = None
@@ -274,6 +308,7 @@ class PostgresSession:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
             yield conn
+            self._source_txns.append(_wrote_nothing(conn))
         finally:
             conn.close()
 
@@ -312,6 +347,7 @@ class PostgresSession:
                         f"warning: scratch server version {scr_version} is older than the "
                         f"source's {src_version}"
                     )
+                self._sweep(admin)
                 self._create_database(admin, self.snapshot_db, encoding, collate, ctype)
                 self._roles_note = copy_roles(src, admin)
             src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -320,17 +356,22 @@ class PostgresSession:
                 "pg_catalog.pg_size_pretty(pg_catalog.pg_database_size(current_database()))"
             ).fetchone()
             assert row is not None
-            snapshot_id = str(row[0])
+            snapshot_id = self._snapshot_id = str(row[0])
             say("fingerprinting the source (read-only)")
             self._source_before = self._fingerprint(
                 src, "source", lambda: self._source_worker(snapshot_id)
             )
             self._dump(snapshot_id, str(row[1]))
+            self._source_txns.append(_wrote_nothing(src))
             src.execute("ROLLBACK")
         self._restore()
         self._enforce()
+        self._seal_snapshot()
+
+    def _seal_snapshot(self) -> None:
+        """Fingerprint the restored (and enforced) snapshot and make it a closed template."""
         with contextlib.closing(self._admin(self.snapshot_db)) as snap:
-            say("fingerprinting the snapshot")
+            self._progress("fingerprinting the snapshot")
             self._snapshot_fp = self._fingerprint(
                 snap, "scratch", self._admin_worker(self.snapshot_db), mask=self._mask
             )
@@ -408,6 +449,7 @@ class PostgresSession:
                 "its default was used"
             )
         self._created.append(name)
+        mark_database(admin, name, owner_of(self._claim))  # whose it is, for a later sweep
 
     def _dump(self, snapshot_id: str, size: str) -> None:
         dump_dir = self.workspace / "dump"
@@ -479,6 +521,7 @@ class PostgresSession:
                     # Read in the same transaction as the setup: the mask is exactly its undoing.
                     before = privilege_state(snap)
                     self._grants = grant_declared(snap, self._role, self._role_password, self.guard)
+                    mark_role(snap, self._role, owner_of(self._claim))
                     self._mask = PrivilegeMask(self._role).then(before, privilege_state(snap))
                     self._clone_mask = self._mask
             except psycopg.Error as e:
@@ -503,7 +546,7 @@ class PostgresSession:
             "engine": ENGINE,
             "dsn": self.source.shown,
             "scratch": scratch if scratch == EPHEMERAL else redact_dsn(scratch),
-        }
+        } | ({} if self._after is None else {"after": self._after})
 
     def is_source(self, dsn: str, base: Path) -> bool:
         """Same server address and database (base is unused: a DSN is never relative)."""
@@ -548,33 +591,68 @@ class PostgresSession:
                 "with default_transaction_read_only=on",
             ),
         ]
+        checks.append(self._instant_check())
+        return checks
+
+    def _instant_check(self) -> IsolationCheck:
+        """clone-matches-source: the clone is the source as of the exported snapshot."""
         before, snap = self._source_before, self._snapshot_fp
-        same = before is not None and snap is not None and before.digest == snap.digest
+        moved: tuple[Difference, ...] = ()
+        if before is not None and snap is not None and before.digest != snap.digest:
+            # Sequence counters live outside transactions: another client's nextval between
+            # the fingerprint's read and pg_dump's shows as an advance, and only as one.
+            cmp = compare(before, snap, strict_sequences=False)
+            same = cmp.equal
+            moved = cmp.tolerated
+        else:
+            same = before is not None and snap is not None
         notes = "; ".join(
             n for n in (self._roles_note, self._restore_note, self._grants_note()) if n
         )
-        checks.append(
-            IsolationCheck(
-                CLONE_MATCHES_SOURCE,
-                same,
-                (
-                    f"restored snapshot fingerprint {snap.digest if snap else None} "
-                    + ("equals" if same else "DIFFERS FROM")
-                    + f" the source's {before.digest if before else None}"
-                )
-                + (f"; {notes}" if notes else ""),
+        advanced = "; ".join(d.summary for d in moved)
+        return IsolationCheck(
+            CLONE_MATCHES_SOURCE,
+            same,
+            f"pg_dump dumped snapshot {self._snapshot_id}, exported by a read-only REPEATABLE "
+            f"READ transaction on the source; restored snapshot fingerprint "
+            f"{snap.digest if snap else None} "
+            + ("equals" if same else "DIFFERS FROM")
+            + f" the source's in that snapshot, {before.digest if before else None}"
+            + (
+                f" (sequences apart, which move outside transactions: {advanced} between the "
+                "fingerprint's read and pg_dump's)"
+                if advanced
+                else ""
             )
+            + (f"; {notes}" if notes else ""),
         )
-        return checks
+
+    def _writes_check(self) -> IsolationCheck:
+        """source-wrote-nothing, over every rollproof transaction on the source so far."""
+        txns, finished = self._source_txns, self._after is not None
+        clean = sum(txns)
+        holds = bool(txns) and clean == len(txns) if finished else None
+        return IsolationCheck(
+            SOURCE_WROTE_NOTHING,
+            holds,
+            f"{clean} of {len(txns)} rollproof transaction(s) on the source (the one that "
+            "exported the snapshot, its fingerprint workers'"
+            + (", the look after the rehearsal" if finished else "")
+            + ") ended with no transaction id assigned (txid_current_if_assigned() IS NULL) "
+            "and no row inserted, updated or deleted (pg_stat_xact_all_tables); pg_dump read "
+            f"snapshot {self._snapshot_id} with default_transaction_read_only=on"
+            + ("" if finished else "; the look after the rehearsal is still to come"),
+        )
 
     def _grants_note(self) -> str:
         return "" if self._grants is None else self._grants.describe()
 
     def isolation(self) -> IsolationProof:
-        pending = IsolationCheck(SOURCE_FINGERPRINT_UNCHANGED, None, "decided after the rehearsal")
-        return IsolationProof((*self._static_checks(), pending))
+        return IsolationProof((*self._static_checks(), self._writes_check()))
 
     def finish_isolation(self) -> IsolationProof:
+        """The proof, and whether the source moved on since the snapshot (an observation:
+        the source is fingerprinted again, in a read-only transaction that is checked too)."""
         with (
             _server_errors("source"),
             contextlib.closing(self._source_session()) as src,
@@ -583,22 +661,15 @@ class PostgresSession:
             row = src.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
             assert row is not None
             snapshot_id = str(row[0])
-            after = self._fingerprint(src, "source", lambda: self._source_worker(snapshot_id))
+            now = self._fingerprint(src, "source", lambda: self._source_worker(snapshot_id))
+            self._source_txns.append(_wrote_nothing(src))
             src.execute("ROLLBACK")
         before = self._source_before
-        same = before is not None and after.digest == before.digest
-        evidence = (
-            f"source fingerprint {after.digest} before and after the rehearsal"
-            if same
-            else (
-                "the source CHANGED during the rehearsal (before "
-                f"{before.digest if before else None}, after {after.digest}): drift under the "
-                "rehearsal, not a rollproof write (every "
-                "rollproof session on the source was read-only); rehearse again on a stable source"
-            )
-        )
-        check = IsolationCheck(SOURCE_FINGERPRINT_UNCHANGED, same, evidence)
-        return IsolationProof((*self._static_checks(), check))
+        moved = before is None or now.digest != before.digest
+        self._after = source_after(
+            moved, self.snapshot_fingerprint().digest, f"source fingerprint {now.digest}"
+        ).to_json()
+        return self.isolation()
 
     # -- clones ---------------------------------------------------------------------------------
 
@@ -611,8 +682,9 @@ class PostgresSession:
                     ident, sql.Identifier(self.snapshot_db)
                 )
             )
-        if self.clone_db not in self._created:
-            self._created.append(self.clone_db)
+            if self.clone_db not in self._created:
+                self._created.append(self.clone_db)
+            mark_database(admin, self.clone_db, owner_of(self._claim))
         self._clone_owned = set()
         self._clone_mask = self._mask
 
@@ -771,13 +843,18 @@ class PostgresSession:
         *,
         in_txn: bool,
         server_version: int,
+        meter: PgMeter | None = None,
     ) -> ScriptOutcome:
+        """Run the script's statements; `meter` (the transaction leg's apply) measures each
+        statement that runs, between statements, on this connection (postgres.impact)."""
         statements = split_postgres(script.text)
         kinds = self._kinds(role, script) if self.guard is not None else {}
         # A denied statement fails; the script goes on past it only to collect every other
         # denial (the leg fails either way; in a transaction the rest fails as aborted, and
-        # errors after a denial are its consequences, not reported).
+        # errors after a denial are its consequences, not reported). A verify statement's rows
+        # are counted (the client receives them all), never kept.
         denials: list[str] = []
+        rows: list[StatementRows] = []
         ran = 0
         for i, stmt in enumerate(statements, 1):
             if self.guard is not None:
@@ -798,9 +875,16 @@ class PostgresSession:
                     return ScriptOutcome(
                         i - 1, not_applicable=f"statement {i} `{short(stmt)}`: {why}"
                     )
+            elapsed_us = 0
             try:
                 with self._lent(conn, stmt) as run:
-                    conn.execute(run.encode("utf-8"), prepare=False)
+                    if meter is not None and not denials:
+                        meter.before(conn)
+                    started = time.perf_counter_ns()
+                    cursor = conn.execute(run.encode("utf-8"), prepare=False)
+                    elapsed_us = (time.perf_counter_ns() - started) // 1000
+                if role == "verify" and cursor.description is not None and cursor.rowcount > 0:
+                    rows.append(StatementRows(i, short(stmt), cursor.rowcount))
             except OwnerRefusedError as e:
                 return ScriptOutcome(i - 1, error=f"statement {i} `{short(stmt)}`: {e}")
             except psycopg.Error as e:
@@ -830,13 +914,17 @@ class PostgresSession:
                     continue
                 code, message, names = script_error_parts(e)
                 return ScriptOutcome(
-                    i - 1, error=script_error(i, short(stmt), code, message, names=names)
+                    i - 1,
+                    error=script_error(i, short(stmt), code, message, names=names),
+                    rows=tuple(rows),
                 )
             if not denials:
                 ran = i
+                if meter is not None:
+                    meter.after(conn, i, stmt, elapsed_us)
         if denials:
-            return ScriptOutcome(ran, error="; ".join(denials))
-        return ScriptOutcome(len(statements))
+            return ScriptOutcome(ran, error="; ".join(denials), rows=tuple(rows))
+        return ScriptOutcome(len(statements), rows=tuple(rows))
 
     @contextlib.contextmanager
     def _lent(self, conn: psycopg.Connection[Any], stmt: str) -> Iterator[str]:
@@ -903,10 +991,16 @@ class PostgresSession:
         applied = self._settings(settings)
         after: Fingerprint | None = None
         self._own_for(script)
+        meter = PgMeter()
         with self._change_connection() as conn:
             conn.execute("BEGIN")
             outcome = self._execute(
-                conn, "apply", script, in_txn=True, server_version=self._server_version(conn)
+                conn,
+                "apply",
+                script,
+                in_txn=True,
+                server_version=self._server_version(conn),
+                meter=meter,
             )
             status = conn.info.transaction_status
             if outcome.ok:
@@ -939,6 +1033,7 @@ class PostgresSession:
         return TransactionOutcome(
             ScriptOutcome(outcome.statements_run, outcome.error, outcome.not_applicable, applied),
             after,
+            meter.result() if outcome.ok else None,
         )
 
     @contextlib.contextmanager
@@ -992,6 +1087,33 @@ class PostgresSession:
             finally:
                 self._snapshot_connections(allow=False)
 
+    def set_aside(self) -> None:
+        """Keep a copy of the clone as it is now (a template copy on the scratch server), for
+        `explain_set_aside` (rehearse.rerun compares two applies of a non-deterministic change)."""
+        aside = f"rollproof_{self._tag}_aside"
+        ident = sql.Identifier(aside)
+        with _server_errors("setting the clone aside"), contextlib.closing(self._admin()) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+            if aside not in self._created:
+                self._created.append(aside)
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    ident, sql.Identifier(self.clone_db)
+                )
+            )
+
+    def explain_set_aside(self, differences: Sequence[Difference]) -> list[Difference]:
+        """Row-level detail of table differences between the copy `set_aside` kept (`before`)
+        and the clone as it is now."""
+        with (
+            _server_errors("explaining differences"),
+            contextlib.closing(self._admin(f"rollproof_{self._tag}_aside")) as before,
+            contextlib.closing(self._admin(self.clone_db)) as now,
+        ):
+            before.read_only = True
+            now.read_only = True
+            return explain_differences(before, now, differences)
+
     def _snapshot_connections(self, *, allow: bool) -> None:
         with contextlib.closing(self._admin()) as admin:
             admin.execute(
@@ -1026,6 +1148,26 @@ class PostgresSession:
         shutil.rmtree(self.workspace, ignore_errors=True)
         self._claim.release()
 
+    def _sweep(self, admin: psycopg.Connection[Any]) -> None:
+        """Drop what dead runs left on a named scratch server (engines/postgres/sweep.py)."""
+        if self._cluster is not None:
+            return  # a private cluster rollproof just started holds nothing of anyone's
+        for left in sweep_scratch(admin):
+            if left.removed:
+                self._progress(f"scratch {self.scratch.shown}: {left}")
+
+    def _mark_kept(self) -> None:
+        """A kept clone's databases and role say so: no sweep drops them."""
+        kept = owner_of(self._claim, kept=True)
+        with (
+            contextlib.suppress(EnvironmentProblemError, psycopg.Error),
+            contextlib.closing(self._admin()) as admin,
+        ):
+            for name in self._created:
+                mark_database(admin, name, kept)
+            if self._role is not None:
+                mark_role(admin, self._role, kept)
+
     def close(self, *, keep: bool) -> Path | None:
         if keep:
             (self.workspace / "CLONE.txt").write_text(
@@ -1040,6 +1182,7 @@ class PostgresSession:
                 ),
                 encoding="utf-8",
             )
+            self._mark_kept()
             self._claim.keep()
             return self.workspace
         self._cleanup(keep=False)

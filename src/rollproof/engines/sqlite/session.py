@@ -14,14 +14,22 @@ Workspace layout (a fresh `mkdtemp` directory, mode 0700, outside the source's d
     clone.db      the working clone, re-made from the snapshot for every leg and checked
                   byte-equal to it before use
 
-Isolation items (all must hold for PROVEN_ISOLATED_NOT_PRODUCTION):
+Isolation items (all must hold for PROVEN_ISOLATED_NOT_PRODUCTION). They prove what rollproof
+did, not that nobody else wrote the source: a live source is proven isolated too.
 * clone-distinct-file: the clone and the source differ in (device, inode) and in real path, so
   no hard link or symlink makes them the same file;
 * clone-outside-source-dir: the workspace is not inside the source's directory tree;
 * workspace-private: the workspace is a directory owned by us with mode 0700;
 * source-opened-read-only: every connection rollproof opened to the source used `mode=ro`;
-* source-bytes-unchanged: the sha256 of the source (and its -wal/-journal, if any) is the same
-  before and after the whole rehearsal.
+* clone-matches-source: the snapshot is the source as of one read transaction: a file copy made
+  under that transaction's lock (rollback journal: no writer can commit meanwhile) whose bytes
+  equal the source's read under it, or a backup made inside it (WAL: writers may commit, the
+  transaction's view stays fixed) whose fingerprint equals the source's read inside it.
+
+Whether the source moved on (others wrote it during or after the rehearsal) is an observation
+recorded in `describe_source()["after"]`, not a check: its files are hashed again at the end.
+The -wal and -shm SQLite makes beside a WAL source are removed again when that is provably
+safe (sidefiles.py).
 
 Change scripts run with an authorizer that denies ATTACH: a script that attached the source
 file could write production from inside the clone.
@@ -30,13 +38,16 @@ file could write production from inside the clone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import mmap
 import os
 import re
 import shutil
 import sqlite3
 import stat
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -51,22 +62,31 @@ from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.core.guard import SurfaceGuard, script_error
 from rollproof.core.isolation import (
     CLONE_DISTINCT_FILE,
+    CLONE_MATCHES_SOURCE,
     CLONE_OUTSIDE_SOURCE_DIR,
-    SOURCE_BYTES_UNCHANGED,
     SOURCE_OPENED_READ_ONLY,
     WORKSPACE_PRIVATE,
     IsolationCheck,
     IsolationProof,
+    source_after,
 )
 from rollproof.core.redact import redact_dsn
 from rollproof.core.sqltext import without_leading_comments
 from rollproof.core.steps import ENGINE_STEPS, marks_steps
 from rollproof.core.surface import AccessKind
-from rollproof.engines.base import Progress, ReadOnlyOutcome, ScriptOutcome, TransactionOutcome
+from rollproof.engines.base import (
+    Progress,
+    ReadOnlyOutcome,
+    ScriptOutcome,
+    StatementRows,
+    TransactionOutcome,
+)
 from rollproof.engines.sqlite.errors import MACHINE_ERRORS, error_name, translate, translated
 from rollproof.engines.sqlite.explain import explain_differences
 from rollproof.engines.sqlite.fingerprint import ENGINE, fingerprint_connection
+from rollproof.engines.sqlite.impact import SqliteMeter
 from rollproof.engines.sqlite.pages import PageProofs
+from rollproof.engines.sqlite.sidefiles import absent_side_files, tidy
 from rollproof.engines.sqlite.statements import split_sqlite
 from rollproof.engines.workspace import make_workspace
 
@@ -161,8 +181,26 @@ def read_only_uri(path: Path) -> str:
     return "file:" + urllib.parse.quote(str(path)) + "?mode=ro"
 
 
+class _ReadOnlyConnection(sqlite3.Connection):
+    """A `mode=ro` connection that, once closed, removes the -wal/-shm it made beside a WAL
+    database, when that is provably safe (sidefiles.tidy): the directory is left as found."""
+
+    tidy_path: Path | None = None
+    tidy_absent: frozenset[str] = frozenset()
+
+    def close(self) -> None:
+        super().close()
+        if self.tidy_path is not None and self.tidy_absent:
+            path, self.tidy_path = self.tidy_path, None
+            tidy(path, self.tidy_absent)
+
+
 def connect_read_only(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(read_only_uri(path), uri=True, isolation_level=None)
+    absent = absent_side_files(path)
+    conn = sqlite3.connect(
+        read_only_uri(path), uri=True, isolation_level=None, factory=_ReadOnlyConnection
+    )
+    conn.tidy_path, conn.tidy_absent = path, absent
     conn.execute("PRAGMA query_only = ON")
     return conn
 
@@ -236,6 +274,55 @@ def source_bytes_digest(path: Path) -> dict[str, str]:
 def source_bytes_blake3(path: Path) -> dict[str, str]:
     """BLAKE3 of each of `source_files(path)`: the fast check that they did not change."""
     return {f.name: _file_blake3(f) for f in source_files(path)}
+
+
+def _fd_blake3(fd: int) -> str:
+    """BLAKE3 of an open file, memory-mapped and hashed on every core."""
+    b3 = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    if os.fstat(fd).st_size:
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
+            b3.update(view)
+    return str(b3.hexdigest())
+
+
+def _copy_fd(fd: int, target: Path) -> None:
+    """Copy an open file's bytes to a new file `target` (in the kernel where it can)."""
+    size = os.fstat(fd).st_size
+    with target.open("xb") as out:
+        offset = 0
+        try:
+            while offset < size:
+                n = os.copy_file_range(fd, out.fileno(), size - offset, offset, offset)
+                if n == 0:
+                    break
+                offset += n
+        except OSError:
+            out.seek(offset)
+            while offset < size:
+                chunk = os.pread(fd, min(1 << 20, size - offset), offset)
+                if not chunk:
+                    break
+                out.write(chunk)
+                offset += len(chunk)
+        if offset != size:
+            raise EnvironmentProblemError(f"snapshot copy: read {offset} of {size} bytes")
+
+
+def _held_digests(held: int, path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """BLAKE3 and SHA-256 of the database (read through `held`, a descriptor opened before any
+    SQLite connection to it) and of its non-empty -wal/-journal (read by name: SQLite holds no
+    lock on those, so opening and closing them drops none)."""
+    b3 = {path.name: _fd_blake3(held)}
+    sha = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(held, 1 << 20, offset):
+        sha.update(chunk)
+        offset += len(chunk)
+    sha256 = {path.name: sha.hexdigest()}
+    for side in source_files(path)[1:]:
+        b3[side.name] = _file_blake3(side)
+        sha256[side.name] = file_sha256(side)
+    return b3, sha256
 
 
 def _head(statement: str) -> str:
@@ -387,6 +474,11 @@ class SqliteSession:
         self._source_opens: list[str] = []
         self._source_digest_before: dict[str, str] = {}
         self._source_b3_before: dict[str, str] = {}
+        self._copied = False
+        self._source_fp: Fingerprint | None = None
+        """The source's fingerprint read inside the snapshot's transaction (backup only)."""
+        self._after: dict[str, Any] | None = None
+        """Whether the source moved on since the snapshot, once the rehearsal is over."""
         if workdir is not None and workdir.absolute().resolve().is_relative_to(self.source.parent):
             # Refused before anything is created there: a workspace beside production is not
             # isolated, and a directory made inside the source's tree would be left behind.
@@ -426,39 +518,54 @@ class SqliteSession:
             ) from e
 
     def _take_snapshot(self) -> None:
-        """Copy the source into snapshot.db, under a read lock, and record both digests.
+        """Copy the source into snapshot.db inside one read transaction on it, and prove the
+        copy is the source as of that transaction (the clone-matches-source check).
 
-        A rollback-journal database with no journal beside it cannot change while a read
-        transaction holds its SHARED lock, so a plain copy taken under that lock is a
-        consistent snapshot; the source's bytes are hashed with BLAKE3 under the same lock (the
-        "before" digest of the isolation proof) and the copy is re-read to prove it equal; the
-        SHA-256 the report shows is then read from the snapshot. A WAL-mode
-        source, or one with a journal, is copied page by page with SQLite's backup API
-        instead, which reads through the WAL.
+        The source file is opened once, before the SQLite connection, and closed after it:
+        closing any descriptor of a file drops every POSIX lock the process holds on it,
+        SQLite's read lock included, so no descriptor of it is opened and closed meanwhile.
+
+        A rollback-journal database with no journal beside it cannot change while the read
+        transaction holds its SHARED lock: its bytes are copied through that descriptor and
+        hashed (BLAKE3) under the lock, and the snapshot is re-read to prove it holds them; the
+        SHA-256 the report shows is then read from the snapshot. In WAL mode (or with a journal
+        beside it) writers may commit meanwhile, and only the transaction's view is fixed: the
+        backup API copies exactly that view, and the source is fingerprinted inside the same
+        transaction, for the snapshot's fingerprint to be held to.
         """
-        with contextlib.closing(self._open_source()) as src:
-            src.execute("BEGIN")
-            src.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # takes the SHARED lock
-            with self.source.open("rb") as f:
-                header = f.read(20)
-            journal = self.source.with_name(self.source.name + "-journal")
-            copied = header[18:20] == b"\x01\x01" and not journal.exists()
-            if copied:
-                self._progress("snapshotting the source (file copy under a read lock)")
-                shutil.copyfile(self.source, self.snapshot)
-                self._progress("hashing the source")
-                self._source_b3_before = source_bytes_blake3(self.source)
+        absent = absent_side_files(self.source)
+        try:
+            with (
+                self.source.open("rb") as held,
+                contextlib.closing(self._open_source()) as src,
+            ):
+                src.execute("BEGIN")
+                src.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # the instant
+                header = os.pread(held.fileno(), 20, 0)
+                journal = self.source.with_name(self.source.name + "-journal")
+                self._copied = header[18:20] == b"\x01\x01" and not journal.exists()
+                if self._copied:
+                    self._progress("snapshotting the source (file copy under a read lock)")
+                    _copy_fd(held.fileno(), self.snapshot)
+                    self._progress("hashing the source")
+                    self._source_b3_before = {self.source.name: _fd_blake3(held.fileno())}
+                else:
+                    self._source_b3_before, self._source_digest_before = _held_digests(
+                        held.fileno(), self.source
+                    )
+                    self._backup(src)
+                    self._progress("fingerprinting the source in the same read transaction")
+                    self._source_fp = fingerprint_connection(src, self._progress)
                 src.execute("COMMIT")
-            else:
-                src.execute("COMMIT")
-                self._source_b3_before = source_bytes_blake3(self.source)
-                self._source_digest_before = source_bytes_digest(self.source)
-                self._backup(src)
+        finally:
+            # The -wal/-shm this connection made beside a WAL source, once nothing of ours
+            # holds the file open (its own close could not: the held descriptor was open).
+            tidy(self.source, absent)
         self.snapshot.chmod(0o400)
         # The snapshot is re-read once: with BLAKE3, the internal check every later copy of
         # it is held to; a copied snapshot must also equal the bytes the source hashed to.
         self._snapshot_blake3 = _file_blake3(self.snapshot)
-        if copied:
+        if self._copied:
             if self._snapshot_blake3 != self._source_b3_before[self.source.name]:
                 raise EnvironmentProblemError("snapshot copy does not match the source's bytes")
             # The report's SHA-256 of the source, read from the snapshot, which holds exactly
@@ -512,7 +619,7 @@ class SqliteSession:
             "dsn": sqlite_dsn(self.source) if self.source.is_absolute() else self.dsn,
             "path": str(self.source),
             "bytes_sha256_before": dict(self._source_digest_before),
-        }
+        } | ({} if self._after is None else {"after": self._after})
 
     # -- isolation ------------------------------------------------------------------------------
 
@@ -568,23 +675,50 @@ class SqliteSession:
             else f"source connections: {self._source_opens}",
         )
 
+    def _instant_check(self) -> IsolationCheck:
+        """clone-matches-source: the snapshot is the source as of one read transaction."""
+        snap = self.snapshot_fingerprint()
+        if self._copied:
+            name = self.source.name
+            same = self._snapshot_blake3 == self._source_b3_before.get(name)
+            return IsolationCheck(
+                CLONE_MATCHES_SOURCE,
+                same,
+                "snapshot copied byte for byte inside one read transaction on the source, "
+                "under its read lock (rollback journal: no writer commits meanwhile); its bytes "
+                + ("equal" if same else "DIFFER FROM")
+                + f" the source's read under that lock ({name} sha256 "
+                f"{self._source_digest_before.get(name)}); snapshot fingerprint {snap.digest}",
+            )
+        # The snapshot is kept in rollback-journal mode whatever the source's: the journal
+        # mode is the one header field the copy changes on purpose.
+        read = self._source_fp
+        if read is not None and read.header.get("journal_mode") == "wal":
+            header = {k: v for k, v in read.header.items() if k != "journal_mode"}
+            read = dataclasses.replace(read, header=header, digest="")
+        same = read is not None and read.digest == snap.digest
+        return IsolationCheck(
+            CLONE_MATCHES_SOURCE,
+            same,
+            "snapshot made by the backup API inside one read transaction on the source (a "
+            "writer may commit meanwhile; the transaction's view stays fixed); the source's "
+            f"fingerprint read in that transaction, {read.digest if read else None}, "
+            + ("equals" if same else "DIFFERS FROM")
+            + f" the snapshot's, {snap.digest} (journal mode apart: the snapshot is kept in "
+            "rollback-journal mode)",
+        )
+
     def isolation(self) -> IsolationProof:
-        pending = IsolationCheck(SOURCE_BYTES_UNCHANGED, None, "decided after the rehearsal")
-        return IsolationProof((*self._static_checks(), self._opens_check(), pending))
+        return IsolationProof((*self._static_checks(), self._opens_check(), self._instant_check()))
 
     def finish_isolation(self) -> IsolationProof:
-        # BLAKE3 decides (equal digests: equal bytes, so the SHA-256 is the recorded one);
-        # SHA-256 is recomputed only to report what the source changed to.
+        """The proof, and whether the source moved on since the snapshot (an observation:
+        BLAKE3 decides; the SHA-256 is recomputed only to say what the source is now)."""
         same = source_bytes_blake3(self.source) == self._source_b3_before
-        after = self._source_digest_before if same else source_bytes_digest(self.source)
-        evidence = ", ".join(f"{k} sha256 {v}" for k, v in sorted(after.items()))
-        check = IsolationCheck(
-            SOURCE_BYTES_UNCHANGED,
-            same,
-            ("identical before and after: " if same else "CHANGED during the rehearsal: ")
-            + evidence,
-        )
-        return IsolationProof((*self._static_checks(), self._opens_check(), check))
+        now = self._source_digest_before if same else source_bytes_digest(self.source)
+        files = ", ".join(f"{k} sha256 {v}" for k, v in sorted(now.items()))
+        self._after = source_after(not same, self.snapshot_fingerprint().digest, files).to_json()
+        return self.isolation()
 
     # -- clones ---------------------------------------------------------------------------------
 
@@ -684,13 +818,20 @@ class SqliteSession:
             conn.close()
 
     def _execute(
-        self, conn: sqlite3.Connection, role: str, statements: Sequence[str], in_txn: bool
+        self,
+        conn: sqlite3.Connection,
+        role: str,
+        statements: Sequence[str],
+        in_txn: bool,
+        meter: SqliteMeter | None = None,
     ) -> ScriptOutcome:
         """Run the statements in order. A denied statement does not run, and the script goes
         on past it only to collect every other denial (the leg fails either way): a change is
         declared in one run, not one denial per run. Other errors after a denial are
-        consequences of the skipped statement and are not reported."""
+        consequences of the skipped statement and are not reported. A verify statement's rows
+        are read to the end (an error in any row fails it) and counted, never kept."""
         denials: list[str] = []
+        rows: list[StatementRows] = []
         ran = 0
         for i, stmt in enumerate(statements, 1):
             if self.guard is not None:
@@ -713,8 +854,17 @@ class SqliteSession:
                         "inside a transaction"
                     ),
                 )
+            elapsed_us = 0
             try:
-                conn.execute(stmt)
+                if meter is not None and not denials:
+                    meter.before(conn)
+                started = time.perf_counter_ns()
+                cursor = conn.execute(stmt)
+                elapsed_us = (time.perf_counter_ns() - started) // 1000
+                if role == "verify" and cursor.description is not None:
+                    returned = sum(1 for _row in cursor)
+                    if returned:
+                        rows.append(StatementRows(i, _short(stmt), returned))
             except sqlite3.Error as e:
                 if error_name(e) in MACHINE_ERRORS:
                     # The disk or memory ran out under the script: the machine's failure, not
@@ -727,12 +877,18 @@ class SqliteSession:
                     continue
                 if denials:
                     continue
-                return ScriptOutcome(i - 1, error=_script_error(i, stmt, e))
+                return ScriptOutcome(i - 1, error=_script_error(i, stmt, e), rows=tuple(rows))
             if not denials:
                 ran = i
+                if meter is not None:
+                    meter.after(conn, i, stmt, elapsed_us)
         if denials:
-            return ScriptOutcome(ran, error="; ".join(denials))
-        return ScriptOutcome(len(statements))
+            return ScriptOutcome(ran, error="; ".join(denials), rows=tuple(rows))
+        return ScriptOutcome(len(statements), rows=tuple(rows))
+
+    def _authorizing(self, conn: sqlite3.Connection, on: bool) -> None:
+        """The change's authorizer on (its statements) or off (rollproof's own reads)."""
+        conn.set_authorizer(authorizer_for(self.guard) if on else None)
 
     def run_script(self, role: str, script: Script, settings: Mapping[str, bool]) -> ScriptOutcome:
         with self._clone_connection(settings) as (conn, applied):
@@ -752,9 +908,12 @@ class SqliteSession:
     def run_in_transaction(
         self, script: Script, settings: Mapping[str, bool], reuse_from: Fingerprint | None = None
     ) -> TransactionOutcome:
+        meter = SqliteMeter(self.clone, self._authorizing)
         with self._clone_connection(settings) as (conn, applied):
             conn.execute("BEGIN")
-            outcome = self._execute(conn, "apply", split_sqlite(script.text), in_txn=True)
+            outcome = self._execute(
+                conn, "apply", split_sqlite(script.text), in_txn=True, meter=meter
+            )
             after: Fingerprint | None = None
             if outcome.ok and not conn.in_transaction:
                 outcome = ScriptOutcome(
@@ -776,6 +935,7 @@ class SqliteSession:
                     outcome.statements_run, outcome.error, outcome.not_applicable, applied
                 ),
                 after,
+                meter.result() if outcome.ok else None,
             )
 
     def run_read_only(
@@ -801,6 +961,18 @@ class SqliteSession:
     def explain(self, differences: Sequence[Difference]) -> list[Difference]:
         with contextlib.closing(connect_read_only(self.clone)) as conn:
             conn.execute("ATTACH DATABASE ? AS before", (read_only_uri(self.snapshot),))
+            return explain_differences(conn, differences)
+
+    def set_aside(self) -> None:
+        """Keep a copy of the clone as it is now, for `explain_set_aside` (rehearse.rerun
+        compares two applies of a non-deterministic change)."""
+        shutil.copyfile(self.clone, self.workspace / "aside.db")
+
+    def explain_set_aside(self, differences: Sequence[Difference]) -> list[Difference]:
+        """`explain`, with the copy `set_aside` kept in place of the snapshot as `before`."""
+        with contextlib.closing(connect_read_only(self.clone)) as conn:
+            aside = read_only_uri(self.workspace / "aside.db")
+            conn.execute("ATTACH DATABASE ? AS before", (aside,))
             return explain_differences(conn, differences)
 
     def close(self, *, keep: bool) -> Path | None:
