@@ -1,21 +1,31 @@
-"""PostgreSQL benchmarks: rollproof's fingerprint and clone beside pg_dump done by hand.
+"""PostgreSQL benchmarks: rollproof's fingerprint beside pg_dump and a raw binary COPY, per shape.
 
-    python bench/pg.py --quick            # 100k rows, 3 runs
+    python bench/pg.py --quick                     # every shape at 100k rows, 3 runs
     python bench/pg.py --sizes 100000 1000000 --runs 5
-    python bench/pg.py --sizes 1000000 --runs 7 --fingerprint-only
+    python bench/pg.py --clone --sizes 1000000     # the mixed data set, fingerprint and clone
 
 Servers: ROLLPROOF_BENCH_PG_SOURCE and ROLLPROOF_BENCH_PG_SCRATCH name a source and a scratch
 server (superuser DSNs, different clusters); run as root without them and two throwaway
-clusters are made with Debian's pg_createcluster and dropped afterwards. The data has the
-same shape as bench/dataset.py's (a keyed table, a table without a primary key, a composite
-key, text, floats, bytea, NULLs) and is generated inside the server from a fixed seed.
+clusters are made with Debian's pg_createcluster and dropped afterwards. Data is generated
+inside the server from a fixed seed, one database per shape and size (kept between runs):
 
-References, measured in the same run, alternating, medians:
-* fingerprint: `pg_dump DB | sha256sum` (pg_dump's output is not stable across runs and follows
-  physical row order, so it is a reference for speed only, not a content digest);
-* clone: `pg_dump -Fd -j N -Z0` then `createdb` and `pg_restore -j N` by hand, against
-  rollproof's clone (snapshot database on the scratch server, template copy for the working
-  clone) with its isolation proof.
+* `narrow`: a bigint primary key and three narrow columns (integer, double precision, 32
+  characters of text);
+* `nokey`: the same kind of columns without a primary key, duplicates in the leading columns,
+  inserted in random order (read in "row-digests" order);
+* `text500`: a bigint key and about 500 bytes of text per row;
+* `jsonb`: a bigint key and a jsonb document (nested object, array, numbers, strings).
+
+References, measured in the same run, alternating, medians, and reported as ratios:
+* `pg_dump -t TABLE | sha256sum` (pg_dump's output follows physical row order and is not a
+  content digest: a reference for speed only);
+* `psql -c "COPY TABLE TO STDOUT (FORMAT binary)" | b3sum`: the table's bytes as fast as the
+  server sends them, unordered, hashed by the BLAKE3 tool (Debian package b3sum; when it is
+  missing the bench says so and leaves that column out).
+
+`--clone` runs the older mixed data set (a keyed table, a table without a key, a composite
+key) instead, timing the fingerprint of the whole database and rollproof's clone against
+`pg_dump -Fd -j N -Z0` then `pg_restore -j N` by hand.
 """
 
 from __future__ import annotations
@@ -144,6 +154,76 @@ def build(admin_dsn: str, rows: int) -> str:
     return dsn
 
 
+SHAPES: dict[str, tuple[str, str]] = {
+    "narrow": (
+        "CREATE TABLE narrow (id bigint PRIMARY KEY, a integer, b double precision, c text)",
+        "INSERT INTO narrow SELECT i, (random() * 1e6)::int, random() * 1000, md5(i::text) "
+        "FROM generate_series(1, {n}) AS i",
+    ),
+    "nokey": (
+        "CREATE TABLE nokey (kind text, account bigint, amount double precision, note text)",
+        "INSERT INTO nokey SELECT (ARRAY['open', 'click', 'buy', NULL])[1 + i % 4], "
+        "(random() * {n} / 3)::bigint, random() * 100, md5((i * 13)::text) "
+        "FROM generate_series(1, {n}) AS i ORDER BY random()",
+    ),
+    "text500": (
+        "CREATE TABLE text500 (id bigint PRIMARY KEY, body text)",
+        "INSERT INTO text500 SELECT i, repeat(md5(i::text), 15) || i "
+        "FROM generate_series(1, {n}) AS i",
+    ),
+    "jsonb": (
+        "CREATE TABLE jsonb (id bigint PRIMARY KEY, doc jsonb)",
+        "INSERT INTO jsonb SELECT i, jsonb_build_object('id', i, 'name', md5(i::text), "
+        "'tags', jsonb_build_array('a', i % 7, random()), "
+        "'nested', jsonb_build_object('x', random(), 'y', 'str' || i)) "
+        "FROM generate_series(1, {n}) AS i",
+    ),
+}
+
+
+def build_shape(admin_dsn: str, shape: str, rows: int) -> str:
+    """The database holding one shape at one size (made once, kept for later runs)."""
+    db = f"bench_{shape}_{rows}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
+        if exists is None:
+            conn.execute(f'CREATE DATABASE "{db}"')
+    dsn = with_db(admin_dsn, db)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        have = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (shape,)).fetchone()
+        if not (have and have[0]):
+            create, load = SHAPES[shape]
+            conn.execute("SELECT setseed(0.25)")
+            conn.execute(create.encode())
+            conn.execute(load.format(n=rows).encode())
+            conn.execute(f"VACUUM ANALYZE {shape}".encode())
+    return dsn
+
+
+def bench_shape(dsn: str, shape: str, rows: int, runs: int) -> dict[str, object]:
+    cases: dict[str, Callable[[], object]] = {
+        "rollproof fingerprint": lambda: fingerprint_source(dsn),
+        "pg_dump -t | sha256sum": lambda: shell(f"pg_dump -t {shape} '{dsn}' | sha256sum"),
+    }
+    if shutil.which("b3sum"):
+        copy = f"COPY {shape} TO STDOUT (FORMAT binary)"
+        cases["COPY binary | b3sum"] = lambda: shell(f"psql -Xq '{dsn}' -c '{copy}' | b3sum")
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(runs):
+        for name, fn in cases.items():
+            samples[name].append(timed(fn))
+    seconds = {k: statistics.median(v) for k, v in samples.items()}
+    fp = seconds["rollproof fingerprint"]
+    return {
+        "shape": shape,
+        "rows": rows,
+        "runs": runs,
+        "seconds": seconds,
+        "samples": samples,
+        "ratios": {k: fp / v for k, v in seconds.items() if k != "rollproof fingerprint"},
+    }
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -192,19 +272,30 @@ def bench_size(
     return {"rows": rows, "seconds": {k: statistics.median(v) for k, v in samples.items()}}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="100k rows, 3 runs")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument(
-        "--fingerprint-only", action="store_true", help="time the fingerprint, not the clone"
-    )
-    args = parser.parse_args()
-    sizes, runs = ([100_000], 3) if args.quick else (args.sizes, args.runs)
-    clone = not args.fingerprint_only
-    with servers() as (source_admin, scratch_admin):
-        results = [bench_size(source_admin, scratch_admin, n, runs, clone) for n in sizes]
+def print_shapes(results: list[dict[str, object]], runs: int, b3sum: bool) -> None:
+    print(f"{os.cpu_count()} cores; {runs} runs, medians, alternating.")
+    if not b3sum:
+        print("b3sum is not installed (Debian package b3sum): the binary COPY column is left out.")
+    for shape in SHAPES:
+        rows = [r for r in results if r["shape"] == shape]
+        if not rows:
+            continue
+        print(f"\n{shape}\n")
+        print("| rows | fingerprint | pg_dump -t \\| sha256sum | ratio ", end="")
+        print("| COPY binary \\| b3sum | ratio |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            s, q = r["seconds"], r["ratios"]
+            assert isinstance(s, dict)
+            assert isinstance(q, dict)
+            fp, dump = s["rollproof fingerprint"], s["pg_dump -t | sha256sum"]
+            raw = s.get("COPY binary | b3sum")
+            raw_cols = f"{raw:.2f} s | {q['COPY binary | b3sum']:.2f}x" if raw else "- | -"
+            ratio = q["pg_dump -t | sha256sum"]
+            print(f"| {r['rows']:,} | {fp:.2f} s | {dump:.2f} s | {ratio:.2f}x | {raw_cols} |")
+
+
+def print_clone(results: list[dict[str, object]], runs: int, clone: bool) -> None:
     print(f"{os.cpu_count()} cores; {runs} runs, medians.\n")
     print("| rows | fingerprint | vs pg_dump \\| sha256sum | clone | vs pg_dump -Fd + pg_restore |")
     print("|---|---|---|---|---|")
@@ -218,10 +309,43 @@ def main() -> int:
         else:
             cloned = "- | -"
         print(f"| {r['rows']:,} | {fp:.2f} s | {fp / dump:.2f}x | {cloned} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100k rows, 3 runs")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument(
+        "--clone",
+        action="store_true",
+        help="the mixed data set: whole-database fingerprint and clone",
+    )
+    parser.add_argument(
+        "--fingerprint-only", action="store_true", help="with --clone: time no clone"
+    )
+    args = parser.parse_args()
+    sizes, runs = ([100_000], 3) if args.quick else (args.sizes, args.runs)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    (out / f"postgres-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    with servers() as (source_admin, scratch_admin):
+        if args.clone:
+            clone = not args.fingerprint_only
+            results = [bench_size(source_admin, scratch_admin, n, runs, clone) for n in sizes]
+            print_clone(results, runs, clone)
+            (out / f"postgres-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+            return 0
+        results = []
+        for n in sizes:
+            for shape in args.shapes:
+                results.append(bench_shape(build_shape(source_admin, shape, n), shape, n, runs))
+    print_shapes(results, runs, shutil.which("b3sum") is not None)
+    record = {"cores": os.cpu_count(), "runs": runs, "b3sum": shutil.which("b3sum") is not None}
+    path = out / f"postgres-shapes-{stamp}.json"
+    path.write_text(json.dumps({**record, "results": results}, indent=2) + "\n")
+    print(f"\n{path.name}")
     return 0
 
 

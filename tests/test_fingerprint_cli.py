@@ -73,7 +73,7 @@ def test_prints_whole_digest_first_and_exits_0(
     assert {n: (t.rows, t.order) for n, t in fp.tables.items()} == {
         "customers": (3, "primary-key"),
         "orders": (3, "primary-key"),
-        "tags": (4, "sorted-rows"),
+        "tags": (4, "row-digests"),
     }
 
 
@@ -100,7 +100,7 @@ def test_row_counts_use_thousands_separators(
     fp = fingerprint_file(path)
     assert main(["fingerprint", str(path)]) == 0
     out = capsys.readouterr().out
-    assert f"  table n: {fp.tables['n'].digest} (1,234 rows, sorted-rows)" in out.splitlines()
+    assert f"  table n: {fp.tables['n'].digest} (1,234 rows, row-digests)" in out.splitlines()
 
 
 def test_missing_file_exits_2_with_one_line(

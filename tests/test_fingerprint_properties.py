@@ -1,9 +1,10 @@
-"""Fingerprint v1 on real SQLite files: what must not change the digest, what must change it.
+"""Fingerprint v3 on real SQLite files: what must not change the digest, what must change it.
 
 Every database here is a real file under pytest's temporary directories, fingerprinted through
 `fingerprint_file` (the read-only path the CLI uses). Hypothesis generates the contents of four
 kinds of table: an INTEGER PRIMARY KEY table, a composite NOT NULL primary key, a WITHOUT ROWID
-table and a table without a primary key (duplicates allowed, read in sorted-rows order), with
+table and a table without a primary key (duplicates allowed, digested as the multiset of its
+row digests), with
 mixed-type values in untyped columns.
 """
 
@@ -13,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import random
+import re
 import sqlite3
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
@@ -20,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import blake3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rollproof.core.canonical import ROW_CHUNK, SqlValue, canonical_json, encode_rows_reference
+from rollproof.core.canonical import SqlValue, canonical_json, table_digest_reference
 from rollproof.core.fingerprint import (
     Difference,
     Fingerprint,
@@ -139,7 +140,7 @@ LOOKALIKES = st.sampled_from([None, 0, 1, 1.0, 0.0, -0.0, "1", b"1", "a", "A", "
 VALUES = st.one_of(st.none(), INT64, REALS, TEXTS, BLOBS, LOOKALIKES)
 
 
-NOPK_VALUES = st.one_of(VALUES, LOOKALIKES)  # -0.0 included: ties with 0.0 are settled
+NOPK_VALUES = st.one_of(VALUES, LOOKALIKES)  # -0.0 included: it must differ from 0.0
 
 
 def _with_duplicates(rows: list[Row]) -> list[Row]:
@@ -147,9 +148,9 @@ def _with_duplicates(rows: list[Row]) -> list[Row]:
 
 
 # Rows of the table without a primary key are drawn from a small per-example pool built from
-# groups of values that SQLite compares as equal or that look alike, so that ties in the
-# sorted-rows order (1 and 1.0 differ only by storage class) and exact duplicate rows are
-# common rather than rare.
+# groups of values that SQLite compares as equal or that look alike, so that rows SQL calls
+# equal but that encode differently (1 and 1.0 differ only by storage class) and exact
+# duplicate rows are common rather than rare.
 TIE_GROUPS = [
     (0, 0.0, -0.0),
     (1, 1.0, "1", b"1"),
@@ -654,10 +655,8 @@ def test_sequence_decrease_is_always_a_difference(tmp_path: Path, strict: bool) 
 
 def expected_table_digest(name: str, cols: list[str], order: str, rows: list[Row]) -> str:
     """The documented table digest, recomputed with the reference encoder."""
-    h = blake3.blake3(canonical_json({"table": name, "columns": cols, "order": order}))
-    for i in range(0, len(rows), ROW_CHUNK):
-        h.update(encode_rows_reference(rows[i : i + ROW_CHUNK]))
-    return "blake3:" + h.hexdigest()
+    header = canonical_json({"table": name, "columns": cols, "order": order})
+    return table_digest_reference(header, order, rows)
 
 
 def test_invalid_utf8_text_fingerprints_and_differs_from_valid_text(tmp_path: Path) -> None:
@@ -668,8 +667,8 @@ def test_invalid_utf8_text_fingerprints_and_differs_from_valid_text(tmp_path: Pa
         assert conn.execute("SELECT typeof(v), hex(v) FROM t").fetchall() == [("text", "FF")]
     fb, fg = fp_of(bad), fp_of(good)
     assert fb.tables["t"].rows == 1
-    assert fb.tables["t"].digest == expected_table_digest("t", ["v"], "sorted-rows", [("\udcff",)])
-    assert fg.tables["t"].digest == expected_table_digest("t", ["v"], "sorted-rows", [("\xff",)])
+    assert fb.tables["t"].digest == expected_table_digest("t", ["v"], "row-digests", [("\udcff",)])
+    assert fg.tables["t"].digest == expected_table_digest("t", ["v"], "row-digests", [("\xff",)])
     assert fb.digest != fg.digest
     assert fp_of(bad) == fb  # and deterministically so
 
@@ -753,15 +752,20 @@ def test_table_digest_follows_the_documented_algorithm(tmp_path: Path, reader: s
         "INSERT INTO k VALUES (3, 'c'), (-1, 'a'), (2, 2.5);",
     )
     fp = fp_of(path)
-    # sorted-rows: NULL < numbers (1 before 1.0 by storage class name) < text < blob
-    n_rows: list[Row] = [(None, "z"), (1, None), (1.0, b"\x00"), ("a", 2), ("b", 1)]
-    assert fp.tables["n"].digest == expected_table_digest("n", ["a", "b"], "sorted-rows", n_rows)
+    # row-digests: the multiset of rows, so any order of them gives the digest
+    n_rows: list[Row] = [("a", 2), (1.0, b"\x00"), (None, "z"), (1, None), ("b", 1)]
+    n_digest = expected_table_digest("n", ["a", "b"], "row-digests", n_rows)
+    assert n_digest == expected_table_digest("n", ["a", "b"], "row-digests", n_rows[::-1])
+    assert fp.tables["n"].digest == n_digest
+    # and 1.0 is not 1: the same rows with one storage class changed digest differently
+    other = [(1, b"\x00") if r == (1.0, b"\x00") else r for r in n_rows]
+    assert expected_table_digest("n", ["a", "b"], "row-digests", other) != n_digest
     k_rows: list[Row] = [(-1, "a"), (2, 2.5), (3, "c")]
     assert fp.tables["k"].digest == expected_table_digest("k", ["id", "v"], "primary-key", k_rows)
     whole = json.dumps(
         {
             "algorithm": "rollproof-fingerprint",
-            "version": 2,
+            "version": 3,
             "schema": fp.schema_structural,
             "tables": {"k": fp.tables["k"].digest, "n": fp.tables["n"].digest},
             "sequences": {},
@@ -786,9 +790,9 @@ def _big_rows() -> Iterator[tuple[int, str]]:
     ("ddl", "order"),
     [
         pytest.param("CREATE TABLE big (id INTEGER PRIMARY KEY, payload TEXT)", "primary-key"),
-        pytest.param("CREATE TABLE big (id INTEGER, payload TEXT)", "sorted-rows"),
+        pytest.param("CREATE TABLE big (id INTEGER, payload TEXT)", "row-digests"),
     ],
-    ids=["primary-key", "sorted-rows"],
+    ids=["primary-key", "row-digests"],
 )
 def test_fingerprint_streams_in_bounded_memory(tmp_path: Path, ddl: str, order: str) -> None:
     """Peak *traced* Python memory stays far below the size of the table.
@@ -804,7 +808,7 @@ def test_fingerprint_streams_in_bounded_memory(tmp_path: Path, ddl: str, order: 
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute(ddl)
         conn.execute("BEGIN")
-        # inserted in reverse so the sorted-rows table really has to be sorted
+        # inserted in reverse, so that neither table is read in insertion order
         conn.executemany("INSERT INTO big VALUES (?, ?)", reversed(list(_big_rows())))
         conn.execute("COMMIT")
     warm = tmp_path / "warm.db"
@@ -822,18 +826,9 @@ def test_fingerprint_streams_in_bounded_memory(tmp_path: Path, ddl: str, order: 
     assert fp.tables["big"].rows == BIG_ROWS
     assert fp.tables["big"].order == order
 
-    h = blake3.blake3(
-        canonical_json({"table": "big", "columns": ["id", "payload"], "order": order})
-    )
-    chunk: list[Row] = []
-    for row in _big_rows():  # ascending id is the canonical order for both tables
-        chunk.append(row)
-        if len(chunk) == ROW_CHUNK:
-            h.update(encode_rows_reference(chunk))
-            chunk = []
-    if chunk:
-        h.update(encode_rows_reference(chunk))
-    assert fp.tables["big"].digest == "blake3:" + h.hexdigest()
+    # ascending id is the key order (and any order will do for row digests)
+    expected = expected_table_digest("big", ["id", "payload"], order, list(_big_rows()))
+    assert fp.tables["big"].digest == expected
 
 
 # -- JSON round trip ----------------------------------------------------------------------------
@@ -915,7 +910,8 @@ def test_tampered_json_is_rejected(
     "edit",
     [
         pytest.param(_set(("version",), 1), id="version-1-sha256-tables"),
-        pytest.param(_set(("version",), 3), id="version-unknown"),
+        pytest.param(_set(("version",), 2), id="version-2-sorted-rows"),
+        pytest.param(_set(("version",), 4), id="version-unknown"),
         pytest.param(_set(("algorithm",), "other"), id="algorithm"),
     ],
 )
@@ -933,6 +929,20 @@ def test_a_table_digest_in_another_form_is_rejected(rich_fp: Fingerprint) -> Non
     fingerprint_from_json(data)  # as written: accepted
     data["tables"]["t_int"]["digest"] = "sha256:" + data["tables"]["t_int"]["digest"][7:]
     with pytest.raises(ValueError, match="table t_int: digest is not of the form blake3:<64 hex>"):
+        fingerprint_from_json(data)
+
+
+@pytest.mark.parametrize("order", ["sorted-rows", "", None, "primary-key "])
+def test_a_table_order_outside_version_3_is_rejected(rich_fp: Fingerprint, order: Any) -> None:
+    data = rich_fp.to_json()
+    assert fingerprint_from_json(data) == rich_fp  # as written: accepted
+    data["tables"]["t_int"]["order"] = order
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"table t_int: order {order!r} is not one of ('primary-key', 'row-digests')"
+        ),
+    ):
         fingerprint_from_json(data)
 
 

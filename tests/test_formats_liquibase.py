@@ -7,6 +7,7 @@ The changelog `tests/data/formats/liquibase/store/changelog.sql` has a single-li
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -60,10 +61,13 @@ def test_changesets_rollbacks_and_attributes() -> None:
         "--contexts/--labels that exclude it",
     )
     change = change_for(p, two)
-    assert set(change.files) == {"changelog.sql", "change.toml"}
-    assert change.files["changelog.sql"] == STORE.joinpath("changelog.sql").read_bytes()
+    # Assembled from the changelog's lines, so inline: no selection of lines says it.
+    assert set(change.files) == {"change.toml"}
+    assert change.apply.path is None
+    assert change.apply.text == two.apply.text
     toml = change.files["change.toml"].decode()
-    assert "apply is the changeset's SQL and revert its rollback" in toml
+    digest = hashlib.sha256(STORE.joinpath("changelog.sql").read_bytes()).hexdigest()
+    assert f"revert its rollback, inline, from changelog.sql (sha256 {digest})" in toml
 
 
 def write(tmp_path: Path, body: str, name: str = "changelog.sql") -> Path:
@@ -191,14 +195,14 @@ def test_rehearse_dir_runs_each_changeset_at_its_position(
     assert code == 0, text
     assert [line.split()[0] for line in text.splitlines() if line[:1] != " "][:5] == ["PASS"] * 5
     assert "note: preconditions onFail:MARK_RAN onError:HALT (changelog.sql:33)" in text
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "1-ann-1",
         "2-ann-2",
         "3-bob-3",
         "4-bob-4",
         "range-ann-1-to-bob-4",
     ]
-    for packet in out.iterdir():
+    for packet in (d for d in out.iterdir() if d.is_dir()):
         validate_packet(packet)
     report = json.loads((out / "3-bob-3" / "report.json").read_text())
     legs = {leg["name"]: leg for leg in report["legs"]}

@@ -63,7 +63,7 @@ def test_sqitch_rework_requires_and_self_bracketing() -> None:
         == (DATA / "sqitch/flipr/deploy/flips@v1.0.sql").read_bytes()
     )
     toml = change.files["change.toml"].decode()
-    assert 'apply = "deploy/flips@v1.0.sql"' in toml
+    assert 'apply = { file = "deploy/flips@v1.0.sql", strip_transaction = true }' in toml
     assert "BEGIN ... COMMIT is left out" in toml
 
 

@@ -219,7 +219,7 @@ def test_flyway_schema_history(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = tmp_path / "packets"
     code = main(["rehearse-dir", str(SHOP), "--source", str(source), "--out", str(out)])
     assert code == 0, capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "3-1.10",
         "4-R__item_view",
         "range-1.10-to-R__item_view",
@@ -310,7 +310,7 @@ def test_databasechangelog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out = tmp_path / "packets"
     code = main(["rehearse-dir", str(STORE), "--source", str(source), "--out", str(out)])
     assert code == 0, capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "3-bob-3",
         "4-bob-4",
         "range-bob-3-to-bob-4",

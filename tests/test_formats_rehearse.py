@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rollproof.cli import main
+from rollproof.core.canonical import canonical_json
 from rollproof.core.model import Verdict
 from rollproof.verify.reader import validate_packet
 
@@ -68,10 +72,10 @@ def test_range_hides_a_lossy_down_that_per_migration_rehearsal_finds(
         "table profiles: 40 rows differ; bio: 40 values lost (set before, NULL now)" in (lines[1])
     )
     assert lines[3].startswith("PASS    exit 0  range-1-to-3: ")
-    assert "3 of 3 golang-migrate migrations rehearsed; source unchanged" in lines[4]
+    assert "3 of 3 golang-migrate migrations rehearsed; source unchanged" in lines[5]
     assert sha(source) == before  # the source was only ever read
 
-    packets = sorted(p.name for p in out.iterdir())
+    packets = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert packets == ["1-1", "2-2", "3-3", "range-1-to-3"]
     for name in packets:
         verified = validate_packet(out / name)  # the existing validator, unchanged
@@ -101,7 +105,7 @@ def test_pending_from_golang_migrate_bookkeeping(
     )
     text = capsys.readouterr().out
     assert code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["2-2", "range-2-to-2"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["2-2", "range-2-to-2"]
     assert "1 of 3 golang-migrate migrations rehearsed" in text
 
 
@@ -135,13 +139,13 @@ def test_sqitch_rework_and_self_bracketing_rehearse(
     # The BEGIN ... COMMIT each script brackets itself with is left out: the transaction leg
     # runs (and passes) instead of being not applicable, and the note says why.
     assert "note: deploy/users.sql: its BEGIN ... COMMIT is left out" in text
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
         "1-users",
         "2-flips-at-v1.0",
         "3-flips",
         "range-users-to-flips",
     ]
-    for p in out.iterdir():
+    for p in (d for d in out.iterdir() if d.is_dir()):
         validate_packet(p)
         report = json.loads((p / "report.json").read_text())
         legs = {leg["name"]: leg["verdict"] for leg in report["legs"]}
@@ -198,3 +202,127 @@ def test_malformed_directory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     source = make_source(tmp_path)
     assert main(["plan", str(tmp_path), "--source", str(source), "--format", "dbmate"]) == 2
     assert "1_a.sql:1: has no `-- migrate:up` section" in capsys.readouterr().err
+
+
+# --- one packet per range -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def range_packet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The profiles range (migration 2 FAILS) written as one range packet."""
+    root = tmp_path_factory.mktemp("range")
+    source = make_source(root)
+    out = root / "packets"
+    assert main(["rehearse-dir", str(PROFILES), "--source", str(source), "--out", str(out)]) == 1
+    return out
+
+
+def _copy(range_packet: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "copy"
+    shutil.copytree(range_packet, out)
+    return out
+
+
+def _edit_manifest(
+    out: Path, change: Callable[[dict[str, Any]], None], *, canonical: bool = True
+) -> None:
+    doc = json.loads((out / "RANGE.json").read_bytes())
+    change(doc)
+    data = canonical_json(doc) if canonical else json.dumps(doc).encode()
+    (out / "RANGE.json").write_bytes(data)
+
+
+def test_range_packet_validates_as_a_whole(
+    range_packet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = json.loads((range_packet / "RANGE.json").read_bytes())
+    assert [(e["dir"], e["migration"], e["overall"]) for e in doc["packets"]] == [
+        ("1-1", "1", "PASS"),
+        ("2-2", "2", "FAIL"),
+        ("3-3", "3", "PASS"),
+        ("range-1-to-3", None, "PASS"),
+    ]
+    assert (doc["overall"], doc["exit_code"]) == ("FAIL", 1)
+    assert main(["validate", str(range_packet)]) == 0
+    out = capsys.readouterr().out
+    assert f"VALID {range_packet}: range-1-to-3 overall FAIL, exit code 1" in out
+    verified = validate_packet(range_packet)
+    assert [p.change_id for p in verified.parts] == ["1", "2", "3", "range-1-to-3"]
+
+
+def _remove_listed(out: Path) -> None:
+    shutil.rmtree(out / "3-3")
+
+
+def _remove_with_entry(out: Path) -> None:
+    shutil.rmtree(out / "3-3")
+    _edit_manifest(out, lambda d: d.update(packets=[e for e in d["packets"] if e["dir"] != "3-3"]))
+
+
+def _swap(out: Path) -> None:
+    (out / "1-1").rename(out / "tmp")
+    (out / "3-3").rename(out / "1-1")
+    (out / "tmp").rename(out / "3-3")
+
+
+def _reorder(out: Path) -> None:
+    def move(d: dict[str, Any]) -> None:
+        d["packets"][0], d["packets"][1] = d["packets"][1], d["packets"][0]
+
+    _edit_manifest(out, move)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "code"),
+    [
+        (_remove_listed, "RANGE_PACKET_MISSING 3-3: listed in RANGE.json, not present"),
+        (
+            _remove_with_entry,
+            "RANGE_PACKET_MISSING range-1-to-3: the range rehearsed migrations 1 2 3; "
+            "RANGE.json lists 1 2",
+        ),
+        (_swap, "RANGE_PACKET_MISMATCH 1-1: holds change 3 with tree hash"),
+        (_reorder, "RANGE_ORDER 1-1: index 1 does not follow 2"),
+        (
+            lambda out: _edit_manifest(out, lambda d: d.update(overall="PASS", exit_code=0)),
+            "RANGE_VERDICT_CONTRADICTS RANGE.json: the range says PASS exit 0; its packets' "
+            "worst is FAIL exit 1",
+        ),
+        (
+            lambda out: _edit_manifest(out, lambda d: d, canonical=False),
+            "RANGE_MALFORMED RANGE.json: not canonical JSON (RFC 8785)",
+        ),
+        (
+            lambda out: (out / "2-2" / "report.md").write_text("all fine\n"),
+            "RANGE_PACKET_INVALID 2-2: SIZE_MISMATCH report.md",
+        ),
+        (
+            lambda out: (out / "notes.txt").write_text("hi\n"),
+            "RANGE_PACKET_EXTRA notes.txt: not listed in RANGE.json",
+        ),
+    ],
+    ids=[
+        "removed",
+        "removed-and-unlisted",
+        "swapped",
+        "reordered",
+        "verdict",
+        "edited",
+        "sub",
+        "extra",
+    ],
+)
+def test_a_tampered_range_packet_fails_closed(
+    range_packet: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tamper: Callable[[Path], None],
+    code: str,
+) -> None:
+    out = _copy(range_packet, tmp_path)
+    assert main(["validate", str(out)]) == 0  # the positive twin: the untouched copy
+    capsys.readouterr()
+    tamper(out)
+    assert main(["validate", str(out)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"INVALID {code}"), lines

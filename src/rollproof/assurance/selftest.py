@@ -63,6 +63,7 @@ from rollproof.verify.layout import (
     seal,
     sha256_hex,
 )
+from rollproof.verify.range_packet import RANGE_FILE, range_document
 from rollproof.verify.reader import check_packet
 from rollproof.verify.recompute import summary_text
 from rollproof.verify.report_md import forbidden_line, render_report_md
@@ -627,6 +628,13 @@ CASES: tuple[Case, ...] = (
         ),
     ),
     Case(
+        "sqlite-point-carried-over",
+        FindingCode.LEG_CARRIED_UNFOUNDED,
+        lambda c: edit_report(
+            c.sound, lambda r: leg(r, "restore").update(carried={"after_restore": "snapshot"})
+        ),
+    ),
+    Case(
         "invariants-misrecorded",
         FindingCode.LEG_INVARIANTS_MISMATCH,
         lambda c: edit_report(c.sound, lambda r: leg(r, "restore")["invariants"].reverse()),
@@ -726,7 +734,75 @@ CASES: tuple[Case, ...] = (
     Case(
         "governance-decision-other-change", FindingCode.GOVERNANCE_MISMATCH, _decision_other_change
     ),
+    # range packets (rehearse-dir --out): the sound and the lossy packet as migrations 1 and 2
+    Case("good-range", None, lambda c: _range(c)),
+    Case("range-not-canonical", FindingCode.RANGE_MALFORMED, lambda c: _range(c, canonical=False)),
+    Case(
+        "range-unlisted-directory",
+        FindingCode.RANGE_PACKET_EXTRA,
+        lambda c: {**_range(c), "9-extra/notes.txt": b"hi\n"},
+    ),
+    Case(
+        "range-listed-directory-removed",
+        FindingCode.RANGE_PACKET_MISSING,
+        lambda c: {p: d for p, d in _range(c).items() if not p.startswith("2-")},
+    ),
+    Case("range-reordered", FindingCode.RANGE_ORDER, lambda c: _range(c, order=(1, 0))),
+    Case(
+        "range-sub-packet-altered",
+        FindingCode.RANGE_PACKET_INVALID,
+        lambda c: _range(c, edit=lambda files: {**files, REPORT_MD: files[REPORT_MD] + b"x"}),
+    ),
+    Case(
+        "range-sub-packets-swapped",
+        FindingCode.RANGE_PACKET_MISMATCH,
+        lambda c: _range(c, swap=True),
+    ),
+    Case(
+        "range-verdict-edited",
+        FindingCode.RANGE_VERDICT_CONTRADICTS,
+        lambda c: _range(c, overall="PASS"),
+    ),
 )
+
+
+def _range(
+    c: Corpus,
+    *,
+    canonical: bool = True,
+    order: tuple[int, int] = (0, 1),
+    edit: Callable[[Files], Files] | None = None,
+    swap: bool = False,
+    overall: str | None = None,
+) -> Files:
+    """A range packet of the sound (1) and the lossy (2) packet, RANGE.json over them."""
+    parts = [("1-add-item-note", c.sound), ("2-drop-item-qty", c.lossy)]
+    entries = []
+    for name, files in parts:
+        verified = check_tree(PacketTree.from_files(files)).verified()
+        entries.append(
+            {
+                "dir": name,
+                "migration": name.split("-", 1)[0],
+                "tree_hash": verified.tree_hash,
+                "overall": str(verified.overall),
+                "exit_code": verified.exit_code,
+            }
+        )
+    doc = json.loads(range_document([entries[i] for i in order], "selftest"))
+    if overall is not None:
+        doc["overall"] = overall
+    out: dict[str, bytes] = {
+        RANGE_FILE: canonical_json(doc) if canonical else json.dumps(doc).encode()
+    }
+    bodies = [files for _name, files in parts]
+    if swap:
+        bodies.reverse()
+    for (name, _files), body in zip(parts, bodies, strict=True):
+        if edit is not None and name.startswith("1-"):
+            body = edit(body)
+        out |= {f"{name}/{p}": d for p, d in body.items()}
+    return out
 
 
 # -- the attack corpus -----------------------------------------------------------------------

@@ -1,15 +1,9 @@
-"""The `rollproof` command line (see rollproof.cli.app for the exit-code boundary)."""
+"""The `rollproof` command line (see rollproof.cli.app for the exit-code boundary).
 
-from rollproof.cli import (  # noqa: F401  (registers the commands)
-    demo,
-    evidence,
-    grants,
-    ledger,
-    maintenance,
-    migrations,
-    policy,
-    probe,
-)
+Each command's module is imported when that command runs (`rollproof.cli.app.COMMANDS`), not
+here: importing the package costs click and the group, nothing more.
+"""
+
 from rollproof.cli.app import cli, main
 
 __all__ = ["cli", "main"]

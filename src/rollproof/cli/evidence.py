@@ -467,13 +467,40 @@ def _scoping_lines(scoping: Scoping) -> Iterator[RenderableType]:
 
 @cli.command()
 @click.argument("database")
+@scratch_option(
+    "pgdump:PATH only: the PostgreSQL server the archive is restored on to be fingerprinted "
+    "(a server DSN, or 'ephemeral' for a private cluster rollproof starts); required."
+)
 @json_option("Print the whole fingerprint as JSON.")
-def fingerprint(database: str, as_json: bool) -> None:
+def fingerprint(database: str, scratch: str | None, as_json: bool) -> None:
     """Print the content fingerprint of DATABASE, opened read-only.
 
-    DATABASE is a SQLite file (a path or sqlite:///path.db) or a postgresql:// DSN.
+    DATABASE is a SQLite file (a path or sqlite:///path.db), a postgresql:// DSN, or an
+    operator's dump: sqlitedump:PATH, or pgdump:PATH restored on --scratch first. A dump's
+    sha256 is printed after the fingerprint.
     """
-    if database.startswith(("postgresql://", "postgres://")):
+    from rollproof.core.dumps import PGDUMP, SQLITEDUMP, dump_scheme
+
+    scheme = dump_scheme(database)
+    dump_sha256 = None
+    if scheme == PGDUMP:
+        if scratch is None:
+            raise click.UsageError(
+                "fingerprint pgdump:PATH restores the archive onto a scratch PostgreSQL server "
+                "first: give --scratch DSN (or --scratch ephemeral)"
+            )
+        from rollproof.engines.postgres.dump import fingerprint_dump
+
+        with progress() as say:
+            fp, dump_sha256 = fingerprint_dump(database, scratch=scratch, progress=say)
+    elif scratch is not None:
+        raise click.UsageError("--scratch is only for a pgdump:PATH database")
+    elif scheme == SQLITEDUMP:
+        from rollproof.engines.sqlite.dump import fingerprint_sqlite_dump
+
+        with progress() as say:
+            fp, dump_sha256 = fingerprint_sqlite_dump(database, say)
+    elif database.startswith(("postgresql://", "postgres://")):
         from rollproof.engines.postgres.session import fingerprint_source
 
         with progress() as say:
@@ -483,12 +510,14 @@ def fingerprint(database: str, as_json: bool) -> None:
 
         with progress() as say:
             fp = fingerprint_file(parse_sqlite_dsn(database), say)
-    render(as_json, fp.to_json, _fingerprint_lines(fp))
+    render(as_json, fp.to_json, _fingerprint_lines(fp, dump_sha256))
 
 
-def _fingerprint_lines(fp: Fingerprint) -> Iterator[str]:
+def _fingerprint_lines(fp: Fingerprint, dump_sha256: str | None = None) -> Iterator[str]:
     # Table names are the database's own bytes: printed as text, never as markup.
     yield fp.digest
+    if dump_sha256 is not None:
+        yield f"  dump sha256: {dump_sha256}"
     for name, t in sorted(fp.tables.items()):
         yield f"  table {name}: {t.digest} ({t.rows:,} rows, {t.order})"
     for name, seq in sorted(fp.sequences.items()):

@@ -38,8 +38,18 @@ def grant() -> None:
 
 @grant.command("issue")
 @click.option("--lane", required=True)
-@change_option(required=True)
-@source_option("Fingerprinted now, read-only.")
+@click.option(
+    "--change",
+    "change_id",
+    required=True,
+    metavar="CHANGE",
+    help="The change's id, or its directory (with change.toml): then the grant binds its "
+    "content id, and an edit (a script, a setting, an [impact] limit) voids it.",
+)
+@source_option(
+    "Fingerprinted now, read-only; a dump (pgdump:PATH, sqlitedump:PATH) is bound by its "
+    "sha256 instead."
+)
 @click.option("--expires", required=True, metavar="DURATION", help="e.g. 2h, 90m, 1d.")
 @key_option("The operator's private key.")
 @evidence_option("The validated packet the lane stands on (lanes above the first).")
@@ -58,6 +68,12 @@ def grant_issue(
     """Sign a grant for one lane of one change, addressed to the policy's executor."""
     from rollproof.governance.issuance import issue_grant_file, parse_duration
 
+    content_id = content_of = None
+    if (Path(change_id) / "change.toml").is_file():
+        from rollproof.core.change import load_change
+
+        content_of, loaded = change_id, load_change(Path(change_id))
+        change_id, content_id = loaded.id, loaded.content_id
     issued = issue_grant_file(
         governed_policy(policy_path),
         key_path=key_path,
@@ -68,6 +84,8 @@ def grant_issue(
         out=out or Path(f"{change_id}.{lane}.grant.json"),
         now=now(),
         evidence=evidence,
+        content_id=content_id,
+        content_of=content_of,
     )
     show(
         f"grant {issued.grant_id}: lane {issued.lane}, change {issued.change_id}, "

@@ -26,11 +26,18 @@ _FORMAT = click.option(
 
 @cli.command("rehearse-dir")
 @click.argument("directory", type=PATH)
-@source_option("The database the migrations are meant for (read only; SQLite for now).")
+@source_option("The database the migrations are meant for (read only; SQLite or PostgreSQL).")
 @_FORMAT
 @click.option("--from", "start", default=None, metavar="ID", help="First migration to rehearse.")
 @click.option("--to", "end", default=None, metavar="ID", help="Last migration to rehearse.")
 @out_option("Where the packets go: OUT/<index>-<id>/ each (default: ./rollproof-dir-<UTC>).")
+@click.option(
+    "--scratch",
+    metavar="DSN",
+    default=None,
+    help="PostgreSQL source: the server the positions and clones are made on (default: an "
+    "ephemeral cluster per rehearsal).",
+)
 def rehearse_dir(
     directory: Path,
     source: str,
@@ -38,13 +45,16 @@ def rehearse_dir(
     start: str | None,
     end: str | None,
     out: Path | None,
+    scratch: str | None,
 ) -> None:
     """Rehearse each pending migration of DIRECTORY at its own position, then the whole range.
 
-    Each migration runs on a private copy of the source with the earlier ones applied; its
-    packet goes under OUT/<index>-<id>/. Pending migrations are read from the source's own
-    bookkeeping (sqitch's registry, flyway_schema_history, DATABASECHANGELOG,
-    schema_migrations, goose_db_version, alembic_version) or start at --from. An Alembic
+    Each migration runs at its position: the source itself while nothing is applied, then a
+    private copy of the source (SQLite) or a clone on the scratch server (PostgreSQL) with the
+    earlier ones applied; its packet goes under OUT/<index>-<id>/. Pending migrations are
+    read from the source's own bookkeeping (sqitch's registry, flyway_schema_history,
+    DATABASECHANGELOG, schema_migrations, goose_db_version, alembic_version) or start at
+    --from. An Alembic
     project runs its env.py (your code) to render each revision as SQL. One line per
     rehearsal; exits with the worst exit code of them.
     """
@@ -55,7 +65,9 @@ def rehearse_dir(
     if out is None:
         out = Path(f"rollproof-dir-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
     with progress() as say:
-        run = rehearse_range(project, source, out, start=start, end=end, progress=say)
+        run = rehearse_range(
+            project, source, out, start=start, end=end, progress=say, scratch=scratch
+        )
     total = len(project.migrations)
     if not run.pending:
         click.echo(f"{project.format}: nothing pending in {directory} for this source")
@@ -66,10 +78,12 @@ def rehearse_dir(
         click.echo(f"{step.verdict:<7} exit {step.exit_code}  {head}: {step.detail}{where}")
         for note in () if m is None else m.notes:
             click.echo(f"        note: {note}")
+    if run.steps and any(step.packet for step in run.steps):
+        click.echo(f"range packet {out} (RANGE.json lists each packet): rollproof validate {out}")
     click.echo(
         f"{len(run.pending)} of {total} {project.format} migrations rehearsed; source "
         + ("unchanged" if run.source_unchanged else "CHANGED during the run")
-        + f" (sha256 {run.source_sha256})"
+        + f" ({run.source_proof} {run.source_sha256})"
     )
     raise SystemExit(run.exit_code)
 

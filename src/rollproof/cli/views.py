@@ -50,6 +50,9 @@ def rehearsal_lines(result: RehearsalResult, out_dir: Path) -> Iterator[Renderab
     for item in surfaces.implicit:
         yield f"  covered implicitly: {item.object} by {item.owner} ({item.reason})"
     yield surfaces.line()
+    for line in (result.impact or {}).get("over_limits", []):
+        # A fact of the run, not a verdict: production lanes hold on it (docs/impact.md).
+        yield Text(f"impact: over a limit: {line} (held out of production lanes)")
     yield f"isolation: {result.isolation.verdict}"
     after = result.source.get("after")
     if isinstance(after, dict) and after.get("moved_on"):

@@ -5,7 +5,8 @@ per-connection settings that alter what SQL does. A change without `revert` is f
 its revert leg is NOT_APPLICABLE and production can only be recovered by restoring a snapshot
 (the transaction and restore legs still prove that recovery). Its content id is the sha256 of
 its canonical form, which includes the sha256 of the exact bytes of every SQL script, so
-editing a script (even a line ending) makes a different change.
+editing a script (even a line ending) makes a different change, and so does editing an
+`[impact]` limit: a change held to other limits is another change.
 
 Invariants enforced at load time, each with an error that names the file and the key:
 unknown keys are refused (a misspelt `strict_sequence` must not be silently ignored), every
@@ -17,6 +18,12 @@ given is not empty either (omit it for a forward-only change).
 an error fails it, rows returned do not) or "no-rows" (a statement that returns any row fails
 it too). The canonical form names it only when it is not the default, so every change written
 before the key existed keeps its content id.
+
+A script may be part of a file, as a migration tool runs it (rollproof.formats writes these):
+`apply = {file = "x.sql", lines = [3, 9], strip_transaction = true}` is lines 3..9 of x.sql
+without the BEGIN ... COMMIT that brackets them, and `transaction = false` (with
+`transaction_marker` naming the tool's marker) says the tool runs the change outside a
+transaction. So a format packet's change re-runs exactly the SQL rehearse-dir ran.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rollproof.core.brackets import select_lines, strip_bracket
 from rollproof.core.canonical import digest_json, sha256_hex
 from rollproof.core.errors import ChangeError
-from rollproof.core.impact import Limit, LimitError, parse_limits
+from rollproof.core.impact import Limit, LimitError, limits_json, parse_limits
 from rollproof.core.inputs import InputFileError, read_input
 from rollproof.core.sqltext import has_sql
 
@@ -53,8 +61,12 @@ _TOP_KEYS = frozenset(
         "surfaces",
         "connection",
         "impact",
+        "transaction",
+        "transaction_marker",
     }
 )
+_SELECTION_KEYS = frozenset({"file", "lines", "strip_transaction"})
+MAX_MARKER_CHARS = 200
 _SURFACE_KEYS = frozenset({"reads", "writes"})
 NO_REVERT = "no revert script: production can only be recovered by restore"
 """Why a forward-only change's revert (and reapply) leg is NOT_APPLICABLE: without a snapshot
@@ -75,6 +87,12 @@ class Script:
     text: str
     sha256: str
     path: str | None
+    lines: tuple[int, int] | None = None
+    """`lines = [first, last]`: the script is these lines of its file (a migration tool's
+    section); `sha256` is still the whole file's."""
+    strip_transaction: bool = False
+    """The script's whole-body BEGIN ... COMMIT is blanked: it runs in rollproof's own
+    transaction (core.brackets)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +114,12 @@ class Change:
     """What fails the verify script: VERIFY_NO_ERROR (errors only) or VERIFY_NO_ROWS."""
     impact_limits: Mapping[Limit, int] = field(default_factory=dict)
     """`[impact]`: limits on the measured impact a production lane holds the change to
-    (core.impact). Recorded in report.json, not in the content id: they judge the change's
-    effect, they are not the change."""
+    (core.impact). Part of the content id when set, and recorded in report.json
+    (`impact.limits.change`), from where the validator recomputes the id."""
+    no_transaction: str | None = None
+    """`transaction = false`: the marker by which the change's tool runs it outside a
+    transaction (`transaction_marker`), and the transaction leg is NOT_APPLICABLE. Not in the
+    content id: it changes which legs apply, never the SQL, and the legs record it."""
 
     @property
     def content_id(self) -> str:
@@ -105,7 +127,14 @@ class Change:
 
     def canonical_form(self) -> dict[str, Any]:
         def script(s: Script | None) -> dict[str, Any] | None:
-            return None if s is None else {"sha256": s.sha256, "path": s.path}
+            if s is None:
+                return None
+            # A selection is named only when there is one, so older content ids stand.
+            return (
+                {"sha256": s.sha256, "path": s.path}
+                | ({} if s.lines is None else {"lines": list(s.lines)})
+                | ({"strip_transaction": True} if s.strip_transaction else {})
+            )
 
         form: dict[str, Any] = {
             "id": self.id,
@@ -119,6 +148,10 @@ class Change:
         }
         if self.verify_expect != VERIFY_NO_ERROR:
             form["verify_expect"] = self.verify_expect
+        if self.impact_limits:
+            # Other limits make another change (a grant for one must not serve the other);
+            # named only when set, so a change without limits keeps its id.
+            form["impact"] = limits_json(self.impact_limits)
         return form
 
 
@@ -203,7 +236,50 @@ def _build(data: dict[str, Any], toml_path: Path, raw: bytes) -> Change:
         files=files,
         verify_expect=_verify_expect(data, shown, has_verify=verify is not None),
         impact_limits=_impact_limits(data, shown),
+        no_transaction=_transaction(data, shown),
     )
+
+
+def _transaction(data: Mapping[str, Any], shown: str) -> str | None:
+    """The non-transactional marker (`transaction = false`), or None."""
+    value = data.get("transaction", True)
+    if not isinstance(value, bool):
+        raise ChangeError(shown, "must be true or false", "transaction")
+    marker = data.get("transaction_marker")
+    if marker is not None:
+        if value:
+            raise ChangeError(shown, "is given but transaction is not false", "transaction_marker")
+        if not isinstance(marker, str) or not marker.strip() or len(marker) > MAX_MARKER_CHARS:
+            raise ChangeError(
+                shown, f"must be a text of 1-{MAX_MARKER_CHARS} characters", "transaction_marker"
+            )
+    if value:
+        return None
+    return marker or "change.toml `transaction = false`"
+
+
+def _selection(spec: Mapping[str, Any], shown: str, key: str) -> tuple[Any, Any, bool]:
+    """(file, lines, strip_transaction) of `key = {file = ..., lines = [a, b], ...}`."""
+    for unknown in sorted(set(spec) - _SELECTION_KEYS):
+        raise ChangeError(shown, "unknown key", f"{key}.{unknown}")
+    if "file" not in spec:
+        raise ChangeError(shown, "missing: the file the script is part of", f"{key}.file")
+    lines = spec.get("lines")
+    if lines is not None:
+        if (
+            not isinstance(lines, list)
+            or len(lines) != 2
+            or not all(type(n) is int for n in lines)
+            or not 1 <= lines[0] <= lines[1]
+        ):
+            raise ChangeError(
+                shown, "must be [first, last]: line numbers, 1 <= first <= last", f"{key}.lines"
+            )
+        lines = (lines[0], lines[1])
+    strip = spec.get("strip_transaction", False)
+    if not isinstance(strip, bool):
+        raise ChangeError(shown, "must be true or false", f"{key}.strip_transaction")
+    return spec["file"], lines, strip
 
 
 def _impact_limits(data: Mapping[str, Any], shown: str) -> dict[Limit, int]:
@@ -277,7 +353,9 @@ def _script(
         script = Script(text=text, sha256=sha256_hex(text.encode("utf-8")), path=None)
         key = inline_key
     elif file_key in data:
-        rel = data[file_key]
+        rel, lines, strip = data[file_key], None, False
+        if isinstance(rel, dict):
+            rel, lines, strip = _selection(rel, shown, file_key)
         if not isinstance(rel, str) or not rel:
             raise ChangeError(shown, "must be a path relative to change.toml", file_key)
         target = (directory / rel).resolve()
@@ -295,7 +373,14 @@ def _script(
             raise ChangeError(shown, f"file {rel!r} is not UTF-8 text", file_key) from e
         rel_posix = target.relative_to(directory).as_posix()
         files[rel_posix] = body
-        script = Script(text=text, sha256=sha256_hex(body), path=rel_posix)
+        text = _selected(text, lines, strip, shown, file_key, rel)
+        script = Script(
+            text=text,
+            sha256=sha256_hex(body),
+            path=rel_posix,
+            lines=lines,
+            strip_transaction=strip,
+        )
         key = file_key
     elif required:
         raise ChangeError(
@@ -306,6 +391,29 @@ def _script(
     if name == "apply" and not has_sql(script.text):
         raise ChangeError(shown, "is empty: it has no SQL statement", key)
     return script
+
+
+def _selected(
+    text: str, lines: tuple[int, int] | None, strip: bool, shown: str, key: str, rel: str
+) -> str:
+    """The text a selection names: the lines, then without the whole-script BEGIN/COMMIT."""
+    if lines is not None:
+        picked = select_lines(text, *lines)
+        if picked is None:
+            raise ChangeError(
+                shown, f"file {rel!r} has no lines {lines[0]}..{lines[1]}", f"{key}.lines"
+            )
+        text = picked
+    if strip:
+        stripped = strip_bracket(text)
+        if stripped is None:
+            raise ChangeError(
+                shown,
+                "is true but the script is not one BEGIN ... COMMIT",
+                f"{key}.strip_transaction",
+            )
+        text = stripped
+    return text
 
 
 def _reason(e: InputFileError) -> str:

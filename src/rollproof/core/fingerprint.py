@@ -30,8 +30,10 @@ from rollproof.core.explain import RowSample, attribute_text
 HeaderValue = int | str
 
 ALGORITHM = "rollproof-fingerprint"
-VERSION = 2
-"""2: table content digests are BLAKE3 (`blake3:`); 1 had SHA-256 there."""
+VERSION = 3
+"""3: tables without a total key are digested order-independently from per-row digests, and
+PostgreSQL rows are read in binary; 2 hashed key-less tables as sorted rows; 1 had SHA-256 table
+digests (2 and 3 use BLAKE3, `blake3:`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,7 @@ class TableDigest:
     name: str
     digest: str
     rows: int
-    order: str  # "primary-key" or "sorted-rows"
+    order: str  # "primary-key" or "row-digests"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,8 @@ def whole_digest(fp: Fingerprint) -> str:
 
 
 _CONTENT_DIGEST = re.compile(r"blake3:[0-9a-f]{64}")
+TABLE_ORDERS = ("primary-key", "row-digests")
+"""How a table's rows are digested (docs/fingerprint.md); version 2's "sorted-rows" is retired."""
 
 
 def fingerprint_from_json(data: Mapping[str, Any]) -> Fingerprint:
@@ -123,6 +127,8 @@ def fingerprint_from_json(data: Mapping[str, Any]) -> Fingerprint:
     for name, t in data["tables"].items():
         if not isinstance(t.get("digest"), str) or not _CONTENT_DIGEST.fullmatch(t["digest"]):
             raise ValueError(f"table {name}: digest is not of the form blake3:<64 hex>")
+        if t.get("order") not in TABLE_ORDERS:
+            raise ValueError(f"table {name}: order {t.get('order')!r} is not one of {TABLE_ORDERS}")
     tables = {
         name: TableDigest(name=name, digest=t["digest"], rows=int(t["rows"]), order=t["order"])
         for name, t in data["tables"].items()

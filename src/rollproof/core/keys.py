@@ -35,14 +35,17 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, SupportsIndex
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from rollproof.core.errors import UsageError
 from rollproof.core.inputs import InputFileError, read_input
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# cryptography is imported where a key is read, signs or verifies, not with this module: the
+# policy (and so every rehearsal) imports it for the key *type*, and a command that touches no
+# key should not pay for the library (tests/test_startup_imports.py).
 
 SHORT_ID_DIGITS = 16
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -73,6 +76,9 @@ class PublicKey:
         return hashlib.sha256(self.raw).hexdigest()
 
     def verify(self, signature: bytes, data: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, data)
         except (InvalidSignature, ValueError):
@@ -80,6 +86,9 @@ class PublicKey:
         return True
 
     def to_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         return Ed25519PublicKey.from_public_bytes(self.raw).public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -97,6 +106,8 @@ class SigningKey:
 
     @classmethod
     def from_private(cls, private: Ed25519PrivateKey) -> SigningKey:
+        from cryptography.hazmat.primitives import serialization
+
         raw = private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
@@ -134,6 +145,10 @@ def load_signing_key(path: Path, *, passphrase: bytes | None = None) -> SigningK
     if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
         # Stops use of a key others could have copied: it no longer identifies one operator.
         raise KeyFileError(f"{path}: private key file is readable by others; chmod 600 it")
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         private = serialization.load_pem_private_key(data, password=passphrase)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
@@ -145,6 +160,10 @@ def load_signing_key(path: Path, *, passphrase: bytes | None = None) -> SigningK
 
 
 def public_key_from_pem(data: bytes, *, where: str = "public key") -> PublicKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         public = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as e:

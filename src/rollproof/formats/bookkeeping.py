@@ -25,16 +25,19 @@ Alembic         `alembic_version(version_num)`: the heads; every revision that i
                 ancestor of one (down revisions and `depends_on`) is deployed. A head not in
                 the script directory is refused, as Alembic refuses it.
 
-A table the tool would create on its first run that is absent means nothing is deployed. SQLite
-sources only: PostgreSQL sources answer None (give --from).
+A table the tool would create on its first run that is absent means nothing is deployed. On a
+PostgreSQL source the tables are the ones the session's search_path finds (where the tools make
+them by default), read in a session the server confirms read-only; sqitch's registry is the
+schema `sqitch` (sqitch.conf `engine.pg.registry`) of the target database itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 from rollproof.core.errors import SourceError
 from rollproof.engines.sqlite.session import connect_read_only, parse_sqlite_dsn
@@ -46,13 +49,82 @@ def is_postgres(dsn: str) -> bool:
     return dsn.startswith(("postgres://", "postgresql://"))
 
 
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    rows = conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'").fetchall()
-    return {str(r[0]).lower() for r in rows}
+class _Db(Protocol):
+    """The few reads the bookkeeping needs, in either dialect."""
+
+    shown: str
+
+    def tables(self) -> dict[str, str]:
+        """Lower-cased table name -> the name as the database spells it."""
+        ...
+
+    def columns(self, table: str) -> set[str]: ...
+
+    def qualified(self, table: str) -> str:
+        """`table` (as the database spells it) quoted, in its schema when there is one."""
+        ...
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """`query` with `?` placeholders."""
+        ...
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {str(r[1]).lower() for r in conn.execute(f'PRAGMA table_info("{table}")').fetchall()}
+class _SqliteDb:
+    def __init__(self, conn: sqlite3.Connection, shown: str) -> None:
+        self.conn, self.shown = conn, shown
+
+    def tables(self) -> dict[str, str]:
+        rows = self.conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        return {str(r[0]).lower(): str(r[0]) for r in rows.fetchall()}
+
+    def columns(self, table: str) -> set[str]:
+        rows = self.conn.execute(f"PRAGMA table_info({self.qualified(table)})").fetchall()
+        return {str(r[1]).lower() for r in rows}
+
+    def qualified(self, table: str) -> str:
+        return '"' + table.replace('"', '""') + '"'
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(query, tuple(params)).fetchall()]
+
+
+class _PgDb:
+    """A read-only PostgreSQL session (the server confirms it); `schema` None: the tables the
+    search_path finds, else that schema's."""
+
+    def __init__(self, conn: Any, shown: str, schema: str | None = None) -> None:
+        self.conn, self.shown, self.schema = conn, shown, schema
+
+    def tables(self) -> dict[str, str]:
+        params: tuple[str, ...] = ()
+        if self.schema is None:
+            where = "pg_catalog.pg_table_is_visible(c.oid)"
+        else:
+            where, params = "n.nspname = %s", (self.schema,)
+        rows = self.conn.execute(
+            "SELECT c.relname FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE c.relkind IN ('r', 'p', 'v') AND {where}",
+            params,
+        ).fetchall()
+        return {str(r[0]).lower(): str(r[0]) for r in rows}
+
+    def columns(self, table: str) -> set[str]:
+        rows = self.conn.execute(
+            "SELECT a.attname FROM pg_catalog.pg_attribute a "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            (self.qualified(table),),
+        ).fetchall()
+        return {str(r[0]).lower() for r in rows}
+
+    def qualified(self, table: str) -> str:
+        quoted = '"' + table.replace('"', '""') + '"'
+        if self.schema is None:
+            return quoted
+        return '"' + self.schema.replace('"', '""') + '".' + quoted
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(query.replace("?", "%s"), params).fetchall()]
 
 
 def sqitch_registry(source: Path, registry: str) -> Path:
@@ -70,8 +142,10 @@ def sqitch_registry(source: Path, registry: str) -> Path:
 def deployed_ids(project: Project, dsn: str) -> frozenset[str] | None:
     """The ids of the project's migrations the source records as deployed, or None when
     rollproof cannot read that from this source."""
-    if project.bookkeeping is None or is_postgres(dsn):
+    if project.bookkeeping is None:
         return None
+    if is_postgres(dsn):
+        return _postgres(project, dsn)
     path = parse_sqlite_dsn(dsn)
     if not path.is_file():
         raise SourceError(f"source {path}: no such file")
@@ -81,86 +155,122 @@ def deployed_ids(project: Project, dsn: str) -> frozenset[str] | None:
             return None  # sqitch has no registry here: "not initialized for Sqitch"
         with contextlib.closing(connect_read_only(registry)) as conn:
             try:
-                return _sqitch(project, conn, str(registry))
+                return _sqitch(project, _SqliteDb(conn, f"sqitch registry {registry}"))
             except sqlite3.Error as e:
                 raise SourceError(f"sqitch registry {registry}: cannot read it: {e}") from e
     with contextlib.closing(connect_read_only(path)) as conn:
         try:
-            return _read(project, conn, str(path))
+            return _read(project, _SqliteDb(conn, f"source {path}"))
         except sqlite3.Error as e:
             raise SourceError(f"source {path}: cannot read {project.bookkeeping}: {e}") from e
 
 
-def _sqitch(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[str]:
-    if "changes" not in _tables(conn):
-        return frozenset()
+@contextlib.contextmanager
+def _pg_session(dsn: str) -> Iterator[tuple[Any, str]]:
+    import psycopg
+
+    from rollproof.engines.postgres.conn import connect_source, describe_error, parse_pg_dsn
+
+    target = parse_pg_dsn(dsn)
+    conn = connect_source(target)  # refused unless the server confirms read-only
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield conn, f"source {target.shown}"
+        conn.execute("ROLLBACK")
+    except psycopg.Error as e:
+        raise SourceError(
+            f"source {target.shown}: cannot read the migration tool's bookkeeping: "
+            f"{describe_error(e)}"
+        ) from None
+    finally:
+        conn.close()
+
+
+def _postgres(project: Project, dsn: str) -> frozenset[str] | None:
+    with _pg_session(dsn) as (conn, shown):
+        if project.format == "sqitch":
+            schema = project.options.get("pg_registry", "sqitch")
+            db = _PgDb(conn, f"sqitch registry {shown} (schema {schema})", schema)
+            return _sqitch(project, db)
+        return _read(project, _PgDb(conn, shown))
+
+
+def _sqitch(project: Project, db: _Db) -> frozenset[str]:
+    tables = db.tables()
+    if "changes" not in tables:
+        return frozenset()  # sqitch has never deployed here
     name = project.options.get("project", "")
-    row = conn.execute(
-        "SELECT change_id, change FROM changes WHERE project = ? "
+    table = db.qualified(tables["changes"])
+    found = db.rows(
+        f"SELECT change_id, change FROM {table} WHERE project = ? "
         "ORDER BY committed_at DESC LIMIT 1",
         (name,),
-    ).fetchone()
-    if row is None:
+    )
+    if not found:
         return frozenset()
-    change_id, change = str(row[0]), str(row[1])
+    change_id, change = str(found[0][0]), str(found[0][1])
     for i, m in enumerate(project.migrations):
         if m.version == change_id:
             return frozenset(x.id for x in project.migrations[: i + 1])
     raise SourceError(
-        f"sqitch registry {shown}: the last change deployed, {change} ({change_id}), is not in "
+        f"{db.shown}: the last change deployed, {change} ({change_id}), is not in "
         f"{project.options.get('plan', 'sqitch.plan')}: sqitch refuses this too "
         "(cannot find the change in the plan)"
     )
 
 
-def _read(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[str] | None:
-    table = project.bookkeeping
-    assert table is not None
-    if table.lower() not in _tables(conn):
+def _read(project: Project, db: _Db) -> frozenset[str] | None:
+    wanted = project.bookkeeping
+    assert wanted is not None
+    tables = db.tables()
+    if wanted.lower() not in tables:
         return frozenset()  # the tool has never run here: nothing is deployed
+    table = db.qualified(tables[wanted.lower()])
+    shown = db.shown
     versions = {m.version: m.id for m in project.migrations if m.version is not None}
     if project.format == "golang-migrate":
-        if "dirty" not in _columns(conn, table):
-            raise SourceError(f"source {shown}: {table} is not golang-migrate's (no dirty column)")
-        rows = conn.execute(f"SELECT version, dirty FROM {table}").fetchall()
+        if "dirty" not in db.columns(tables[wanted.lower()]):
+            raise SourceError(f"{shown}: {wanted} is not golang-migrate's (no dirty column)")
+        rows = db.rows(f"SELECT version, dirty FROM {table}")
         if not rows:
             return frozenset()
         if len(rows) > 1:
-            raise SourceError(f"source {shown}: {table} has {len(rows)} rows, golang-migrate 1")
+            raise SourceError(f"{shown}: {wanted} has {len(rows)} rows, golang-migrate 1")
         current, dirty = int(rows[0][0]), bool(rows[0][1])
         if dirty:
             raise SourceError(
-                f"source {shown}: golang-migrate marks version {current} dirty (a migration "
+                f"{shown}: golang-migrate marks version {current} dirty (a migration "
                 "failed half-way); fix the database before rehearsing what comes next"
             )
         return frozenset(m.id for m in project.migrations if int(m.version or 0) <= current)
     if project.format == "dbmate":
-        rows = conn.execute(f"SELECT version FROM {table}").fetchall()
+        rows = db.rows(f"SELECT version FROM {table}")
         return frozenset(versions[str(r[0])] for r in rows if str(r[0]) in versions)
     if project.format == "goose":
         state: dict[str, bool] = {}
-        for version_id, applied in conn.execute(
+        for version_id, applied in db.rows(
             f"SELECT version_id, is_applied FROM {table} ORDER BY id"
-        ).fetchall():
+        ):
             state[str(version_id)] = bool(applied)
         return frozenset(versions[v] for v, on in state.items() if on and v in versions)
     if project.format == "flyway":
-        return _flyway(project, conn, shown)
+        return _flyway(project, db, table)
     if project.format == "liquibase":
-        return _liquibase(project, conn, shown)
+        return _liquibase(project, db, table)
     if project.format == "alembic":
-        return _alembic(project, conn, shown)
+        return _alembic(project, db, table)
     return None
 
 
 _FLYWAY_UNDO = ("UNDO_SQL", "UNDO_JDBC", "UNDO_SCRIPT", "DELETE")
 
 
-def _flyway(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[str]:
-    rows = conn.execute(
+def _flyway(project: Project, db: _Db, table: str) -> frozenset[str]:
+    shown = db.shown
+    rows = db.rows(
         "SELECT installed_rank, version, description, type, script, success "
-        "FROM flyway_schema_history ORDER BY installed_rank"
-    ).fetchall()
+        f"FROM {table} ORDER BY installed_rank"
+    )
     applied: set[tuple[int, ...]] = set()
     baseline: tuple[int, ...] | None = None
     repeatable: set[str] = set()
@@ -170,7 +280,7 @@ def _flyway(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset
             continue  # Flyway's marker that it created the schema
         if not success:
             raise SourceError(
-                f"source {shown}: flyway_schema_history row {rank} ({kind} "
+                f"{shown}: flyway_schema_history row {rank} ({kind} "
                 f"{version or description}, {script}) failed (success = false): Flyway will "
                 "not migrate until it is repaired (flyway repair)"
             )
@@ -181,7 +291,7 @@ def _flyway(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset
             key = version_key(str(version))
         except ValueError:
             raise SourceError(
-                f"source {shown}: flyway_schema_history row {rank}: version {version!r} is not "
+                f"{shown}: flyway_schema_history row {rank}: version {version!r} is not "
                 "numbers separated by . or _"
             ) from None
         if kind == "BASELINE":
@@ -211,17 +321,15 @@ def _liquibase_path(recorded: str) -> str:
     return str(PurePosixPath(text)).lstrip("/")
 
 
-def _liquibase(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[str]:
-    table = next(t for t in _tables(conn) if t == "databasechangelog")
-    rows = conn.execute(
-        f'SELECT ID, AUTHOR, FILENAME, EXECTYPE FROM "{table}" ORDER BY ORDEREXECUTED'
-    ).fetchall()
+def _liquibase(project: Project, db: _Db, table: str) -> frozenset[str]:
+    shown = db.shown
+    rows = db.rows(f"SELECT ID, AUTHOR, FILENAME, EXECTYPE FROM {table} ORDER BY ORDEREXECUTED")
     ran: set[tuple[str, str, str]] = set()
     for cid, author, filename, exectype in rows:
         kind = str(exectype).upper()
         if kind == "FAILED":
             raise SourceError(
-                f"source {shown}: DATABASECHANGELOG records changeset {author}:{cid} "
+                f"{shown}: DATABASECHANGELOG records changeset {author}:{cid} "
                 f"({filename}) as FAILED: fix the database before rehearsing what comes next"
             )
         if kind in _LIQUIBASE_RAN:
@@ -250,13 +358,14 @@ def _ancestors(heads: Iterable[str], migrations: Iterable[Migration]) -> set[str
     return seen
 
 
-def _alembic(project: Project, conn: sqlite3.Connection, shown: str) -> frozenset[str]:
-    heads = [str(r[0]) for r in conn.execute("SELECT version_num FROM alembic_version")]
+def _alembic(project: Project, db: _Db, table: str) -> frozenset[str]:
+    shown = db.shown
+    heads = [str(r[0]) for r in db.rows(f"SELECT version_num FROM {table}")]
     ids = {m.id for m in project.migrations}
     for head in heads:
         if head not in ids:
             raise SourceError(
-                f"source {shown}: alembic_version names revision {head!r}, which is not in "
+                f"{shown}: alembic_version names revision {head!r}, which is not in "
                 f"the script directory ({project.options.get('script_location', '?')}): "
                 "Alembic cannot locate it either"
             )

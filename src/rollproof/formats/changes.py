@@ -3,10 +3,14 @@
 The change's files are the migration's own files, byte for byte, under their paths relative to
 the project directory, and a generated `change.toml` beside them that names them (so a packet's
 `change/` is checked by the validator as any change's is: every script's sha256 is its file's).
-A dbmate or goose file holds both directions: apply and revert then name the same file, and the
-text each runs is its section. What rollproof did to a script (a whole-script BEGIN/COMMIT left
-out, a section taken, a non-transactional marker) is written as comments at the top of the
-change.toml, which the packet copies.
+What the loader did to a script is said in change.toml's own keys, so `rollproof rehearse` of
+the change (a packet's commands.sh and RERUN.sh) runs exactly the SQL rehearse-dir ran: a
+section of a dbmate or goose file is `{file = ..., lines = [first, last]}` (apply and revert
+name the same file), a whole-script BEGIN/COMMIT left out is `strip_transaction = true`, and a
+non-transactional marker is `transaction = false` with `transaction_marker` naming it. A
+Liquibase changeset's SQL and rollback are assembled from the changelog's lines (comment
+lines blanked, rollback lines joined), which no selection of lines says: they are inline
+(`apply_sql`, `revert_sql`), and the comments name the changelog with its sha256.
 
 A range of migrations (all ups, then all downs in reverse order) is one change whose SQL is
 inline (`apply_sql`, `revert_sql`): it has no file of its own.
@@ -15,7 +19,7 @@ inline (`apply_sql`, `revert_sql`): it has no file of its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rollproof.core.canonical import sha256_hex
@@ -61,10 +65,42 @@ def _comment(line: str) -> str:
     return "# " + "".join(c if c.isprintable() else "?" for c in line)
 
 
-def _script(sql: Sql | None, files: dict[str, bytes]) -> Script | None:
+def _inline(text: str) -> Script:
+    return Script(text=text, sha256=sha256_hex(text.encode("utf-8")), path=None)
+
+
+def _script(sql: Sql | None, files: Mapping[str, bytes], inline: bool) -> Script | None:
     if sql is None:
         return None
-    return Script(text=sql.text, sha256=sha256_hex(files[sql.path]), path=sql.path)
+    if inline:
+        return _inline(sql.text)
+    return Script(
+        text=sql.text,
+        sha256=sha256_hex(files[sql.path]),
+        path=sql.path,
+        lines=None if sql.end is None else (sql.line, sql.end),
+        strip_transaction=sql.stripped,
+    )
+
+
+def _toml_script(key: str, s: Script) -> str:
+    """`key = ...` naming script `s` as change.toml says it."""
+    if s.path is None:
+        return f"{key}_sql = {toml_string(s.text)}"
+    if s.lines is None and not s.strip_transaction:
+        return f"{key} = {toml_string(s.path)}"
+    parts = [f"file = {toml_string(s.path)}"]
+    if s.lines is not None:
+        parts.append(f"lines = [{s.lines[0]}, {s.lines[1]}]")
+    if s.strip_transaction:
+        parts.append("strip_transaction = true")
+    return f"{key} = {{ " + ", ".join(parts) + " }"
+
+
+def _transaction(marker: str | None) -> list[str]:
+    if marker is None:
+        return []
+    return ["transaction = false", f"transaction_marker = {toml_string(marker[:200])}"]
 
 
 def describe(project: Project, m: Migration) -> list[str]:
@@ -88,20 +124,12 @@ def describe(project: Project, m: Migration) -> list[str]:
         lines.append(f"runs outside a transaction: {m.no_transaction}")
     lines += list(m.notes)
     if project.format in ("dbmate", "goose"):
-        lines.append(
-            "apply and revert are sections of one file: `rollproof rehearse` on this "
-            "directory would run the whole file (rehearse it with `rollproof rehearse-dir`)"
-        )
+        lines.append("apply and revert are sections of one file: `lines` says which")
     elif project.format == "liquibase":
+        body = m.files.get(m.apply.path, b"")
         lines.append(
-            "apply is the changeset's SQL and revert its rollback, both parts of one changelog: "
-            "`rollproof rehearse` on this directory would run the whole file (rehearse it with "
-            "`rollproof rehearse-dir`)"
-        )
-    elif any("BEGIN ... COMMIT is left out" in note for note in m.notes):
-        lines.append(
-            "a script ran without its BEGIN/COMMIT: `rollproof rehearse` on this directory "
-            "would run it with them (rehearse it with `rollproof rehearse-dir`)"
+            f"apply is the changeset's SQL and revert its rollback, inline, from "
+            f"{m.apply.path} (sha256 {sha256_hex(body)})"
         )
     return lines
 
@@ -114,18 +142,20 @@ def change_for(
     writes: Sequence[str] = (),
 ) -> Change:
     """The change that rehearses migration `m` of `project`, with these declared surfaces."""
-    files = dict(m.files)
+    inline = project.format == "liquibase"
+    files = {} if inline else dict(m.files)
     cid = change_id(m.id)
-    apply = _script(m.apply, files)
+    apply = _script(m.apply, m.files, inline)
     assert apply is not None
-    revert, verify = _script(m.revert, files), _script(m.verify, files)
+    revert, verify = _script(m.revert, m.files, inline), _script(m.verify, m.files, inline)
     body = [_comment(line) for line in describe(project, m)]
     body.append(f"id = {toml_string(cid)}")
     for key, s in (("apply", apply), ("revert", revert), ("verify", verify)):
         if s is not None:
-            body.append(f"{key} = {toml_string(str(s.path))}")
+            body.append(_toml_script(key, s))
     if m.no_mutation:
         body.append("no_mutation = true")
+    body += _transaction(m.no_transaction)
     body += ["", "[surfaces]", f"reads = {_names(reads)}", f"writes = {_names(writes)}", ""]
     files[CHANGE_FILE] = "\n".join(body).encode("utf-8")
     return Change(
@@ -140,6 +170,7 @@ def change_for(
         connection=dict(CONNECTION_DEFAULTS),
         directory=Path(project.directory).resolve(),
         files=files,
+        no_transaction=m.no_transaction,
     )
 
 
@@ -177,15 +208,14 @@ def range_change(
     unchanged = all(m.no_mutation for m in migrations)
     if unchanged:
         body.append("no_mutation = true")
+    marker = next((m.no_transaction for m in migrations if m.no_transaction), None)
+    body += _transaction(marker)
     body += ["", "[surfaces]", f"reads = {_names(reads)}", f"writes = {_names(writes)}", ""]
-
-    def inline(text: str) -> Script:
-        return Script(text=text, sha256=sha256_hex(text.encode("utf-8")), path=None)
 
     return Change(
         id=cid,
-        apply=inline(apply_text),
-        revert=None if revert_text is None else inline(revert_text),
+        apply=_inline(apply_text),
+        revert=None if revert_text is None else _inline(revert_text),
         verify=None,
         no_mutation=unchanged,
         strict_sequences=False,
@@ -194,4 +224,5 @@ def range_change(
         connection=dict(CONNECTION_DEFAULTS),
         directory=Path(project.directory).resolve(),
         files={CHANGE_FILE: "\n".join(body).encode("utf-8")},
+        no_transaction=marker,
     )

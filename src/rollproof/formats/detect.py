@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rollproof.core.errors import UsageError
-from rollproof.formats import alembic, flyway, liquibase, sectioned, sqitch
+from rollproof.formats import alembic, flyway, liquibase, liquibase_xml, sectioned, sqitch
 from rollproof.formats.model import FORMATS, FormatError, Project
 
 LOADERS: dict[str, Callable[[Path], Project]] = {
@@ -53,6 +53,9 @@ def detect(directory: Path) -> str:
                 found.add("goose")
             elif re.search(r"^--\s*migrate:up\b", head, re.M):
                 found.add("dbmate")
+    for p in sorted(directory.iterdir()):
+        if p.name.endswith(".xml") and p.is_file() and liquibase_xml.is_changelog(_head(p)):
+            found.add("liquibase")
     if len(found) == 1:
         return found.pop()
     if not found:

@@ -38,14 +38,14 @@ class Reader:
         return out
 
 
-def script(rel: str, text: str, notes: list[str], line: int = 1) -> Sql:
-    """The SQL rollproof runs for `text` (from `rel` at `line`), a whole-script BEGIN/COMMIT
-    left out and noted."""
+def script(rel: str, text: str, notes: list[str], line: int = 1, end: int | None = None) -> Sql:
+    """The SQL rollproof runs for `text` (lines `line`..`end` of `rel`, or all of it), a
+    whole-script BEGIN/COMMIT left out and noted."""
     stripped = strip_bracket(text)
     if stripped is not None:
         notes.append(bracket_note(rel))
         text = stripped
-    return Sql(path=rel, text=text, line=line)
+    return Sql(path=rel, text=text, line=line, end=end, stripped=stripped is not None)
 
 
 def has_code(text: str) -> bool:

@@ -36,9 +36,10 @@ directory.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from rollproof.formats import liquibase_xml
 from rollproof.formats.files import Reader, has_code
 from rollproof.formats.model import FormatError, Migration, Project, Sql
 
@@ -217,23 +218,41 @@ def _changeset_line(c: _Changeset, lines: list[str], n: int, line: str, shown: s
     return n
 
 
+def _is_xml_changelog(path: Path) -> bool:
+    with path.open("rb") as f:
+        return liquibase_xml.is_changelog(f.read(64 * 1024).decode("utf-8", "replace"))
+
+
 def load(directory: Path) -> Project:
     reader = Reader(directory)
     changelogs = sorted(
         p.relative_to(directory).as_posix()
-        for p in directory.rglob("*.sql")
-        if p.is_file() and FIRST_LINE.match(_first_line(p))
+        for p in [*directory.rglob("*.sql"), *directory.rglob("*.xml")]
+        if p.is_file()
+        and (FIRST_LINE.match(_first_line(p)) if p.suffix == ".sql" else _is_xml_changelog(p))
     )
     if not changelogs:
-        raise FormatError(str(directory), "no `--liquibase formatted sql` changelog here")
+        raise FormatError(str(directory), "no `--liquibase formatted sql` or XML changelog here")
     migrations: list[Migration] = []
     seen: dict[tuple[str, str, str], str] = {}
     parsed: list[tuple[str, str, list[_Changeset]]] = []
+    xml: dict[str, list[tuple[Migration, int]]] = {}
     for rel in changelogs:
         shown = reader.shown(rel)
+        if rel.endswith(".xml"):
+            reader.text(rel)  # UTF-8 checked, bytes kept
+            xml[rel] = liquibase_xml.load_xml(rel, reader.files[rel], shown, dbms_matches)
+            parsed.append((rel, shown, []))
+            continue
         parsed.append((rel, shown, _parse(rel, reader.text(rel), shown)))
     by_key = {(c.id, c.author, c.filename): c for _r, _s, cs in parsed for c in cs}
-    for _rel, shown, changesets in parsed:
+    for rel, shown, changesets in parsed:
+        for xm, line in xml.get(rel, []):
+            key = (xm.record[0], xm.record[1], xm.record[2])
+            if key in seen:
+                raise FormatError(shown, f"changeset {xm.id} is also at {seen[key]}", line)
+            seen[key] = f"{shown}:{line}"
+            migrations.append(replace(xm, files={rel: reader.files[rel]}))
         for c in changesets:
             key = (c.id, c.author, c.filename)
             where = f"{shown}:{c.line}"

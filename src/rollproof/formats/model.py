@@ -33,6 +33,11 @@ class Sql:
     text: str
     line: int = 1
     """The line of `path` where `text` starts."""
+    end: int | None = None
+    """The last line of `path` that `text` holds, when it is a section of the file (dbmate,
+    goose); None when it is the whole file."""
+    stripped: bool = False
+    """A BEGIN/COMMIT pair bracketing the whole script was blanked out of `text`."""
 
 
 @dataclass(frozen=True, slots=True)

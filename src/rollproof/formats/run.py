@@ -1,23 +1,23 @@
 """Rehearse a directory's migrations one position at a time, then the whole range.
 
-For each pending migration in the range, a *position source* is a private copy of the source
-with every earlier migration applied (the source itself is only ever read: its bytes are hashed
-before and after). The migration is rehearsed there with the legs, its packet written under
-`OUT/<index>-<id>/`, and then applied to the position copy for the next one. Finally the range
-as one change (every up, then every down in reverse order) is rehearsed on a copy of the
-position the range started from, and written under `OUT/range-<first>-to-<last>/`.
+For each pending migration in the range, its *position* is the source with every earlier
+migration applied (positions.py: the source itself while nothing is applied, then a private
+SQLite copy or the PostgreSQL engine's clone on the scratch server; the source is only ever
+read, and its digest is taken before and after). The migration is rehearsed there with the
+legs, its packet written under `OUT/<index>-<id>/`, and then applied to the position for the
+next one. Finally the range as one change (every up, then every down in reverse order) is
+rehearsed at the position the range started from, and written under
+`OUT/range-<first>-to-<last>/`.
 
 A per-migration round trip is what proves each down: a range round trip alone can look clean
 while one migration in it loses data, when an earlier migration's down throws away the table
-that data lived in (tests/test_formats_rehearse.py shows one). SQLite sources only, so far.
+that data lived in (tests/test_formats_rehearse.py shows one, and
+tests/test_formats_postgres.py on PostgreSQL).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import shutil
-import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,16 +26,18 @@ from pathlib import Path
 from rollproof.core.change import Change
 from rollproof.core.errors import ExitCode, RollproofError, UsageError
 from rollproof.core.model import DEFAULT_LEGS, LegName, Verdict
-from rollproof.engines import read_catalog
-from rollproof.engines.sqlite.session import connect_read_only, parse_sqlite_dsn
 from rollproof.formats.bookkeeping import deployed_ids, is_postgres
 from rollproof.formats.changes import change_for, range_change
 from rollproof.formats.model import Migration, Project
+from rollproof.formats.positions import Positions, PostgresPositions, SqlitePositions
 from rollproof.rehearse.flow import RehearsalResult, rehearse
 from rollproof.rehearse.packet import write_report
 from rollproof.surfaces.scope import suggest
+from rollproof.verify.layout import TREE_HASH
+from rollproof.verify.range_packet import RANGE_FILE, range_document
 
 Say = Callable[[str], None]
+EPHEMERAL = "ephemeral"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,10 @@ class RangeRun:
     pending: tuple[Migration, ...]
     steps: tuple[Step, ...]
     source_sha256: str
+    """The source's digest before the run: its bytes' sha256 (SQLite) or its content
+    fingerprint (PostgreSQL), as `source_proof` says."""
     source_unchanged: bool
+    source_proof: str = "sha256"
 
     @property
     def exit_code(self) -> int:
@@ -66,14 +71,6 @@ class RangeRun:
         if not self.source_unchanged:
             codes.append(int(ExitCode.HELD))
         return max(codes, default=0)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pending_range(
@@ -110,22 +107,6 @@ def pending_range(
     return before, chosen
 
 
-def _apply(position: Path, m: Migration) -> None:
-    with contextlib.closing(sqlite3.connect(position, isolation_level=None)) as conn:
-        try:
-            conn.executescript(m.apply.text)
-        except sqlite3.Error as e:
-            raise UsageError(
-                f"migration {m.id} ({m.apply.path}) cannot be applied to reach the next "
-                f"position: {e}"
-            ) from e
-
-
-def _surfaces(change: Change, dsn: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    s = suggest(change, dialect="sqlite", catalog=read_catalog(dsn))
-    return s.reads, s.writes
-
-
 def _detail(result: RehearsalResult) -> str:
     """The failing legs' reasons, or which legs passed."""
     for verdict in (Verdict.FAIL, Verdict.UNKNOWN):
@@ -142,7 +123,6 @@ def _detail(result: RehearsalResult) -> str:
 
 def _rehearse_one(
     label: str,
-    project: Project,
     m: Migration | None,
     change: Change,
     dsn: str,
@@ -151,6 +131,7 @@ def _rehearse_one(
     legs: Sequence[LegName],
     no_transaction: str | None,
     workdir: Path | None,
+    scratch: str | None,
     say: Say,
 ) -> Step:
     try:
@@ -161,6 +142,7 @@ def _rehearse_one(
             workdir=workdir,
             progress=say,
             no_transaction=no_transaction,
+            scratch=scratch if dsn.startswith(("postgres", "pgdump:")) else None,
         )
     except RollproofError as e:
         return Step(label, m, int(e.exit_code), "ERROR", str(e), None, None)
@@ -180,79 +162,124 @@ def rehearse_range(
     legs: Sequence[LegName] = DEFAULT_LEGS,
     workdir: Path | None = None,
     progress: Say | None = None,
+    scratch: str | None = None,
 ) -> RangeRun:
     """Rehearse every pending migration of `project` in the range at its own position, then
-    the range as a whole; each packet under `out`. The source is only read."""
+    the range as a whole; each packet under `out`. The source is only read. `scratch` is the
+    PostgreSQL server the positions and the rehearsals are made on (default: ephemeral)."""
     say = progress or (lambda _msg: None)
-    if is_postgres(source):
-        raise UsageError(
-            "per-migration positions are built for SQLite sources only so far "
-            "(docs/formats.md): rehearse a PostgreSQL migration with `rollproof rehearse`"
+    private = Path(tempfile.mkdtemp(prefix="rollproof-positions-", dir=workdir))
+    try:
+        positions: Positions
+        if is_postgres(source):
+            if project.format == "alembic":
+                raise UsageError(
+                    "Alembic revisions are rendered as SQLite SQL: rehearse an Alembic project "
+                    "on a PostgreSQL source with `rollproof rehearse` of its rendered SQL"
+                )
+            positions = PostgresPositions(source, scratch or EPHEMERAL, private, say, workdir)
+        else:
+            if scratch is not None:
+                raise UsageError("a scratch server applies only to a PostgreSQL source")
+            positions = SqlitePositions(source, private, say)
+        try:
+            before, chosen = pending_range(project, source, start, end)
+            digest = positions.digest()
+            steps = _run(project, positions, before, chosen, out, legs, workdir, scratch, say)
+        finally:
+            positions.close()
+        unchanged = positions.digest() == digest
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    write_range_manifest(project, steps, out)
+    return RangeRun(project, tuple(chosen), tuple(steps), digest, unchanged, positions.proof)
+
+
+def write_range_manifest(project: Project, steps: Sequence[Step], out: Path) -> Path | None:
+    """OUT/RANGE.json: every packet written, in order, bound by its tree hash
+    (verify/range_packet.py), so `rollproof validate OUT` checks the range as a whole."""
+    entries = []
+    for step in steps:
+        if step.packet is None or step.result is None:
+            continue  # not rehearsed: no evidence to list (the run's exit code says it)
+        tree = (step.packet / TREE_HASH).read_text("ascii").strip()
+        entries.append(
+            {
+                "dir": step.packet.name,
+                "migration": None if step.migration is None else step.migration.id,
+                "tree_hash": tree,
+                "overall": step.verdict,
+                "exit_code": step.exit_code,
+            }
         )
-    src = parse_sqlite_dsn(source)
-    if not src.is_file():
-        raise UsageError(f"source {src}: no such file")
-    before, chosen = pending_range(project, source, start, end)
-    digest = _sha256(src)
+    if not entries:
+        return None
+    target = out / RANGE_FILE
+    staging = out / f".{RANGE_FILE}.tmp"
+    staging.write_bytes(range_document(entries, project.format))
+    staging.replace(target)
+    return target
+
+
+def _run(
+    project: Project,
+    positions: Positions,
+    before: Sequence[Migration],
+    chosen: Sequence[Migration],
+    out: Path,
+    legs: Sequence[LegName],
+    workdir: Path | None,
+    scratch: str | None,
+    say: Say,
+) -> list[Step]:
     steps: list[Step] = []
     if chosen:
         out.mkdir(parents=True, exist_ok=True)
-    private = Path(tempfile.mkdtemp(prefix="rollproof-positions-", dir=workdir))
-    try:
-        position = private / "position.db"
-        with (
-            contextlib.closing(connect_read_only(src)) as ro,
-            contextlib.closing(sqlite3.connect(position)) as copy,
-        ):
-            ro.backup(copy)
-        for m in before:
-            say(f"applying {m.id} to reach the range's first position")
-            _apply(position, m)
-        start_copy = private / "range-start.db"
-        shutil.copyfile(position, start_copy)
-        width = len(str(len(project.migrations)))
-        for m in chosen:
-            index = project.migrations.index(m) + 1
-            label = f"{index:0{width}d}-{change_for(project, m).id}"
-            say(f"migration {m.id}: rehearsing at its position")
-            draft = change_for(project, m)
-            reads, writes = _surfaces(draft, str(position))
-            change = change_for(project, m, reads=reads, writes=writes)
-            step = _rehearse_one(
-                label,
-                project,
-                m,
-                change,
-                str(position),
+    for m in before:
+        say(f"applying {m.id} to reach the range's first position")
+        positions.apply(m)
+    positions.mark_start()
+    width = len(str(len(project.migrations)))
+    for m in chosen:
+        index = project.migrations.index(m) + 1
+        label = f"{index:0{width}d}-{change_for(project, m).id}"
+        say(f"migration {m.id}: rehearsing at its position")
+        draft = change_for(project, m)
+        s = suggest(draft, dialect=positions.dialect, catalog=positions.catalog())
+        change = change_for(project, m, reads=s.reads, writes=s.writes)
+        step = _rehearse_one(
+            label,
+            m,
+            change,
+            positions.now(),
+            out,
+            legs=legs,
+            no_transaction=m.no_transaction,
+            workdir=workdir,
+            scratch=scratch,
+            say=say,
+        )
+        steps.append(step)
+        if step.result is None:
+            break  # not rehearsed: the positions after it are not known
+        positions.apply(m)
+    if chosen and len(steps) == len(chosen) and all(s.result for s in steps):
+        draft = range_change(project, chosen)
+        s = suggest(draft, dialect=positions.dialect, catalog=positions.catalog(start=True))
+        whole = range_change(project, chosen, reads=s.reads, writes=s.writes)
+        marker = next((m.no_transaction for m in chosen if m.no_transaction), None)
+        steps.append(
+            _rehearse_one(
+                "range-" + whole.id.removeprefix("range-"),
+                None,
+                whole,
+                positions.start,
                 out,
                 legs=legs,
-                no_transaction=m.no_transaction,
+                no_transaction=marker,
                 workdir=workdir,
+                scratch=scratch,
                 say=say,
             )
-            steps.append(step)
-            if step.result is None:
-                break  # not rehearsed: the positions after it are not known
-            _apply(position, m)
-        if chosen and len(steps) == len(chosen) and all(s.result for s in steps):
-            draft = range_change(project, chosen)
-            reads, writes = _surfaces(draft, str(start_copy))
-            whole = range_change(project, chosen, reads=reads, writes=writes)
-            marker = next((m.no_transaction for m in chosen if m.no_transaction), None)
-            steps.append(
-                _rehearse_one(
-                    "range-" + whole.id.removeprefix("range-"),
-                    project,
-                    None,
-                    whole,
-                    str(start_copy),
-                    out,
-                    legs=legs,
-                    no_transaction=marker,
-                    workdir=workdir,
-                    say=say,
-                )
-            )
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
-    return RangeRun(project, tuple(chosen), tuple(steps), digest, _sha256(src) == digest)
+        )
+    return steps

@@ -1,93 +1,11 @@
-"""Dialect-free script text helpers the loaders share: a self-bracketing transaction.
-
-sqitch's convention is a script whose whole body is one `BEGIN; ... COMMIT;`. rollproof runs a
-script inside its own transaction (the transaction leg), where a BEGIN would be an error, so the
-pair is blanked out (comments keep the line numbers) and the change records that it was.
-"""
+"""A self-bracketing transaction, as the loaders note it (the rule itself is core.brackets,
+which change.toml's `strip_transaction` and the validator share)."""
 
 from __future__ import annotations
 
-import re
+from rollproof.core.brackets import strip_bracket
 
-_BEGIN = re.compile(
-    r"(?:BEGIN(?:\s+(?:DEFERRED|IMMEDIATE|EXCLUSIVE))?(?:\s+(?:TRANSACTION|WORK))?"
-    r"|START\s+TRANSACTION)\s*;",
-    re.I,
-)
-_COMMIT = re.compile(r"COMMIT(?:\s+(?:TRANSACTION|WORK))?\s*;?", re.I)
-_CONTROL = re.compile(
-    r"(?:^|;)\s*(BEGIN\s*;|BEGIN\s+(?:DEFERRED|IMMEDIATE|EXCLUSIVE|TRANSACTION|WORK)\b"
-    r"|START\s+TRANSACTION|COMMIT|END\s+TRANSACTION|ROLLBACK)\b",
-    re.I,
-)
-
-
-def _skip_leading(text: str, i: int) -> int:
-    """Index of the first character at or after `i` that is not whitespace or a comment."""
-    n = len(text)
-    while i < n:
-        if text[i].isspace():
-            i += 1
-        elif text.startswith("--", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j + 1
-        elif text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            i = n if j < 0 else j + 2
-        else:
-            break
-    return i
-
-
-def _code_end(text: str) -> int:
-    """Index just past the last character that is not whitespace or a trailing `--` comment."""
-    lines = text.split("\n")
-    end = len(text)
-    for line in reversed(lines):
-        stripped = line.strip()
-        if stripped and not stripped.startswith("--"):
-            return end - len(line) + len(line.rstrip())
-        end -= len(line) + 1
-    return 0
-
-
-def _blank(text: str) -> str:
-    """`text` with every character but newlines made a space (line numbers survive)."""
-    return "".join("\n" if c == "\n" else " " for c in text)
-
-
-def strip_bracket(text: str) -> str | None:
-    """`text` without its BEGIN and COMMIT when the whole script is one BEGIN ... COMMIT, else
-    None. A script with other transaction control between them is left as it is (the
-    transaction leg then says the script manages its own transaction)."""
-    start = _skip_leading(text, 0)
-    begin = _BEGIN.match(text, start)
-    if begin is None:
-        return None
-    end = _code_end(text)
-    tail = text[begin.end() : end]
-    last = None
-    for m in re.finditer(r"COMMIT(?:\s+(?:TRANSACTION|WORK))?\s*;?", tail, re.I):
-        last = m
-    if last is None or last.end() != len(tail):
-        return None
-    # COMMIT must begin a statement: only whitespace or comments between it and the last `;`.
-    before = tail[: last.start()]
-    semi = before.rfind(";")
-    if _skip_leading(before, semi + 1) != len(before):
-        return None
-    body = before
-    if _CONTROL.search(body):
-        return None
-    commit_at = begin.end() + last.start()
-    commit_end = begin.end() + last.end()
-    return (
-        text[:start]
-        + _blank(text[start : begin.end()])
-        + text[begin.end() : commit_at]
-        + _blank(text[commit_at:commit_end])
-        + text[commit_end:]
-    )
+__all__ = ["bracket_note", "strip_bracket"]
 
 
 def bracket_note(path: str) -> str:

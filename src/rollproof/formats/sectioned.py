@@ -97,7 +97,7 @@ def _section(rel: str, lines: list[str], start: int, end: int, notes: list[str])
     text = "".join(lines[start:end])
     if not has_code(text):
         return None
-    return script(rel, text, notes, line=start + 1)
+    return script(rel, text, notes, line=start + 1, end=end)
 
 
 def load_dbmate(directory: Path) -> Project:

@@ -12,7 +12,7 @@ A change named again after a tag is *reworked*: each earlier instance's scripts 
 the first tag after it (`deploy/users@v1.0.sql`), the last instance's plainly (`deploy/users.sql`).
 `sqitch.conf` (git-config syntax) may set `core.engine`, `core.top_dir`, `core.plan_file`,
 `core.deploy_dir`, `core.revert_dir`, `core.verify_dir`, `core.extension` and
-`engine.sqlite.registry`.
+`engine.sqlite.registry` and `engine.pg.registry`.
 
 Each change's id is the one sqitch records in its registry: the SHA-1 of the change's plan
 entry as sqitch serialises it (project, uri, name, parent change, planner, date, dependencies,
@@ -217,6 +217,7 @@ def load(directory: Path) -> Project:
         options={
             "project": pragmas["project"],
             "registry": conf.get("engine.sqlite.registry", "sqitch"),
+            "pg_registry": conf.get("engine.pg.registry", "sqitch"),
             "plan": plan_rel,
         },
     )

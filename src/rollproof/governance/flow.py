@@ -56,11 +56,13 @@ from pathlib import Path
 from typing import Any
 
 from rollproof.core.change import Change
+from rollproof.core.dumps import dump_scheme, parse_dump_dsn
 from rollproof.core.errors import EnvironmentProblemError, HeldError, UsageError
 from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.impact import impact_record
 from rollproof.core.model import LegName, Verdict
 from rollproof.core.policy import Governance, Lane, LaneKind, Policy
+from rollproof.core.redact import redact_dsn
 from rollproof.engines.base import Progress
 from rollproof.evidence.write import atomic_write_bytes
 from rollproof.governance.checkpoint import Evidence, change_checkpoint, render_checkpoint
@@ -320,6 +322,13 @@ def governed_rehearse(
         raise PreflightBlockedError(preflight)
 
     consumed: list[ConsumedGrant] = []
+    # A dump is its bytes: the grant binds its sha256, hashed here, and the rehearsal is held to
+    # that digest (`#sha256=`), so the dump cannot change between the two.
+    from rollproof.governance.issuance import dump_sha256
+
+    dump_digest = dump_sha256(source)
+    if dump_digest is not None:
+        source = parse_dump_dsn(source).dsn(dump_digest)
 
     def consume(snapshot: Fingerprint) -> None:
         if grant is None:
@@ -335,12 +344,16 @@ def governed_rehearse(
                 trusted_keys=list(gov.operators.values()),
                 lane=chosen.name,
                 change_id=change.id,
-                source_fingerprint=snapshot.digest,
+                source_fingerprint=(
+                    snapshot.digest if dump_digest is None else f"sha256:{dump_digest}"
+                ),
                 executor_key_id=gov.executor.key_id,
                 now=clock(),
                 required_signatures=chosen.signatures,
                 packet_tree_hash=None if required is None else required.packet_tree_hash,
                 require_evidence=chosen.evidence,
+                content_id=change.content_id,
+                dump=dump_digest is not None,
             )
         )
 
@@ -506,6 +519,12 @@ def enter_lane(
     """Consume a production lane's grant and lift HOLD for the change (module docstring)."""
     from rollproof.governance.issuance import fingerprint_source
 
+    if dump_scheme(source) is not None:
+        # Stops a copy standing in for the target: a production lane's source is production.
+        raise UsageError(
+            f"source {redact_dsn(source)} is a dump: a production lane is entered against the "
+            "production source itself"
+        )
     store = open_ledger(policy.governed().ledger)
     gov = load_in_force(policy, store).policy.governed()
     chosen = gov.lane(lane)

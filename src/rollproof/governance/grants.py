@@ -8,6 +8,11 @@ whose payload is the canonical JSON of exactly:
      "packet_tree_hash": <64 hex> | null, "audience": <executor key id>,
      "issuer": <operator key id>, "not_before": <UTC>, "expires": <UTC>}
 
+and, optionally, `"content_id": "sha256:<64 hex>"`: the change's content id (its scripts,
+settings and `[impact]` limits), when the operator named the change's directory or the evidence
+packet that records it. For a dump source (`pgdump:`/`sqlitedump:`) `source_fingerprint` is
+`sha256:` and the dump's own sha256: a dump is its bytes.
+
 `check_grant` is the pure verification core (bytes, keys and a clock in; a `Grant` or a
 `GrantRefusedError` out); `consume_grant` adds the ledger. Invariants, in the order they are
 checked, each against a named attack:
@@ -21,9 +26,10 @@ checked, each against a named attack:
    refuses the grant; `required_signatures` distinct trusted keys must have signed;
 4. the payload is canonical JSON with exactly the fields above (nothing rides along under the
    signature), its issuer is one of the keys that signed it, and the issuer is not the executor;
-5. it is addressed to this executor (audience), this lane, this change, this source's
-   fingerprint, and (when it names one) this evidence packet: a grant for one thing never
-   authorises another; a lane that needs evidence refuses a grant that names none;
+5. it is addressed to this executor (audience), this lane, this change (and, when it names
+   one, this content id: the change as it was when the grant was issued), this source's
+   fingerprint (or this dump), and (when it names one) this evidence packet: a grant for one
+   thing never authorises another; a lane that needs evidence refuses a grant that names none;
 6. `not_before <= now < expires`;
 7. consumption inserts the grant id, nonce and payload sha256 into UNIQUE columns in the same
    `BEGIN IMMEDIATE` transaction that appends `grant.consumed`: a replay, even re-encoded or
@@ -80,6 +86,7 @@ _FIELDS = frozenset(
         "expires",
     }
 )
+_OPTIONAL_FIELDS = frozenset({"content_id"})
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -192,6 +199,11 @@ class _PayloadError(ValueError):
     pass
 
 
+def _short(digest: str) -> str:
+    """A `sha256:` digest as an error line shows it: its first 16 hex digits."""
+    return digest.removeprefix("sha256:")[:16] + "…"
+
+
 def _parse_payload(payload: bytes) -> dict[str, Any]:
     """The grant fields from authenticated payload bytes; `_PayloadError` on any flaw."""
     try:
@@ -201,8 +213,9 @@ def _parse_payload(payload: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict) or canonical_json(doc) != payload:
         # One meaning per signed byte string: the digest keyed for single use is unambiguous.
         raise _PayloadError("payload is not a canonical JSON object")
-    if set(doc) != _FIELDS:
-        unknown, missing = sorted(set(doc) - _FIELDS), sorted(_FIELDS - set(doc))
+    if not _FIELDS <= set(doc) <= _FIELDS | _OPTIONAL_FIELDS:
+        unknown = sorted(set(doc) - _FIELDS - _OPTIONAL_FIELDS)
+        missing = sorted(_FIELDS - set(doc))
         raise _PayloadError(f"payload fields: unknown {unknown}, missing {missing}")
     if doc["schema"] != GRANT_SCHEMA:
         raise _PayloadError(f"payload schema is not {GRANT_SCHEMA}")
@@ -218,6 +231,10 @@ def _parse_payload(payload: bytes) -> dict[str, Any]:
     for name, (pattern, form) in forms.items():
         if not isinstance(doc[name], str) or not pattern.fullmatch(doc[name]):
             raise _PayloadError(f"{name} must be {form}")
+    if "content_id" in doc and not (
+        isinstance(doc["content_id"], str) and _DIGEST.fullmatch(doc["content_id"])
+    ):
+        raise _PayloadError("content_id must be sha256:<64 lowercase hex digits>")
     tree = doc["packet_tree_hash"]
     if tree is not None and (not isinstance(tree, str) or not _HEX64.fullmatch(tree)):
         raise _PayloadError("packet_tree_hash must be null or 64 lowercase hex digits")
@@ -241,6 +258,7 @@ def issue_grant(
     not_before: datetime,
     expires: datetime,
     packet_tree_hash: str | None = None,
+    content_id: str | None = None,
     random_bytes: Callable[[int], bytes] = os.urandom,
 ) -> bytes:
     """A grant signed by `keys` (the first is the issuer), as envelope bytes to hand over."""
@@ -264,7 +282,7 @@ def issue_grant(
             "issuer": issuer,
             "not_before": format_utc(not_before),
             "expires": format_utc(expires),
-        }
+        } | ({} if content_id is None else {"content_id": content_id})
         payload = canonical_json(fields)
         _parse_payload(payload)  # one set of rules for what is issued and what is accepted
     except _PayloadError as e:
@@ -321,8 +339,14 @@ def check_grant(
     required_signatures: int = 1,
     packet_tree_hash: str | None = None,
     require_evidence: bool = False,
+    content_id: str | None = None,
+    dump: bool = False,
 ) -> Grant:
     """Verify a grant for this use, without consuming it (see the module docstring).
+
+    `content_id` is the change's as it is rehearsed now (None where no change is at hand: a
+    production lane, which stands on evidence that records it); `dump` says the source is a
+    dump, whose `source_fingerprint` is `sha256:` and its sha256.
 
     `packet_tree_hash` is the evidence this use stands on; with `require_evidence` a grant must
     name it (a lane above the first needs the evidence of the lanes below).
@@ -359,6 +383,23 @@ def check_grant(
     if doc["change_id"] != change_id:
         raise GrantChangeError(
             f"grant is for change {doc['change_id']}, not {change_id}", grant_id=gid
+        )
+    bound = doc.get("content_id")
+    if bound is not None and content_id is not None and bound != content_id:
+        # Stops a grant outliving the change it was given for: a script, a setting or an
+        # [impact] limit edited since makes another change.
+        raise GrantChangeError(
+            f"grant is for change {doc['change_id']} with content id {_short(bound)}, not "
+            f"{_short(content_id)} (the change was edited after the grant was issued)",
+            grant_id=gid,
+        )
+    if doc["source_fingerprint"] != source_fingerprint and dump:
+        # Stops a grant for one dump serving another, or the same file changed since.
+        raise GrantSourceError(
+            f"grant is for the dump with sha256 {_short(doc['source_fingerprint'])}, not this "
+            f"one ({_short(source_fingerprint)}): another dump, or it changed since the grant "
+            "was issued",
+            grant_id=gid,
         )
     if doc["source_fingerprint"] != source_fingerprint:
         # Stops a grant outliving the source it was given for: the database has changed since.
@@ -461,6 +502,8 @@ def consume_grant(
     required_signatures: int = 1,
     packet_tree_hash: str | None = None,
     require_evidence: bool = False,
+    content_id: str | None = None,
+    dump: bool = False,
 ) -> ConsumedGrant:
     """Verify a grant for this use and consume it exactly once, or refuse it on the record.
 
@@ -481,6 +524,8 @@ def consume_grant(
             required_signatures=required_signatures,
             packet_tree_hash=packet_tree_hash,
             require_evidence=require_evidence,
+            content_id=content_id,
+            dump=dump,
         )
         try:
             event = store.record_grant_event(_consumed_event(grant), now=now)

@@ -7,8 +7,13 @@
 The grant's content and signature rules are `grants.py`'s; this module fills its fields from the
 policy **in force** (the ledger's, `in_force.py`; not the file's) and the world: the audience
 is the policy's executor key, the source fingerprint is taken *now* from the source opened
-read-only, and a lane that needs the evidence of the lanes below names the validated packet the
-operator read (`--evidence`). Refusals (exit 2, nothing written):
+read-only (a dump's is its sha256, hashed without a server: `dump_sha256`), a lane that needs
+the evidence of the lanes below names the validated packet the operator read (`--evidence`),
+and the change's content id is the one read from its directory (`--change DIR`) or recorded by
+that packet. Refusals (exit 2, nothing written):
+
+* a change directory whose content id is not the one the evidence records: the evidence is
+  about the change as it was before an edit (a script, a setting, an `[impact]` limit);
 
 * a key that is not one of the policy's operators: its grant would be refused anyway, and the
   executor's own key above all (the executor cannot mint its own grant);
@@ -37,7 +42,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from rollproof.core.errors import UsageError
+from rollproof.core.dumps import dump_scheme, parse_dump_dsn
+from rollproof.core.errors import SourceError, UsageError
 from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.keys import SigningKey, load_signing_key, short_key_id
 from rollproof.core.policy import Governance, Policy
@@ -70,6 +76,10 @@ class IssuedGrant:
     signers: int
 
 
+def _short(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:16] + "…"
+
+
 def parse_duration(text: str) -> timedelta:
     """`2h`, `90m`, `1d12h`, `45s` as a timedelta; anything else is a usage error."""
     match = _DURATION.fullmatch(text.strip())
@@ -80,6 +90,24 @@ def parse_duration(text: str) -> timedelta:
     if not timedelta(0) < duration <= MAX_GRANT_LIFETIME:
         raise UsageError(f"expiry must be more than 0 and at most {MAX_GRANT_LIFETIME.days} days")
     return duration
+
+
+def dump_sha256(dsn: str) -> str | None:
+    """The sha256 of the dump a `pgdump:`/`sqlitedump:` source names (None for any other
+    source), hashed without touching a server: a file's bytes, a directory archive's listing
+    (docs/postgresql.md, "Dump sources"). A source string's `#sha256=` must match it."""
+    if dump_scheme(dsn) is None:
+        return None
+    from rollproof.engines.postgres.dump import dump_digest
+
+    parsed = parse_dump_dsn(dsn)
+    _kind, digest = dump_digest(Path(parsed.path))
+    if parsed.sha256 is not None and parsed.sha256 != digest:
+        raise SourceError(
+            f"source {parsed.scheme}:{parsed.path}: the dump's sha256 is {digest}, not the "
+            f"{parsed.sha256} it must have: it is not the dump named (changed, or another)"
+        )
+    return digest
 
 
 def fingerprint_source(dsn: str) -> Fingerprint:
@@ -171,8 +199,13 @@ def issue_grant_file(
     out: Path,
     now: datetime,
     evidence: Path | None = None,
+    content_id: str | None = None,
+    content_of: str | None = None,
 ) -> IssuedGrant:
-    """Sign a grant with an operator's key and write it to `out` (module docstring)."""
+    """Sign a grant with an operator's key and write it to `out` (module docstring).
+
+    `content_id` is the change's (read from its directory, `content_of`); the grant binds it,
+    or else the content id of the evidence it stands on, which must then be the same."""
     gov = load_in_force(policy).policy.governed()
     chosen = gov.lane(lane)
     if gov.executor is None:
@@ -188,8 +221,36 @@ def issue_grant_file(
         packet = _evidence_packet(gov, change_id, evidence)
     elif evidence is not None:
         raise GrantIssueError(f"lane {chosen.name} stands on no evidence; drop --evidence")
+    if packet is not None:
+        recorded = str(packet.report["change"]["content_id"])
+        if content_id is not None and recorded != content_id:
+            # Stops a grant standing on evidence about the change as it was before an edit.
+            raise GrantIssueError(
+                f"evidence {evidence} is about change {change_id} with content id "
+                f"{_short(recorded)}, not the one of {content_of} now ({_short(content_id)}): "
+                "rehearse the change as it is now"
+            )
+        content_id = recorded
     if out.exists():
         raise UsageError(f"{out} already exists; a grant file is never overwritten")
+    digest = dump_sha256(source)
+    if digest is not None:
+        # A dump is its bytes: the grant binds its sha256, and no server is touched. The drift
+        # check has nothing to compare (the dump's content is known once it is restored): the
+        # rehearsal in the lane makes the evidence about this dump that the lanes above stand on.
+        envelope = issue_grant(
+            key,
+            lane=chosen.name,
+            change_id=change_id,
+            source_fingerprint=f"sha256:{digest}",
+            audience=gov.executor.key_id,
+            not_before=now,
+            expires=now + expires,
+            packet_tree_hash=None if packet is None else packet.tree_hash,
+            content_id=content_id,
+        )
+        write_secret_file(out, envelope)
+        return _describe(out, envelope)
     now_fp = fingerprint_source(source)
     if packet is not None:
         drifted = drifted_surfaces(packet, now_fp)
@@ -210,6 +271,7 @@ def issue_grant_file(
         not_before=now,
         expires=now + expires,
         packet_tree_hash=tree,
+        content_id=content_id,
     )
     write_secret_file(out, envelope)
     return _describe(out, envelope)

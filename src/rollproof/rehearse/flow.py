@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from rollproof.core.change import NO_REVERT, VERIFY_NO_ROWS, Change, no_rows_failure
 from rollproof.core.dumps import PGDUMP, SQLITEDUMP, dump_scheme
-from rollproof.core.errors import CheckFailedError, ExitCode, ScopeNotReadyError, UsageError
+from rollproof.core.errors import (
+    CheckFailedError,
+    EnvironmentProblemError,
+    ExitCode,
+    ScopeNotReadyError,
+    UsageError,
+)
 from rollproof.core.explain import DEFAULT_MAX_EXAMPLES, MAX_EXAMPLES, ShowPolicy, show_examples
 from rollproof.core.fingerprint import Difference, Fingerprint, Reuse
 from rollproof.core.guard import SurfaceGuard
@@ -92,6 +98,10 @@ class LegResult:
     statements: Mapping[str, int] = field(default_factory=dict)
     verify_rows: tuple[StatementRows, ...] | None = None
     """The read-only leg, once verify ran: each verify statement that returned rows."""
+    carried: Mapping[Point, str] = field(default_factory=dict)
+    """Points whose fingerprint was carried over instead of read, and from where: "snapshot"
+    (a server copy of the sealed snapshot) or "<leg>.<point>" (a copy of the clone in that
+    state). report.json's `carried`; the validator checks each against its origin."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,10 +241,22 @@ class _LegRunner:
         engine that can tell: a new partition's automatic index, for one)."""
         self.impact: Impact | None = None
         """What the transaction leg's apply measured, statement by statement (core.impact)."""
+        self.branched: tuple[Fingerprint, ScriptOutcome, dict[str, int]] | None = None
+        """The restore leg's committed apply, kept as a copy for the revert leg (`branch`)."""
+
+    def carried(self) -> Fingerprint | None:
+        """The clone's fingerprint when the engine holds it by construction (a server copy of
+        the sealed snapshot); never with `--full-fingerprints`, which reads every point."""
+        ask = getattr(self.s, "carried_fingerprint", None)
+        return None if self.full or ask is None else ask()
 
     def fresh(self) -> None:
         if not self.pristine:
             self.s.fresh_clone()
+            copies = getattr(self.s, "carried_fingerprint", None) is not None
+            # --full-fingerprints: a copy is read like everything else.
+            if copies and self.full and self.s.fingerprint_clone().digest != self.before.digest:
+                raise EnvironmentProblemError("working clone does not match the snapshot")
         self.pristine = False
 
     def reuse(self, *roles: str) -> Reuse | None:
@@ -256,6 +278,7 @@ class _LegRunner:
         settings: Mapping[str, Any],
         *,
         explain_last: bool = True,
+        carried: Mapping[Point, str] | None = None,
     ) -> LegResult:
         j = judge_leg(
             leg,
@@ -296,6 +319,7 @@ class _LegRunner:
             tuple(tolerated),
             settings,
             statements,
+            carried=dict(carried or {}),
         )
 
     def failed(
@@ -396,16 +420,42 @@ class _LegRunner:
                     LegName.RESTORE, "apply", out, points, statements
                 )
             return results
+        if want_restore and self.branches(wanted):
+            # The revert leg starts from this committed apply too: a server copy of the clone
+            # now (it carries after_apply) spares it a second apply and its read.
+            self.s.branch()  # type: ignore[attr-defined]
+            self.branched = (points[Point.AFTER_APPLY], out, dict(statements))
         if want_ro:
             results[LegName.READ_ONLY] = self.read_only(points[Point.AFTER_APPLY], statements, out)
         if want_restore:
             self.s.restore_clone()
-            points[Point.AFTER_RESTORE] = self.s.fingerprint_clone(self.reuse("apply", "verify"))
+            carried = self.carried()
+            if carried is None:
+                points[Point.AFTER_RESTORE] = self.s.fingerprint_clone(
+                    self.reuse("apply", "verify")
+                )
+            else:
+                points[Point.AFTER_RESTORE] = carried
             self.pristine = points[Point.AFTER_RESTORE].digest == self.before.digest
             results[LegName.RESTORE] = self.judge(
-                LegName.RESTORE, points, {"apply": statements["apply"]}, out.settings
+                LegName.RESTORE,
+                points,
+                {"apply": statements["apply"]},
+                out.settings,
+                carried={} if carried is None else {Point.AFTER_RESTORE: "snapshot"},
             )
         return results
+
+    def branches(self, wanted: frozenset[LegName]) -> bool:
+        """Whether the revert group will continue from a copy of the restore group's apply:
+        an engine that copies a clone with its fingerprint (PostgreSQL), a revert to run, and
+        no `--full-fingerprints` (which applies and reads every leg on its own)."""
+        return (
+            not self.full
+            and getattr(self.s, "branch", None) is not None
+            and self.change.revert is not None
+            and bool({LegName.REVERT, LegName.REAPPLY} & wanted)
+        )
 
     def read_only(
         self, applied: Fingerprint, apply_statements: Mapping[str, int], out: ScriptOutcome
@@ -446,7 +496,17 @@ class _LegRunner:
             return {leg: LegResult(leg, Verdict.NOT_APPLICABLE, NO_REVERT, {}) for leg in legs}
         points: dict[Point, Fingerprint] = {}
         statements: dict[str, int] = {}
-        out = self.apply_committed(points, statements)
+        carried: dict[Point, str] = {}
+        if self.branched is not None:
+            # The restore leg's committed apply, copied before it was restored: the copy holds
+            # the state its after_apply fingerprint read.
+            applied, out, statements = self.branched
+            self.branched = None
+            self.s.take_branch()  # type: ignore[attr-defined]
+            points = {Point.BEFORE: self.before, Point.AFTER_APPLY: applied}
+            carried[Point.AFTER_APPLY] = f"{LegName.RESTORE}.{Point.AFTER_APPLY}"
+        else:
+            out = self.apply_committed(points, statements)
         if not out.ok:
             return {leg: self.failed(leg, "apply", out, points, statements) for leg in legs}
         rv = self.s.run_script("revert", self.change.revert, self.change.connection)
@@ -458,7 +518,7 @@ class _LegRunner:
         if LegName.REVERT in wanted:
             # Judged now: a failing revert is explained from the clone in its reverted state.
             results[LegName.REVERT] = self.judge(
-                LegName.REVERT, dict(points), dict(statements), out.settings
+                LegName.REVERT, dict(points), dict(statements), out.settings, carried=carried
             )
         if LegName.REAPPLY not in wanted:
             return results
@@ -471,7 +531,9 @@ class _LegRunner:
         points[Point.AFTER_REAPPLY] = self.s.fingerprint_clone(
             self.reuse("apply", "revert", "reapply")
         )
-        results[leg] = self.judge(leg, points, statements, out.settings, explain_last=False)
+        results[leg] = self.judge(
+            leg, points, statements, out.settings, explain_last=False, carried=carried
+        )
         return results
 
     def run(self, legs: Sequence[LegName], say: Callable[[str], None]) -> dict[LegName, LegResult]:
@@ -600,7 +662,7 @@ def rehearse(
             guard,
             full_fingerprints=full_fingerprints,
             show=show,
-            no_transaction=no_transaction,
+            no_transaction=no_transaction or change.no_transaction,
         )
         made = runner.implicit
         # Legs run in groups that share work (see _LegRunner.run); they are reported in the

@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 from rollproof.core.canonical import canonical_json
+from rollproof.core.change import Script
 from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.impact import impact_json, not_measured
 from rollproof.core.redact import redact_dsn
@@ -39,6 +40,8 @@ def _leg_json(leg: LegResult) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     if leg.verify_rows is not None:
         rows["verify_rows"] = [{"statement": r.statement, "rows": r.rows} for r in leg.verify_rows]
+    if leg.carried:
+        rows["carried"] = {str(p): origin for p, origin in leg.carried.items()}
     return {
         "name": str(leg.name),
         "verdict": str(leg.verdict),
@@ -69,6 +72,16 @@ def source_json(result: RehearsalResult) -> dict[str, Any]:
     return {**source, "fingerprint": result.source_fingerprint.digest}
 
 
+def _script_json(s: Script) -> dict[str, Any]:
+    """A script's record: its file (or None, inline) and bytes, and the selection when it is
+    part of its file (named only then, so other reports are unchanged)."""
+    return (
+        {"path": s.path, "sha256": s.sha256}
+        | ({} if s.lines is None else {"lines": list(s.lines)})
+        | ({"strip_transaction": True} if s.strip_transaction else {})
+    )
+
+
 def report_json(result: RehearsalResult, *, validator_sha256: str | None = None) -> dict[str, Any]:
     """report.json's content. `validator_sha256` defaults to the running validator's hash
     (`rollproof validator-hash`); a test building a golden packet passes a fixed one."""
@@ -87,7 +100,7 @@ def report_json(result: RehearsalResult, *, validator_sha256: str | None = None)
             "surfaces": {"reads": list(ch.reads), "writes": list(ch.writes)},
             "connection": dict(sorted(ch.connection.items())),
             "scripts": {
-                name: None if s is None else {"path": s.path, "sha256": s.sha256}
+                name: None if s is None else _script_json(s)
                 for name, s in (("apply", ch.apply), ("revert", ch.revert), ("verify", ch.verify))
             },
         },

@@ -33,16 +33,19 @@ import binascii
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rollproof.core.canonical import canonical_json
 from rollproof.core.strictjson import StrictJsonError, loads_strict
 from rollproof.verify.findings import FindingCode
 from rollproof.verify.layout import HEX64, MANIFEST
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+# cryptography is imported only where a signature is verified: a packet validated without a
+# trusted key has its envelope's shape checked and its payload left unread, and that run
+# loads no signing library (tests/test_startup_imports.py).
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -85,6 +88,8 @@ class TrustedKey:
 
 
 def trusted_key(public: Ed25519PublicKey) -> TrustedKey:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return TrustedKey(public.public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
@@ -198,6 +203,9 @@ def verify_envelope(
 
     Returns the Statement and the keyids that signed it. Raises `AttestationError`.
     """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     env = parse_envelope(data)
     by_id = {k.keyid: k for k in trusted}
     signed_over = pae(PAYLOAD_TYPE, env.payload)

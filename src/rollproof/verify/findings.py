@@ -92,6 +92,7 @@ class FindingCode(StrEnum):
     NO_MUTATION_FABRICATED = "NO_MUTATION_FABRICATED"
     LEG_VERDICT_CONTRADICTS = "LEG_VERDICT_CONTRADICTS"
     LEG_INVARIANTS_MISMATCH = "LEG_INVARIANTS_MISMATCH"
+    LEG_CARRIED_UNFOUNDED = "LEG_CARRIED_UNFOUNDED"
     OVERALL_CONTRADICTS = "OVERALL_CONTRADICTS"
     ISOLATION_CONTRADICTS = "ISOLATION_CONTRADICTS"
     ISOLATION_CHECKS_MISMATCH = "ISOLATION_CHECKS_MISMATCH"
@@ -110,6 +111,14 @@ class FindingCode(StrEnum):
     # governance (the optional layer: decision packet, checkpoint, addendum; packet/governance.py)
     GOVERNANCE_MISMATCH = "GOVERNANCE_MISMATCH"
     PROBES_CONTRADICT = "PROBES_CONTRADICT"
+    # range packets (rehearse-dir --out; verify/range_packet.py)
+    RANGE_MALFORMED = "RANGE_MALFORMED"
+    RANGE_PACKET_EXTRA = "RANGE_PACKET_EXTRA"
+    RANGE_PACKET_MISSING = "RANGE_PACKET_MISSING"
+    RANGE_ORDER = "RANGE_ORDER"
+    RANGE_PACKET_INVALID = "RANGE_PACKET_INVALID"
+    RANGE_PACKET_MISMATCH = "RANGE_PACKET_MISMATCH"
+    RANGE_VERDICT_CONTRADICTS = "RANGE_VERDICT_CONTRADICTS"
     # the validator itself raised: the packet is rejected, never accepted by accident
     VALIDATOR_EXCEPTION = "VALIDATOR_EXCEPTION"
 
@@ -150,6 +159,9 @@ class VerifiedPacket:
     decision: Mapping[str, Any] | None = field(default=None, repr=False)
     """The governance layer's decision.json, when the packet carries the layer."""
     governance_files: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    parts: tuple[VerifiedPacket, ...] = field(default=(), repr=False)
+    """A range packet's sub-packets, in order (verify/range_packet.py); this packet is then its
+    last, with the range's worst overall verdict and highest exit code."""
 
 
 @dataclass(frozen=True, slots=True)

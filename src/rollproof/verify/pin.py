@@ -28,6 +28,7 @@ from pathlib import Path
 from rollproof.verify.layout import sha256_hex, tree_hash, tree_lines
 
 VALIDATOR_FILES: tuple[str, ...] = (
+    "core/brackets.py",
     "core/canonical.py",
     "core/change.py",
     "core/dumps.py",
@@ -55,6 +56,7 @@ VALIDATOR_FILES: tuple[str, ...] = (
     "verify/governance_layer.py",
     "verify/layout.py",
     "verify/pin.py",
+    "verify/range_packet.py",
     "verify/reader.py",
     "verify/recompute.py",
     "verify/report_md.py",

@@ -10,11 +10,12 @@ document here is authentic relative to the manifest and shaped as its schema say
 is the logic: is every claim what the evidence gives? Each check below names the fabrication it
 stops.
 
-* **Change copy**: the content id is recomputed from the report's change section (with
-  `rollproof.core.change.Change`, the one definition of the canonical form); every script in change/
-  has the recorded sha256; change.toml says what the report says (flags, scripts, surfaces,
-  connection settings). Stops a packet whose change/ is not the change that was rehearsed, so
-  RERUN.sh cannot re-run something else.
+* **Change copy**: the content id is recomputed from the report's change section and the
+  change's `[impact]` limits (`impact.limits.change`), with `rollproof.core.change.Change`, the
+  one definition of the canonical form; every script in change/ has the recorded sha256;
+  change.toml says what the report says (flags, scripts, surfaces, connection settings, impact
+  limits). Stops a packet whose change/ is not the change that was rehearsed, so RERUN.sh
+  cannot re-run something else.
 * **Secrets**: no DSN in the report or the recorded command line carries a password.
 * **Verdicts**: every leg verdict is recomputed with `rollproof.core.invariants.judge_leg` over the
   fingerprints/*.json files (each rebuilt by `fingerprint_from_json`, which recomputes its
@@ -65,6 +66,7 @@ from rollproof.core.change import (
 )
 from rollproof.core.errors import ExitCode
 from rollproof.core.fingerprint import Fingerprint
+from rollproof.core.impact import LimitError, limits_json, parse_limits
 from rollproof.core.invariants import judge_leg
 from rollproof.core.isolation import (
     RETIRED_CHECKS,
@@ -157,10 +159,21 @@ def check_secrets(ev: Evidence) -> list[Finding]:
 
 
 def _script(doc: Mapping[str, Any] | None) -> Script | None:
-    return None if doc is None else Script(text="", sha256=doc["sha256"], path=doc["path"])
+    if doc is None:
+        return None
+    lines = doc.get("lines")
+    return Script(
+        text="",
+        sha256=doc["sha256"],
+        path=doc["path"],
+        lines=None if lines is None else (int(lines[0]), int(lines[1])),
+        strip_transaction=bool(doc.get("strip_transaction", False)),
+    )
 
 
-def recomputed_content_id(change: Mapping[str, Any]) -> str:
+def recomputed_content_id(change: Mapping[str, Any], limits: Mapping[str, Any]) -> str:
+    """The content id of the report's change section and its `[impact]` limits (recorded in
+    `impact.limits.change`); `LimitError` on a value that is no limit."""
     scripts = change["scripts"]
     apply, revert = _script(scripts["apply"]), _script(scripts["revert"])
     if apply is None:
@@ -178,7 +191,16 @@ def recomputed_content_id(change: Mapping[str, Any]) -> str:
         directory=Path(),
         files={},
         verify_expect=change.get("verify_expect", VERIFY_NO_ERROR),
+        impact_limits=parse_limits(limits, "impact.limits.change"),
     ).content_id
+
+
+def _toml_limits(toml: Mapping[str, Any]) -> dict[str, int] | None:
+    """change.toml's `[impact]` limits as report.json records them; None if not limits."""
+    try:
+        return limits_json(parse_limits(toml.get("impact", {})))
+    except LimitError:
+        return None
 
 
 def _toml_mismatches(change: Mapping[str, Any], toml: Mapping[str, Any]) -> list[str]:
@@ -198,8 +220,15 @@ def _toml_mismatches(change: Mapping[str, Any], toml: Mapping[str, Any]) -> list
         doc = change["scripts"][name]
         if name in toml:
             given = toml[name]
-            path = posixpath.normpath(given) if isinstance(given, str) else given
-            if doc is None or doc["path"] != path:
+            selection = given if isinstance(given, dict) else {"file": given}
+            file = selection.get("file")
+            path = posixpath.normpath(file) if isinstance(file, str) else file
+            if (
+                doc is None
+                or doc["path"] != path
+                or selection.get("lines") != doc.get("lines")
+                or selection.get("strip_transaction", False) != doc.get("strip_transaction", False)
+            ):
                 out.append(f"{name} = {given!r} is not the recorded script")
         elif f"{name}_sql" in toml:
             text = toml[f"{name}_sql"]
@@ -226,7 +255,13 @@ def _toml_mismatches(change: Mapping[str, Any], toml: Mapping[str, Any]) -> list
 def check_change(ev: Evidence) -> list[Finding]:
     change = ev.report["change"]
     out = []
-    if recomputed_content_id(change) != change["content_id"]:
+    try:
+        recomputed: str | None = recomputed_content_id(
+            change, ev.report["impact"]["limits"]["change"]
+        )
+    except LimitError:
+        recomputed = None
+    if recomputed != change["content_id"]:
         out.append(
             Finding(
                 FindingCode.CONTENT_ID_MISMATCH,
@@ -279,6 +314,14 @@ def check_change(ev: Evidence) -> list[Finding]:
                 Finding(FindingCode.CHANGE_COPY_MISMATCH, m, prefix + "change.toml")
                 for m in _toml_mismatches(change, toml)
             ]
+            if _toml_limits(toml) != ev.report["impact"]["limits"]["change"]:
+                out.append(
+                    Finding(
+                        FindingCode.CHANGE_COPY_MISMATCH,
+                        "[impact] is not the recorded impact.limits.change",
+                        prefix + "change.toml",
+                    )
+                )
     return out
 
 
@@ -470,6 +513,66 @@ def _check_verify_rows(report: Mapping[str, Any]) -> list[Finding]:
     return out
 
 
+CARRYING_ENGINES = frozenset({"postgresql"})
+"""Engines whose clones are server copies (CREATE DATABASE ... TEMPLATE) that may carry a
+fingerprint over instead of reading it; a SQLite clone's every point is read."""
+
+
+def _check_carried(report: Mapping[str, Any]) -> list[Finding]:
+    """Stops an unread point passed off as a copy of something it is not: a point carried over
+    (`carried`) must be one the leg records, on an engine that copies clones, from an origin
+    that gives exactly its digest: "snapshot" only for after_restore, whose digest must then be
+    the snapshot's (the source fingerprint); "<leg>.<point>" only for an after_apply copied from
+    another leg's after_apply that was read there (not itself carried), with the same digest."""
+    legs = {str(leg["name"]): leg for leg in report["legs"]}
+    source = str(report["source"]["fingerprint"])
+    engine = report["source"].get("engine")
+    out = []
+    for leg in report["legs"]:
+        for point, origin in leg.get("carried", {}).items():
+            why = _unfounded(leg, str(point), str(origin), legs, source, engine)
+            if why is not None:
+                out.append(
+                    Finding(
+                        FindingCode.LEG_CARRIED_UNFOUNDED,
+                        f"{leg['name']}: {point} carried over from {origin}: {why}",
+                        "report.json",
+                    )
+                )
+    return out
+
+
+def _unfounded(
+    leg: Mapping[str, Any],
+    point: str,
+    origin: str,
+    legs: Mapping[str, Mapping[str, Any]],
+    source: str,
+    engine: Any,
+) -> str | None:
+    """Why the carried point is not founded, or None when it is."""
+    if engine not in CARRYING_ENGINES:
+        return f"a {engine} clone is no server copy, every point of it is read"
+    digest = leg["fingerprints"].get(point)
+    if digest is None:
+        return "the leg records no fingerprint there"
+    if origin == "snapshot":
+        if point != "after_restore":
+            return "only a restore is a copy of the snapshot"
+        return None if digest == source else "its digest is not the snapshot's"
+    name, _, at = origin.partition(".")
+    other = legs.get(name)
+    if other is None or other is leg:
+        return "the report has no other leg of that name"
+    if point != "after_apply" or at != "after_apply":
+        return "only an apply is carried over from another leg's apply"
+    if other["fingerprints"].get(at) != digest:
+        return "its digest is not that leg's"
+    if at in other.get("carried", {}):
+        return "that leg did not read it either"
+    return None
+
+
 def requested_legs(exit_codes: Mapping[str, Any]) -> tuple[LegName, ...] | None:
     """The legs the recorded rehearse command asked for, in rollproof's order: every
     `--legs A,B` (or `--legs=A,B`) of its argv, or the default legs when there is none; None
@@ -563,6 +666,7 @@ def check_verdicts(ev: Evidence) -> list[Finding]:
     change = report["change"]
     out += _check_forward_only(report)
     out += _check_verify_rows(report)
+    out += _check_carried(report)
     for leg in report["legs"]:
         out += _check_leg(
             leg,

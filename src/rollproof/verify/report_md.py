@@ -139,9 +139,15 @@ def plain_words(report: Mapping[str, Any]) -> str:
 def _leg_lines(leg: Mapping[str, Any]) -> list[str]:
     lines = ["", f"### {leg['name']}: {leg['verdict']}", ""]
     fingerprints = leg["fingerprints"]
+    carried = leg.get("carried", {})
     for point in LEG_POINTS[LegName(leg["name"])]:
         if str(point) in fingerprints:
-            lines.append(f"- {Point(point)}: `{_code(fingerprints[str(point)])}`")
+            line = f"- {Point(point)}: `{_code(fingerprints[str(point)])}`"
+            if str(point) in carried:
+                line += (
+                    f" (carried over from `{_code(carried[str(point)])}`: a server copy, not read)"
+                )
+            lines.append(line)
     for r in leg["invariants"]:
         lines.append(
             f"- invariant `{_code(r['check'])}`: {'holds' if r['holds'] else 'DOES NOT HOLD'}"

@@ -110,6 +110,7 @@ from rollproof.verify.layout import (
     sha256_hex,
     tree_hash,
 )
+from rollproof.verify.range_packet import RANGE_FILE, check_range
 from rollproof.verify.scripts import recorded_exit_code
 
 REPORT_SCHEMA_ID = "rollproof/report/v1"
@@ -734,9 +735,12 @@ def check_tree(
     require_signature: bool = False,
     limits: Limits = DEFAULT_LIMITS,
 ) -> ValidationReport:
-    """Run every stage over `tree`; report the findings of the first stage that fails."""
+    """Run every stage over `tree`; report the findings of the first stage that fails. A
+    tree holding RANGE.json and no MANIFEST.json is a range packet (verify/range_packet.py)."""
     if require_signature and not trusted_keys:
         raise ValueError("require_signature needs at least one trusted key")
+    if RANGE_FILE in tree.entries and MANIFEST not in tree.entries and tree.breach is None:
+        return _check_range(tree, trusted_keys, require_signature, limits)
     st = _State(tree, limits, tuple(trusted_keys), require_signature)
     passed: list[Stage] = []
     for stage, run in _STAGES:
@@ -755,6 +759,35 @@ def check_tree(
         finding = Finding(FindingCode.VALIDATOR_EXCEPTION, f"result: {type(e).__name__}: {e}")
         return ValidationReport((finding,), tuple(passed), None)
     return ValidationReport((), tuple(passed), packet)
+
+
+def _check_range(
+    tree: PacketTree,
+    trusted_keys: Sequence[TrustedKey],
+    require_signature: bool,
+    limits: Limits,
+) -> ValidationReport:
+    """Every sub-packet through `check_tree`, the range manifest bound to them (fail closed)."""
+
+    def subtree(name: str) -> PacketTree:
+        prefix = name + "/"
+        return PacketTree(
+            {p[len(prefix) :]: e for p, e in tree.entries.items() if p.startswith(prefix)}
+        )
+
+    def one(sub: PacketTree) -> ValidationReport:
+        return check_tree(
+            sub, trusted_keys=trusted_keys, require_signature=require_signature, limits=limits
+        )
+
+    entry = tree.entries[RANGE_FILE]
+    data = entry.data if entry.kind is FileKind.REGULAR and entry.nlink == 1 else None
+    top = {p.split("/", 1)[0] for p in tree.entries}
+    try:
+        return check_range(top, data, subtree, one)
+    except Exception as e:  # fail closed
+        finding = Finding(FindingCode.VALIDATOR_EXCEPTION, f"range: {type(e).__name__}: {e}")
+        return ValidationReport((finding,), (), None)
 
 
 def verify_tree(

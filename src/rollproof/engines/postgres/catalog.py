@@ -452,9 +452,37 @@ WHERE i.indrelid = %s::pg_catalog.regclass AND i.indisprimary
 ORDER BY k.position
 """
 
-# Per column: name, declared type, type OID, and whether its collation compares bytes (the
-# "C"/"POSIX" collations, or a libc default that is one of them), NULL when not collatable.
+# Per column: name, declared type, type OID, whether its collation compares bytes (the
+# "C"/"POSIX" collations, or a libc default that is one of them; NULL when not collatable), a
+# domain's base type (domains followed down to a type that is not one), the form the
+# fingerprint reads it in, and whether it holds OIDs of catalog rows. The form is decided by the
+# base type: "binary" (its binary COPY bytes) only for a built-in type (fixed OID, below
+# FirstNormalObjectId) that is a base, range or multirange type with a send function, not an
+# array (array_send embeds the element type's OID and a has-nulls flag that text round trips
+# drop), not geometric (floats inside, see "float") and not an OID alias type (regclass, ...:
+# binary-coercible to oid; the same object has another OID on another server); "float" for
+# float4/float8 (sent as binary with NaN canonicalised); "text" (the output function) for every
+# other type: user and extension types, enums, composites, ranges and domains over them.
 TABLE_COLUMNS = """
+WITH RECURSIVE chain(attnum, typid, typmod, depth) AS (
+    SELECT a.attnum, a.atttypid, a.atttypmod, 0
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = %s::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+    SELECT c.attnum, t.typbasetype, t.typtypmod, c.depth + 1
+    FROM chain c JOIN pg_catalog.pg_type t ON t.oid = c.typid
+    WHERE t.typtype = 'd'
+), base AS (
+    SELECT DISTINCT ON (c.attnum) c.attnum, c.typid, c.typmod, c.depth > 0 AS is_domain
+    FROM chain c ORDER BY c.attnum, c.depth DESC
+), alias AS (
+    -- The object identifier alias types (regclass, regtype, ...): built in, binary-coercible
+    -- to oid, and neither oid nor integer themselves. Their values are OIDs of catalog rows.
+    SELECT k.castsource AS typid FROM pg_catalog.pg_cast k
+    WHERE k.casttarget = 'pg_catalog.oid'::pg_catalog.regtype AND k.castmethod = 'b'
+      AND k.castsource NOT IN ('pg_catalog.oid'::pg_catalog.regtype,
+                               'pg_catalog.int4'::pg_catalog.regtype)
+)
 SELECT a.attnum::pg_catalog.int4, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
     a.atttypid::pg_catalog.int8,
     CASE WHEN a.attcollation = 0 THEN NULL
@@ -463,12 +491,17 @@ SELECT a.attnum::pg_catalog.int4, a.attname, pg_catalog.format_type(a.atttypid, 
              SELECT d.datcollate IN ('C', 'POSIX')
                     AND coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') = 'c'
              FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-         ELSE false END
+         ELSE false END,
+    CASE WHEN b.is_domain THEN pg_catalog.format_type(b.typid, b.typmod) END,
+    CASE WHEN t.oid >= 16384 OR t.typtype NOT IN ('b', 'r', 'm') OR t.typsend = 0
+              OR t.typcategory IN ('A', 'G') OR t.oid IN (SELECT typid FROM alias) THEN 'text'
+         WHEN t.typsend IN ('pg_catalog.float4send'::pg_catalog.regproc,
+                            'pg_catalog.float8send'::pg_catalog.regproc) THEN 'float'
+         ELSE 'binary' END,
+    t.oid IN (SELECT typid FROM alias) OR t.typelem IN (SELECT typid FROM alias)
 FROM pg_catalog.pg_attribute a
-WHERE a.attrelid = %s::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
+JOIN base b ON b.attnum = a.attnum
+JOIN pg_catalog.pg_type t ON t.oid = b.typid
+WHERE a.attrelid = %s::pg_catalog.regclass
 ORDER BY a.attnum
 """
-
-# Built-in types (by their fixed OIDs) whose equality is identity of the rendered text: two
-# values that compare equal (text compared bytewise; timestamptz rendered in UTC) always print
-# the same, so their own comparison orders a table without a primary key.

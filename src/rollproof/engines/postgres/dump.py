@@ -53,6 +53,7 @@ from psycopg import sql
 from rollproof.core.dumps import DUMP_LANE, PG_CUSTOM, PG_DIRECTORY, PGDUMP, DumpDsn
 from rollproof.core.dumps import parse_dump_dsn as parse_dsn
 from rollproof.core.errors import EnvironmentProblemError, InternalError, SourceError
+from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.guard import SurfaceGuard
 from rollproof.core.isolation import (
     CLONE_DATABASE_FRESH,
@@ -467,3 +468,17 @@ class PgDumpSession(PostgresSession):
         )
         check = IsolationCheck(DUMP_DIGEST_UNCHANGED, same, evidence)
         return IsolationProof((*self._static_checks(), check))
+
+
+def fingerprint_dump(
+    dsn: str, *, scratch: str, progress: Progress | None = None
+) -> tuple[Fingerprint, str]:
+    """The content fingerprint of a pg_dump archive, and its sha256 (`rollproof fingerprint
+    pgdump:PATH`): restored on `scratch` (a server DSN, or "ephemeral") exactly as a rehearsal
+    restores it, fingerprinted there, and every scratch database dropped again."""
+    session = PgDumpSession(dsn, scratch=scratch, progress=progress)
+    try:
+        session.arm(None)
+        return session.snapshot_fingerprint(), session._dump_sha256
+    finally:
+        session.close(keep=False)

@@ -8,7 +8,9 @@ clone is made from it, the role is given:
   CREATE INDEX on it, DROP needs ownership), plus every table privilege on it; a declared
   schema too (ALTER SCHEMA needs it), unless it holds a forbidden object or one reaching one;
 * CREATE on the schema of each declared write that does not exist yet (the change creates it);
-* SELECT on every declared read; USAGE on every schema;
+* SELECT on every declared read, and REFERENCES on a declared table (a foreign key the change
+  adds may point at a table it only reads; an undeclared parent stays refused); USAGE on every
+  schema;
 * nothing on a forbidden object, even a declared one, and nothing on an object that reaches
   one with someone else's privileges (`forbidden_reach`): a view or materialized view whose
   definition reads it (directly, or through other views, or through a SECURITY DEFINER
@@ -175,6 +177,7 @@ def grant_declared(
     reads = {normalize(n) for n in guard.reads} - writes
     reads = {n for n in reads if not shut(n)}
     read_all = guard.read_mode is ReadMode.REPORT
+    declared = {normalize(n) for n in guard.coverage.declared}
 
     for (schema,) in conn.execute(_SCHEMAS).fetchall():
         conn.execute(
@@ -200,6 +203,12 @@ def grant_declared(
         elif name in reads or read_all:
             # Reads only reported: every relation that is neither forbidden nor reaches one.
             conn.execute(sql.SQL("GRANT SELECT ON {} {} TO {}").format(on, target, ident))
+            if name in declared and relkind in ("r", "p"):
+                # A foreign key to a table the change only reads (ADD CONSTRAINT ... REFERENCES)
+                # needs REFERENCES on it, which reads nothing more and writes nothing. Only a
+                # declared table: a parent read implicitly (an existing key's check) is not one
+                # a new key may point at.
+                conn.execute(sql.SQL("GRANT REFERENCES ON TABLE {} TO {}").format(target, ident))
             grants.readable.append(name)
     for name, signature, security_definer, prokind in conn.execute(_FUNCTIONS).fetchall():
         existing.add(name)

@@ -10,16 +10,22 @@ module of its own beside it.
 Layout of one rehearsal:
 
     source server   read only: one REPEATABLE READ READ ONLY transaction fingerprints the source
-                    and exports its snapshot; pg_dump dumps exactly that snapshot (directory
-                    format, parallel jobs, no compression), in a read-only session too
+                    and exports its snapshot, while pg_dump dumps exactly that snapshot
+                    (directory format, parallel jobs, no compression), in a read-only session
     scratch server  a server the user names (`scratch="postgresql://…"`) or a private cluster
-                    rollproof starts (`scratch="ephemeral"`); it holds two databases made for
+                    rollproof starts (`scratch="ephemeral"`); it holds databases made for
                     this rehearsal:
-                      rollproof_<id>_snap  the dump restored, then surface grants applied; a
+                      rollproof_<id>_snap  the dump restored, then surface grants applied, then
+                                           sealed (closed to connections) and fingerprinted: a
                                            template nobody connects to while clones are made
-                      rollproof_<id>_work  the working clone, re-made from the snapshot with
-                                           CREATE DATABASE ... TEMPLATE for every leg and for
-                                           the restore leg's restore
+                      rollproof_<id>_work  the working clone: a server copy of the snapshot
+                                           (CREATE DATABASE ... TEMPLATE), which carries the
+                                           snapshot's fingerprint instead of being read again
+                      rollproof_<id>_next  the restore leg's copy, made while the transaction
+                                           leg runs and renamed into place
+                      rollproof_<id>_branch  a copy of the restore leg's committed apply, which
+                                           the revert leg continues from
+                      rollproof_<id>_oldN  clones set aside by a rename, dropped at the end
     workspace       a private directory (0700) for the dump (removed once restored) and the
                     ephemeral cluster
 
@@ -51,8 +57,10 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +166,35 @@ SELECT pg_catalog.txid_current_if_assigned() IS NULL
 """
 
 
+# Who else is on a database being sealed: any backend but ours (autovacuum changes no content),
+# and any prepared transaction (it could be committed later).
+_OTHERS_ON = """
+SELECT (SELECT count(*) FROM pg_catalog.pg_stat_activity
+        WHERE datname = %(db)s AND NOT pid = ANY(%(pids)s)
+          AND backend_type IS DISTINCT FROM 'autovacuum worker')
+     + (SELECT count(*) FROM pg_catalog.pg_prepared_xacts WHERE database = %(db)s)
+"""
+
+
+def _lend_from(pool: list[psycopg.Connection[Any]]) -> Connect:
+    """A `Connect` that lends the given open sessions (a sealed database takes no new ones)."""
+    lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lend() -> Iterator[psycopg.Connection[Any]]:
+        with lock:
+            if not pool:
+                raise EnvironmentProblemError("no reading session left for the sealed snapshot")
+            conn = pool.pop()
+        try:
+            yield conn
+        finally:
+            with lock:
+                pool.append(conn)
+
+    return lend
+
+
 def _wrote_nothing(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute(_WROTE_NOTHING).fetchone()
     return row is not None and row[0] is True
@@ -257,6 +294,24 @@ class PostgresSession:
         """What an owner-changing statement is lent (owner.py); set with the change role."""
         self._source_before: Fingerprint | None = None
         self._snapshot_fp: Fingerprint | None = None
+        self._sealed = False
+        """The snapshot was closed to connections before it was fingerprinted (_seal_snapshot)
+        and has not been opened since: a server copy of it carries its fingerprint."""
+        self._seal_note = ""
+        self._carried: Fingerprint | None = None
+        """What the working clone holds by construction (a copy of the sealed snapshot that
+        nothing has run on since), or None when only a read can say."""
+        self._branch: tuple[set[str], PrivilegeMask | None] | None = None
+        """A copy of the clone kept by `branch`: what was handed to the role in it, and its mask."""
+        self._prepared: tuple[Future[None], bool] | None = None
+        """The background copy of the snapshot `prepare_clone` started, and whether the
+        snapshot was sealed when it began."""
+        self._chores: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+        self._discarded = 0
+        self._trash: list[str] = []
+        self._dropped: list[str] = []
+        """A copy of the clone kept by `branch`: what was handed to the role in it, and its mask."""
         tag = secrets.token_hex(4)
         self.snapshot_db = f"rollproof_{tag}_snap"
         self.clone_db = f"rollproof_{tag}_work"
@@ -357,11 +412,18 @@ class PostgresSession:
             ).fetchone()
             assert row is not None
             snapshot_id = self._snapshot_id = str(row[0])
-            say("fingerprinting the source (read-only)")
-            self._source_before = self._fingerprint(
-                src, "source", lambda: self._source_worker(snapshot_id)
+            say("fingerprinting the source (read-only) while pg_dump dumps the same snapshot")
+            # Both read the one exported snapshot, so they may run at once: the fingerprint on
+            # this session (and its workers) on another thread, pg_dump in its own processes.
+            pool = ThreadPoolExecutor(max_workers=1)
+            reading = pool.submit(
+                self._fingerprint, src, "source", lambda: self._source_worker(snapshot_id)
             )
-            self._dump(snapshot_id, str(row[1]))
+            try:
+                self._dump(snapshot_id, str(row[1]))
+            finally:
+                pool.shutdown(wait=True)  # the session is the fingerprint's until it is done
+            self._source_before = reading.result()
             self._source_txns.append(_wrote_nothing(src))
             src.execute("ROLLBACK")
         self._restore()
@@ -369,18 +431,56 @@ class PostgresSession:
         self._seal_snapshot()
 
     def _seal_snapshot(self) -> None:
-        """Fingerprint the restored (and enforced) snapshot and make it a closed template."""
-        with contextlib.closing(self._admin(self.snapshot_db)) as snap:
-            self._progress("fingerprinting the snapshot")
-            self._snapshot_fp = self._fingerprint(
-                snap, "scratch", self._admin_worker(self.snapshot_db), mask=self._mask
-            )
-        with contextlib.closing(self._admin()) as admin:
-            # A template nobody may connect to: the snapshot stays as it was restored.
-            admin.execute(
-                sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
-                    sql.Identifier(self.snapshot_db)
+        """Close the restored (and enforced) snapshot to connections, then fingerprint it.
+
+        Its reading sessions are opened first, made read-only, and then ALLOW_CONNECTIONS false
+        refuses every new connection (a superuser's too); the server is asked who is connected,
+        before the fingerprint and after it, and anyone but those sessions (or a prepared
+        transaction) refuses the snapshot. The fingerprint is read after the last write (the
+        surface grants) and the readers are closed before any copy is made. So a server copy
+        of the snapshot (CREATE DATABASE ... TEMPLATE, which refuses while anyone is connected
+        to it) holds what that fingerprint read, and carries it instead of being read again.
+        """
+        ident = sql.Identifier(self.snapshot_db)
+        readers: list[psycopg.Connection[Any]] = []
+        try:
+            for _ in range(self._jobs + 1):
+                reader = self._admin(self.snapshot_db)
+                readers.append(reader)
+                reader.execute("SET default_transaction_read_only = on")
+            pids = [r.info.backend_pid for r in readers]
+            with contextlib.closing(self._admin()) as admin:
+                admin.execute(
+                    sql.SQL(
+                        "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+                    ).format(ident)
                 )
+                self._only_readers(admin, pids)
+                self._progress("fingerprinting the snapshot")
+                self._snapshot_fp = self._fingerprint(
+                    readers[0], "scratch", _lend_from(readers[1:]), mask=self._mask
+                )
+                self._only_readers(admin, pids)
+        finally:
+            for reader in readers:
+                reader.close()
+        self._sealed = True
+        self._seal_note = (
+            f"the snapshot {self.snapshot_db} was closed to new connections (ALLOW_CONNECTIONS "
+            f"false) before its fingerprint, which {len(pids)} read-only rollproof session(s) "
+            "read with no other session connected before or after; each working clone is a "
+            "server copy of it (CREATE DATABASE ... TEMPLATE) and carries that fingerprint"
+        )
+
+    def _only_readers(self, admin: psycopg.Connection[Any], pids: list[int]) -> None:
+        """Refuse a snapshot anyone but rollproof's readers is connected to (autovacuum apart,
+        which changes no content), or that holds a prepared transaction."""
+        row = admin.execute(_OTHERS_ON, {"db": self.snapshot_db, "pids": pids}).fetchone()
+        others = 0 if row is None else int(row[0])
+        if others:
+            raise EnvironmentProblemError(
+                f"scratch {self.scratch.shown}: {others} other session(s) or prepared "
+                f"transaction(s) on the snapshot database {self.snapshot_db}; it cannot be sealed"
             )
 
     def _server(self, conn: psycopg.Connection[Any], what: str) -> tuple[Any, ...]:
@@ -607,7 +707,9 @@ class PostgresSession:
         else:
             same = before is not None and snap is not None
         notes = "; ".join(
-            n for n in (self._roles_note, self._restore_note, self._grants_note()) if n
+            n
+            for n in (self._seal_note, self._roles_note, self._restore_note, self._grants_note())
+            if n
         )
         advanced = "; ".join(d.summary for d in moved)
         return IsolationCheck(
@@ -653,6 +755,7 @@ class PostgresSession:
     def finish_isolation(self) -> IsolationProof:
         """The proof, and whether the source moved on since the snapshot (an observation:
         the source is fingerprinted again, in a read-only transaction that is checked too)."""
+        self._drop_trash()  # on the scratch server, while the source is read
         with (
             _server_errors("source"),
             contextlib.closing(self._source_session()) as src,
@@ -664,6 +767,7 @@ class PostgresSession:
             now = self._fingerprint(src, "source", lambda: self._source_worker(snapshot_id))
             self._source_txns.append(_wrote_nothing(src))
             src.execute("ROLLBACK")
+        self._settle()
         before = self._source_before
         moved = before is None or now.digest != before.digest
         self._after = source_after(
@@ -674,29 +778,189 @@ class PostgresSession:
     # -- clones ---------------------------------------------------------------------------------
 
     def _remake_clone(self) -> None:
+        """Make the working clone a server copy of the snapshot: the one `prepare_clone` made
+        in the background when there is one (a rename), else one made now."""
+        ready = self._take_prepared()
         with _server_errors("re-making the clone"), contextlib.closing(self._admin()) as admin:
             ident = sql.Identifier(self.clone_db)
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-            admin.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    ident, sql.Identifier(self.snapshot_db)
+            self._discard(admin, self.clone_db)
+            if ready is None:
+                self._progress(
+                    "copying the snapshot into the working clone (CREATE DATABASE ... TEMPLATE)"
                 )
-            )
+                admin.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        ident, sql.Identifier(self.snapshot_db)
+                    )
+                )
+            else:
+                self._progress("the working clone is the snapshot's copy made in the background")
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(self._next_db), ident
+                    )
+                )
+                self._created.remove(self._next_db)
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident)
+                )
             if self.clone_db not in self._created:
                 self._created.append(self.clone_db)
             mark_database(admin, self.clone_db, owner_of(self._claim))
         self._clone_owned = set()
         self._clone_mask = self._mask
+        sealed = self._sealed if ready is None else ready
+        self._carried = self._snapshot_fp if sealed else None
+
+    @property
+    def _next_db(self) -> str:
+        return f"rollproof_{self._tag}_next"
+
+    def _discard(self, admin: psycopg.Connection[Any], name: str) -> None:
+        """Take a database of this run out of the way now; it is dropped later (`_drop_trash`,
+        while the source is read again at the end), or by the cleanup.
+
+        A DROP DATABASE waits for a checkpoint and the files' removal (0.05-0.5 s for 100 MB);
+        a rename is immediate. The renamed database keeps its owner record, so a sweep still
+        finds it if the run dies before the drop; one still connected is dropped here."""
+        if name not in self._created:
+            return
+        self._created.remove(name)
+        self._discarded += 1
+        trash = f"rollproof_{self._tag}_old{self._discarded}"
+        try:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(name), sql.Identifier(trash)
+                )
+            )
+        except psycopg.errors.ObjectInUse:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            return
+        self._created.append(trash)
+        self._trash.append(trash)
+
+    def _drop_trash(self) -> None:
+        """Start dropping what `_discard` set aside, on the background thread (settled before
+        the rehearsal's end, so no drop is still running when a later step is reached)."""
+        trash, self._trash = self._trash, []
+
+        def drop() -> None:
+            with contextlib.closing(self._admin()) as other:
+                for name in trash:
+                    other.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(name)
+                        )
+                    )
+                    self._dropped.append(name)
+
+        if trash:
+            self._later(drop)
+
+    def _later(self, chore: Callable[[], None]) -> Future[None]:
+        """Run `chore` on the session's one background thread, after the chores before it."""
+        if self._chores is None:
+            self._chores = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollproof-pg")
+        done = self._chores.submit(chore)
+        self._pending.append(done)
+        return done
+
+    def _take_prepared(self) -> bool | None:
+        """Wait for the copy `prepare_clone` started: whether the snapshot was sealed when it
+        was made, or None when there is none or it failed (the caller then copies now)."""
+        if self._prepared is None:
+            return None
+        made, sealed = self._prepared
+        self._prepared = None
+        return None if made.exception() is not None else sealed
+
+    def _settle(self, *, last: bool = False) -> None:
+        """Let the background chores finish (before the snapshot is opened, or at the end). A
+        drop that failed leaves its database to the cleanup, which drops it again."""
+        pending, self._pending = self._pending, []
+        for chore in pending:
+            chore.exception()
+        dropped, self._dropped = self._dropped, []
+        self._created = [name for name in self._created if name not in dropped]
+        if last and self._chores is not None:
+            self._chores.shutdown(wait=True)
+            self._chores = None
 
     def fresh_clone(self) -> None:
         self._remake_clone()
+        if self._carried is not None:
+            return  # a server copy of the sealed snapshot: it carries the snapshot's fingerprint
         # The clone must be the snapshot: every leg's `before` is the snapshot's fingerprint.
         if self.fingerprint_clone().digest != self.snapshot_fingerprint().digest:
             raise EnvironmentProblemError("working clone does not match the snapshot")
 
+    def carried_fingerprint(self) -> Fingerprint | None:
+        """The clone's fingerprint when it holds it by construction, without a read: a server
+        copy of the sealed snapshot (fresh or restored) that nothing has run on since."""
+        return self._carried
+
+    def branch(self) -> None:
+        """Keep a server copy of the clone as it is now, closed to connections, for a later leg
+        to continue from (`take_branch`): one apply serves the restore and revert legs."""
+        name = f"rollproof_{self._tag}_branch"
+        self._progress(
+            "copying the applied clone for the revert leg (CREATE DATABASE ... TEMPLATE)"
+        )
+        with _server_errors("copying the clone"), contextlib.closing(self._admin()) as admin:
+            ident = sql.Identifier(name)
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+            if name not in self._created:
+                self._created.append(name)
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} ALLOW_CONNECTIONS false").format(
+                    ident, sql.Identifier(self.clone_db)
+                )
+            )
+            mark_database(admin, name, owner_of(self._claim))
+        self._branch = (set(self._clone_owned), self._clone_mask)
+
+    def take_branch(self) -> None:
+        """Make the copy `branch` kept the working clone (it was closed to connections since)."""
+        assert self._branch is not None
+        name = f"rollproof_{self._tag}_branch"
+        with _server_errors("re-making the clone"), contextlib.closing(self._admin()) as admin:
+            ident = sql.Identifier(self.clone_db)
+            self._discard(admin, self.clone_db)
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), ident)
+            )
+            self._created.remove(name)
+            self._created.append(self.clone_db)
+            admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident))
+        self._clone_owned, self._clone_mask = self._branch
+        self._branch = None
+        self._carried = None
+
     def prepare_clone(self) -> None:
-        """Nothing to prepare: a clone is a template copy made by the server in well under a
-        second (docs/postgresql.md)."""
+        """Start the next clone: a server copy of the snapshot made on another connection while
+        a leg runs, closed to connections until `_remake_clone` takes it (a rename)."""
+        if self._prepared is not None or self._snapshot_fp is None:
+            return
+        name = self._next_db
+        if name not in self._created:
+            self._created.append(name)
+        owner = owner_of(self._claim)
+
+        def copy() -> None:
+            with contextlib.closing(self._admin()) as admin:
+                ident = sql.Identifier(name)
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+                admin.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {} ALLOW_CONNECTIONS false").format(
+                        ident, sql.Identifier(self.snapshot_db)
+                    )
+                )
+                mark_database(admin, name, owner)
+
+        self._prepared = (self._later(copy), self._sealed)
 
     def restore_clone(self) -> None:
         self._remake_clone()
@@ -744,6 +1008,7 @@ class PostgresSession:
         needed -= self._clone_owned
         if not needed:
             return
+        self._carried = None
         with contextlib.closing(self._admin(self.clone_db)) as conn:
             # What is handed over here is rollproof's doing too: the clone's mask undoes it.
             before = privilege_state(conn)
@@ -777,6 +1042,7 @@ class PostgresSession:
 
     @contextlib.contextmanager
     def _change_connection(self, *, read_only: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        self._carried = None  # a script runs: only a read can say what the clone holds now
         conn = connect(self._change_target(), read_only=read_only, what="clone")
         try:
             yield conn
@@ -1030,6 +1296,9 @@ class PostgresSession:
                         )
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.execute("ROLLBACK")
+        # The next clone, copied while this leg ran, is finished before the leg is over: no
+        # server work of this run is in flight between its steps.
+        self._settle()
         return TransactionOutcome(
             ScriptOutcome(outcome.statements_run, outcome.error, outcome.not_applicable, applied),
             after,
@@ -1068,6 +1337,10 @@ class PostgresSession:
         if not any(d.component.startswith(("table:", "schema:")) for d in differences):
             return list(differences)
         with _server_errors("explaining differences"):
+            # Open to connections, the snapshot is no longer sealed: from here on a copy of it
+            # is read like anything else, never assumed to carry its fingerprint.
+            self._sealed = False
+            self._settle()
             self._snapshot_connections(allow=True)
             try:
                 with (
@@ -1125,6 +1398,7 @@ class PostgresSession:
     # -- teardown -------------------------------------------------------------------------------
 
     def _cleanup(self, *, keep: bool) -> None:
+        self._settle(last=True)
         if keep:
             return
         if self._created or self._role is not None:
@@ -1169,6 +1443,8 @@ class PostgresSession:
                 mark_role(admin, self._role, kept)
 
     def close(self, *, keep: bool) -> Path | None:
+        self._drop_trash()
+        self._settle(last=True)
         if keep:
             (self.workspace / "CLONE.txt").write_text(
                 f"scratch server: {self.scratch.shown}\n"

@@ -44,12 +44,12 @@ from psycopg import sql
 from rollproof.engines.workspace import KEPT_FILE, OWNER_FILE, Claim, lock_is_free, running
 
 RECORD = "scratch-owner/1"
-NAME = re.compile(r"^rollproof_([0-9a-f]{8})_(snap|work|change)$")
+NAME = re.compile(r"^rollproof_([0-9a-f]{8})_(snap|work|change|next|branch|aside|old[0-9]+)$")
 
 _DATABASES = """
 SELECT d.datname, pg_catalog.shobj_description(d.oid, 'pg_database'), d.datistemplate
 FROM pg_catalog.pg_database d
-WHERE d.datname ~ '^rollproof_[0-9a-f]{8}_(snap|work)$'
+WHERE d.datname ~ '^rollproof_[0-9a-f]{8}_(snap|work|next|branch|aside|old[0-9]+)$'
 ORDER BY d.datname
 """
 _ROLES = """

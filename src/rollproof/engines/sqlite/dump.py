@@ -16,9 +16,17 @@ from typing import Any
 
 from rollproof.core.dumps import DUMP_LANE, SQLITE_FILE, SQLITEDUMP, DumpDsn, parse_dump_dsn
 from rollproof.core.errors import SourceError
+from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.guard import SurfaceGuard
 from rollproof.engines.base import Progress
-from rollproof.engines.sqlite.session import SqliteSession, source_files, sqlite_dsn
+from rollproof.engines.sqlite.session import (
+    SqliteSession,
+    check_sqlite_file,
+    file_sha256,
+    fingerprint_file,
+    source_files,
+    sqlite_dsn,
+)
 
 
 class SqliteDumpSession(SqliteSession):
@@ -63,3 +71,19 @@ class SqliteDumpSession(SqliteSession):
             return (base / parse_dump_dsn(dsn).path).resolve() == self.source
         except SourceError:
             return super().is_source(dsn, base)
+
+
+def fingerprint_sqlite_dump(dsn: str, progress: Progress | None = None) -> tuple[Fingerprint, str]:
+    """The content fingerprint of a SQLite dump and its sha256 (`rollproof fingerprint
+    sqlitedump:PATH`), read-only; a `#sha256=` the file does not have is refused first."""
+    parsed = parse_dump_dsn(dsn)
+    if parsed.scheme != SQLITEDUMP:
+        raise SourceError(f"source {dsn!r}: not a SQLite dump (sqlitedump:PATH)")
+    path = Path(parsed.path)
+    digest = file_sha256(check_sqlite_file(path))
+    if parsed.sha256 is not None and parsed.sha256 != digest:
+        raise SourceError(
+            f"source {SQLITEDUMP}:{path}: the dump's sha256 is {digest}, not the "
+            f"{parsed.sha256} it must have: it is not the dump named (changed, or another)"
+        )
+    return fingerprint_file(path, progress), digest

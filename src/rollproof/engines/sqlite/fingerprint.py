@@ -1,16 +1,21 @@
-"""Fingerprint v2 of a SQLite database, streamed from one connection.
+"""Fingerprint v3 of a SQLite database: every table's rows, read in pieces, possibly in parallel.
 
-Rows are read in a canonical order, fetched in batches and hashed as one stream of encoded
-rows (rollproof.core.canonical), so memory stays bounded by one batch whatever the table's size:
+Table digests follow `rollproof.core.canonical` (docs/fingerprint.md):
 
 * a table whose key orders its rows totally (an INTEGER PRIMARY KEY, a WITHOUT ROWID table, or
-  a primary key whose columns are all NOT NULL) is read in primary-key order;
-* any other table is read sorted by every column with BINARY collation, and each run of rows
-  SQL finds equal but that are encoded differently (1 and 1.0, -0.0 and 0.0) is put in the
-  order of the encodings. That is a total order on the multiset of rows, so the digest is
-  that of the sorted multiset: independent of physical order, VACUUM and rowids, and as
-  collision resistant as BLAKE3 (no additive or XOR combination). SQLite does the sort,
-  spilling to temporary files rather than memory for large tables.
+  a primary key whose columns are all NOT NULL) is read in key order and hashed as segments of
+  SEGMENT_ROWS rows; the table digest is over the segment digests in order;
+* any other table (order "row-digests") is read in whatever order SQLite returns it, no ORDER
+  BY: each row is hashed on its own, the 32-byte digests are sorted (in memory up to
+  RUN_DIGESTS, beyond that as sorted runs spilled to temporary files and merged), and the table
+  digest is over the sorted digests. That is a commitment to the multiset of rows: independent
+  of physical order, VACUUM and rowids, duplicates counted, 1 and 1.0 (or -0.0 and 0.0) still
+  different because their encodings differ.
+
+A large table is split into pieces read by worker processes (segment-aligned OFFSET ranges of
+the key order; rowid ranges of a key-less table), so a one-table database keeps every core
+busy; the digest is defined over segments and over the multiset, so it does not depend on how
+many pieces there were. Memory stays bounded by a batch of rows and one run of digests.
 
 The hidden rowid is never hashed (VACUUM may renumber it). `sqlite_sequence` is its own
 component; `sqlite_stat*` tables are statistics, excluded and named as excluded.
@@ -20,25 +25,33 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import multiprocessing
-import operator
 import os
+import shutil
 import sqlite3
+import tempfile
 import urllib.parse
-from collections.abc import Callable, Collection
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import apsw
+import blake3
 
 from rollproof.core.canonical import (
     ROW_CHUNK,
+    ROW_DIGEST_SIZE,
+    SEGMENT_ROWS,
     SqlValue,
     canonical_json,
     content_hasher,
     content_tagged,
     digest_json,
-    encode_rows,
+    hash_rows,
+    row_digests,
 )
 from rollproof.core.fingerprint import (
     HEADER_DEFAULTS,
@@ -60,76 +73,210 @@ from rollproof.engines.sqlite.schema import (
     table_flags,
 )
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
 ENGINE = "sqlite"
 PARALLEL_MIN_BYTES = 8 << 20
 """Below this size a database is fingerprinted in one process: starting workers costs more.
 Measured on 2 cores: 3 MB, one process 15 ms against two 18 ms; 9 MB, 41 against 32 ms;
 33 MB, 130 against 84 ms."""
+SPLIT_MIN_ROWS = 2 * SEGMENT_ROWS
+"""A table is split across workers only from this many (estimated) rows."""
+RUN_DIGESTS = 1 << 21
+"""Row digests sorted in memory before a run is spilled to a file (64 MiB of digests)."""
+MERGE_DIGESTS = 1 << 15
+"""Digests read from each spilled run at a time while merging."""
+
+Row = tuple[SqlValue, ...]
+Fetch = Callable[[], list[Row]]
 
 
-def _worker_count(path: Path | None, tables: list[str]) -> int:
-    """Worker processes to read `tables` with: 0 means in this process.
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How one table is read: its rows' query without ORDER BY, its key, its digest header."""
 
-    Even one table is read faster by one worker than here once the file is large enough
-    (APSW's rows, see _digest_in_worker: 0.12 s against 0.175 s on the benchmark's 200k-row
-    table, fork included).
-    """
-    if path is None or not tables:
-        return 0
-    try:
-        if path.stat().st_size < PARALLEL_MIN_BYTES:
-            return 0
-    except OSError:
-        return 0
-    return min(len(tables), os.cpu_count() or 1)
+    name: str
+    select: str
+    order_by: str | None  # the key's columns; None for a row-digests table
+    rowid: str | None  # a rowid alias no column shadows (to estimate and split), if any
+    header: bytes
+
+    @property
+    def order(self) -> str:
+        return "row-digests" if self.order_by is None else "primary-key"
 
 
-def _digest_in_worker(path: str, name: str) -> TableDigest:
-    """One table's digest, in a worker process: rows read through APSW, checked by the same
-    encoder and hash as the standard module's (the digest cannot tell them apart).
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """A part of a table one reader reads. Key order: rows [OFFSET, OFFSET + LIMIT) of the key
+    order, both multiples of SEGMENT_ROWS (limit -1: to the end). Row digests: rowids in
+    [low, high) (None: unbounded)."""
 
-    APSW returns rows about 30% faster than Python's `sqlite3` module (measured on the
-    benchmark's tables: 0.67 -> 0.48 s for 400k unkeyed rows, 0.46 -> 0.29 s keyed). It is used
-    only here, in a process of its own, and never while this process has a `sqlite3` connection
-    of its own open on the same file: two copies of SQLite in one process do not see each
-    other's POSIX locks (the parent's connections a forked worker inherits are neither used
-    nor closed here). A table whose TEXT is not valid UTF-8 is read again with the standard module,
-    whose lenient text factory keeps the bytes.
-    """
-    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
-        conn.execute("PRAGMA query_only = ON")
-        query, header, order = _table_query(conn, name)
-    try:
-        fast = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
-        try:
-            fast.execute("PRAGMA query_only = ON")
-            rows = fast.execute(query)
-            return _hash_rows(lambda: list(itertools.islice(rows, ROW_CHUNK)), name, header, order)
-        finally:
-            fast.close()
-    except UnicodeDecodeError:
-        pass
-    except apsw.Error as e:
-        raise sqlite3.DatabaseError(f"{name}: {e}") from e
-    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
-        conn.execute("PRAGMA query_only = ON")
-        return table_digest(conn, name)
+    plan: _Plan
+    offset: int = 0
+    limit: int = -1
+    low: int | None = None
+    high: int | None = None
+
+    def query(self) -> tuple[str, tuple[int, ...]]:
+        if self.plan.order_by is not None:
+            sql = f"{self.plan.select} ORDER BY {self.plan.order_by}"
+            if self.offset or self.limit >= 0:
+                return f"{sql} LIMIT ? OFFSET ?", (self.limit, self.offset)
+            return sql, ()
+        bounds, params = [], []
+        if self.low is not None:
+            bounds.append(f"{self.plan.rowid} >= ?")
+            params.append(self.low)
+        if self.high is not None:
+            bounds.append(f"{self.plan.rowid} < ?")
+            params.append(self.high)
+        where = f" WHERE {' AND '.join(bounds)}" if bounds else ""
+        return self.plan.select + where, tuple(params)
 
 
-def _parallel_digests(
-    path: Path, names: list[str], workers: int, meanwhile: Callable[[], None]
-) -> dict[str, TableDigest]:
-    # Tables are independent, so each is read by one worker on its own read-only connection.
-    # fork is used where it exists: the workers need no re-import, and they never touch the
-    # parent's connections. `meanwhile` is this process's own work while the workers read
-    # (they are all started by then: no thread of ours is alive across a fork).
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {name: pool.submit(_digest_in_worker, str(path), name) for name in names}
-        meanwhile()
-        return {name: f.result() for name, f in futures.items()}
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What a reader found in one piece: its rows, and either the piece's segment digests (key
+    order) or its sorted row digests as runs (bytes in memory, or a spilled file's path)."""
+
+    rows: int
+    segments: tuple[bytes, ...] = ()
+    runs: tuple[bytearray | str, ...] = ()
+
+
+def _table_plan(conn: sqlite3.Connection, name: str) -> _Plan:
+    cols = columns(conn, name)
+    pk = primary_key(conn, name)
+    select = f"SELECT {', '.join(quote_ident(c) for c in cols)} FROM main.{quote_ident(name)}"
+    taken = {c.lower() for c in cols}
+    rowid = next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
+    order_by = None if pk is None else ", ".join(quote_ident(c) for c in pk)
+    order = "row-digests" if pk is None else "primary-key"
+    header = canonical_json({"table": name, "columns": cols, "order": order})
+    return _Plan(name, select, order_by, rowid, header)
+
+
+def _read_segments(fetch: Fetch) -> _Read:
+    """Hash key-ordered rows as SEGMENT_ROWS-row segments (the piece starts on a boundary)."""
+    segments: list[bytes] = []
+    h: blake3.blake3 | None = None
+    filled = rows = 0
+    while batch := fetch():
+        rows += len(batch)
+        while batch:
+            take = SEGMENT_ROWS - filled
+            part, batch = (batch, []) if len(batch) <= take else (batch[:take], batch[take:])
+            if h is None:
+                h = blake3.blake3()
+            hash_rows(h, part)
+            filled += len(part)
+            if filled == SEGMENT_ROWS:
+                segments.append(h.digest())
+                h, filled = None, 0
+    if h is not None:
+        segments.append(h.digest())
+    return _Read(rows=rows, segments=tuple(segments))
+
+
+def _sort_digests(buf: bytearray) -> bytearray:
+    """Sort concatenated 32-byte digests as byte strings, in place (numpy's sort in C)."""
+    import numpy as np
+
+    np.frombuffer(buf, dtype=f"S{ROW_DIGEST_SIZE}").sort()
+    return buf
+
+
+def _read_row_digests(fetch: Fetch, spill: str | None) -> _Read:
+    """Hash every row on its own; keep the sorted digests, spilling full runs to `spill`."""
+    runs: list[bytearray | str] = []
+    buf = bytearray()
+    limit = RUN_DIGESTS * ROW_DIGEST_SIZE
+    rows = 0
+    while batch := fetch():
+        rows += len(batch)
+        buf += row_digests(batch)
+        if len(buf) >= limit and spill is not None:
+            fd, name = tempfile.mkstemp(prefix="run-", dir=spill)
+            with os.fdopen(fd, "wb") as f:
+                f.write(_sort_digests(buf))
+            runs.append(name)
+            buf = bytearray()
+    if buf or not runs:
+        runs.append(_sort_digests(buf))
+    return _Read(rows=rows, runs=tuple(runs))
+
+
+def _read_piece(fetch: Fetch, piece: _Piece, spill: str | None) -> _Read:
+    if piece.plan.order_by is not None:
+        return _read_segments(fetch)
+    return _read_row_digests(fetch, spill)
+
+
+def _run_blocks(run: bytearray | str) -> Iterator[npt.NDArray[np.bytes_]]:
+    import numpy as np
+
+    dtype = f"S{ROW_DIGEST_SIZE}"
+    step = MERGE_DIGESTS * ROW_DIGEST_SIZE
+    if not isinstance(run, str):
+        for start in range(0, len(run), step):
+            yield np.frombuffer(
+                run, dtype=dtype, offset=start, count=min(step, len(run) - start) // ROW_DIGEST_SIZE
+            )
+        return
+    with open(run, "rb") as f:
+        while block := f.read(step):
+            yield np.frombuffer(block, dtype=dtype)
+
+
+def _merged(runs: list[bytearray | str]) -> Iterator[bytes | bytearray]:
+    """The digests of sorted runs in one sorted stream, a block at a time (k-way merge in C:
+    each round takes from every run what is <= the smallest of the runs' block ends, which
+    empties at least one block, and sorts that)."""
+    if len(runs) == 1 and not isinstance(runs[0], str):
+        yield runs[0]
+        return
+    import numpy as np
+
+    readers = [_run_blocks(r) for r in runs]
+    heads = [next(r, None) for r in readers]
+    while True:
+        live = [i for i, h in enumerate(heads) if h is not None and len(h)]
+        if not live:
+            return
+        ends = [heads[i][-1:] for i in live]  # type: ignore[index]
+        bound = min(ends, key=lambda a: a.tobytes())
+        taken = []
+        for i in live:
+            head = heads[i]
+            assert head is not None
+            k = int(np.searchsorted(head, bound[0], side="right"))
+            taken.append(head[:k])
+            rest = head[k:]
+            heads[i] = rest if len(rest) else next(readers[i], None)
+        block = np.concatenate(taken)
+        block.sort(kind="stable")  # runs of sorted parts: timsort merges them in linear time
+        yield block.tobytes()
+
+
+def _combine(plan: _Plan, reads: list[_Read]) -> TableDigest:
+    """The table digest from its pieces' results, in piece order."""
+    h = content_hasher(plan.header)
+    if plan.order_by is not None:
+        for read in reads:
+            for segment in read.segments:
+                h.update(segment)
+    else:
+        for block in _merged([run for read in reads for run in read.runs]):
+            h.update(block)
+    return TableDigest(
+        name=plan.name,
+        digest=content_tagged(h.hexdigest()),
+        rows=sum(r.rows for r in reads),
+        order=plan.order,
+    )
 
 
 def _lenient_text(data: bytes) -> str:
@@ -138,94 +285,166 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _table_query(conn: sqlite3.Connection, name: str) -> tuple[str, bytes, str]:
-    """The canonical-order query of a table, its digest header, and its order mode."""
-    cols = columns(conn, name)
-    pk = primary_key(conn, name)
-    select = ", ".join(quote_ident(c) for c in cols)
-    if pk is not None:
-        order_by, order = ", ".join(quote_ident(c) for c in pk), "primary-key"
-    else:
-        # Storage classes and ±0.0 are told apart afterwards, by _settle_ties.
-        order_by = ", ".join(f"{quote_ident(c)} COLLATE BINARY" for c in cols)
-        order = "sorted-rows"
-    query = f"SELECT {select} FROM main.{quote_ident(name)} ORDER BY {order_by}"
-    header = canonical_json({"table": name, "columns": cols, "order": order})
-    return query, header, order
+def _read_with_sqlite3(conn: sqlite3.Connection, piece: _Piece, spill: str | None) -> _Read:
+    """Read a piece through Python's `sqlite3` (lenient with invalid UTF-8 in TEXT)."""
+    sql, params = piece.query()
 
-
-def table_digest(conn: sqlite3.Connection, name: str) -> TableDigest:
-    query, header, order = _table_query(conn, name)
-
-    def hashed() -> TableDigest:
-        cur = conn.execute(query)
-        return _hash_rows(lambda: cur.fetchmany(ROW_CHUNK), name, header, order)
+    def read() -> _Read:
+        cur = conn.execute(sql, params)
+        return _read_piece(lambda: cur.fetchmany(ROW_CHUNK), piece, spill)
 
     try:
-        return hashed()
+        return read()
     except sqlite3.OperationalError as e:
         if "decode" not in str(e).lower():
             raise
         previous = conn.text_factory
         conn.text_factory = _lenient_text
         try:
-            return hashed()
+            return read()
         finally:
             conn.text_factory = previous
 
 
-def _row_key(row: tuple[SqlValue, ...]) -> bytes:
-    return encode_rows([row])
+def _read_in_worker(path: str, piece: _Piece, spill: str | None) -> _Read:
+    """One piece, in a worker process: rows read through APSW, hashed exactly as in-process.
 
-
-def _settle_ties(rows: list[tuple[SqlValue, ...]]) -> list[tuple[SqlValue, ...]]:
-    """Put each run of adjacent equal rows in the order of their encodings.
-
-    Sorting by every column orders distinct rows totally except where SQL sees equal values
-    that are encoded differently: 1 and 1.0, and -0.0 and 0.0 (which SQLite even prints the
-    same). Such rows are equal to Python too and adjacent in SQL order, so sorting each run of
-    equal rows by its encoding makes the order canonical. Runs are rare (duplicate rows), and
-    the check for them runs in C.
+    APSW returns rows about 30% faster than Python's `sqlite3` module (measured on the
+    benchmark's tables: 0.67 -> 0.48 s for 400k unkeyed rows, 0.46 -> 0.29 s keyed). It is used
+    only here, in a process of its own, and never while this process has a `sqlite3` connection
+    of its own open on the same file: two copies of SQLite in one process do not see each
+    other's POSIX locks (the parent's connections a forked worker inherits are neither used
+    nor closed here). A piece whose TEXT is not valid UTF-8 is read again with the standard
+    module, whose lenient text factory keeps the bytes.
     """
-    if not any(map(operator.eq, rows, rows[1:])):
-        return rows
-    out: list[tuple[SqlValue, ...]] = []
-    run: list[tuple[SqlValue, ...]] = []
-    for row in rows:
-        if run and row != run[0]:
-            out.extend(sorted(run, key=_row_key) if len(run) > 1 else run)
-            run = []
-        run.append(row)
-    out.extend(sorted(run, key=_row_key) if len(run) > 1 else run)
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    sql, params = piece.query()
+    try:
+        fast = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+        try:
+            fast.execute("PRAGMA query_only = ON")
+            cursor = fast.execute(sql, params)
+            rows = iter(cursor)
+            return _read_piece(lambda: list(itertools.islice(rows, ROW_CHUNK)), piece, spill)
+        finally:
+            fast.close()
+    except UnicodeDecodeError:
+        pass
+    except apsw.Error as e:
+        raise sqlite3.DatabaseError(f"{piece.plan.name}: {e}") from e
+    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
+        conn.execute("PRAGMA query_only = ON")
+        return _read_with_sqlite3(conn, piece, spill)
+
+
+def _estimate_rows(conn: sqlite3.Connection, plan: _Plan) -> tuple[int, int, int]:
+    """(estimated rows, lowest rowid, highest rowid): the rowid span where there is a rowid
+    (O(log n)), else an exact count. Only how pieces are cut depends on it, never a digest."""
+    if plan.rowid is not None:
+        try:
+            low, high = conn.execute(
+                f"SELECT min({plan.rowid}), max({plan.rowid}) FROM main.{quote_ident(plan.name)}"
+            ).fetchone()
+            if low is None:
+                return 0, 0, 0
+            return int(high) - int(low) + 1, int(low), int(high)
+        except sqlite3.OperationalError:
+            pass  # WITHOUT ROWID: no rowid to ask for
+    count = conn.execute(f"SELECT count(*) FROM main.{quote_ident(plan.name)}").fetchone()[0]
+    return int(count), 0, 0
+
+
+def _pieces(conn: sqlite3.Connection, plans: list[_Plan], workers: int) -> list[_Piece]:
+    """Cut the tables into pieces so that `workers` processes get similar shares: a table of
+    more than its share is split (segment-aligned for key order, by rowid otherwise)."""
+    estimates = {p.name: _estimate_rows(conn, p) for p in plans}
+    share = max(1, sum(e[0] for e in estimates.values()) // workers)
+    pieces: list[tuple[int, _Piece]] = []
+    for plan in plans:
+        rows, low, high = estimates[plan.name]
+        n = min(workers, round(rows / share)) if rows >= SPLIT_MIN_ROWS else 1
+        if n <= 1 or (plan.order_by is None and plan.rowid is None):
+            pieces.append((rows, _Piece(plan)))
+        elif plan.order_by is not None:
+            segments = math.ceil(rows / SEGMENT_ROWS)
+            cuts = [segments * i // n * SEGMENT_ROWS for i in range(n)] + [-1]
+            for start, end in itertools.pairwise(cuts):
+                limit = -1 if end < 0 else end - start
+                pieces.append((rows // n, _Piece(plan, offset=start, limit=limit)))
+        else:
+            cuts = [low + (high - low + 1) * i // n for i in range(n + 1)]
+            for i, (start, end) in enumerate(itertools.pairwise(cuts)):
+                piece = _Piece(plan, low=start if i else None, high=end if i < n - 1 else None)
+                pieces.append((rows // n, piece))
+    pieces.sort(key=lambda p: -p[0])  # largest first, so the last to finish is small
+    return [p for _, p in pieces]
+
+
+def _worker_count(path: Path | None, tables: list[str]) -> int:
+    """Worker processes to read `tables` with: 0 means in this process.
+
+    Even one table is read faster by workers than here once the file is large enough (APSW's
+    rows, and a large table is split between them).
+    """
+    if path is None or not tables:
+        return 0
+    try:
+        if path.stat().st_size < PARALLEL_MIN_BYTES:
+            return 0
+    except OSError:
+        return 0
+    return os.cpu_count() or 1
+
+
+def _parallel_digests(
+    conn: sqlite3.Connection,
+    path: Path,
+    plans: list[_Plan],
+    workers: int,
+    spill: str | None,
+    meanwhile: Callable[[], None],
+) -> dict[str, TableDigest]:
+    # Pieces are independent, so each is read by one worker on its own read-only connection.
+    # fork is used where it exists: the workers need no re-import, and they never touch the
+    # parent's connections. `meanwhile` is this process's own work while the workers read
+    # (they are all started by then: no thread of ours is alive across a fork).
+    pieces = _pieces(conn, plans, workers)
+    if any(p.order_by is None for p in plans):
+        import numpy  # noqa: F401 - imported once here rather than in every worker
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(pieces)), mp_context=ctx) as pool:
+        futures: list[tuple[_Piece, Future[_Read]]] = [
+            (p, pool.submit(_read_in_worker, str(path), p, spill)) for p in pieces
+        ]
+        meanwhile()
+        results = [(p, f.result()) for p, f in futures]
+    out: dict[str, TableDigest] = {}
+    for plan in plans:
+        mine = [(p, r) for p, r in results if p.plan.name == plan.name]
+        mine.sort(key=lambda pr: pr[0].offset)  # key order; row digests are a multiset
+        out[plan.name] = _combine(plan, [r for _p, r in mine])
     return out
 
 
-def _hash_rows(
-    fetch: Callable[[], list[tuple[SqlValue, ...]]], name: str, header: bytes, order: str
-) -> TableDigest:
-    """Hash the rows `fetch` returns batch by batch (an empty batch ends them)."""
-    h = content_hasher(header)
-    count = 0
-    if order == "primary-key":  # a key orders rows totally: hash the driver's batches directly
-        while batch := fetch():
-            h.update(encode_rows(batch))
-            count += len(batch)
-    else:
-        carry: list[tuple[SqlValue, ...]] = []
-        while batch := fetch():
-            rows = carry + batch if carry else batch
-            # The trailing run may continue into the next batch: hold it back until it ends.
-            k = len(rows) - 1
-            while k > 0 and rows[k - 1] == rows[-1]:
-                k -= 1
-            ready, carry = rows[:k], rows[k:]
-            if ready:
-                h.update(encode_rows(_settle_ties(ready)))
-                count += len(ready)
-        if carry:
-            h.update(encode_rows(_settle_ties(carry)))
-            count += len(carry)
-    return TableDigest(name=name, digest=content_tagged(h.hexdigest()), rows=count, order=order)
+@contextlib.contextmanager
+def _spill_dir(plans: list[_Plan]) -> Iterator[str | None]:
+    """A private temporary directory for sorted runs, when some table has no key."""
+    if all(p.order_by is not None for p in plans):
+        yield None
+        return
+    spill = tempfile.mkdtemp(prefix="rollproof-sort-")
+    try:
+        yield spill
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def table_digest(conn: sqlite3.Connection, name: str) -> TableDigest:
+    """One table's digest, read in this process through `conn`."""
+    plan = _table_plan(conn, name)
+    with _spill_dir([plan]) as spill:
+        return _combine(plan, [_read_with_sqlite3(conn, _Piece(plan), spill)])
 
 
 _AUTO_VACUUM = {0: "none", 1: "full", 2: "incremental"}
@@ -336,17 +555,22 @@ def fingerprint_connection(
                         conn, parallel_path, name, objects[f"table:{name}"]
                     )
 
+    plans = [_table_plan(conn, name) for name in to_read]
     workers = _worker_count(parallel_path, to_read)
-    if workers and parallel_path is not None:
-        if progress is not None:
-            progress(f"fingerprinting {len(to_read)} tables on {workers} processes")
-        tables.update(_parallel_digests(parallel_path, to_read, workers, locate_pages))
-    else:
-        for i, name in enumerate(to_read, 1):
+    with _spill_dir(plans) as spill:
+        if workers and parallel_path is not None:
             if progress is not None:
-                progress(f"fingerprinting table {name} ({i}/{len(to_read)})")
-            tables[name] = table_digest(conn, name)
-        locate_pages()
+                progress(f"fingerprinting {len(to_read)} tables on {workers} processes")
+            tables.update(
+                _parallel_digests(conn, parallel_path, plans, workers, spill, locate_pages)
+            )
+        else:
+            for i, plan in enumerate(plans, 1):
+                if progress is not None:
+                    progress(f"fingerprinting table {plan.name} ({i}/{len(plans)})")
+                read = _read_with_sqlite3(conn, _Piece(plan), spill)
+                tables[plan.name] = _combine(plan, [read])
+            locate_pages()
     if pages is not None:
         for name, where in located.items():
             if where is not None:

@@ -326,7 +326,7 @@ def primary_key(conn: sqlite3.Connection, name: str) -> list[str] | None:
 
     A primary key of an ordinary rowid table that is not the rowid itself may hold several
     NULLs (a SQLite quirk), so ties would leave row order physical; unless its columns are NOT
-    NULL, such a table uses the sorted-rows order. `INTEGER PRIMARY KEY DESC` is not a rowid
+    NULL, such a table uses the row-digests order. `INTEGER PRIMARY KEY DESC` is not a rowid
     alias either: SQLite gives it an automatic index, which is how it is told apart here.
     """
     info = _pragma(conn, "table_xinfo", name)

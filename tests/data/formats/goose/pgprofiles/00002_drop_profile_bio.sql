@@ -1,0 +1,6 @@
+-- +goose Up
+ALTER TABLE profiles DROP COLUMN bio;
+
+-- +goose Down
+-- Lossy: the column comes back, the bios do not.
+ALTER TABLE profiles ADD COLUMN bio text;

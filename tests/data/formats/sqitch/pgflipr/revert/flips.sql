@@ -1,0 +1,7 @@
+-- Revert pgflipr:flips from pg
+
+BEGIN;
+
+DROP TABLE flips;
+
+COMMIT;

@@ -1,0 +1,7 @@
+-- Revert pgflipr:users from pg
+
+BEGIN;
+
+DROP TABLE users;
+
+COMMIT;

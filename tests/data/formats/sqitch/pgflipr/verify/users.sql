@@ -1,0 +1,3 @@
+-- Verify pgflipr:users on pg
+
+SELECT nickname, password, created FROM users WHERE false;
