@@ -119,3 +119,13 @@ def test_xml_changelog_rehearsed_and_pending(
     )
     conn.close()
     assert deployed_ids(load_project(XMLSTORE), str(deployed)) == frozenset({"ann:1"})
+
+
+def test_dbms_is_evaluated_for_the_sources_dialect() -> None:
+    """Changeset 4 is `dbms="postgresql"`: skipped when loaded for SQLite, kept for PostgreSQL
+    (rehearse-dir and plan load the project for the source's dialect)."""
+    assert [m.id for m in load_project(XMLSTORE).migrations] == ["ann:1", "ann:2", "bob:3", "bob:5"]
+    pg = load_project(XMLSTORE, dialect="postgresql")
+    assert [m.id for m in pg.migrations] == ["ann:1", "ann:2", "bob:3", "bob:4", "bob:5"]
+    assert pg.migrations[3].apply.text == "CREATE EXTENSION pg_trgm;\n"
+    assert pg.options["dialect"] == "postgresql"

@@ -10,7 +10,9 @@ down section too (after_apply would differ) and sqitch's BEGIN inside rollproof'
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -177,3 +179,57 @@ def test_selection_positive_twin(tmp_path: Path) -> None:
     whole = load_change(_change(tmp_path, 'apply = "x.sql"\n'))
     assert whole.content_id != change.content_id  # the selection is part of the change
     assert whole.no_transaction is None
+
+
+USERS = (
+    "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) "
+    "INSERT INTO users SELECT i, 'user' || i FROM n;"
+)
+
+
+def test_kept_position_packet_reruns_and_refuses_a_swapped_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --keep-positions, position 2 (migration 1 applied) is kept as a SQLite file; the
+    packet of migration 2 records it as `sqlitedump:PATH#sha256=...` and its RERUN.sh, run by
+    bash, re-rehearses from it: PASS/MATCH. Another position's copy in its place: exit 2."""
+    source = _source(tmp_path, USERS)
+    out, kept = tmp_path / "packets", tmp_path / "positions"
+    project = DATA / "golang-migrate" / "profiles"
+    args = ["--source", str(source), "--out", str(out), "--keep-positions", str(kept)]
+    assert main(["rehearse-dir", str(project), *args]) == 1
+    capsys.readouterr()
+    assert sorted(p.name for p in kept.iterdir()) == ["position-1.db", "position-2.db"]
+    report = json.loads((out / "2-2" / "report.json").read_text())
+    first = kept.resolve() / "position-1.db"
+    good = hashlib.sha256(first.read_bytes()).hexdigest()
+    assert report["source"]["dsn"] == f"sqlitedump:{first}#sha256={good}"
+    proc = _rerun(out / "2-2", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS/MATCH" in proc.stdout
+    shutil.copyfile(kept / "position-2.db", first)
+    bad = hashlib.sha256(first.read_bytes()).hexdigest()
+    proc = _rerun(out / "2-2", tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (
+        f"rollproof: source sqlitedump:{first}: the dump's sha256 is {bad}, not the {good} it "
+        "must have: it is not the dump named (changed, or another)"
+    )
+    # Without --keep-positions nothing is kept, and OUT may not hold the positions.
+    again = ["--source", str(source), "--out", str(tmp_path / "o2"), "--keep-positions"]
+    assert main(["rehearse-dir", str(project), *again, str(tmp_path / "o2" / "k")]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"--keep-positions {tmp_path / 'o2' / 'k'}: must be outside --out {tmp_path / 'o2'} "
+            "(a range packet holds only the packets RANGE.json lists)"
+        )
+    )
+    assert main(["rehearse-dir", str(project), *again, str(kept)]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"--keep-positions {kept}: exists and is not an empty directory")
+    )

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from rollproof.core.canonical import canonical_json
 from rollproof.core.change import load_change
-from rollproof.core.fingerprint import Fingerprint, TableDigest
+from rollproof.core.fingerprint import Fingerprint, TableDigest, fingerprint_from_json
 from rollproof.core.keys import SigningKey
 from rollproof.core.model import Verdict
 from rollproof.evidence.write import write_tree_atomically
@@ -47,6 +47,7 @@ from rollproof.verify.attest import (
 from rollproof.verify.findings import FindingCode, ValidationReport, ValidatorPinError
 from rollproof.verify.layout import (
     ATTESTATION,
+    CHANGE_DIR,
     COMMANDS_SH,
     DECISION_MD,
     EXIT_CODES_JSON,
@@ -65,7 +66,7 @@ from rollproof.verify.layout import (
 )
 from rollproof.verify.range_packet import RANGE_FILE, range_document
 from rollproof.verify.reader import check_packet
-from rollproof.verify.recompute import summary_text
+from rollproof.verify.recompute import recomputed_content_id, summary_text
 from rollproof.verify.report_md import forbidden_line, render_report_md
 from rollproof.verify.scripts import recorded_exit_code, render_commands, render_rerun
 from rollproof.verify.validate import PacketTree, check_tree
@@ -88,6 +89,23 @@ SOUND_CHANGE = {
     "revert.sql": "ALTER TABLE items DROP COLUMN note;\n",
     "verify.sql": "SELECT count(*) FROM items;\n",
 }
+
+
+def _range_change() -> dict[str, str]:
+    """The range of SOUND (1) and LOSSY (2): every up in order, every down in reverse order,
+    as rehearse-dir writes a range's own change (formats.changes.range_change)."""
+    ups = [SOUND_CHANGE["apply.sql"], LOSSY_CHANGE["apply.sql"]]
+    downs = [LOSSY_CHANGE["revert.sql"], SOUND_CHANGE["revert.sql"]]
+    apply = "\n".join(t.rstrip() + "\n" for t in ups)
+    revert = "\n".join(t.rstrip() + "\n" for t in downs)
+    return {
+        "change.toml": (
+            f'# migrations: 1 2\nid = "range-1-to-2"\napply_sql = {json.dumps(apply)}\n'
+            f'revert_sql = {json.dumps(revert)}\n\n[surfaces]\nreads = []\nwrites = ["items"]\n'
+        )
+    }
+
+
 LOSSY_CHANGE = {
     "change.toml": (
         'id = "drop-item-qty"\napply = "apply.sql"\nrevert = "revert.sql"\n\n'
@@ -337,6 +355,8 @@ class Corpus:
     stranger: TrustedKey
     workdir: Path
     results: Mapping[str, RehearsalResult] = field(repr=False)
+    whole: Files = field(default_factory=dict, repr=False)
+    """The range packet of sound (1) and lossy (2): the range's own round trip."""
 
 
 def build_corpus(workdir: Path) -> Corpus:
@@ -349,6 +369,7 @@ def build_corpus(workdir: Path) -> Corpus:
     lossy = tiny_rehearsal(
         source, write_change(workdir / "changes" / "drop-item-qty", LOSSY_CHANGE)
     )
+    whole = tiny_rehearsal(source, write_change(workdir / "changes" / "range", _range_change()))
     key = SigningKey.from_private(Ed25519PrivateKey.generate())
     return Corpus(
         sound=build_packet(sound),
@@ -359,7 +380,8 @@ def build_corpus(workdir: Path) -> Corpus:
         trusted=TrustedKey(key.public.raw),
         stranger=trusted_key(Ed25519PrivateKey.generate().public_key()),
         workdir=workdir,
-        results={"sound": sound, "lossy": lossy},
+        results={"sound": sound, "lossy": lossy, "range": whole},
+        whole=build_packet(whole),
     )
 
 
@@ -763,7 +785,102 @@ CASES: tuple[Case, ...] = (
         FindingCode.RANGE_VERDICT_CONTRADICTS,
         lambda c: _range(c, overall="PASS"),
     ),
+    Case(
+        "range-without-its-range-packet",
+        FindingCode.RANGE_PACKET_MISSING,
+        lambda c: _range(c, whole=False),
+    ),
+    Case(
+        "range-migrations-line-edited",
+        FindingCode.RANGE_PACKET_MISSING,
+        lambda c: _range(c, edit_whole=_migrations_line(b"# migrations: 1\n")),
+    ),
+    Case(
+        "range-sub-packet-from-another-range",
+        FindingCode.RANGE_PACKET_MISMATCH,
+        lambda c: _range(c, first=_other_apply(c.sound)),
+    ),
+    Case(
+        "range-dir-with-newline",
+        FindingCode.RANGE_MALFORMED,
+        lambda c: _range(c, dir_suffix="\n"),
+    ),
 )
+
+
+def _fingerprint_table_edit(
+    c: Corpus, *, rows: int | None = None, order: str | None = None, recompute: bool = False
+) -> Files:
+    """The source fingerprint's table with its row count or order edited: its digest left as
+    it was, or (`recompute`) a second fingerprint file with the digest recomputed, so the
+    same table digest stands for two counts."""
+    report = json.loads(c.sound[REPORT_JSON])
+    digest = report["source"]["fingerprint"].removeprefix("sha256:")
+    path = f"fingerprints/{digest}.json"
+    doc = json.loads(c.sound[path])
+    table = next(iter(doc["tables"]))
+    if rows is not None:
+        doc["tables"][table]["rows"] = rows
+    if order is not None:
+        doc["tables"][table]["order"] = order
+    if not recompute:
+        return reseal({**c.sound, path: canonical_json(doc)})
+    doc["digest"] = ""
+    fp = fingerprint_from_json(doc)
+    other = f"fingerprints/{fp.digest.removeprefix('sha256:')}.json"
+    return reseal({**c.sound, other: canonical_json(fp.to_json())})
+
+
+def _selected(
+    c: Corpus, name: str, line: str, lines: list[int] | None, *, strip: bool = False
+) -> Files:
+    """The sound packet with `name`'s change.toml line replaced by a selection, the report
+    saying `lines` and `strip` (content id recomputed): what the loader would have refused."""
+    text = c.sound[f"{CHANGE_DIR}/change.toml"].decode()
+    toml = "\n".join(
+        line if old.startswith(f"{name} = ") else old for old in text.split("\n")
+    ).encode()
+
+    def edit(report: dict[str, Any]) -> None:
+        change = report["change"]
+        doc = change["scripts"][name]
+        doc.pop("lines", None)
+        doc.pop("strip_transaction", None)
+        if lines is not None:
+            doc["lines"] = lines
+        if strip:
+            doc["strip_transaction"] = True
+        change["content_id"] = recomputed_content_id(change, report["impact"]["limits"]["change"])
+
+    return forge({**c.sound, f"{CHANGE_DIR}/change.toml": toml}, edit)
+
+
+def _migrations_line(line: bytes) -> Callable[[Files], Files]:
+    """The range packet with its change.toml's `# migrations:` line replaced, resealed."""
+
+    def edit(files: Files) -> Files:
+        path = f"{CHANGE_DIR}/change.toml"
+        body = b"".join(
+            line if old.startswith(b"# migrations: ") else old
+            for old in files[path].splitlines(keepends=True)
+        )
+        return reseal({**files, path: body})
+
+    return edit
+
+
+def _other_apply(files: Mapping[str, bytes]) -> Files:
+    """The packet of the same change id with another apply script, re-stated consistently (the
+    sha256 and content id recomputed): valid on its own, not the range's migration 1."""
+    text = b"ALTER TABLE items ADD COLUMN note TEXT;\n"
+    path = f"{CHANGE_DIR}/apply.sql"
+
+    def edit(report: dict[str, Any]) -> None:
+        change = report["change"]
+        change["scripts"]["apply"]["sha256"] = sha256_hex(text)
+        change["content_id"] = recomputed_content_id(change, report["impact"]["limits"]["change"])
+
+    return forge({**files, path: text}, edit)
 
 
 def _range(
@@ -772,24 +889,31 @@ def _range(
     canonical: bool = True,
     order: tuple[int, int] = (0, 1),
     edit: Callable[[Files], Files] | None = None,
+    edit_whole: Callable[[Files], Files] | None = None,
     swap: bool = False,
     overall: str | None = None,
+    whole: bool = True,
+    first: Files | None = None,
+    dir_suffix: str = "",
 ) -> Files:
-    """A range packet of the sound (1) and the lossy (2) packet, RANGE.json over them."""
-    parts = [("1-add-item-note", c.sound), ("2-drop-item-qty", c.lossy)]
+    """A range packet of the sound (1) and the lossy (2) packet and the range's own packet,
+    RANGE.json over them. `first` replaces migration 1's packet (listed as it is)."""
+    parts = [("1-add-item-note", first or c.sound), ("2-drop-item-qty" + dir_suffix, c.lossy)]
+    if whole:
+        parts.append(("range-1-to-2", c.whole if edit_whole is None else edit_whole(c.whole)))
     entries = []
     for name, files in parts:
         verified = check_tree(PacketTree.from_files(files)).verified()
         entries.append(
             {
                 "dir": name,
-                "migration": name.split("-", 1)[0],
+                "migration": None if name.startswith("range-") else name.split("-", 1)[0],
                 "tree_hash": verified.tree_hash,
                 "overall": str(verified.overall),
                 "exit_code": verified.exit_code,
             }
         )
-    doc = json.loads(range_document([entries[i] for i in order], "selftest"))
+    doc = json.loads(range_document([entries[i] for i in order] + entries[2:], "selftest"))
     if overall is not None:
         doc["overall"] = overall
     out: dict[str, bytes] = {
@@ -797,7 +921,7 @@ def _range(
     }
     bodies = [files for _name, files in parts]
     if swap:
-        bodies.reverse()
+        bodies[0], bodies[1] = bodies[1], bodies[0]
     for (name, _files), body in zip(parts, bodies, strict=True):
         if edit is not None and name.startswith("1-"):
             body = edit(body)
@@ -1172,6 +1296,79 @@ ATTACKS: tuple[Case, ...] = (
         FindingCode.SCRIPT_MISMATCH,
         lambda c: reseal(
             {**c.sound, RERUN_SH: c.sound[RERUN_SH].replace(b"set -u\n", b"set -u\nid\n", 1)}
+        ),
+    ),
+    # fingerprint v3: a table's row count and order are in the whole digest, and one table
+    # digest stands for one table, count and order across the packet
+    Case(
+        "attack-fingerprint-rows-edited",
+        FindingCode.FINGERPRINT_INVALID,
+        lambda c: _fingerprint_table_edit(c, rows=1_000_000),
+    ),
+    Case(
+        "attack-fingerprint-order-edited",
+        FindingCode.FINGERPRINT_INVALID,
+        lambda c: _fingerprint_table_edit(c, order="row-digests"),
+    ),
+    Case(
+        "attack-fingerprint-rows-edited-and-digest-recomputed",
+        FindingCode.FINGERPRINT_INVALID,
+        lambda c: _fingerprint_table_edit(c, rows=1_000_000, recompute=True),
+    ),
+    # change.toml selections and `transaction = false`, with the content id recomputed
+    Case(
+        "attack-selection-lines-out-of-bounds",
+        FindingCode.CHANGE_COPY_MISMATCH,
+        lambda c: _selected(c, "apply", 'apply = {file = "apply.sql", lines = [1, 9]}', [1, 9]),
+    ),
+    Case(
+        "attack-selection-strip-not-a-bracket",
+        FindingCode.CHANGE_COPY_MISMATCH,
+        lambda c: _selected(
+            c, "apply", 'apply = {file = "apply.sql", strip_transaction = true}', None, strip=True
+        ),
+    ),
+    Case(
+        "attack-selection-lines-other-than-recorded",
+        FindingCode.CHANGE_COPY_MISMATCH,
+        lambda c: _selected(c, "apply", 'apply = {file = "apply.sql", lines = [1, 1]}', None),
+    ),
+    Case(
+        "attack-transaction-false-added",
+        FindingCode.CONTENT_ID_MISMATCH,
+        lambda c: reseal(
+            {
+                **c.sound,
+                "change/change.toml": b"transaction = false\n" + c.sound["change/change.toml"],
+            }
+        ),
+    ),
+    Case(
+        "attack-transaction-false-added-content-id-recomputed",
+        FindingCode.CHANGE_COPY_MISMATCH,
+        lambda c: forge(
+            {
+                **c.sound,
+                "change/change.toml": b"transaction = false\n" + c.sound["change/change.toml"],
+            },
+            lambda r: r["change"].update(
+                content_id=recomputed_content_id(
+                    r["change"], r["impact"]["limits"]["change"], no_transaction=True
+                )
+            ),
+        ),
+    ),
+    Case(
+        "attack-transaction-leg-reworded-as-no-transaction",
+        FindingCode.CHANGE_COPY_MISMATCH,
+        lambda c: forge(
+            c.lossy,
+            lambda r: leg(r, "transaction").update(
+                verdict="NOT_APPLICABLE",
+                reason="the migration is marked to run outside a transaction: -- +goose NO",
+                fingerprints={},
+                invariants=[],
+            ),
         ),
     ),
     Case(

@@ -42,8 +42,8 @@ def gc(
     scratch_servers: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Remove workspaces (copies of production), partial packets and scratch databases of runs
-    that are gone.
+    """Remove workspaces (copies of production), fingerprint sort directories
+    (`rollproof-sort-*`), partial packets and scratch databases of runs that are gone.
 
     A run holds a lock on its directory for as long as it lives, so a live run's directory, and
     the scratch databases that name it as their owner, are never removed; kept clones

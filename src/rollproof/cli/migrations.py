@@ -38,6 +38,15 @@ _FORMAT = click.option(
     help="PostgreSQL source: the server the positions and clones are made on (default: an "
     "ephemeral cluster per rehearsal).",
 )
+@click.option(
+    "--keep-positions",
+    "keep_positions",
+    type=PATH,
+    default=None,
+    metavar="DIR",
+    help="Keep each later position in DIR (outside OUT; one database copy or pg_dump "
+    "archive each), so every packet's RERUN.sh can re-run it.",
+)
 def rehearse_dir(
     directory: Path,
     source: str,
@@ -46,6 +55,7 @@ def rehearse_dir(
     end: str | None,
     out: Path | None,
     scratch: str | None,
+    keep_positions: Path | None,
 ) -> None:
     """Rehearse each pending migration of DIRECTORY at its own position, then the whole range.
 
@@ -58,15 +68,22 @@ def rehearse_dir(
     project runs its env.py (your code) to render each revision as SQL. One line per
     rehearsal; exits with the worst exit code of them.
     """
-    from rollproof.formats.detect import load_project
+    from rollproof.formats.detect import dialect_for, load_project
     from rollproof.formats.run import rehearse_range
 
-    project = load_project(directory, fmt)
+    project = load_project(directory, fmt, dialect_for(source))
     if out is None:
         out = Path(f"rollproof-dir-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
     with progress() as say:
         run = rehearse_range(
-            project, source, out, start=start, end=end, progress=say, scratch=scratch
+            project,
+            source,
+            out,
+            start=start,
+            end=end,
+            progress=say,
+            scratch=scratch,
+            keep_positions=keep_positions,
         )
     total = len(project.migrations)
     if not run.pending:
@@ -96,9 +113,9 @@ def rehearse_dir(
 def plan(directory: Path, source: str, fmt: str | None, as_json: bool) -> None:
     """List DIRECTORY's migrations in order: deployed or pending, reversible or not."""
     from rollproof.formats.bookkeeping import deployed_ids
-    from rollproof.formats.detect import load_project
+    from rollproof.formats.detect import dialect_for, load_project
 
-    project = load_project(directory, fmt)
+    project = load_project(directory, fmt, dialect_for(source))
     deployed = deployed_ids(project, source)
     rows: list[dict[str, Any]] = []
     for i, m in enumerate(project.migrations, 1):

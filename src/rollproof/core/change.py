@@ -118,8 +118,9 @@ class Change:
     (`impact.limits.change`), from where the validator recomputes the id."""
     no_transaction: str | None = None
     """`transaction = false`: the marker by which the change's tool runs it outside a
-    transaction (`transaction_marker`), and the transaction leg is NOT_APPLICABLE. Not in the
-    content id: it changes which legs apply, never the SQL, and the legs record it."""
+    transaction (`transaction_marker`), and the transaction leg is NOT_APPLICABLE. In the
+    content id as `"transaction": false` when set (the marker, only a name, is not): it
+    changes which legs can fail, so a grant for the transactional change must not serve it."""
 
     @property
     def content_id(self) -> str:
@@ -152,6 +153,10 @@ class Change:
             # Other limits make another change (a grant for one must not serve the other);
             # named only when set, so a change without limits keeps its id.
             form["impact"] = limits_json(self.impact_limits)
+        if self.no_transaction is not None:
+            # It turns the transaction leg NOT_APPLICABLE: a grant for the transactional change
+            # must not serve one whose failing transaction leg was re-worded away.
+            form["transaction"] = False
         return form
 
 

@@ -103,7 +103,12 @@ def whole_digest(fp: Fingerprint) -> str:
         "algorithm": ALGORITHM,
         "version": VERSION,
         "schema": fp.schema_structural,
-        "tables": {name: t.digest for name, t in fp.tables.items()},
+        # Row counts and the order mode are bound too: impact limits read the row counts, and
+        # a count edited under an unchanged digest would pass every comparison and rerun.
+        "tables": {
+            name: {"digest": t.digest, "rows": t.rows, "order": t.order}
+            for name, t in fp.tables.items()
+        },
         "sequences": dict(fp.sequences),
     }
     if fp.header:  # absent when empty: such a fingerprint digests as before headers existed
@@ -129,6 +134,8 @@ def fingerprint_from_json(data: Mapping[str, Any]) -> Fingerprint:
             raise ValueError(f"table {name}: digest is not of the form blake3:<64 hex>")
         if t.get("order") not in TABLE_ORDERS:
             raise ValueError(f"table {name}: order {t.get('order')!r} is not one of {TABLE_ORDERS}")
+        if type(t.get("rows")) is not int or t["rows"] < 0:
+            raise ValueError(f"table {name}: rows is not a count")
     tables = {
         name: TableDigest(name=name, digest=t["digest"], rows=int(t["rows"]), order=t["order"])
         for name, t in data["tables"].items()

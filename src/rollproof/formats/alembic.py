@@ -2,7 +2,8 @@
 
 An Alembic migration is Python. rollproof rehearses SQL, so each revision's `upgrade()` and
 `downgrade()` are rendered by Alembic's own offline mode (what `alembic upgrade --sql` prints)
-for SQLite, the dialect of the positions `rehearse-dir` builds, one revision at a time along
+for the source's dialect (SQLite or PostgreSQL: the SQL differs, e.g. `SERIAL` on
+PostgreSQL), the dialect of the positions `rehearse-dir` builds, one revision at a time along
 the revision graph, in the order `alembic upgrade heads` runs them from base. The rendering
 runs in a process of its own (`alembic_offline.py`), because it runs the project's env.py and
 revision modules: the user's own code, run as Alembic would run it, with this interpreter (so
@@ -10,9 +11,9 @@ what env.py imports must be importable here, as it must be for `alembic` itself)
 
 A directory is an Alembic project when it holds `alembic.ini` (its `script_location` names the
 scripts) or is the script directory itself (`env.py` and `versions/`). rollproof sets
-`sqlalchemy.url` to `sqlite://`: offline mode never connects, the URL only chooses the
-dialect, and an env.py that takes its URL from elsewhere and renders for another dialect is
-refused.
+`sqlalchemy.url` to `sqlite://` or `postgresql://`: offline mode never connects, the URL only
+chooses the dialect, and an env.py that takes its URL from elsewhere and renders for another
+dialect is refused.
 
 A migration's files are the two SQL files rendered from the revision
 (`rollproof-alembic/<revision>.upgrade.sql`, `.downgrade.sql`), which its change names as
@@ -41,8 +42,8 @@ from rollproof.formats.changes import change_id
 from rollproof.formats.files import Reader, has_code
 from rollproof.formats.model import FormatError, Migration, Project, Sql
 
-URL = "sqlite://"
-"""The URL rollproof gives env.py: offline mode only takes the dialect from it."""
+URLS = {"sqlite": "sqlite://", "postgresql": "postgresql://"}
+"""The URL rollproof gives env.py per dialect: offline mode only takes the dialect from it."""
 TIMEOUT_SECONDS = 300
 INI = "alembic.ini"
 RENDERED = "rollproof-alembic"
@@ -58,7 +59,7 @@ def is_project(directory: Path) -> bool:
     return (directory / "env.py").is_file() and (directory / "versions").is_dir()
 
 
-def _run_worker(root: Path) -> dict[str, Any]:
+def _run_worker(root: Path, dialect: str) -> dict[str, Any]:
     if importlib.util.find_spec("alembic") is None:
         raise UsageError(MISSING)
     with tempfile.TemporaryDirectory(prefix="rollproof-alembic-") as tmp:
@@ -69,7 +70,7 @@ def _run_worker(root: Path) -> dict[str, Any]:
             "-m",
             "rollproof.formats.alembic_offline",
             str(root),
-            URL,
+            URLS[dialect],
             str(out),
         ]
         try:
@@ -100,11 +101,14 @@ def _run_worker(root: Path) -> dict[str, Any]:
     return doc
 
 
-def load(directory: Path) -> Project:
+def load(directory: Path, dialect: str = "sqlite") -> Project:
+    """The project's revisions rendered for `dialect` ("sqlite" or "postgresql")."""
+    if dialect not in URLS:
+        raise UsageError(f"Alembic revisions render for {' or '.join(URLS)}, not {dialect!r}")
     root = directory.resolve()
     if not is_project(root):
         raise FormatError(str(directory), f"no {INI}, and not a script directory (env.py)")
-    doc = _run_worker(root)
+    doc = _run_worker(root, dialect)
     reader = Reader(directory)
     migrations = []
     for r in doc["revisions"]:
@@ -114,7 +118,11 @@ def load(directory: Path) -> Project:
         str(directory),
         tuple(migrations),
         bookkeeping="alembic_version",
-        options={"script_location": str(doc["script_location"]), "alembic": doc["alembic"]},
+        options={
+            "script_location": str(doc["script_location"]),
+            "alembic": doc["alembic"],
+            "dialect": str(doc["dialect"]),
+        },
     )
 
 

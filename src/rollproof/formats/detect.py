@@ -7,7 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rollproof.core.errors import UsageError
-from rollproof.formats import alembic, flyway, liquibase, liquibase_xml, sectioned, sqitch
+from rollproof.formats import (
+    alembic,
+    flyway,
+    liquibase,
+    liquibase_xml,
+    liquibase_yaml,
+    sectioned,
+    sqitch,
+)
+from rollproof.formats.bookkeeping import is_postgres
 from rollproof.formats.model import FORMATS, FormatError, Project
 
 LOADERS: dict[str, Callable[[Path], Project]] = {
@@ -54,7 +63,10 @@ def detect(directory: Path) -> str:
             elif re.search(r"^--\s*migrate:up\b", head, re.M):
                 found.add("dbmate")
     for p in sorted(directory.iterdir()):
-        if p.name.endswith(".xml") and p.is_file() and liquibase_xml.is_changelog(_head(p)):
+        if not p.is_file():
+            continue
+        xml = p.name.endswith(".xml") and liquibase_xml.is_changelog(_head(p))
+        if xml or liquibase_yaml.is_changelog(p.name, _head(p)):
             found.add("liquibase")
     if len(found) == 1:
         return found.pop()
@@ -69,8 +81,9 @@ def detect(directory: Path) -> str:
     )
 
 
-def load_project(directory: str | Path, fmt: str | None = None) -> Project:
-    """The directory's migrations, in the order its tool deploys them."""
+def load_project(directory: str | Path, fmt: str | None = None, dialect: str = "sqlite") -> Project:
+    """The directory's migrations, in the order its tool deploys them. `dialect` is the
+    source's ("sqlite" or "postgresql"): Alembic renders its revisions' SQL for it."""
     d = Path(directory)
     if not d.is_dir():
         raise FormatError(str(d), "is not a directory")
@@ -78,4 +91,13 @@ def load_project(directory: str | Path, fmt: str | None = None) -> Project:
         fmt = detect(d)
     if fmt not in LOADERS:
         raise UsageError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
+    if fmt == "alembic":
+        return alembic.load(d, dialect)
+    if fmt == "liquibase":
+        return liquibase.load(d, dialect)
     return LOADERS[fmt](d)
+
+
+def dialect_for(source: str) -> str:
+    """The SQL dialect a project meant for `source` is rendered in (Alembic's offline SQL)."""
+    return "postgresql" if is_postgres(source) else "sqlite"

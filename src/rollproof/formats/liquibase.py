@@ -19,12 +19,13 @@ changesetAuthor:AUTHOR` rolls back with another changeset's SQL.
 The lines are matched with Liquibase's own patterns (AbstractFormattedChangeLogParser), and
 what Liquibase refuses is refused here with the file and line. `runInTransaction:false` makes
 the transaction leg NOT_APPLICABLE. Preconditions are reported (in the change's notes), not
-evaluated: rollproof rehearses the changeset as if they held. `dbms:` is evaluated for SQLite
-(the dialect of the positions `rehearse-dir` builds): a changeset for other databases only is
-skipped, as Liquibase would skip it there. `context:` and `labels:` are reported (Liquibase runs
-every changeset when no --contexts or --labels are given). What rollproof cannot rehearse as
-Liquibase would is refused: `--property` and `${...}` substitution, an `endDelimiter` other
-than `;`, `--include`, and SQL before the first changeset (which Liquibase silently drops).
+evaluated: rollproof rehearses the changeset as if they held. `dbms:` is evaluated for the
+source's dialect (`sqlite` or `postgresql`, the positions `rehearse-dir` builds): a changeset for
+other databases only is skipped, as Liquibase would skip it there. `context:` and `labels:`
+are reported (Liquibase runs every changeset when no --contexts or --labels are given). What
+rollproof cannot rehearse as Liquibase would is refused: `--property` and `${...}`
+substitution, an `endDelimiter` other than `;`, `--include`, and SQL before the first
+changeset (which Liquibase silently drops).
 
 A directory may hold several changelogs: they are read in the order of their paths, as
 Liquibase's `includeAll` reads them. DATABASECHANGELOG records a changeset as (ID, AUTHOR,
@@ -36,10 +37,11 @@ directory.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rollproof.formats import liquibase_xml
+from rollproof.formats import liquibase_xml, liquibase_yaml
 from rollproof.formats.files import Reader, has_code
 from rollproof.formats.model import FormatError, Migration, Project, Sql
 
@@ -223,16 +225,40 @@ def _is_xml_changelog(path: Path) -> bool:
         return liquibase_xml.is_changelog(f.read(64 * 1024).decode("utf-8", "replace"))
 
 
-def load(directory: Path) -> Project:
+def _is_structured_changelog(path: Path) -> bool:
+    """A YAML or JSON changelog (liquibase_yaml.py)."""
+    with path.open("rb") as f:
+        head = f.read(64 * 1024).decode("utf-8", "replace")
+    return liquibase_yaml.is_changelog(path.name, head)
+
+
+def _is_changelog(p: Path) -> bool:
+    if p.suffix == ".sql":
+        return bool(FIRST_LINE.match(_first_line(p)))
+    if p.suffix == ".xml":
+        return _is_xml_changelog(p)
+    return _is_structured_changelog(p)
+
+
+def load(directory: Path, dialect: str = DIALECT) -> Project:
+    """The changelogs' changesets for `dialect` (what `dbms:` is evaluated against)."""
     reader = Reader(directory)
+
+    def matches(dbms: str | None) -> bool:
+        return dbms_matches(dbms, dialect)
+
+    candidates = [
+        p
+        for pattern in ("*.sql", "*.xml", "*.yaml", "*.yml", "*.json")
+        for p in directory.rglob(pattern)
+    ]
     changelogs = sorted(
-        p.relative_to(directory).as_posix()
-        for p in [*directory.rglob("*.sql"), *directory.rglob("*.xml")]
-        if p.is_file()
-        and (FIRST_LINE.match(_first_line(p)) if p.suffix == ".sql" else _is_xml_changelog(p))
+        p.relative_to(directory).as_posix() for p in candidates if p.is_file() and _is_changelog(p)
     )
     if not changelogs:
-        raise FormatError(str(directory), "no `--liquibase formatted sql` or XML changelog here")
+        raise FormatError(
+            str(directory), "no `--liquibase formatted sql`, XML, YAML or JSON changelog here"
+        )
     migrations: list[Migration] = []
     seen: dict[tuple[str, str, str], str] = {}
     parsed: list[tuple[str, str, list[_Changeset]]] = []
@@ -241,7 +267,12 @@ def load(directory: Path) -> Project:
         shown = reader.shown(rel)
         if rel.endswith(".xml"):
             reader.text(rel)  # UTF-8 checked, bytes kept
-            xml[rel] = liquibase_xml.load_xml(rel, reader.files[rel], shown, dbms_matches)
+            xml[rel] = liquibase_xml.load_xml(rel, reader.files[rel], shown, matches)
+            parsed.append((rel, shown, []))
+            continue
+        if rel.endswith(liquibase_yaml.SUFFIXES):
+            reader.text(rel)
+            xml[rel] = liquibase_yaml.load_structured(rel, reader.files[rel], shown, matches)
             parsed.append((rel, shown, []))
             continue
         parsed.append((rel, shown, _parse(rel, reader.text(rel), shown)))
@@ -261,12 +292,19 @@ def load(directory: Path) -> Project:
                     shown, f"changeset {c.author}:{c.id} is also at {seen[key]}", c.line
                 )
             seen[key] = where
-            m = _migration(shown, c, by_key, reader.files)
+            m = _migration(shown, c, by_key, reader.files, matches)
             if m is not None:
                 migrations.append(m)
     if not migrations:
-        raise FormatError(str(directory), "no changesets here (for SQLite)")
-    return Project("liquibase", str(directory), tuple(migrations), bookkeeping=BOOKKEEPING)
+        shown_dialect = "PostgreSQL" if dialect == "postgresql" else "SQLite"
+        raise FormatError(str(directory), f"no changesets here (for {shown_dialect})")
+    return Project(
+        "liquibase",
+        str(directory),
+        tuple(migrations),
+        bookkeeping=BOOKKEEPING,
+        options={"dialect": dialect},
+    )
 
 
 def _first_line(path: Path) -> str:
@@ -283,9 +321,10 @@ def _migration(
     c: _Changeset,
     by_key: dict[tuple[str, str, str], _Changeset],
     files: dict[str, bytes],
+    matches: Callable[[str | None], bool] = dbms_matches,
 ) -> Migration | None:
     header, rel = c.header, c.rel
-    if _flag(header, "ignore", False) or not dbms_matches(_attr(header, "dbms", r"([^,][\w!,]+)")):
+    if _flag(header, "ignore", False) or not matches(_attr(header, "dbms", r"([^,][\w!,]+)")):
         return None
     name = f"{c.author}:{c.id}"
     delimiter = _attr(header, "endDelimiter")

@@ -14,6 +14,14 @@ PostgreSQL  the engine's own clone (a `PostgresSession` without a guard: the sou
 
 The source is only read: SQLite by its bytes' sha256, PostgreSQL by its content fingerprint
 (read-only transactions), each taken before and after the run.
+
+Kept positions (`keep`, `rehearse-dir --keep-positions DIR`): each later position is written
+to DIR as a file of its own, `position-<n>.db` (a SQLite copy, made with the backup API) or
+`position-<n>.dump` (the pg_dump archive), n the number of migrations applied to the source,
+and handed to the rehearsal as a dump source (`sqlitedump:PATH`, `pgdump:PATH`). The packet
+records it with its sha256 (`#sha256=`), so its RERUN.sh re-rehearses from that file and
+refuses one that hashes differently. The cost is disk: one copy of the database per later
+position.
 """
 
 from __future__ import annotations
@@ -81,8 +89,13 @@ class SqlitePositions:
     dialect = "sqlite"
     proof = "sha256"
 
-    def __init__(self, source: str, private: Path, say: Say) -> None:
+    def __init__(self, source: str, private: Path, say: Say, keep: Path | None = None) -> None:
         self.source = source
+        self.keep = keep
+        self._applied = 0
+        self._dirty = False
+        self._start_catalog: str = source
+        """What the range start's catalog is read from: the source, or a private copy."""
         self.path = parse_sqlite_dsn(source)
         if not self.path.is_file():
             raise UsageError(f"source {self.path}: no such file")
@@ -117,20 +130,36 @@ class SqlitePositions:
                     f"migration {m.id} ({m.apply.path}) cannot be applied to reach the next "
                     f"position: {e}"
                 ) from e
-        self.current = str(self.position)
+        self._applied += 1
+        self._dirty = True
+        if self.keep is None:
+            self.current = str(self.position)
 
     def now(self) -> str:
+        if self.keep is not None and self._dirty:
+            kept = self.keep / f"position-{self._applied}.db"
+            with (
+                contextlib.closing(connect_read_only(self.position)) as ro,
+                contextlib.closing(sqlite3.connect(kept)) as copy,
+            ):
+                ro.backup(copy)
+            self.current = f"sqlitedump:{kept}"
+            self._dirty = False
         return self.current
 
     def mark_start(self) -> None:
         """The position the range starts from is the current one."""
-        if self.current != self.source:
-            copy = self.private / "range-start.db"
-            shutil.copyfile(self.position, copy)
-            self.start = str(copy)
+        if not self._copied:
+            return
+        copy = self.private / "range-start.db"
+        shutil.copyfile(self.position, copy)
+        self._start_catalog = str(copy)
+        self.start = self.now() if self.keep is not None else str(copy)
 
     def catalog(self, start: bool = False) -> Catalog:
-        return read_catalog(self.start if start else self.current)
+        if start:
+            return read_catalog(self._start_catalog)
+        return read_catalog(str(self.position) if self._copied else self.source)
 
     def close(self) -> None:
         """Nothing held open between steps."""
@@ -143,9 +172,17 @@ class PostgresPositions:
     proof = "content fingerprint"
 
     def __init__(
-        self, source: str, scratch: str, private: Path, say: Say, workdir: Path | None
+        self,
+        source: str,
+        scratch: str,
+        private: Path,
+        say: Say,
+        workdir: Path | None,
+        keep: Path | None = None,
     ) -> None:
         self.source = source
+        self.keep = keep
+        self._count = 0
         self.scratch_spec = scratch
         self.private = private
         self.say = say
@@ -205,6 +242,7 @@ class PostgresPositions:
                     f"position: {describe_error(e)}"
                 ) from None
         self._applied = True
+        self._count += 1
 
     def now(self) -> str:
         """The source a rehearsal at the current position is given (dumped when it changed)."""
@@ -222,7 +260,10 @@ class PostgresPositions:
         with contextlib.closing(connect(target, what="scratch")) as conn:
             child = resolved(conn, target)
         self._dumps += 1
-        path = self.private / f"position-{self._dumps}.dump"
+        if self.keep is not None:
+            path = self.keep / f"position-{self._count}.dump"
+        else:
+            path = self.private / f"position-{self._dumps}.dump"
         run = run_tool(
             [
                 find_tool("pg_dump"),

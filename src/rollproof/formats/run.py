@@ -26,13 +26,15 @@ from pathlib import Path
 from rollproof.core.change import Change
 from rollproof.core.errors import ExitCode, RollproofError, UsageError
 from rollproof.core.model import DEFAULT_LEGS, LegName, Verdict
+from rollproof.core.surface import POSTGRESQL, AccessKind
 from rollproof.formats.bookkeeping import deployed_ids, is_postgres
 from rollproof.formats.changes import change_for, range_change
 from rollproof.formats.model import Migration, Project
 from rollproof.formats.positions import Positions, PostgresPositions, SqlitePositions
 from rollproof.rehearse.flow import RehearsalResult, rehearse
 from rollproof.rehearse.packet import write_report
-from rollproof.surfaces.scope import suggest
+from rollproof.surfaces.scope import Suggestion, suggest
+from rollproof.surfaces.static import static_scope
 from rollproof.verify.layout import TREE_HASH
 from rollproof.verify.range_packet import RANGE_FILE, range_document
 
@@ -107,6 +109,27 @@ def pending_range(
     return before, chosen
 
 
+def _surfaces(
+    draft: Change, positions: Positions, start: bool = False
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The reads to declare: what `suggest` gives, plus, on PostgreSQL, the parent of every
+    foreign key the change itself makes. `suggest` leaves a key's parent implicit (its check
+    reads it), but PostgreSQL needs REFERENCES on it to make a new key, and rollproof's role
+    has that only on a declared table (engines/postgres/roles.py)."""
+    s: Suggestion = suggest(
+        draft, dialect=positions.dialect, catalog=positions.catalog(start=start)
+    )
+    reads = dict.fromkeys(s.reads)
+    if positions.dialect == POSTGRESQL:
+        scripts = [x for x in (draft.apply, draft.revert, draft.verify) if x is not None]
+        for script in scripts:
+            for scope in static_scope(script.text, dialect=POSTGRESQL):
+                for i in scope.implied:
+                    if i.kind is AccessKind.READ and i.object not in s.writes:
+                        reads.setdefault(i.object, None)
+    return tuple(sorted(reads)), s.writes
+
+
 def _detail(result: RehearsalResult) -> str:
     """The failing legs' reasons, or which legs passed."""
     for verdict in (Verdict.FAIL, Verdict.UNKNOWN):
@@ -163,25 +186,26 @@ def rehearse_range(
     workdir: Path | None = None,
     progress: Say | None = None,
     scratch: str | None = None,
+    keep_positions: Path | None = None,
 ) -> RangeRun:
     """Rehearse every pending migration of `project` in the range at its own position, then
     the range as a whole; each packet under `out`. The source is only read. `scratch` is the
-    PostgreSQL server the positions and the rehearsals are made on (default: ephemeral)."""
+    PostgreSQL server the positions and the rehearsals are made on (default: ephemeral).
+    `keep_positions`: a directory where each later position is kept as a file, so the
+    packets rehearsed there re-run from it (positions.py)."""
     say = progress or (lambda _msg: None)
+    keep = None if keep_positions is None else _keep_dir(keep_positions, out)
     private = Path(tempfile.mkdtemp(prefix="rollproof-positions-", dir=workdir))
     try:
         positions: Positions
         if is_postgres(source):
-            if project.format == "alembic":
-                raise UsageError(
-                    "Alembic revisions are rendered as SQLite SQL: rehearse an Alembic project "
-                    "on a PostgreSQL source with `rollproof rehearse` of its rendered SQL"
-                )
-            positions = PostgresPositions(source, scratch or EPHEMERAL, private, say, workdir)
+            _check_dialect(project, "postgresql")
+            positions = PostgresPositions(source, scratch or EPHEMERAL, private, say, workdir, keep)
         else:
+            _check_dialect(project, "sqlite")
             if scratch is not None:
                 raise UsageError("a scratch server applies only to a PostgreSQL source")
-            positions = SqlitePositions(source, private, say)
+            positions = SqlitePositions(source, private, say, keep)
         try:
             before, chosen = pending_range(project, source, start, end)
             digest = positions.digest()
@@ -193,6 +217,32 @@ def rehearse_range(
         shutil.rmtree(private, ignore_errors=True)
     write_range_manifest(project, steps, out)
     return RangeRun(project, tuple(chosen), tuple(steps), digest, unchanged, positions.proof)
+
+
+def _check_dialect(project: Project, dialect: str) -> None:
+    """A project loaded for another dialect (Alembic's rendered SQL, Liquibase's `dbms:`) is
+    not the one this source runs."""
+    loaded = project.options.get("dialect")
+    if loaded is not None and loaded != dialect:
+        raise UsageError(
+            f"this {project.format} project was loaded for {loaded}, and the source is "
+            f"{dialect}: load it for {dialect} (load_project(..., dialect={dialect!r}))"
+        )
+
+
+def _keep_dir(directory: Path, out: Path) -> Path:
+    """The directory kept positions go to: new or empty, and outside OUT (anything in OUT that
+    RANGE.json does not list is refused by the validator). Absolute, as packets record it."""
+    keep = directory.resolve()
+    if keep == out.resolve() or keep.is_relative_to(out.resolve()):
+        raise UsageError(
+            f"--keep-positions {directory}: must be outside --out {out} "
+            "(a range packet holds only the packets RANGE.json lists)"
+        )
+    if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+        raise UsageError(f"--keep-positions {directory}: exists and is not an empty directory")
+    keep.mkdir(parents=True, exist_ok=True)
+    return keep
 
 
 def write_range_manifest(project: Project, steps: Sequence[Step], out: Path) -> Path | None:
@@ -244,9 +294,8 @@ def _run(
         index = project.migrations.index(m) + 1
         label = f"{index:0{width}d}-{change_for(project, m).id}"
         say(f"migration {m.id}: rehearsing at its position")
-        draft = change_for(project, m)
-        s = suggest(draft, dialect=positions.dialect, catalog=positions.catalog())
-        change = change_for(project, m, reads=s.reads, writes=s.writes)
+        reads, writes = _surfaces(change_for(project, m), positions)
+        change = change_for(project, m, reads=reads, writes=writes)
         step = _rehearse_one(
             label,
             m,
@@ -264,9 +313,8 @@ def _run(
             break  # not rehearsed: the positions after it are not known
         positions.apply(m)
     if chosen and len(steps) == len(chosen) and all(s.result for s in steps):
-        draft = range_change(project, chosen)
-        s = suggest(draft, dialect=positions.dialect, catalog=positions.catalog(start=True))
-        whole = range_change(project, chosen, reads=s.reads, writes=s.writes)
+        reads, writes = _surfaces(range_change(project, chosen), positions, start=True)
+        whole = range_change(project, chosen, reads=reads, writes=writes)
         marker = next((m.no_transaction for m in chosen if m.no_transaction), None)
         steps.append(
             _rehearse_one(

@@ -26,10 +26,12 @@ core and verify.findings.
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from rollproof.core.brackets import select_lines, strip_bracket
 from rollproof.core.canonical import canonical_json
 from rollproof.core.model import Verdict
 from rollproof.core.strictjson import StrictJsonError, loads_strict
@@ -88,7 +90,7 @@ def _shape(doc: Any) -> str | None:
     for i, e in enumerate(doc["packets"]):
         if not isinstance(e, dict) or set(e) != _ENTRY_KEYS:
             return f"packets[{i}] must hold exactly the keys {sorted(_ENTRY_KEYS)}"
-        if not isinstance(e["dir"], str) or not _DIR.match(e["dir"]):
+        if not isinstance(e["dir"], str) or not _DIR.fullmatch(e["dir"]):
             return f"packets[{i}].dir is not <index>-<id> or range-<id>"
         if not (e["migration"] is None or isinstance(e["migration"], str)):
             return f"packets[{i}].migration must be a string or null"
@@ -131,6 +133,83 @@ def _range_migrations(files: Mapping[str, bytes]) -> list[str] | None:
     return None
 
 
+def _script_text(vp: VerifiedPacket, name: str) -> str | None:
+    """The SQL a verified packet's change ran as `name`, from its own change copy: inline
+    (`<name>_sql`) or its file with the recorded `lines` and `strip_transaction`."""
+    doc = vp.report["change"]["scripts"][name]
+    if doc is None:
+        return None
+    if doc["path"] is None:
+        toml = tomllib.loads(vp.files[CHANGE_TOML].decode("utf-8"))
+        text = toml.get(f"{name}_sql")
+        return text if isinstance(text, str) else None
+    text = vp.files[f"change/{doc['path']}"].decode("utf-8")
+    lines = doc.get("lines")
+    if lines is not None:
+        text = select_lines(text, int(lines[0]), int(lines[1])) or ""
+    if doc.get("strip_transaction"):
+        text = strip_bracket(text) or ""
+    return text
+
+
+def _joined(texts: list[str | None]) -> str | None:
+    """The range change's script from its migrations' (formats.changes.range_change)."""
+    if any(t is None for t in texts):
+        return None
+    return "\n".join((t or "").rstrip() + "\n" for t in texts)
+
+
+def _bound(entries: list[dict[str, Any]], verified: list[VerifiedPacket]) -> list[Finding]:
+    """The range's own packet is what binds its migrations: it must be there, say which
+    migrations it rehearsed (exactly the listed ones), have run exactly their ups in order and
+    their downs in reverse order, and start from the first migration's source. Without it, a
+    failing migration could be dropped with the range packet and the rest pass as the range."""
+    last = entries[-1]
+    if last["migration"] is not None:
+        return [
+            Finding(
+                FindingCode.RANGE_PACKET_MISSING,
+                "no range packet (range-<first>-to-<last>): the range's own rehearsal is what "
+                "binds its migrations",
+                RANGE_FILE,
+            )
+        ]
+    whole, parts = verified[-1], verified[:-1]
+    said = _range_migrations(whole.files)
+    listed_ids = [e["migration"] for e in entries[:-1]]
+    if said != listed_ids:
+        shown = "no migrations line" if said is None else "migrations " + " ".join(said)
+        return [
+            Finding(
+                FindingCode.RANGE_PACKET_MISSING,
+                f"the range rehearsed {shown}; RANGE.json lists {' '.join(listed_ids)}",
+                last["dir"],
+            )
+        ]
+    apply = _joined([_script_text(p, "apply") for p in parts])
+    reverts = [_script_text(p, "revert") for p in reversed(parts)]
+    revert = _joined(reverts) if all(r is not None for r in reverts) else None
+    if _script_text(whole, "apply") != apply or _script_text(whole, "revert") != revert:
+        return [
+            Finding(
+                FindingCode.RANGE_PACKET_MISMATCH,
+                "the range's own change is not its listed migrations' ups in order and downs "
+                "in reverse order (a sub-packet from another range)",
+                last["dir"],
+            )
+        ]
+    first = parts[0].report["source"]["fingerprint"] if parts else None
+    if first is not None and first != whole.report["source"]["fingerprint"]:
+        return [
+            Finding(
+                FindingCode.RANGE_PACKET_MISMATCH,
+                "starts from another source than the range's own packet",
+                entries[0]["dir"],
+            )
+        ]
+    return []
+
+
 def check_range(
     top: set[str], data: bytes | None, subtree: Subtree, check_one: CheckOne
 ) -> ValidationReport:
@@ -153,7 +232,9 @@ def check_range(
         for name in sorted(top - {RANGE_FILE} - set(listed))
     ]
     if len(set(listed)) != len(listed):
-        findings.append(Finding(FindingCode.RANGE_MALFORMED, "a directory is listed twice"))
+        findings.append(
+            Finding(FindingCode.RANGE_MALFORMED, "a directory is listed twice", RANGE_FILE)
+        )
     findings += [
         Finding(FindingCode.RANGE_PACKET_MISSING, "listed in RANGE.json, not present", name)
         for name in listed
@@ -170,10 +251,8 @@ def check_range(
             findings.append(Finding(FindingCode.RANGE_PACKET_INVALID, str(first), e["dir"]))
             continue
         vp = report.packet
-        expected_dir = vp.change_id if e["migration"] is None else None
-        if vp.tree_hash != e["tree_hash"] or not (
-            e["dir"] == expected_dir or e["dir"].endswith("-" + vp.change_id)
-        ):
+        named = e["dir"] if e["migration"] is None else e["dir"].split("-", 1)[1]
+        if vp.tree_hash != e["tree_hash"] or named != vp.change_id:
             findings.append(
                 Finding(
                     FindingCode.RANGE_PACKET_MISMATCH,
@@ -194,22 +273,9 @@ def check_range(
         verified.append(vp)
     if findings:
         return ValidationReport(tuple(findings), (), None)
-    if entries[-1]["migration"] is None:
-        said = _range_migrations(verified[-1].files)
-        listed_ids = [e["migration"] for e in entries[:-1]]
-        if said is not None and said != listed_ids:
-            return ValidationReport(
-                (
-                    Finding(
-                        FindingCode.RANGE_PACKET_MISSING,
-                        f"the range rehearsed migrations {' '.join(said)}; RANGE.json lists "
-                        f"{' '.join(listed_ids)}",
-                        entries[-1]["dir"],
-                    ),
-                ),
-                (),
-                None,
-            )
+    bound = _bound(entries, verified)
+    if bound:
+        return ValidationReport(tuple(bound), (), None)
     overall = worst([str(v.overall) for v in verified])
     code = max(v.exit_code for v in verified)
     if doc["overall"] != overall or doc["exit_code"] != code:

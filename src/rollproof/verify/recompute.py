@@ -48,6 +48,7 @@ stops.
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import tomllib
 from collections.abc import Mapping
@@ -55,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rollproof.core.brackets import select_lines, strip_bracket
 from rollproof.core.canonical import sha256_hex
 from rollproof.core.change import (
     CONNECTION_DEFAULTS,
@@ -171,9 +173,12 @@ def _script(doc: Mapping[str, Any] | None) -> Script | None:
     )
 
 
-def recomputed_content_id(change: Mapping[str, Any], limits: Mapping[str, Any]) -> str:
+def recomputed_content_id(
+    change: Mapping[str, Any], limits: Mapping[str, Any], *, no_transaction: bool = False
+) -> str:
     """The content id of the report's change section and its `[impact]` limits (recorded in
-    `impact.limits.change`); `LimitError` on a value that is no limit."""
+    `impact.limits.change`), and `transaction = false` from the change copy's change.toml;
+    `LimitError` on a value that is no limit."""
     scripts = change["scripts"]
     apply, revert = _script(scripts["apply"]), _script(scripts["revert"])
     if apply is None:
@@ -192,6 +197,7 @@ def recomputed_content_id(change: Mapping[str, Any], limits: Mapping[str, Any]) 
         files={},
         verify_expect=change.get("verify_expect", VERIFY_NO_ERROR),
         impact_limits=parse_limits(limits, "impact.limits.change"),
+        no_transaction="transaction = false" if no_transaction else None,
     ).content_id
 
 
@@ -226,8 +232,10 @@ def _toml_mismatches(change: Mapping[str, Any], toml: Mapping[str, Any]) -> list
             if (
                 doc is None
                 or doc["path"] != path
-                or selection.get("lines") != doc.get("lines")
-                or selection.get("strip_transaction", False) != doc.get("strip_transaction", False)
+                # repr, not ==: TOML's 9.0 or 1 must not pass for the recorded 9 or true
+                or repr(selection.get("lines")) != repr(doc.get("lines"))
+                or repr(selection.get("strip_transaction", False))
+                != repr(doc.get("strip_transaction", False))
             ):
                 out.append(f"{name} = {given!r} is not the recorded script")
         elif f"{name}_sql" in toml:
@@ -252,12 +260,88 @@ def _toml_mismatches(change: Mapping[str, Any], toml: Mapping[str, Any]) -> list
     return out
 
 
+def _says_no_transaction(data: bytes | None) -> bool:
+    """Whether the copied change.toml says `transaction = false` (unreadable: no; the change
+    stage reports that file on its own)."""
+    try:
+        return tomllib.loads((data or b"").decode("utf-8")).get("transaction", True) is False
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+
+
+NO_TRANSACTION_REASON = "the migration is marked to run outside a transaction: "
+"""The transaction leg's reason under `transaction = false`, followed by the marker
+(rehearse/flow.py writes it; a test runs both)."""
+DEFAULT_MARKER = "change.toml `transaction = false`"
+
+
+def _transaction_mismatches(report: Mapping[str, Any], toml: Mapping[str, Any]) -> list[str]:
+    """`transaction = false` is not in the content id, so it must agree with the legs: the
+    transaction leg NOT_APPLICABLE for the marker exactly when change.toml says so. Otherwise a
+    failing transaction leg could be re-worded away by adding the key to the copy."""
+    flag = toml.get("transaction", True)
+    marker = toml.get("transaction_marker")
+    if type(flag) is not bool or not (marker is None or (isinstance(marker, str) and not flag)):
+        return ["transaction / transaction_marker are not a boolean and a marker text"]
+    leg = next((x for x in report["legs"] if x["name"] == LegName.TRANSACTION), None)
+    said = None if leg is None else leg.get("reason")
+    claims = isinstance(said, str) and said.startswith(NO_TRANSACTION_REASON)
+    if flag:
+        if claims:
+            return [f"the transaction leg says {said!r}, change.toml has no transaction = false"]
+        return []
+    if leg is None:
+        return []
+    expected = NO_TRANSACTION_REASON + (marker or DEFAULT_MARKER)
+    if leg["verdict"] != Verdict.NOT_APPLICABLE or said != expected or leg["fingerprints"]:
+        return ["transaction = false, but the transaction leg is not NOT_APPLICABLE for it"]
+    return []
+
+
+def _selection_problems(
+    change: Mapping[str, Any], copy: Mapping[str, bytes]
+) -> list[tuple[str, str]]:
+    """A script's `lines` must exist in its copied file, `strip_transaction` must find one
+    whole-script BEGIN ... COMMIT there, and two selections of one file must not overlap: what
+    the loader refuses (core/change.py) cannot be evidence of a rehearsal."""
+    out: list[tuple[str, str]] = []
+    spans: dict[str, list[tuple[int, int, str]]] = {}
+    for name in SCRIPT_NAMES:
+        doc = change["scripts"][name]
+        if doc is None or doc["path"] is None or doc["path"] not in copy:
+            continue
+        lines, strip = doc.get("lines"), doc.get("strip_transaction", False)
+        try:
+            text = copy[doc["path"]].decode("utf-8")
+        except UnicodeDecodeError:
+            out.append((doc["path"], f"{name}: not UTF-8 text"))
+            continue
+        if lines is not None:
+            picked = select_lines(text, int(lines[0]), int(lines[1]))
+            if picked is None:
+                out.append((doc["path"], f"{name}: the file has no lines {lines[0]}..{lines[1]}"))
+                continue
+            text = picked
+            spans.setdefault(doc["path"], []).append((int(lines[0]), int(lines[1]), name))
+        if strip and strip_bracket(text) is None:
+            out.append(
+                (doc["path"], f"{name}: strip_transaction, but it is not one BEGIN ... COMMIT")
+            )
+    for path, ranges in sorted(spans.items()):
+        for (a0, a1, an), (b0, b1, bn) in itertools.pairwise(sorted(ranges)):
+            if b0 <= a1:
+                out.append((path, f"{an} lines {a0}..{a1} overlap {bn} lines {b0}..{b1}"))
+    return out
+
+
 def check_change(ev: Evidence) -> list[Finding]:
     change = ev.report["change"]
     out = []
     try:
         recomputed: str | None = recomputed_content_id(
-            change, ev.report["impact"]["limits"]["change"]
+            change,
+            ev.report["impact"]["limits"]["change"],
+            no_transaction=_says_no_transaction(ev.files.get(f"{CHANGE_DIR}/change.toml")),
         )
     except LimitError:
         recomputed = None
@@ -312,7 +396,7 @@ def check_change(ev: Evidence) -> list[Finding]:
         else:
             out += [
                 Finding(FindingCode.CHANGE_COPY_MISMATCH, m, prefix + "change.toml")
-                for m in _toml_mismatches(change, toml)
+                for m in _toml_mismatches(change, toml) + _transaction_mismatches(ev.report, toml)
             ]
             if _toml_limits(toml) != ev.report["impact"]["limits"]["change"]:
                 out.append(
@@ -322,6 +406,10 @@ def check_change(ev: Evidence) -> list[Finding]:
                         prefix + "change.toml",
                     )
                 )
+    out += [
+        Finding(FindingCode.CHANGE_COPY_MISMATCH, m, prefix + rel)
+        for rel, m in _selection_problems(change, copy)
+    ]
     return out
 
 
@@ -518,7 +606,24 @@ CARRYING_ENGINES = frozenset({"postgresql"})
 fingerprint over instead of reading it; a SQLite clone's every point is read."""
 
 
-def _check_carried(report: Mapping[str, Any]) -> list[Finding]:
+CARRIED_POINTS: Mapping[tuple[str, str], str] = {
+    (LegName.RESTORE.value, Point.AFTER_RESTORE.value): "snapshot",
+    (LegName.REVERT.value, Point.AFTER_APPLY.value): "restore.after_apply",
+}
+"""The only points a rehearsal carries over, each with its one origin (rehearse/flow.py): the
+restore leg's clone is a copy of the snapshot, and the revert leg continues from a copy of the
+restore leg's applied clone. Any other pair names a copy no rehearsal made."""
+
+
+def _full_fingerprints(exit_codes: Mapping[str, Any]) -> bool:
+    """Whether the recorded rehearse command asked to read every point."""
+    argv: list[str] = next(
+        (c["argv"] for c in exit_codes["commands"] if c["name"] == "rehearse"), []
+    )
+    return "--full-fingerprints" in argv
+
+
+def _check_carried(report: Mapping[str, Any], *, full: bool = False) -> list[Finding]:
     """Stops an unread point passed off as a copy of something it is not: a point carried over
     (`carried`) must be one the leg records, on an engine that copies clones, from an origin
     that gives exactly its digest: "snapshot" only for after_restore, whose digest must then be
@@ -531,6 +636,8 @@ def _check_carried(report: Mapping[str, Any]) -> list[Finding]:
     for leg in report["legs"]:
         for point, origin in leg.get("carried", {}).items():
             why = _unfounded(leg, str(point), str(origin), legs, source, engine)
+            if why is None and full:
+                why = "the recorded command read every point (--full-fingerprints)"
             if why is not None:
                 out.append(
                     Finding(
@@ -556,6 +663,24 @@ def _unfounded(
     digest = leg["fingerprints"].get(point)
     if digest is None:
         return "the leg records no fingerprint there"
+    allowed = CARRIED_POINTS.get((str(leg["name"]), point))
+    why = _unfounded_origin(leg, point, origin, digest, legs, source)
+    if why is None and allowed != origin:
+        return "no rehearsal carries that point over" + (
+            "" if allowed is None else f" from anywhere but {allowed}"
+        )
+    return why
+
+
+def _unfounded_origin(
+    leg: Mapping[str, Any],
+    point: str,
+    origin: str,
+    digest: str,
+    legs: Mapping[str, Mapping[str, Any]],
+    source: str,
+) -> str | None:
+    """Why the origin does not give the point's digest, or None."""
     if origin == "snapshot":
         if point != "after_restore":
             return "only a restore is a copy of the snapshot"
@@ -666,7 +791,7 @@ def check_verdicts(ev: Evidence) -> list[Finding]:
     change = report["change"]
     out += _check_forward_only(report)
     out += _check_verify_rows(report)
-    out += _check_carried(report)
+    out += _check_carried(report, full=_full_fingerprints(ev.exit_codes))
     for leg in report["legs"]:
         out += _check_leg(
             leg,

@@ -542,7 +542,28 @@ def _schemas(st: _State) -> list[Finding]:
             )
         else:
             st.fingerprints[fp.digest] = fp
-    return out
+    return out or _table_digests(st.fingerprints)
+
+
+def _table_digests(fingerprints: Mapping[str, Fingerprint]) -> list[Finding]:
+    """A table digest's header names its table and order mode and its rows fix the count, so
+    across a packet one digest stands for one (table, rows, order): a digest copied from another
+    table, or a count or order edited beside it, says otherwise."""
+    seen: dict[str, tuple[str, int, str, str]] = {}
+    for digest, fp in sorted(fingerprints.items()):
+        path = f"fingerprints/{digest.removeprefix('sha256:')}.json"
+        for name, t in sorted(fp.tables.items()):
+            first = seen.setdefault(t.digest, (name, t.rows, t.order, path))
+            if first[:3] != (name, t.rows, t.order):
+                return [
+                    Finding(
+                        FindingCode.FINGERPRINT_INVALID,
+                        f"table {name} ({t.rows} rows, {t.order}) has the digest of table "
+                        f"{first[0]} ({first[1]} rows, {first[2]}) in {first[3]}",
+                        path,
+                    )
+                ]
+    return []
 
 
 def _change(st: _State) -> list[Finding]:

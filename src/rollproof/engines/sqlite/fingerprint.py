@@ -88,6 +88,7 @@ RUN_DIGESTS = 1 << 21
 """Row digests sorted in memory before a run is spilled to a file (64 MiB of digests)."""
 MERGE_DIGESTS = 1 << 15
 """Digests read from each spilled run at a time while merging."""
+SPILL_PREFIX = "rollproof-sort-"  # in the temporary directory, swept by `rollproof gc`
 
 Row = tuple[SqlValue, ...]
 Fetch = Callable[[], list[Row]]
@@ -429,15 +430,19 @@ def _parallel_digests(
 
 @contextlib.contextmanager
 def _spill_dir(plans: list[_Plan]) -> Iterator[str | None]:
-    """A private temporary directory for sorted runs, when some table has no key."""
+    """A private temporary directory for sorted runs, when some table has no key; claimed
+    like a workspace, so a process killed mid-spill leaves it to `rollproof gc` (lock free)."""
     if all(p.order_by is not None for p in plans):
         yield None
         return
-    spill = tempfile.mkdtemp(prefix="rollproof-sort-")
+    from rollproof.engines.workspace import make_owned_dir
+
+    claim = make_owned_dir(SPILL_PREFIX, None)
     try:
-        yield spill
+        yield str(claim.directory)
     finally:
-        shutil.rmtree(spill, ignore_errors=True)
+        shutil.rmtree(claim.directory, ignore_errors=True)
+        claim.release()
 
 
 def table_digest(conn: sqlite3.Connection, name: str) -> TableDigest:
