@@ -2,6 +2,7 @@
 
     python bench/pg.py --quick                     # every shape at 100k rows, 3 runs
     python bench/pg.py --sizes 100000 1000000 --runs 5
+    python bench/pg.py --sizes 1000000 --baseline  # also each table read whole on one session
     python bench/pg.py --clone --sizes 1000000     # the mixed data set, fingerprint and clone
 
 Servers: ROLLPROOF_BENCH_PG_SOURCE and ROLLPROOF_BENCH_PG_SCRATCH name a source and a scratch
@@ -46,6 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from rollproof.engines.postgres import contents
 from rollproof.engines.postgres.session import PostgresSession, fingerprint_source
 
 SCHEMA = """
@@ -200,7 +202,20 @@ def build_shape(admin_dsn: str, shape: str, rows: int) -> str:
     return dsn
 
 
-def bench_shape(dsn: str, shape: str, rows: int, runs: int) -> dict[str, object]:
+def unsplit_fingerprint(dsn: str) -> object:
+    """The fingerprint as read before key ranges: each table on one session (the same
+    digests; for `--baseline`)."""
+    split = contents.SPLIT_BYTES
+    contents.SPLIT_BYTES = 1 << 62
+    try:
+        return fingerprint_source(dsn)
+    finally:
+        contents.SPLIT_BYTES = split
+
+
+def bench_shape(
+    dsn: str, shape: str, rows: int, runs: int, baseline: bool = False
+) -> dict[str, object]:
     cases: dict[str, Callable[[], object]] = {
         "rollproof fingerprint": lambda: fingerprint_source(dsn),
         "pg_dump -t | sha256sum": lambda: shell(f"pg_dump -t {shape} '{dsn}' | sha256sum"),
@@ -208,6 +223,8 @@ def bench_shape(dsn: str, shape: str, rows: int, runs: int) -> dict[str, object]
     if shutil.which("b3sum"):
         copy = f"COPY {shape} TO STDOUT (FORMAT binary)"
         cases["COPY binary | b3sum"] = lambda: shell(f"psql -Xq '{dsn}' -c '{copy}' | b3sum")
+    if baseline:
+        cases["fingerprint, unsplit"] = lambda: unsplit_fingerprint(dsn)
     samples: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(runs):
         for name, fn in cases.items():
@@ -292,7 +309,9 @@ def print_shapes(results: list[dict[str, object]], runs: int, b3sum: bool) -> No
             raw = s.get("COPY binary | b3sum")
             raw_cols = f"{raw:.2f} s | {q['COPY binary | b3sum']:.2f}x" if raw else "- | -"
             ratio = q["pg_dump -t | sha256sum"]
-            print(f"| {r['rows']:,} | {fp:.2f} s | {dump:.2f} s | {ratio:.2f}x | {raw_cols} |")
+            line = f"| {r['rows']:,} | {fp:.2f} s | {dump:.2f} s | {ratio:.2f}x | {raw_cols} |"
+            unsplit = s.get("fingerprint, unsplit")
+            print(line + (f" unsplit {unsplit:.2f} s ({fp / unsplit:.2f}x)" if unsplit else ""))
 
 
 def print_clone(results: list[dict[str, object]], runs: int, clone: bool) -> None:
@@ -325,6 +344,11 @@ def main() -> int:
     parser.add_argument(
         "--fingerprint-only", action="store_true", help="with --clone: time no clone"
     )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time the fingerprint with every table read whole on one session (alternating)",
+    )
     args = parser.parse_args()
     sizes, runs = ([100_000], 3) if args.quick else (args.sizes, args.runs)
     out = Path(__file__).parent / "results"
@@ -340,7 +364,8 @@ def main() -> int:
         results = []
         for n in sizes:
             for shape in args.shapes:
-                results.append(bench_shape(build_shape(source_admin, shape, n), shape, n, runs))
+                dsn = build_shape(source_admin, shape, n)
+                results.append(bench_shape(dsn, shape, n, runs, args.baseline))
     print_shapes(results, runs, shutil.which("b3sum") is not None)
     record = {"cores": os.cpu_count(), "runs": runs, "b3sum": shutil.which("b3sum") is not None}
     path = out / f"postgres-shapes-{stamp}.json"

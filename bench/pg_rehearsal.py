@@ -191,6 +191,16 @@ def manual_run(source: str, scratch: str, work: Path) -> float:
     return elapsed
 
 
+def drop_caches(scratch: str) -> None:
+    """Leave no snapshot cache behind on the scratch server."""
+    import psycopg
+
+    from rollproof.engines.postgres import snapcache
+
+    with psycopg.connect(scratch, autocommit=True) as conn:
+        snapcache.drop_caches(conn)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -201,7 +211,15 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile one rehearsal per case")
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     ap.add_argument("--label", default="", help="a word recorded in the results (before, after)")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep a sealed snapshot on the scratch server (ROLLPROOF_PG_SNAPSHOT_CACHE=1): one "
+        "untimed rehearsal per case fills it, the timed ones reuse it; dropped after each case",
+    )
     args = ap.parse_args()
+    if args.reuse:
+        os.environ["ROLLPROOF_PG_SNAPSHOT_CACHE"] = "1"
     if args.quick:
         args.sizes, args.runs = [100_000], 3
     source = os.environ.get("ROLLPROOF_BENCH_PG_SOURCE")
@@ -216,6 +234,11 @@ def main() -> None:
             for shape in args.shapes:
                 dsn = build(source, shape, rows)
                 times: dict[str, list[float]] = {"rollproof": [], "manual": []}
+                if args.reuse:
+                    (root / "warm").mkdir()
+                    fill = rollproof_run(dsn, scratch, change, root / "warm" / "packet")
+                    print(f"{rows:>9,} {shape:8} rehearsal that fills the cache {fill:6.2f} s")
+                    subprocess.run(["rm", "-rf", str(root / "warm")], check=True)
                 for i in range(args.runs):
                     work = root / f"run-{rows}-{shape}-{i}"
                     work.mkdir()
@@ -251,9 +274,12 @@ def main() -> None:
                     "rollproof_s": round(rp, 3),
                     "manual_s": round(manual, 3),
                     "ratio": round(rp / manual, 2),
+                    "reuse": args.reuse,
                     "runs": {k: [round(v, 3) for v in vs] for k, vs in times.items()},
                 }
                 cases.append(case)
+                if args.reuse:
+                    drop_caches(scratch)
                 print(
                     f"{rows:>9,} {shape:8} rollproof {rp:6.2f} s  manual {manual:6.2f} s  "
                     f"ratio {rp / manual:4.2f}x",

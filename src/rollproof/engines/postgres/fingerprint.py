@@ -7,9 +7,12 @@ Same JSON shape and semantics as the SQLite engine's (rollproof.core.fingerprint
   types and forms, the order, and `"rows": "copy-binary"`) followed by the stream
   `COPY (SELECT v1, v2, ... FROM ONLY t ORDER BY ...) TO STDOUT (FORMAT binary)` sends: a
   fixed header, per row a field count and each value length-prefixed (-1 for NULL), a
-  trailer. Python hashes it in batches as it arrives (`copy_out`), so memory stays bounded.
+  trailer. Python hashes it in batches as it arrives (`contents.copy_out`), so memory stays
+  bounded. A large table with an integer key may be read as key ranges on several sessions of
+  one snapshot and the ranges' streams joined back into that one stream (contents.py,
+  pieces.py): the digest does not depend on it.
 * **Forms.** Each column is read in a form whose bytes are the same on any server
-  (`Column.value`, decided from the catalog by `catalog.TABLE_COLUMNS`): built-in scalar
+  (`contents.Column.value`, decided from the catalog by `catalog.TABLE_COLUMNS`): built-in scalar
   types in binary, floats in binary with NaN canonicalised, everything else (user and
   extension types, arrays, composites, geometric and OID alias types) as text. Array and
   record send functions embed type OIDs, which differ between a source and its restored
@@ -49,90 +52,33 @@ for most types); row digests computed, sorted and hashed by the server with one 
 rather than whole rows sorted on keys total on their text; bytewise text keys with `USING ~<~`
 rather than `COLLATE "C"` (the sort carries no second copy of each value); libpq's COPY loop
 driven directly (`copy_out`: 0.24 rather than 0.63 client CPU s per 1M rows through
-`Cursor.copy()`), hash updates batched so they release the GIL; no other parallel query; tables
-handed out largest first and read while the rest of the schema is, so the sessions end together.
+`Cursor.copy()`) into one reused buffer, hash updates batched so they release the GIL; no
+other parallel query; tables handed out largest first and read while the rest of the schema
+is, so the sessions end together; a large keyed table whose first key range kept the client
+waiting on the server (jsonb: its send function is the server's work) shared among the
+sessions by key range.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import select
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 
-from rollproof.core.canonical import canonical_json, content_hasher, content_tagged, digest_json
-from rollproof.core.fingerprint import Fingerprint, Reuse, TableDigest
-from rollproof.engines.postgres import catalog
+from rollproof.core.canonical import digest_json
+from rollproof.core.fingerprint import Fingerprint, Reuse
+from rollproof.engines.postgres import catalog, contents
 from rollproof.engines.postgres.conn import quote_ident
+
+# Connect and prepare_session are re-exported: the session and explain modules use them here.
+from rollproof.engines.postgres.contents import Connect as Connect
+from rollproof.engines.postgres.contents import TableReader, table_digest
+from rollproof.engines.postgres.contents import prepare_session as prepare_session
 from rollproof.engines.postgres.privileges import PrivilegeMask, State, masked
 
 ENGINE = "postgresql"
-
-SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
-    ("search_path", "pg_catalog, pg_temp"),
-    ("DateStyle", "ISO, YMD"),
-    ("IntervalStyle", "postgres"),
-    ("TimeZone", "UTC"),
-    ("extra_float_digits", "1"),
-    ("bytea_output", "hex"),
-    ("lc_monetary", "C"),
-    # COPY sends its text in the client encoding: always UTF-8.
-    ("client_encoding", "UTF8"),
-    ("max_parallel_workers_per_gather", "0"),
-    # Where parallel query is allowed (row digests), the planner should not price its rows.
-    ("parallel_tuple_cost", "0"),
-    # Never a filtered read: a query row-level security would filter raises instead.
-    ("row_security", "off"),
-)
-
-_TEXT = frozenset({25, 1043})
-"""text and character varying: compared bytewise with the pattern operator `~<~`."""
-
-
-class Column(NamedTuple):
-    name: str
-    type: str
-    oid: int
-    bytewise: bool | None  # None: not collatable
-    base: str | None  # a domain's base type with its modifier; None for any other type
-    form: str  # "binary", "float" or "text": how the value is read (catalog.TABLE_COLUMNS)
-    oid_valued: bool  # holds OIDs of catalog rows (regclass, ...), which differ per server
-
-    @property
-    def ref(self) -> str:
-        return f"t.{quote_ident(self.name)}"
-
-    def key(self) -> str:
-        """This column as a sort key, compared bytewise when text-like (`~<~` for text and
-        varchar: unlike `COLLATE "C"`, the sort carries no second copy; a byte collation as is,
-        so its index can serve the order)."""
-        if self.bytewise is None or self.bytewise:
-            return self.ref
-        if self.oid in _TEXT:
-            return f"{self.ref} USING ~<~"
-        return f'{self.ref} COLLATE "C"'
-
-    def value(self) -> str:
-        """The column as read: a form whose binary COPY bytes are the same on any server.
-
-        "text": the type's output function (user and extension types, arrays, composites,
-        geometric and OID alias types), under the session's fixed settings. "float": the
-        value with every NaN made the one NaN text input gives (arithmetic can leave a NaN
-        with its sign bit set, which prints, dumps and restores as plain NaN). A domain is
-        read as its base type, so a row's `record_send` names only built-in type OIDs.
-        """
-        if self.form == "text":
-            return f"{self.ref}::pg_catalog.text"
-        ref = self.ref if self.base is None else f"{self.ref}::{self.base}"
-        if self.form == "float":
-            kind = self.base or self.type
-            return f"CASE WHEN {ref} = 'NaN'::{kind} THEN 'NaN'::{kind} ELSE {ref} END"
-        return ref
 
 
 def privilege_state(conn: psycopg.Connection[Any]) -> State:
@@ -178,176 +124,8 @@ def counter_name(sequence: str, owner_table: str | None, owner: str | None, firs
     return owner_table if first else owner
 
 
-def prepare_session(conn: psycopg.Connection[Any]) -> None:
-    """Fix every setting that changes how a value is rendered, and the search path.
-
-    `set_config(..., true)` inside a transaction lasts until it ends; outside one, a plain
-    session setting is used. Both are re-applied before every fingerprint.
-    """
-    local = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-    calls = ", ".join("pg_catalog.set_config(%s, %s, %s)" for _ in SESSION_SETTINGS)
-    params = [x for name, value in SESSION_SETTINGS for x in (name, value, local)]
-    conn.execute(f"SELECT {calls}", params, prepare=False)
-
-
 def _rows(conn: psycopg.Connection[Any], sql: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in conn.execute(sql, prepare=False).fetchall()]
-
-
-_BATCH = 1 << 18
-"""Bytes of COPY rows gathered before each hash update: large enough that the update releases
-the GIL and the per-call cost vanishes, small enough to keep memory flat."""
-
-
-def _server_error(conn: psycopg.Connection[Any], result: psycopg.pq.abc.PGresult) -> psycopg.Error:
-    # Drain what is left of the command, so the session can still ROLLBACK.
-    pgconn = conn.pgconn
-    while pgconn.get_result() is not None:
-        pass
-    return psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-
-
-def copy_out(
-    conn: psycopg.Connection[Any], statement: str, sink: Callable[[bytearray], Any]
-) -> int:
-    """Run `COPY ... TO STDOUT` and pass its bytes to `sink` in batches; return the messages.
-
-    Straight on the libpq connection: psycopg's `Cursor.copy()` yields one row per call through
-    a generator and its wait loop, which costs more client CPU than hashing the row. The
-    server sends one CopyData message per row (binary COPY: and one for its trailer). Waits are
-    in `poll` (the GIL released), so other sessions' threads run meanwhile. A server error
-    raises the same `psycopg.Error` as a cursor would, with the session left usable.
-    """
-    pgconn = conn.pgconn
-    poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN)
-
-    def next_result() -> psycopg.pq.abc.PGresult | None:
-        while pgconn.is_busy():
-            poller.poll()
-            pgconn.consume_input()
-        return pgconn.get_result()
-
-    pgconn.send_query(statement.encode())
-    result = next_result()
-    if result is None or result.status != psycopg.pq.ExecStatus.COPY_OUT:
-        if result is None:
-            raise psycopg.OperationalError("COPY returned no result")
-        raise _server_error(conn, result)
-    get = pgconn.get_copy_data
-    buf = bytearray()
-    messages = 0
-    try:
-        while True:
-            nbytes, data = get(1)
-            if nbytes > 0:
-                buf += data
-                messages += 1
-                if len(buf) >= _BATCH:
-                    sink(buf)
-                    buf.clear()
-            elif nbytes == 0:
-                poller.poll()
-                pgconn.consume_input()
-            else:
-                break
-    except BaseException:
-        # Interrupted: cancel the COPY and read it to its end, so the session stays usable.
-        with contextlib.suppress(Exception):
-            conn.cancel_safe(timeout=5.0)
-            while get(0)[0] > 0:
-                pass
-            while pgconn.get_result() is not None:
-                pass
-        raise
-    sink(buf)
-    result = next_result()
-    if result is None or result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-        if result is None:
-            raise psycopg.OperationalError("COPY ended without a result")
-        raise _server_error(conn, result)
-    while next_result() is not None:
-        pass
-    return messages
-
-
-def _parallel_workers(conn: psycopg.Connection[Any], workers: int) -> None:
-    local = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-    conn.execute(
-        "SELECT pg_catalog.set_config('max_parallel_workers_per_gather', %s, %s)",
-        (str(workers), local),
-        prepare=False,
-    )
-
-
-_PGCOPY = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-"""The binary COPY header: signature, flags (no OIDs), no header extension."""
-
-
-def table_digest(
-    conn: psycopg.Connection[Any], name: str, schema: str, relname: str
-) -> TableDigest:
-    """Digest one table: its header, then its rows as binary COPY in a canonical order.
-
-    With a primary key, the rows themselves in key order; without one, each row's SHA-256
-    over its `record_send` bytes, computed by the server and sorted (`ORDER BY 1`).
-    """
-    relation = f"{quote_ident(schema)}.{quote_ident(relname)}"
-    cols: dict[int, Column] = {
-        int(num): Column(str(c), str(t), int(oid), bytewise, base, str(form), bool(aliased))
-        for num, c, t, oid, bytewise, base, form, aliased in conn.execute(
-            catalog.TABLE_COLUMNS, (relation, relation), prepare=False
-        )
-    }
-    pk = [
-        cols[int(num)] for (num,) in conn.execute(catalog.PRIMARY_KEY, (relation,), prepare=False)
-    ]
-    values = ", ".join(c.value() for c in cols.values())
-    if pk and not any(c.oid_valued for c in pk):
-        # A primary key is unique and NOT NULL: its order is total. (One over OIDs would order
-        # the clone differently from the source.)
-        order = "primary-key"
-        keys = ", ".join(c.key() for c in pk)
-        query = f"SELECT {values} FROM ONLY {relation} t ORDER BY {keys}"
-    else:
-        order = "row-digests"
-        row = f"pg_catalog.record_send(ROW({values}))"
-        query = f"SELECT pg_catalog.sha256({row}) FROM ONLY {relation} t ORDER BY 1"
-    header = canonical_json(
-        {
-            "table": name,
-            "columns": [c.name for c in cols.values()],
-            "types": [c.type for c in cols.values()],
-            "forms": [c.form for c in cols.values()],
-            "order": order,
-            "rows": "copy-binary",
-        }
-    )
-    h = content_hasher(header)
-    start = bytearray()
-
-    def sink(buf: bytearray) -> None:
-        if len(start) < len(_PGCOPY):
-            start.extend(buf[: len(_PGCOPY) - len(start)])
-            if start != _PGCOPY[: len(start)]:
-                raise psycopg.OperationalError(f"table {name}: COPY sent no binary header")
-        h.update(buf)
-
-    statement = f"COPY ({query}) TO STDOUT (FORMAT binary)"
-    if order == "primary-key":
-        messages = copy_out(conn, statement, sink)
-    else:
-        # Hashing every row is the server's work here: two parallel workers beside the session
-        # compute and sort the digests with it (1M rows, 2 CPUs: 1.6-1.9 -> 1.1 s; one worker
-        # 1.4 s). After an error, the next prepare_session sets it back to 0.
-        _parallel_workers(conn, 2)
-        messages = copy_out(conn, statement, sink)
-        _parallel_workers(conn, 0)
-    # One message per row, and one for the trailer (the header rides with the first).
-    if messages < 1 or len(start) < len(_PGCOPY):
-        raise psycopg.OperationalError(f"table {name}: binary COPY ended early")
-    digest = content_tagged(h.hexdigest())
-    return TableDigest(name=name, digest=digest, rows=messages - 1, order=order)
 
 
 def _sequence_positions(
@@ -365,63 +143,6 @@ def _sequence_positions(
         position = int(last_value) if is_called else int(last_value) - inc
         out[name] = position if inc > 0 else -position
     return out
-
-
-Connect = Callable[[], "contextlib.AbstractContextManager[psycopg.Connection[Any]]"]
-"""Opens another connection that sees exactly what the first one sees (same database, and for a
-live source the same exported snapshot), for reading tables in parallel."""
-
-
-class _TableReader:
-    """Reads tables on up to `jobs` extra sessions in the background, largest first."""
-
-    def __init__(
-        self,
-        tables: list[tuple[str, str, str]],
-        progress: Callable[[str], None] | None,
-        more: Connect,
-        jobs: int,
-    ) -> None:
-        self._queue = list(reversed(tables))
-        self._total = len(tables)
-        self._done = 0
-        self._progress = progress
-        self._more = more
-        self._lock = threading.Lock()
-        workers = min(jobs, len(tables))
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
-        self._futures = [self._pool.submit(self._work) for _ in range(workers)]
-
-    def _note(self, name: str) -> None:
-        with self._lock:
-            self._done += 1
-            if self._progress is not None:
-                self._progress(f"fingerprinted table {name} ({self._done}/{self._total})")
-
-    def _work(self) -> dict[str, TableDigest]:
-        got: dict[str, TableDigest] = {}
-        with self._more() as extra:
-            prepare_session(extra)
-            while True:
-                with self._lock:
-                    if not self._queue:
-                        return got
-                    name, schema, relname = self._queue.pop()
-                got[name] = table_digest(extra, name, schema, relname)
-                self._note(name)
-
-    def stop(self) -> None:
-        """Take no further table (after an error elsewhere) and wait for the sessions."""
-        with self._lock:
-            self._queue.clear()
-        self._pool.shutdown(wait=True)
-
-    def result(self) -> dict[str, TableDigest]:
-        try:
-            parts = [f.result() for f in self._futures]
-        finally:
-            self.stop()
-        return {name: digest for part in parts for name, digest in part.items()}
 
 
 def _reusable(reuse: Reuse, name: str) -> bool:
@@ -480,8 +201,9 @@ def fingerprint_connection(
         [t for t in tables if reuse is None or not _reusable(reuse, t[0])],
     )
     reader = None
-    if more is not None and jobs > 1 and len(tables) > 1:
-        reader = _TableReader(tables, progress, more, jobs)
+    large = {name: sizes[name] for name, _s, _r in tables if sizes[name] >= contents.SPLIT_BYTES}
+    if more is not None and jobs > 1 and (len(tables) > 1 or large):
+        reader = TableReader(tables, progress, more, jobs, large)
     try:
         sequences = _rest_of_schema(conn, add)
     except BaseException:

@@ -92,6 +92,7 @@ from rollproof.engines.base import (
     StatementRows,
     TransactionOutcome,
 )
+from rollproof.engines.postgres import snapcache
 from rollproof.engines.postgres.conn import (
     READ_ONLY_OPTION,
     PgTarget,
@@ -298,6 +299,9 @@ class PostgresSession:
         """The snapshot was closed to connections before it was fingerprinted (_seal_snapshot)
         and has not been opened since: a server copy of it carries its fingerprint."""
         self._seal_note = ""
+        self._cache: str | None = None
+        """The snapshot cache database for this source (snapcache.py), when reuse is asked."""
+        self._reuse_note = ""
         self._carried: Fingerprint | None = None
         """What the working clone holds by construction (a copy of the sealed snapshot that
         nothing has run on since), or None when only a read can say."""
@@ -403,8 +407,14 @@ class PostgresSession:
                         f"source's {src_version}"
                     )
                 self._sweep(admin)
-                self._create_database(admin, self.snapshot_db, encoding, collate, ctype)
+                cached: str | None = None
+                if snapcache.enabled() and self._cluster is None:
+                    self._cache = snapcache.cache_name(str(src_id), src_db)
+                    cached = snapcache.sealed_digest(admin, self._cache)
+                if cached is None:
+                    self._create_database(admin, self.snapshot_db, encoding, collate, ctype)
                 self._roles_note = copy_roles(src, admin)
+            locale = (encoding, collate, ctype)
             src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             row = src.execute(
                 "SELECT pg_catalog.pg_export_snapshot(), "
@@ -412,6 +422,22 @@ class PostgresSession:
             ).fetchone()
             assert row is not None
             snapshot_id = self._snapshot_id = str(row[0])
+            if cached is not None:
+                # The source is read first: only its fingerprint says whether the cache is it.
+                say("fingerprinting the source (read-only); a sealed snapshot cache is kept")
+                self._source_before = self._fingerprint(
+                    src, "source", lambda: self._source_worker(snapshot_id)
+                )
+                if self._reuse(cached, locale):
+                    self._source_txns.append(_wrote_nothing(src))
+                    src.execute("ROLLBACK")
+                    return
+                # Not reused: dump this same exported snapshot, still open, as without a cache.
+                self._dump(snapshot_id, str(row[1]))
+                self._source_txns.append(_wrote_nothing(src))
+                src.execute("ROLLBACK")
+                self._restore_and_seal()
+                return
             say("fingerprinting the source (read-only) while pg_dump dumps the same snapshot")
             # Both read the one exported snapshot, so they may run at once: the fingerprint on
             # this session (and its workers) on another thread, pg_dump in its own processes.
@@ -426,9 +452,86 @@ class PostgresSession:
             self._source_before = reading.result()
             self._source_txns.append(_wrote_nothing(src))
             src.execute("ROLLBACK")
+        self._restore_and_seal()
+
+    def _restore_and_seal(self) -> None:
+        """Restore the dump, copy it aside for the cache (when asked), enforce and seal."""
         self._restore()
+        pending = self._cache is not None and not self._restore_note
+        if pending and self._cache is not None:
+            with contextlib.closing(self._admin()) as admin:
+                snapcache.drop(admin, self._cache)
+                snapcache.copy_pending(admin, self._cache, self.snapshot_db)
         self._enforce()
         self._seal_snapshot()
+        if pending and self._cache is not None:
+            before, snap = self._source_before, self._snapshot_fp
+            with contextlib.closing(self._admin()) as admin:
+                if before is not None and snap is not None and before.digest == snap.digest:
+                    snapcache.seal_pending(admin, self._cache, before.digest)
+                else:
+                    snapcache.drop(admin, self._cache)
+
+    def _reuse(self, cached: str, locale: tuple[str, str, str]) -> bool:
+        """Make the snapshot a server copy of the cache, when the source's fingerprint is the
+        one the cache was sealed with; the copy is sealed and really read, and it is kept only
+        when that read equals the source's. False (cache and copy dropped, the snapshot
+        database created empty): dump and restore."""
+        assert self._cache is not None
+        assert self._source_before is not None
+        source = self._source_before.digest
+        if source == cached:
+            self._progress(
+                f"copying the cached snapshot {self._cache} (CREATE DATABASE ... TEMPLATE)"
+            )
+            with contextlib.closing(self._admin()) as admin:
+                admin.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(self.snapshot_db), sql.Identifier(self._cache)
+                    )
+                )
+                self._created.append(self.snapshot_db)
+                mark_database(admin, self.snapshot_db, owner_of(self._claim))
+            self._enforce()
+            self._seal_snapshot()
+            snap = self._snapshot_fp
+            if snap is not None and snap.digest == source:
+                self._reuse_note = (
+                    f"not dumped again: the snapshot is a server copy of {self._cache}, sealed "
+                    f"by an earlier rehearsal for source fingerprint {cached}, which the source "
+                    "has now too; the copy's own fingerprint was read after the copy"
+                )
+                return True
+            self._progress(f"the cached snapshot {self._cache} differs from the source: not used")
+            self._reuse_note = (
+                f"the cached snapshot {self._cache} was copied but its fingerprint "
+                f"{snap.digest if snap else None} differs from the source's: dropped, "
+                "dumped and restored instead"
+            )
+        else:
+            self._reuse_note = (
+                f"the cached snapshot {self._cache} was sealed for another source "
+                "fingerprint: dumped and restored instead"
+            )
+        self._undo_reuse(locale)
+        return False
+
+    def _undo_reuse(self, locale: tuple[str, str, str]) -> None:
+        """Drop the cache and any copy of it with its role, and start the snapshot empty."""
+        assert self._cache is not None
+        with contextlib.closing(self._admin()) as admin:
+            snapcache.drop(admin, self._cache)
+            if self.snapshot_db in self._created:
+                ident = sql.Identifier(self.snapshot_db)
+                admin.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(ident))
+                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident))
+                self._created.remove(self.snapshot_db)
+            if self._role is not None:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self._role)))
+            self._role = None
+            self._grants = self._mask = self._clone_mask = None
+            self._sealed, self._seal_note, self._snapshot_fp = False, "", None
+            self._create_database(admin, self.snapshot_db, *locale)
 
     def _seal_snapshot(self) -> None:
         """Close the restored (and enforced) snapshot to connections, then fingerprint it.
@@ -708,14 +811,25 @@ class PostgresSession:
             same = before is not None and snap is not None
         notes = "; ".join(
             n
-            for n in (self._seal_note, self._roles_note, self._restore_note, self._grants_note())
+            for n in (
+                self._reuse_note,
+                self._seal_note,
+                self._roles_note,
+                self._restore_note,
+                self._grants_note(),
+            )
             if n
         )
         advanced = "; ".join(d.summary for d in moved)
         return IsolationCheck(
             CLONE_MATCHES_SOURCE,
             same,
-            f"pg_dump dumped snapshot {self._snapshot_id}, exported by a read-only REPEATABLE "
+            (
+                f"the source was read in snapshot {self._snapshot_id}"
+                if self._reuse_note.startswith("not dumped")
+                else f"pg_dump dumped snapshot {self._snapshot_id}"
+            )
+            + ", exported by a read-only REPEATABLE "
             f"READ transaction on the source; restored snapshot fingerprint "
             f"{snap.digest if snap else None} "
             + ("equals" if same else "DIFFERS FROM")
