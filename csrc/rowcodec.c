@@ -116,7 +116,17 @@ static sqlite3_uint64 utf8_written_size(const unsigned char *p, sqlite3_uint64 n
   sqlite3_uint64 i = 0, size = 0;
   *valid = 1;
   while (i < n) {
-    int len = utf8_sequence(p + i, n - i);
+    int len;
+    if (n - i >= 8) { /* eight ASCII bytes at once, the common case */
+      uint64_t word;
+      memcpy(&word, p + i, sizeof word);
+      if ((word & 0x8080808080808080u) == 0) {
+        i += 8;
+        size += 8;
+        continue;
+      }
+    }
+    len = utf8_sequence(p + i, n - i);
     if (len) {
       i += (sqlite3_uint64)len;
       size += (sqlite3_uint64)len;
@@ -277,7 +287,7 @@ static uint32_t load32(const unsigned char *p) {
 static void blake2s_compress(uint32_t h[8], const unsigned char block[64], uint64_t count,
                              int last) {
   uint32_t v[16], m[16];
-  int i, r;
+  int i;
   for (i = 0; i < 16; i++) m[i] = load32(block + 4 * i);
   for (i = 0; i < 8; i++) {
     v[i] = h[i];
@@ -286,17 +296,29 @@ static void blake2s_compress(uint32_t h[8], const unsigned char block[64], uint6
   v[12] ^= (uint32_t)count;
   v[13] ^= (uint32_t)(count >> 32);
   if (last) v[14] = ~v[14];
-  for (r = 0; r < 10; r++) {
-    const unsigned char *s = BLAKE2S_SIGMA[r];
-    G(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
-    G(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
-    G(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
-    G(v[3], v[7], v[11], v[15], m[s[6]], m[s[7]]);
-    G(v[0], v[5], v[10], v[15], m[s[8]], m[s[9]]);
-    G(v[1], v[6], v[11], v[12], m[s[10]], m[s[11]]);
-    G(v[2], v[7], v[8], v[13], m[s[12]], m[s[13]]);
-    G(v[3], v[4], v[9], v[14], m[s[14]], m[s[15]]);
-  }
+  /* the ten rounds written out, so the message schedule is constant indices (registers) */
+#define ROUND(r)                                                                       \
+  do {                                                                                 \
+    G(v[0], v[4], v[8], v[12], m[BLAKE2S_SIGMA[r][0]], m[BLAKE2S_SIGMA[r][1]]);        \
+    G(v[1], v[5], v[9], v[13], m[BLAKE2S_SIGMA[r][2]], m[BLAKE2S_SIGMA[r][3]]);        \
+    G(v[2], v[6], v[10], v[14], m[BLAKE2S_SIGMA[r][4]], m[BLAKE2S_SIGMA[r][5]]);       \
+    G(v[3], v[7], v[11], v[15], m[BLAKE2S_SIGMA[r][6]], m[BLAKE2S_SIGMA[r][7]]);       \
+    G(v[0], v[5], v[10], v[15], m[BLAKE2S_SIGMA[r][8]], m[BLAKE2S_SIGMA[r][9]]);       \
+    G(v[1], v[6], v[11], v[12], m[BLAKE2S_SIGMA[r][10]], m[BLAKE2S_SIGMA[r][11]]);     \
+    G(v[2], v[7], v[8], v[13], m[BLAKE2S_SIGMA[r][12]], m[BLAKE2S_SIGMA[r][13]]);      \
+    G(v[3], v[4], v[9], v[14], m[BLAKE2S_SIGMA[r][14]], m[BLAKE2S_SIGMA[r][15]]);      \
+  } while (0)
+  ROUND(0);
+  ROUND(1);
+  ROUND(2);
+  ROUND(3);
+  ROUND(4);
+  ROUND(5);
+  ROUND(6);
+  ROUND(7);
+  ROUND(8);
+  ROUND(9);
+#undef ROUND
   for (i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
 }
 

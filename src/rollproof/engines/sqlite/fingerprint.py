@@ -17,8 +17,17 @@ the key order; rowid ranges of a key-less table), so a one-table database keeps 
 busy; the digest is defined over segments and over the multiset, so it does not depend on how
 many pieces there were. Memory stays bounded by a batch of rows and one run of digests.
 
+Worker processes encode and hash rows inside SQLite with rollproof's C extension where it is
+built (`rowcodec`), and read them into Python where it is not or cannot read a piece: the
+digests are the same either way.
+
 The hidden rowid is never hashed (VACUUM may renumber it). `sqlite_sequence` is its own
 component; `sqlite_stat*` tables are statistics, excluded and named as excluded.
+
+Longer than 600 lines because the planning of pieces, both ways of reading one (in C and in
+Python), the sorted runs and their merge share one set of sizes (SEGMENT_ROWS, ROW_CHUNK,
+RUN_DIGESTS, MERGE_DIGESTS, SPLIT_MIN_ROWS) that the tests shrink in one place to reach every
+boundary with a few thousand rows.
 """
 
 from __future__ import annotations
