@@ -8,6 +8,10 @@ fetched into Python tuples; encoded; hashed (a key-ordered table: one BLAKE3 str
 segment; a table without a key: one BLAKE2s digest per row, then the digests sorted). Each
 stage's cost is the difference between cumulative runs, in CPU seconds of this process (so a
 shared machine's other work counts less than in wall time), median of --runs.
+
+Where the C accelerator is built, two more lines give its whole read of the same table (rows
+encoded, or digested, inside SQLite; then hashed as segments, or sorted), measured on their own:
+what a worker spends on that table instead of the Python stages.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import shapes
 
-from rollproof.core.canonical import ROW_CHUNK, encode_rows, row_digests
+from rollproof.core.canonical import ROW_CHUNK, SEGMENT_ROWS, encode_rows, encoded_rows, row_digests
 from rollproof.engines.sqlite import fingerprint as sqlite_fingerprint
+from rollproof.engines.sqlite import rowcodec
 
 
 def _stage_runner(db: Path, upto: str, keyed: bool) -> Callable[[], None]:
@@ -53,12 +58,40 @@ def _stage_runner(db: Path, upto: str, keyed: bool) -> Callable[[], None]:
                 while batch := fetch():
                     encode_rows(batch)  # type: ignore[arg-type]
             elif upto == "segments":
-                sqlite_fingerprint._read_segments(fetch)  # type: ignore[arg-type]
+                batches = iter(fetch, [])
+                chunks = ((len(b), encoded_rows(b)) for b in batches)  # type: ignore[arg-type]
+                sqlite_fingerprint._read_segments(chunks)
             elif upto == "row-digest":
                 while batch := fetch():
                     row_digests(batch)  # type: ignore[arg-type]
             elif upto == "row-digest+sort":
-                sqlite_fingerprint._read_row_digests(fetch, None)  # type: ignore[arg-type]
+                batches = iter(fetch, [])
+                digests = ((len(b), row_digests(b)) for b in batches)  # type: ignore[arg-type]
+                sqlite_fingerprint._read_row_digests(digests, None)
+
+    return run
+
+
+def _accelerated_runner(db: Path, keyed: bool) -> Callable[[], None]:
+    """The C accelerator's read of the whole table, hashed (keyed) or sorted (key-less)."""
+
+    def run() -> None:
+        conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+        with contextlib.closing(conn):
+            rowcodec.load(conn)
+            conn.execute("BEGIN")
+            columns = [r[1] for r in conn.execute("PRAGMA table_info(t)")]
+            if keyed:
+                key = [r[1] for r in sorted(conn.execute("PRAGMA table_info(t)")) if r[5]]
+                chunks = rowcodec.keyed_chunks(
+                    conn, "t", columns, key, 0, -1, SEGMENT_ROWS, ROW_CHUNK
+                )
+                sqlite_fingerprint._read_segments(chunks)
+            else:
+                digests = rowcodec.keyless_chunks(
+                    conn, "t", columns, "rowid", None, None, ROW_CHUNK, SEGMENT_ROWS
+                )
+                sqlite_fingerprint._read_row_digests(digests, None)
 
     return run
 
@@ -92,6 +125,9 @@ def main() -> int:
                 total = cpu(_stage_runner(db, stage, keyed), args.runs) / args.rows * 1e9
                 print(f"| {shape} | {stage} | {total:.0f} | {total - before:.0f} |")
                 before = total
+            if rowcodec.extension_path() is not None:
+                total = cpu(_accelerated_runner(db, keyed), args.runs) / args.rows * 1e9
+                print(f"| {shape} | C accelerator, whole read | {total:.0f} | |")
             db.unlink()
     return 0
 

@@ -190,13 +190,12 @@ encode_rows = _encode_rows_marshal if MARSHAL_AGREES else encode_rows_reference
 """Encode a chunk of rows (a list of tuples): marshal when it agrees, else the reference."""
 
 
-def hash_rows(h: blake3.blake3, rows: list[tuple[SqlValue, ...]]) -> None:
-    """Feed the encoding of `rows` to `h`, as `h.update(encode_rows(rows))` but without copying
-    marshal's output to drop its list header (a view skips it)."""
+def encoded_rows(rows: list[tuple[SqlValue, ...]]) -> bytes | memoryview:
+    """`encode_rows(rows)` as a buffer to hash, without copying marshal's output to drop its
+    list header (a view skips it)."""
     if MARSHAL_AGREES:
-        h.update(memoryview(marshal.dumps(rows, 2))[5:])
-    else:
-        h.update(encode_rows_reference(rows))
+        return memoryview(marshal.dumps(rows, 2))[5:]
+    return encode_rows_reference(rows)
 
 
 def row_digest(row: Sequence[SqlValue]) -> bytes:

@@ -17,8 +17,17 @@ the key order; rowid ranges of a key-less table), so a one-table database keeps 
 busy; the digest is defined over segments and over the multiset, so it does not depend on how
 many pieces there were. Memory stays bounded by a batch of rows and one run of digests.
 
+Worker processes encode and hash rows inside SQLite with rollproof's C extension where it is
+built (`rowcodec`), and read them into Python where it is not or cannot read a piece: the
+digests are the same either way.
+
 The hidden rowid is never hashed (VACUUM may renumber it). `sqlite_sequence` is its own
 component; `sqlite_stat*` tables are statistics, excluded and named as excluded.
+
+Longer than 600 lines because the planning of pieces, both ways of reading one (in C and in
+Python), the sorted runs and their merge share one set of sizes (SEGMENT_ROWS, ROW_CHUNK,
+RUN_DIGESTS, MERGE_DIGESTS, SPLIT_MIN_ROWS) that the tests shrink in one place to reach every
+boundary with a few thousand rows.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import shutil
 import sqlite3
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +59,7 @@ from rollproof.core.canonical import (
     content_hasher,
     content_tagged,
     digest_json,
-    hash_rows,
+    encoded_rows,
     row_digests,
 )
 from rollproof.core.fingerprint import (
@@ -92,21 +101,34 @@ SPILL_PREFIX = "rollproof-sort-"  # in the temporary directory, swept by `rollpr
 
 Row = tuple[SqlValue, ...]
 Fetch = Callable[[], list[Row]]
+Chunk = tuple[int, bytes | memoryview]
+"""A run of a piece's rows: how many, and their encodings (key order) or row digests."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """How one table is read: its rows' query without ORDER BY, its key, its digest header."""
+    """How one table is read: its columns, its key, its digest header."""
 
     name: str
-    select: str
-    order_by: str | None  # the key's columns; None for a row-digests table
+    columns: tuple[str, ...]
+    key: tuple[str, ...] | None  # None for a row-digests table
     rowid: str | None  # a rowid alias no column shadows (to estimate and split), if any
     header: bytes
 
     @property
+    def select(self) -> str:
+        """The rows' query, without ORDER BY."""
+        cols = ", ".join(quote_ident(c) for c in self.columns)
+        return f"SELECT {cols} FROM main.{quote_ident(self.name)}"
+
+    @property
+    def order_by(self) -> str | None:
+        """The key's columns for ORDER BY; None for a row-digests table."""
+        return None if self.key is None else ", ".join(quote_ident(c) for c in self.key)
+
+    @property
     def order(self) -> str:
-        return "row-digests" if self.order_by is None else "primary-key"
+        return "row-digests" if self.key is None else "primary-key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,32 +173,40 @@ class _Read:
 def _table_plan(conn: sqlite3.Connection, name: str) -> _Plan:
     cols = columns(conn, name)
     pk = primary_key(conn, name)
-    select = f"SELECT {', '.join(quote_ident(c) for c in cols)} FROM main.{quote_ident(name)}"
     taken = {c.lower() for c in cols}
     rowid = next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
-    order_by = None if pk is None else ", ".join(quote_ident(c) for c in pk)
     order = "row-digests" if pk is None else "primary-key"
     header = canonical_json({"table": name, "columns": cols, "order": order})
-    return _Plan(name, select, order_by, rowid, header)
+    return _Plan(name, tuple(cols), None if pk is None else tuple(pk), rowid, header)
 
 
-def _read_segments(fetch: Fetch) -> _Read:
-    """Hash key-ordered rows as SEGMENT_ROWS-row segments (the piece starts on a boundary)."""
+def _python_chunks(fetch: Fetch, piece: _Piece) -> Iterator[Chunk]:
+    """A piece's rows as chunks, encoded (key order) or digested in Python, a batch each.
+
+    A batch is ROW_CHUNK rows, which divides SEGMENT_ROWS, and a piece starts on a segment
+    boundary, so no chunk crosses one."""
+    keyed = piece.plan.key is not None
+    while batch := fetch():
+        yield len(batch), encoded_rows(batch) if keyed else row_digests(batch)
+
+
+def _read_segments(chunks: Iterable[Chunk]) -> _Read:
+    """Hash key-ordered rows as SEGMENT_ROWS-row segments (the piece starts on a boundary, and
+    no chunk crosses one)."""
     segments: list[bytes] = []
     h: blake3.blake3 | None = None
     filled = rows = 0
-    while batch := fetch():
-        rows += len(batch)
-        while batch:
-            take = SEGMENT_ROWS - filled
-            part, batch = (batch, []) if len(batch) <= take else (batch[:take], batch[take:])
-            if h is None:
-                h = blake3.blake3()
-            hash_rows(h, part)
-            filled += len(part)
-            if filled == SEGMENT_ROWS:
-                segments.append(h.digest())
-                h, filled = None, 0
+    for count, data in chunks:
+        if h is None:
+            h = blake3.blake3()
+        h.update(data)
+        rows += count
+        filled += count
+        if filled > SEGMENT_ROWS:
+            raise RuntimeError(f"a chunk of {count} rows crosses a segment boundary")
+        if filled == SEGMENT_ROWS:
+            segments.append(h.digest())
+            h, filled = None, 0
     if h is not None:
         segments.append(h.digest())
     return _Read(rows=rows, segments=tuple(segments))
@@ -190,30 +220,38 @@ def _sort_digests(buf: bytearray) -> bytearray:
     return buf
 
 
-def _read_row_digests(fetch: Fetch, spill: str | None) -> _Read:
-    """Hash every row on its own; keep the sorted digests, spilling full runs to `spill`."""
+def _read_row_digests(chunks: Iterable[Chunk], spill: str | None) -> _Read:
+    """Keep the rows' digests sorted, spilling full runs to `spill` (removed again if reading
+    fails, so that a piece read again leaves no stray run)."""
     runs: list[bytearray | str] = []
     buf = bytearray()
     limit = RUN_DIGESTS * ROW_DIGEST_SIZE
     rows = 0
-    while batch := fetch():
-        rows += len(batch)
-        buf += row_digests(batch)
-        if len(buf) >= limit and spill is not None:
-            fd, name = tempfile.mkstemp(prefix="run-", dir=spill)
-            with os.fdopen(fd, "wb") as f:
-                f.write(_sort_digests(buf))
-            runs.append(name)
-            buf = bytearray()
+    try:
+        for count, digests in chunks:
+            rows += count
+            buf += digests
+            if len(buf) >= limit and spill is not None:
+                fd, name = tempfile.mkstemp(prefix="run-", dir=spill)
+                runs.append(name)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(_sort_digests(buf))
+                buf = bytearray()
+    except BaseException:
+        for run in runs:
+            if isinstance(run, str):
+                with contextlib.suppress(OSError):
+                    os.unlink(run)
+        raise
     if buf or not runs:
         runs.append(_sort_digests(buf))
     return _Read(rows=rows, runs=tuple(runs))
 
 
-def _read_piece(fetch: Fetch, piece: _Piece, spill: str | None) -> _Read:
-    if piece.plan.order_by is not None:
-        return _read_segments(fetch)
-    return _read_row_digests(fetch, spill)
+def _read_piece(chunks: Iterable[Chunk], piece: _Piece, spill: str | None) -> _Read:
+    if piece.plan.key is not None:
+        return _read_segments(chunks)
+    return _read_row_digests(chunks, spill)
 
 
 def _run_blocks(run: bytearray | str) -> Iterator[npt.NDArray[np.bytes_]]:
@@ -292,7 +330,7 @@ def _read_with_sqlite3(conn: sqlite3.Connection, piece: _Piece, spill: str | Non
 
     def read() -> _Read:
         cur = conn.execute(sql, params)
-        return _read_piece(lambda: cur.fetchmany(ROW_CHUNK), piece, spill)
+        return _read_piece(_python_chunks(lambda: cur.fetchmany(ROW_CHUNK), piece), piece, spill)
 
     try:
         return read()
@@ -307,16 +345,60 @@ def _read_with_sqlite3(conn: sqlite3.Connection, piece: _Piece, spill: str | Non
             conn.text_factory = previous
 
 
+def _read_accelerated(conn: apsw.Connection, piece: _Piece, spill: str | None) -> _Read | None:
+    """A piece read through rollproof's SQLite extension (`rowcodec`), rows encoded and hashed
+    in C; None when it cannot be (not built, too many columns, a key `>` would not page by
+    exactly, no rowid to page by, a value it refuses), for the Python path to read instead."""
+    from rollproof.engines.sqlite import rowcodec
+
+    plan = piece.plan
+    if len(plan.columns) > conn.limit(apsw.SQLITE_LIMIT_FUNCTION_ARG) or not rowcodec.load(conn):
+        return None
+    if plan.key is not None:
+        if not rowcodec.keyset_exact(conn, plan.name, plan.key):
+            return None
+        chunks = rowcodec.keyed_chunks(
+            conn,
+            plan.name,
+            plan.columns,
+            plan.key,
+            piece.offset,
+            piece.limit,
+            SEGMENT_ROWS,
+            ROW_CHUNK,
+        )
+    elif plan.rowid is not None:
+        chunks = rowcodec.keyless_chunks(
+            conn,
+            plan.name,
+            plan.columns,
+            plan.rowid,
+            piece.low,
+            piece.high,
+            ROW_CHUNK,
+            SEGMENT_ROWS,
+        )
+    else:
+        return None
+    try:
+        return _read_piece(chunks, piece, spill)
+    except apsw.Error:
+        return None
+
+
 def _read_in_worker(path: str, piece: _Piece, spill: str | None) -> _Read:
     """One piece, in a worker process: rows read through APSW, hashed exactly as in-process.
 
-    APSW returns rows about 30% faster than Python's `sqlite3` module (measured on the
-    benchmark's tables: 0.67 -> 0.48 s for 400k unkeyed rows, 0.46 -> 0.29 s keyed). It is used
-    only here, in a process of its own, and never while this process has a `sqlite3` connection
-    of its own open on the same file: two copies of SQLite in one process do not see each
-    other's POSIX locks (the parent's connections a forked worker inherits are neither used
-    nor closed here). A piece whose TEXT is not valid UTF-8 is read again with the standard
-    module, whose lenient text factory keeps the bytes.
+    Rows are encoded and hashed inside SQLite by rollproof's extension where it can be used
+    (`_read_accelerated`), else read into Python. APSW returns rows about 30% faster than
+    Python's `sqlite3` module (measured on the benchmark's tables: 0.67 -> 0.48 s for 400k
+    unkeyed rows, 0.46 -> 0.29 s keyed). It is used only here, in a process of its own, and
+    never while this process has a `sqlite3` connection of its own open on the same file: two
+    copies of SQLite in one process do not see each other's POSIX locks (the parent's
+    connections a forked worker inherits are neither used nor closed here). The piece's
+    queries share one read transaction. A piece whose TEXT is not valid UTF-8 and that the
+    extension does not read is read again with the standard module, whose lenient text factory
+    keeps the bytes.
     """
     uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
     sql, params = piece.query()
@@ -324,9 +406,13 @@ def _read_in_worker(path: str, piece: _Piece, spill: str | None) -> _Read:
         fast = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
         try:
             fast.execute("PRAGMA query_only = ON")
-            cursor = fast.execute(sql, params)
-            rows = iter(cursor)
-            return _read_piece(lambda: list(itertools.islice(rows, ROW_CHUNK)), piece, spill)
+            fast.execute("BEGIN")
+            read = _read_accelerated(fast, piece, spill)
+            if read is not None:
+                return read
+            rows = iter(fast.execute(sql, params))
+            chunks = _python_chunks(lambda: list(itertools.islice(rows, ROW_CHUNK)), piece)
+            return _read_piece(chunks, piece, spill)
         finally:
             fast.close()
     except UnicodeDecodeError:

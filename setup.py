@@ -1,0 +1,32 @@
+"""The optional C accelerator of the SQLite fingerprint (csrc/rowcodec.c, docs/fingerprint.md).
+
+Everything else about the package is declared in pyproject.toml. The extension is a SQLite
+loadable extension, not a Python module: it is built next to the Python package with Python's
+extension suffix only so that pip places it there, and it is `optional`, so an install without
+a C compiler still works (the fingerprint then takes the pure-Python path, same digests).
+"""
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class BuildLoadableExtension(build_ext):
+    """Export SQLite's entry point, not the `PyInit_` function a Python module would have."""
+
+    def get_export_symbols(self, ext: Extension) -> list[str]:
+        return list(ext.export_symbols)
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "rollproof.engines.sqlite._rowcodec",
+            sources=["csrc/rowcodec.c"],
+            depends=["csrc/sqlite3.h", "csrc/sqlite3ext.h"],
+            include_dirs=["csrc"],
+            export_symbols=["sqlite3_rowcodec_init"],
+            optional=True,
+        )
+    ],
+    cmdclass={"build_ext": BuildLoadableExtension},
+)

@@ -1,0 +1,172 @@
+"""A table's rows encoded and hashed inside SQLite, by rollproof's loadable extension.
+
+Reading a row into Python costs more than encoding and hashing it: APSW builds an object for
+every value, and a table without a key then pays three calls a row for its row digest. The
+extension (`csrc/rowcodec.c`) does that work in C, in aggregate functions over a chunk of rows:
+`rollproof_rows` returns the chunk's encodings (one BLAKE3 update here), `rollproof_row_digests`
+the rows' BLAKE2s digests, both byte for byte what `rollproof.core.canonical` produces (text
+that is not valid UTF-8 included, as the lenient Python reader decodes it). The tests hold the
+two paths to the same digests.
+
+Chunks follow each other by keyset pagination, each a query of its own inside the caller's
+read transaction: `WHERE key > last ORDER BY key LIMIT n` for a keyed table (the first chunk of
+a piece by OFFSET, as in the Python path), rowid ranges for a table without a key. That is the
+key order only if comparing with `>` orders exactly as `ORDER BY` does and no two rows tie, so a
+key whose index collates differently from its columns is left to the Python path
+(`keyset_exact`), as is everything the extension cannot do: it is not built (no C compiler at
+install) or not loadable, the table has more columns than a function takes arguments, a key-less
+table has no rowid to page by, a key's text is not valid UTF-8 (it could not be bound again), or
+a chunk is larger than SQLite's length limit. Those fall back silently: same digest, slower.
+
+The functions are registered SQLITE_DIRECTONLY, so a view, trigger or generated column of the
+database being read cannot call them; they are loaded on the fingerprint workers' own read-only
+connections only, and extension loading is switched off again as soon as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import marshal
+from collections.abc import Iterator, Sequence
+
+import apsw
+
+from rollproof.engines.sqlite.schema import quote_ident
+
+EXTENSION = "rollproof.engines.sqlite._rowcodec"
+ENTRY_POINT = "sqlite3_rowcodec_init"
+CHUNK_BYTES = 512 << 10
+"""Bytes of encoded rows one chunk query aims at: large enough that a query's own cost (about
+10 us) vanishes, small enough to bound memory whatever the row width and to keep reusing the
+same memory (whole read of the 1M-row wide table, CPU a row: 128 KiB 716 ns, 512 KiB 689 ns,
+1 MiB 705 ns, 4 MiB 761 ns; a narrow row reaches a whole segment first either way)."""
+
+Chunk = tuple[int, bytes]
+"""Rows in a chunk, and their encodings (keyed) or their row digests (key-less)."""
+
+
+@functools.cache
+def extension_path() -> str | None:
+    """The built extension's file, or None when this install has none."""
+    spec = importlib.util.find_spec(EXTENSION)
+    return None if spec is None else spec.origin
+
+
+def load(conn: apsw.Connection) -> bool:
+    """Load the extension into `conn`; False if there is none or it does not load."""
+    path = extension_path()
+    if path is None:
+        return False
+    conn.enable_load_extension(True)
+    try:
+        conn.load_extension(path, ENTRY_POINT)
+    except apsw.Error:
+        return False
+    finally:
+        conn.enable_load_extension(False)
+    return True
+
+
+def keyset_exact(conn: apsw.Connection, table: str, key: Sequence[str]) -> bool:
+    """Whether `WHERE key > last` follows `ORDER BY key` exactly: both compare with the key
+    columns' own collations, so it does when the primary-key index (which keeps the key unique)
+    collates every key column as the column does. A rowid alias has no index: integers."""
+    found = [
+        row[1]
+        for row in conn.execute(f"PRAGMA main.index_list({quote_ident(table)})")
+        if row[3] == "pk"
+    ]
+    if not found:
+        return True
+    indexed = [
+        (row[2], row[4])
+        for row in conn.execute(f"PRAGMA main.index_xinfo({quote_ident(found[0])})")
+        if row[5]
+    ]
+    if [name for name, _coll in indexed] != list(key):
+        return False
+    return all(
+        str(coll).lower() == str(conn.column_metadata("main", table, name)[1]).lower()
+        for name, coll in indexed
+    )
+
+
+def _next_size(rows: int, size: int, most: int) -> int:
+    """Rows for the next chunk: about CHUNK_BYTES at this chunk's bytes per row."""
+    return max(1, min(most, rows * CHUNK_BYTES // max(1, size)))
+
+
+def keyed_chunks(
+    conn: apsw.Connection,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    offset: int,
+    limit: int,
+    segment_rows: int,
+    first_rows: int,
+) -> Iterator[Chunk]:
+    """Rows [offset, offset + limit) of the key order (limit -1: to the end) as chunks of
+    encoded rows. `offset` is a multiple of `segment_rows` and no chunk crosses a multiple of
+    it, so every segment is a run of whole chunks."""
+    cols = ", ".join(map(quote_ident, columns))
+    keys = ", ".join(map(quote_ident, key))
+    marks = ", ".join("?" * len(key))
+    after = f"({keys}) > ({marks})" if len(key) > 1 else f"{keys} > ?"
+    rows = f"SELECT {cols} FROM main.{quote_ident(table)}"
+    head = f"SELECT count(*), rollproof_rows({cols}), rollproof_last({keys}) FROM "
+    first = f"{head}({rows} ORDER BY {keys} LIMIT ? OFFSET ?)"
+    later = f"{head}({rows} WHERE {after} ORDER BY {keys} LIMIT ?)"
+    done, want = 0, first_rows
+    last: tuple[object, ...] | None = None
+    while limit < 0 or done < limit:
+        n = min(want, segment_rows - done % segment_rows)
+        if limit >= 0:
+            n = min(n, limit - done)
+        if last is None:
+            count, data, tail = conn.execute(first, (n, offset)).fetchone()  # type: ignore[misc]
+        else:
+            count, data, tail = conn.execute(later, (*last, n)).fetchone()  # type: ignore[misc]
+        if count:
+            yield count, data
+        done += count
+        if count < n:
+            return
+        last = marshal.loads(tail)  # noqa: S302 - our own encoding of the key's SQL values
+        want = _next_size(count, len(data), segment_rows)
+
+
+def keyless_chunks(
+    conn: apsw.Connection,
+    table: str,
+    columns: Sequence[str],
+    rowid: str,
+    low: int | None,
+    high: int | None,
+    first_rows: int,
+    most_rows: int,
+) -> Iterator[Chunk]:
+    """The row digests of the rows with rowid in [low, high) (None: unbounded), in chunks."""
+    cols = ", ".join(map(quote_ident, columns))
+    source = f"SELECT {rowid} AS {rowid}, {cols} FROM main.{quote_ident(table)}"
+    head = f"SELECT count(*), rollproof_row_digests({cols}), max({rowid}) FROM "
+    upper = () if high is None else (high,)
+
+    def query(lower: str | None) -> str:
+        bounds = [b for b in (lower, None if high is None else f"{rowid} < ?") if b is not None]
+        where = f" WHERE {' AND '.join(bounds)}" if bounds else ""
+        return f"{head}({source}{where} ORDER BY {rowid} LIMIT ?)"
+
+    first = query(None if low is None else f"{rowid} >= ?")
+    later = query(f"{rowid} > ?")
+    params: tuple[int, ...] = () if low is None else (low,)
+    sql, n = first, first_rows
+    while True:
+        count, data, last = conn.execute(sql, (*params, *upper, n)).fetchone()  # type: ignore[misc]
+        if count:
+            yield count, data
+        if count < n:
+            return
+        sql, params = later, (last,)
+        n = min(most_rows, n * 2)

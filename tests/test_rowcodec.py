@@ -1,0 +1,458 @@
+"""The SQLite fingerprint's C accelerator (`rowcodec`, csrc/rowcodec.c) against the Python path
+and the documented definition, on real SQLite files: the same bytes for every value class, the
+same table digests for every table shape (pieces, segments and chunks crossed), BLAKE2s as
+hashlib computes it, a silent fallback wherever the extension cannot read a piece, and functions
+that a database's own views and triggers cannot call."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import marshal
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rollproof.core import canonical
+from rollproof.core.canonical import (
+    SqlValue,
+    canonical_json,
+    encode_rows_reference,
+    row_digest,
+    table_digest_reference,
+)
+from rollproof.engines.sqlite import fingerprint as sqlite_fingerprint
+from rollproof.engines.sqlite import rowcodec
+from rollproof.engines.sqlite.session import fingerprint_file
+
+Row = tuple[SqlValue, ...]
+BUILT = rowcodec.extension_path() is not None
+needs_extension = pytest.mark.skipif(
+    not BUILT, reason="the C accelerator is not built in this install (no C compiler at install)"
+)
+
+
+def test_the_extension_is_built_where_a_compiler_is() -> None:
+    """A broken build must not pass for a missing compiler: where one is (or in CI), the
+    extension exists and loads."""
+    if not (os.environ.get("CI") or shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here, so an install has no extension to build")
+    assert BUILT, "a C compiler is available but the extension was not built"
+    conn = apsw.Connection(":memory:")
+    assert rowcodec.load(conn)
+    assert conn.execute("SELECT rollproof_rows(1)").fetchone() == (
+        b"(\x01\x00\x00\x00i\x01\x00\x00\x00",
+    )
+
+
+def _codec() -> apsw.Connection:
+    """An in-memory connection with the extension loaded."""
+    if not BUILT:
+        pytest.skip("the C accelerator is not built in this install (no C compiler at install)")
+    conn = apsw.Connection(":memory:")
+    assert rowcodec.load(conn)
+    return conn
+
+
+@pytest.fixture
+def codec() -> Iterator[apsw.Connection]:
+    with contextlib.closing(_codec()) as conn:
+        yield conn
+
+
+# -- values -----------------------------------------------------------------------------------
+
+INTS = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from(
+        [0, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**45, 2**60, -(2**63), 2**63 - 1]
+    ),
+)
+REALS = st.one_of(
+    st.floats(allow_nan=False),
+    st.sampled_from([0.0, -0.0, float("inf"), float("-inf"), 5e-324, -2.2e-308, 1.0, 0.1]),
+)
+TEXTS = st.one_of(st.text(), st.sampled_from(["", "é", "\U0001f600", "a\x00b", "\uffff"]))
+BLOBS = st.one_of(st.binary(max_size=300), st.sampled_from([b"", b"\x00", b"\xff" * 64]))
+# stored TEXT that is not valid UTF-8, inserted as CAST(blob AS TEXT)
+BAD_TEXTS = st.binary(min_size=1, max_size=40).filter(lambda b: not _valid_utf8(b))
+VALUES = st.one_of(st.none(), INTS, REALS, TEXTS, BLOBS, BAD_TEXTS.map(lambda b: ("bad", b)))
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _insert(conn: apsw.Connection, table: str, rows: list[tuple[object, ...]]) -> None:
+    """Insert rows whose ("bad", bytes) values are stored as TEXT holding those bytes."""
+    for row in rows:
+        marks = ", ".join("CAST(? AS TEXT)" if isinstance(v, tuple) else "?" for v in row)
+        values = [v[1] if isinstance(v, tuple) else v for v in row]
+        conn.execute(f"INSERT INTO {table} VALUES ({marks})", values)
+
+
+def _as_python(v: object) -> SqlValue:
+    """The value the lenient Python reader sees for what `_insert` stored."""
+    if isinstance(v, tuple):
+        return bytes(v[1]).decode("utf-8", "surrogateescape")
+    return v  # type: ignore[return-value]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(VALUES, min_size=1, max_size=6), min_size=1, max_size=8))
+def test_rows_and_row_digests_are_the_python_bytes(rows: list[list[object]]) -> None:
+    width = max(len(r) for r in rows)
+    padded = [tuple(r) + (None,) * (width - len(r)) for r in rows]
+    conn = _codec()
+    cols = ", ".join(f"c{i}" for i in range(width))
+    conn.execute(f"CREATE TABLE t (id INTEGER PRIMARY KEY, {cols})")
+    _insert(conn, "t", [(i, *r) for i, r in enumerate(padded)])
+    expected = [tuple(_as_python(v) for v in r) for r in padded]
+    source = f"(SELECT {cols} FROM t ORDER BY id)"
+    encoded, digests = conn.execute(
+        f"SELECT rollproof_rows({cols}), rollproof_row_digests({cols}) FROM {source}"
+    ).fetchone()  # type: ignore[misc]
+    assert encoded == encode_rows_reference(expected)
+    assert digests == b"".join(row_digest(r) for r in expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=80)
+    | st.lists(
+        st.sampled_from(
+            [0x41, 0x80, 0xBF, 0xC2, 0xE0, 0xED, 0xF0, 0xF4, 0xF5, 0xFF, 0xA0, 0x90, 0x8F]
+        ),
+        max_size=12,
+    ).map(bytes)
+)
+def test_text_is_written_as_python_decodes_it(data: bytes) -> None:
+    """Valid UTF-8 byte for byte; every other byte as its surrogateescape code point, written
+    with surrogatepass, exactly as marshal writes the string Python's lenient reader makes."""
+    with contextlib.closing(_codec()) as codec:
+        (got,) = codec.execute("SELECT rollproof_rows(CAST(? AS TEXT))", (data,)).fetchone()  # type: ignore[misc]
+    assert got == marshal.dumps((data.decode("utf-8", "surrogateescape"),), 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_blake2s_is_hashlibs(data: bytes) -> None:
+    with contextlib.closing(_codec()) as codec:
+        (got,) = codec.execute("SELECT rollproof_row_digests(?)", (data,)).fetchone()  # type: ignore[misc]
+    assert got == hashlib.blake2s(marshal.dumps((data,), 2)).digest()
+
+
+def test_blake2s_across_block_boundaries(codec: apsw.Connection) -> None:
+    # a one-blob row's encoding is 10 bytes longer than the blob: every length 0..200 crosses
+    # the 64-byte block boundaries at every offset
+    blobs = [bytes(range(n % 256)) * (n // 256 + 1) for n in range(200)]
+    for blob in blobs:
+        (got,) = codec.execute("SELECT rollproof_row_digests(?)", (blob,)).fetchone()  # type: ignore[misc]
+        assert (
+            got
+            == hashlib.blake2s(
+                b"(\x01\x00\x00\x00s" + len(blob).to_bytes(4, "little") + blob
+            ).digest()
+        )
+
+
+def test_no_rows_give_empty_results(codec: apsw.Connection) -> None:
+    codec.execute("CREATE TABLE t (a)")
+    assert codec.execute(
+        "SELECT count(*), rollproof_rows(a), rollproof_row_digests(a), rollproof_last(a) FROM t"
+    ).fetchone() == (0, b"", b"", b"")
+
+
+def test_the_last_row_is_refused_for_text_it_could_not_bind_again(codec: apsw.Connection) -> None:
+    assert marshal.loads(codec.execute("SELECT rollproof_last(1, 'é', x'00')").fetchone()[0]) == (
+        1,
+        "é",
+        b"\x00",
+    )  # type: ignore[index]
+    with pytest.raises(apsw.SQLError, match=r"^rollproof_last: text is not valid UTF-8$"):
+        codec.execute("SELECT rollproof_last(CAST(x'ff' AS TEXT))").fetchone()
+
+
+@pytest.mark.parametrize("function", ["rollproof_rows", "rollproof_row_digests", "rollproof_last"])
+def test_views_and_triggers_cannot_call_the_functions(
+    codec: apsw.Connection, function: str
+) -> None:
+    """DIRECTONLY: a database's own schema cannot make the fingerprint worker run them."""
+    codec.execute("CREATE TABLE t (a); CREATE TABLE log (b)")
+    codec.execute(f"CREATE VIEW v AS SELECT {function}(a) FROM t")
+    codec.execute(
+        f"CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log SELECT {function}(new.a); END"
+    )
+    unsafe = rf"^unsafe use of {function}\(\)$"
+    with pytest.raises(apsw.SQLError, match=unsafe):
+        codec.execute("SELECT * FROM v").fetchall()
+    with pytest.raises(apsw.SQLError, match=unsafe):
+        codec.execute("INSERT INTO t VALUES (1)")
+    assert codec.execute("SELECT count(*) FROM log").fetchone() == (0,)
+    # the same call written directly is allowed
+    assert codec.execute(f"SELECT {function}(a) FROM t").fetchone() == (b"",)
+
+
+# -- tables -----------------------------------------------------------------------------------
+
+SHAPES = {
+    "k": "CREATE TABLE k (id INTEGER PRIMARY KEY, v, w TEXT)",
+    "kd": "CREATE TABLE kd (id INTEGER NOT NULL PRIMARY KEY DESC, v)",
+    "c": "CREATE TABLE c (a TEXT NOT NULL, b TEXT NOT NULL, v, PRIMARY KEY (a, b))",
+    "wr": "CREATE TABLE wr (k TEXT PRIMARY KEY, v, w) WITHOUT ROWID",
+    "nc": "CREATE TABLE nc (k TEXT COLLATE NOCASE PRIMARY KEY, v) WITHOUT ROWID",
+    "n": "CREATE TABLE n (a, b)",
+    "g": "CREATE TABLE g (a INTEGER, b, s AS (a * 2) STORED, t AS (typeof(b)))",
+}
+KEYS = {"k": "id", "kd": "id", "c": "a, b", "wr": "k", "nc": "k"}
+SAMPLES: list[object] = [
+    None,
+    0,
+    -0.0,
+    0.0,
+    1,
+    1.0,
+    "1",
+    b"1",
+    "",
+    b"",
+    2**31,
+    -(2**63),
+    2**63 - 1,
+    float("inf"),
+    5e-324,
+    "é\U0001f600",
+    ("bad", b"a\xffb\xed\xa0\x80"),
+    b"\xff" * 40,
+]
+
+
+def _row(name: str, i: int) -> tuple[object, ...]:
+    v = SAMPLES[i % len(SAMPLES)]
+    w = SAMPLES[(i * 7) % len(SAMPLES)]
+    return {
+        "k": (i * 3 - 500, v, f"w{i % 13}"),
+        "kd": (i * 5, v),
+        "c": (f"a{i % 7}", f"b{i * 7919 % 10007:05d}é", v),
+        "wr": (f"key-{i * 7919 % 100003:06d}", v, w),
+        "nc": (f"Key-{i:06d}", v),
+        "n": (SAMPLES[i % 4], v) if i % 3 else (i % 5, "dup"),
+        "g": (i % 11, v),
+    }[name]
+
+
+def _build(path: Path, rows: int, shapes: dict[str, str] = SHAPES) -> Path:
+    conn = apsw.Connection(str(path))
+    with contextlib.closing(conn):
+        conn.execute("BEGIN")
+        for name, ddl in shapes.items():
+            conn.execute(ddl)
+            _insert(conn, name, [_row(name, i) for i in range(rows)])
+        conn.execute("COMMIT")
+    return path
+
+
+def _reference(path: Path, names: Iterable[str] = SHAPES) -> dict[str, str]:
+    """Every table's digest from the definition, over all its rows (read leniently) at once."""
+    out = {}
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.text_factory = sqlite_fingerprint._lenient_text
+        for name in names:
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_xinfo({name})")]
+            order = "primary-key" if name in KEYS else "row-digests"
+            key = KEYS.get(name, "rowid DESC")
+            rows = conn.execute(f"SELECT {', '.join(cols)} FROM {name} ORDER BY {key}").fetchall()
+            header = canonical_json({"table": name, "columns": cols, "order": order})
+            out[name] = table_digest_reference(header, order, rows)
+    return out
+
+
+def _digests(path: Path) -> dict[str, str]:
+    return {n: t.digest for n, t in fingerprint_file(path).tables.items()}
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments of 64 rows, first chunks of 16, chunks of about 300 bytes (a few rows, their
+    count varying), runs of 50 digests: a few thousand rows cross every boundary."""
+    monkeypatch.setattr(canonical, "SEGMENT_ROWS", 64)
+    monkeypatch.setattr(sqlite_fingerprint, "SEGMENT_ROWS", 64)
+    monkeypatch.setattr(sqlite_fingerprint, "SPLIT_MIN_ROWS", 128)
+    monkeypatch.setattr(sqlite_fingerprint, "ROW_CHUNK", 16)
+    monkeypatch.setattr(sqlite_fingerprint, "RUN_DIGESTS", 50)
+    monkeypatch.setattr(sqlite_fingerprint, "MERGE_DIGESTS", 7)
+    monkeypatch.setattr(rowcodec, "CHUNK_BYTES", 300)
+
+
+def _pieces(path: Path, names: Iterable[str], workers: int) -> list[sqlite_fingerprint._Piece]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        plans = [sqlite_fingerprint._table_plan(conn, n) for n in names]
+        return sqlite_fingerprint._pieces(conn, plans, workers)
+
+
+def _read_both(
+    path: Path, piece: sqlite_fingerprint._Piece
+) -> tuple[sqlite_fingerprint._Read | None, sqlite_fingerprint._Read]:
+    """A piece read by the accelerator (None: it declined) and by the Python path."""
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    conn = apsw.Connection(f"file:{path}?mode=ro", flags=flags)
+    with contextlib.closing(conn):
+        conn.execute("BEGIN")
+        fast = sqlite_fingerprint._read_accelerated(conn, piece, None)
+    with contextlib.closing(sqlite3.connect(path)) as slow:
+        return fast, sqlite_fingerprint._read_with_sqlite3(slow, piece, None)
+
+
+def _python_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rowcodec, "load", lambda _conn: False)
+
+
+@needs_extension
+def test_every_piece_is_read_by_the_accelerator_as_by_python(tmp_path: Path, small: None) -> None:
+    db = _build(tmp_path / "a.db", 700)
+    pieces = _pieces(db, SHAPES, 2 * len(SHAPES))  # each table two workers' share
+    assert all(sum(p.plan.name == n for p in pieces) >= 2 for n in SHAPES)
+    rows = dict.fromkeys(SHAPES, 0)
+    for piece in pieces:
+        fast, slow = _read_both(db, piece)
+        assert fast is not None, piece
+        assert fast == slow, piece
+        rows[piece.plan.name] += fast.rows
+    assert rows == dict.fromkeys(SHAPES, 700)
+
+
+@needs_extension
+@pytest.mark.parametrize("accelerated", [True, False], ids=["accelerated", "python"])
+def test_split_tables_digest_as_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: None, accelerated: bool
+) -> None:
+    db = _build(tmp_path / "a.db", 1500)
+    if not accelerated:
+        _python_only(monkeypatch)
+    monkeypatch.setattr(sqlite_fingerprint, "_worker_count", lambda _path, _tables: 2 * len(SHAPES))
+    assert _digests(db) == _reference(db)
+
+
+@needs_extension
+def test_segments_of_the_real_size_are_crossed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More rows than SEGMENT_ROWS, split between two workers, at the default sizes."""
+    names = ("k", "wr", "n")
+    db = _build(tmp_path / "a.db", canonical.SEGMENT_ROWS * 2 + 1000, {n: SHAPES[n] for n in names})
+    pieces = _pieces(db, names, 6)
+    assert len(pieces) == 6
+    for piece in pieces:
+        fast, slow = _read_both(db, piece)
+        assert fast is not None
+        assert fast == slow
+    monkeypatch.setattr(sqlite_fingerprint, "_worker_count", lambda _path, _tables: 6)
+    assert _digests(db) == _reference(db, names)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(VALUES, VALUES), min_size=1, max_size=60, unique_by=lambda r: repr(r)))
+def test_any_values_digest_the_same_on_both_paths(
+    tmp_path_factory: pytest.TempPathFactory, small: None, rows: list[tuple[object, object]]
+) -> None:
+    if not BUILT:
+        pytest.skip("the C accelerator is not built in this install (no C compiler at install)")
+    db = tmp_path_factory.mktemp("any") / "a.db"
+    conn = apsw.Connection(str(db))
+    with contextlib.closing(conn):
+        conn.execute("CREATE TABLE k (id INTEGER PRIMARY KEY, a, b); CREATE TABLE n (a, b)")
+        _insert(conn, "k", [(i * 7 - 100, *r) for i, r in enumerate(rows)])
+        _insert(conn, "n", rows + rows[: len(rows) // 2])  # duplicates
+    for piece in _pieces(db, ("k", "n"), 3):
+        fast, slow = _read_both(db, piece)
+        assert fast is not None
+        assert fast == slow
+
+
+# -- where the accelerator declines, the Python path reads (same digest) -----------------------
+
+
+@needs_extension
+def test_a_table_with_more_columns_than_a_function_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    most = apsw.Connection(":memory:").limit(apsw.SQLITE_LIMIT_FUNCTION_ARG)
+    db = tmp_path / "wide.db"
+    cols = [f"c{i}" for i in range(most + 1)]
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute(f"CREATE TABLE w (id INTEGER PRIMARY KEY, {', '.join(cols)})")
+        for i in range(20):
+            conn.execute(f"INSERT INTO w (id, c0, c{most}) VALUES (?, ?, ?)", (i, i * 1.5, str(i)))
+    _assert_declined_and_same(db, "w", "id", monkeypatch)
+
+
+def _assert_declined_and_same(
+    db: Path, name: str, key: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accelerator declines the table, and a worker's fingerprint is still the reference."""
+    (piece,) = _pieces(db, (name,), 1)
+    fast, slow = _read_both(db, piece)
+    assert fast is None
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.text_factory = sqlite_fingerprint._lenient_text
+        cols = [r[1] for r in conn.execute(f'PRAGMA table_xinfo("{name}")')]
+        rows = conn.execute(f'SELECT * FROM "{name}" ORDER BY {key or "rowid"}').fetchall()
+    order = "row-digests" if key is None else "primary-key"
+    header = canonical_json({"table": name, "columns": cols, "order": order})
+    monkeypatch.setattr(sqlite_fingerprint, "PARALLEL_MIN_BYTES", 0)
+    assert fingerprint_file(db).tables[name].digest == table_digest_reference(header, order, rows)
+    assert slow.rows == len(rows)
+
+
+@needs_extension
+def test_a_key_whose_index_collates_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`k > last` would compare case-blind while the key is unique only case-sensitively: rows
+    tied in ORDER BY could be skipped, so the accelerator does not page such a key."""
+    db = tmp_path / "c.db"
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute(
+            "CREATE TABLE t (k TEXT COLLATE NOCASE NOT NULL, PRIMARY KEY (k COLLATE BINARY))"
+        )
+        conn.executemany("INSERT INTO t VALUES (?)", [(f"k{i}",) for i in range(10)])
+    with contextlib.closing(apsw.Connection(str(db))) as conn:
+        assert not rowcodec.keyset_exact(conn, "t", ["k"])
+    (piece,) = _pieces(db, ("t",), 1)
+    assert _read_both(db, piece)[0] is None
+
+
+@needs_extension
+def test_a_key_text_that_is_not_utf8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: None
+) -> None:
+    """The next chunk would start after a key that cannot be bound again as text."""
+    db = tmp_path / "k.db"
+    with contextlib.closing(apsw.Connection(str(db))) as conn:
+        conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v) WITHOUT ROWID")
+        _insert(conn, "t", [(("bad", b"k\xff%03d" % i), i) for i in range(40)])
+    _assert_declined_and_same(db, "t", "k", monkeypatch)
+
+
+@needs_extension
+def test_a_keyless_table_without_a_rowid_to_page_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "r.db"
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE t (rowid, _rowid_, oid)")
+        conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [(i % 3, "x", None) for i in range(30)])
+    _assert_declined_and_same(db, "t", None, monkeypatch)
