@@ -16,6 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from rollproof.engines.sqlite import fingerprint as fp
+
 FINGERPRINT = """
 import sys
 from rollproof.engines.sqlite import fingerprint as fp
@@ -100,3 +104,59 @@ def test_a_finished_fingerprint_leaves_no_spill(tmp_path: Path) -> None:
     )
     assert done.returncode == 0
     assert list(tmp.iterdir()) == []
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_workers_of_a_killed_fingerprint_exit_and_gc_removes_its_spill(tmp_path: Path) -> None:
+    # Large enough (over PARALLEL_MIN_BYTES) to be read by worker processes.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    db = tmp_path / "big.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE log (n INTEGER, note TEXT)")
+    pad = "x" * 40
+    conn.executemany("INSERT INTO log VALUES (?, ?)", ((i, f"{pad}{i}") for i in range(300_000)))
+    conn.commit()
+    conn.close()
+    assert db.stat().st_size > fp.PARALLEL_MIN_BYTES
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen([sys.executable, "-c", FINGERPRINT, str(db)], env=env)
+    try:
+        spill = _spilling(tmp, proc)
+        workers = _children(proc.pid)
+        assert workers, "the fingerprint read in this process, not in workers"
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_running(w) for w in workers):
+            time.sleep(0.05)
+        assert [w for w in workers if _running(w)] == []  # none waits forever for work
+        dead = _gc(env, tmp_path)
+        assert dead.returncode == 0, dead.stderr
+        assert not spill.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)

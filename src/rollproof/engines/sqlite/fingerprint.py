@@ -40,6 +40,8 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -483,6 +485,22 @@ def _worker_count(path: Path | None, tables: list[str]) -> int:
     return os.cpu_count() or 1
 
 
+def _follow_parent(parent: int) -> None:
+    """A worker's initializer: exit as soon as the fingerprinting process is gone.
+
+    A forked worker holds a copy of the parent's end of the task pipe, so a parent killed with
+    SIGKILL never closes it: without this the worker waits for work forever, holding the spill
+    directory's lock (inherited), and `rollproof gc` may never remove the directory.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rollproof-follow-parent", daemon=True).start()
+
+
 def _parallel_digests(
     conn: sqlite3.Connection,
     path: Path,
@@ -500,7 +518,12 @@ def _parallel_digests(
         import numpy  # noqa: F401 - imported once here rather than in every worker
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(pieces)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(pieces)),
+        mp_context=ctx,
+        initializer=_follow_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         futures: list[tuple[_Piece, Future[_Read]]] = [
             (p, pool.submit(_read_in_worker, str(path), p, spill)) for p in pieces
         ]
