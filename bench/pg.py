@@ -48,7 +48,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from rollproof.engines.postgres import contents
-from rollproof.engines.postgres.session import PostgresSession, fingerprint_source
+from rollproof.engines.postgres.session import PostgresSession
+from rollproof.engines.postgres.source import fingerprint_source
 
 SCHEMA = """
 DROP TABLE IF EXISTS accounts, events, items;

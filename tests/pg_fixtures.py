@@ -28,7 +28,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from rollproof.core.change import Change, load_change
-from rollproof.engines.postgres.session import fingerprint_source
+from rollproof.engines.postgres.source import fingerprint_source
 
 SOURCE_ENV, SCRATCH_ENV = "ROLLPROOF_TEST_PG_SOURCE", "ROLLPROOF_TEST_PG_SCRATCH"
 

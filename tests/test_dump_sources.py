@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 from rollproof.core.isolation import DUMP_ISOLATION_CHECKS, ISOLATION_CHECKS
-from rollproof.engines.postgres.session import fingerprint_source
+from rollproof.engines.postgres.source import fingerprint_source
 from rollproof.engines.postgres.tools import find_tool
 from tests.pg_fixtures import (
     MakePgChange,

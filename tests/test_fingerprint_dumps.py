@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from rollproof.assurance.selftest import build_tiny_source
-from rollproof.engines.postgres.session import fingerprint_source
+from rollproof.engines.postgres.source import fingerprint_source
 from rollproof.engines.sqlite.session import fingerprint_file
 from tests.pg_fixtures import (
     MakeSource,

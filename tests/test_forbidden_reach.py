@@ -21,7 +21,7 @@ import pytest
 from rollproof.core.guard import script_error, without_values
 from rollproof.core.model import LegName, Verdict
 from rollproof.core.policy import Policy, load_policy
-from rollproof.engines.postgres.session import fingerprint_source
+from rollproof.engines.postgres.source import fingerprint_source
 from rollproof.engines.sqlite.session import fingerprint_file
 from rollproof.rehearse.flow import RehearsalResult
 from rollproof.rehearse.flow import rehearse as _rehearse

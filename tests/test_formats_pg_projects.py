@@ -27,7 +27,7 @@ from psycopg import sql
 
 from rollproof.cli import main
 from rollproof.core.model import Verdict
-from rollproof.engines.postgres.session import fingerprint_source
+from rollproof.engines.postgres.source import fingerprint_source
 from rollproof.verify.reader import validate_packet
 from tests.pg_fixtures import Servers, admin, database_names, pg_servers_fixture
 

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from rollproof.cli import main
 from rollproof.core.model import Verdict
-from rollproof.engines.postgres.session import fingerprint_source
+from rollproof.engines.postgres.source import fingerprint_source
 from rollproof.formats.detect import load_project
 from rollproof.verify.reader import validate_packet
 from tests.pg_fixtures import MakeSource, Servers, admin, pg_servers_fixture, pg_source_fixture

@@ -30,7 +30,8 @@ from rollproof.core.canonical import sha256_hex
 from rollproof.core.change import Script
 from rollproof.core.guard import SurfaceGuard
 from rollproof.core.impact import Limit, impact_json
-from rollproof.engines.postgres.session import PostgresSession, fingerprint_source
+from rollproof.engines.postgres.session import PostgresSession
+from rollproof.engines.postgres.source import fingerprint_source
 from rollproof.verify.report_md import impact_lines
 from tests.pg_fixtures import Servers, admin, pg_servers_fixture  # noqa: F401  (fixture)
 

@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 from rollproof.core.model import LegName, Verdict
-from rollproof.engines.postgres.session import fingerprint_source
+from rollproof.engines.postgres.source import fingerprint_source
 from rollproof.rehearse.flow import RehearsalResult
 from rollproof.rehearse.flow import rehearse as _rehearse
 from rollproof.rehearse.report import report_json

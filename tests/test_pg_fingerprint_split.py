@@ -25,7 +25,7 @@ from psycopg import sql
 
 from rollproof.core.canonical import canonical_json
 from rollproof.engines.postgres import contents, pieces
-from rollproof.engines.postgres.session import fingerprint_source
+from rollproof.engines.postgres.source import fingerprint_source
 from tests.pg_fixtures import (
     MakeSource,
     Servers,

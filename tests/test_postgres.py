@@ -22,7 +22,8 @@ from psycopg import sql
 from rollproof.core.errors import EnvironmentProblemError, ExitCode, IsolationError, UsageError
 from rollproof.core.model import LegName, Point, Verdict
 from rollproof.engines.postgres.conn import connect_source, parse_pg_dsn
-from rollproof.engines.postgres.session import PostgresSession, fingerprint_source
+from rollproof.engines.postgres.session import PostgresSession
+from rollproof.engines.postgres.source import fingerprint_source
 from rollproof.rehearse.demo import CHANGES as SQLITE_CHANGES
 from rollproof.rehearse.demo import build_sample_database
 from rollproof.rehearse.flow import RehearsalResult

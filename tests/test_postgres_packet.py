@@ -17,7 +17,7 @@ import pytest
 from rollproof.cli import main
 from rollproof.core.model import LegName, Verdict
 from rollproof.core.policy import load_policy
-from rollproof.engines.postgres.session import fingerprint_source
+from rollproof.engines.postgres.source import fingerprint_source
 from rollproof.rehearse.flow import rehearse
 from tests.pg_fixtures import (
     MakePgChange,

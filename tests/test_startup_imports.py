@@ -21,6 +21,11 @@ import pytest
 from rollproof.assurance.selftest import SOUND_CHANGE, build_tiny_source, write_change
 from rollproof.cli import main
 from rollproof.cli.app import COMMANDS, load_all
+from tests.pg_fixtures import (
+    MakeSource,
+    pg_servers_fixture,  # noqa: F401  (fixture)
+    pg_source_fixture,  # noqa: F401  (fixture)
+)
 
 _LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|(?P<indent> *)(?P<name>\S+)\s*$")
 
@@ -158,6 +163,35 @@ def test_sqlite_fingerprint_loads_the_sqlite_engine_only(workspace: Path) -> Non
     assert {"apsw", "sqlglot", "rollproof.engines.sqlite.fingerprint"} <= set(run.parent)
     assert_not_loaded(run, POSTGRES + MIGRATION_TOOLS + FORMATS + SIGNING + GOVERNANCE + REHEARSAL)
     assert_not_loaded(run, ("jsonschema", "rollproof.verify.validate"))
+
+
+def test_postgres_fingerprint_loads_the_reader_not_the_rehearsal(
+    workspace: Path, pg_source: MakeSource
+) -> None:
+    dsn = pg_source(
+        "CREATE TABLE t (id bigint PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');"
+    )
+    run = trace(workspace, "fingerprint", dsn)
+    assert run.code == 0
+    assert run.stdout.startswith("sha256:")
+    assert {"psycopg", "rollproof.engines.postgres.source"} <= set(run.parent)
+    # Reading a source needs the driver and the fingerprint; the rehearsal's session, its SQL
+    # parser (pglast), the SQLite engine and sqlglot are not.
+    assert_not_loaded(
+        run,
+        (
+            "rollproof.engines.postgres.session",
+            "pglast",
+            "apsw",
+            "sqlglot",
+            "rollproof.engines.sqlite",
+            *MIGRATION_TOOLS,
+            *FORMATS,
+            *SIGNING,
+            *GOVERNANCE,
+            *REHEARSAL,
+        ),
+    )
 
 
 def test_sqlite_rehearse_loads_no_postgres_governance_or_signing(workspace: Path) -> None:

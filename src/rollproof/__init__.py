@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rollproof.core.change import Change, load_change
     from rollproof.core.errors import ExitCode, RollproofError
     from rollproof.core.policy import Policy, load_policy
-    from rollproof.engines.postgres.session import fingerprint_source
+    from rollproof.engines.postgres.source import fingerprint_source
     from rollproof.engines.sqlite.session import fingerprint_file
     from rollproof.governance.flow import enter_lane, governed_rehearse
     from rollproof.governance.preflight import run_preflight

@@ -501,7 +501,7 @@ def fingerprint(database: str, scratch: str | None, as_json: bool) -> None:
         with progress() as say:
             fp, dump_sha256 = fingerprint_sqlite_dump(database, say)
     elif database.startswith(("postgresql://", "postgres://")):
-        from rollproof.engines.postgres.session import fingerprint_source
+        from rollproof.engines.postgres.source import fingerprint_source
 
         with progress() as say:
             fp = fingerprint_source(database, say)

@@ -196,7 +196,7 @@ class PostgresPositions:
         """The clone has changed since `current` was dumped."""
 
     def digest(self) -> str:
-        from rollproof.engines.postgres.session import fingerprint_source
+        from rollproof.engines.postgres.source import fingerprint_source
 
         return fingerprint_source(self.source).digest
 

@@ -115,7 +115,7 @@ def fingerprint_source(dsn: str) -> Fingerprint:
     from rollproof.rehearse.flow import is_postgres_dsn
 
     if is_postgres_dsn(dsn):
-        from rollproof.engines.postgres.session import fingerprint_source as fingerprint_postgres
+        from rollproof.engines.postgres.source import fingerprint_source as fingerprint_postgres
 
         return fingerprint_postgres(dsn)
     from rollproof.engines.sqlite.session import fingerprint_file, parse_sqlite_dsn

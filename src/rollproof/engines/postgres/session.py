@@ -201,41 +201,6 @@ def _wrote_nothing(conn: psycopg.Connection[Any]) -> bool:
     return row is not None and row[0] is True
 
 
-def fingerprint_source(
-    dsn: str, progress: Progress | None = None, *, jobs: int | None = None
-) -> Fingerprint:
-    """Fingerprint a PostgreSQL database through read-only sessions (`rollproof fingerprint`).
-
-    Tables are read over up to `jobs` sessions at once (default: up to 4), all in the same
-    exported snapshot, so the result is that of one instant.
-    """
-    target = parse_pg_dsn(dsn)
-
-    @contextlib.contextmanager
-    def worker(snapshot_id: str) -> Iterator[psycopg.Connection[Any]]:
-        with contextlib.closing(connect_source(target)) as extra:
-            extra.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            extra.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
-            yield extra
-
-    with contextlib.closing(connect_source(target)) as conn:
-        try:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
-            assert row is not None
-            snapshot_id = str(row[0])
-            return fingerprint_connection(
-                conn,
-                progress,
-                more=lambda: worker(snapshot_id),
-                jobs=jobs or max(1, min(4, os.cpu_count() or 1)),
-            )
-        except psycopg.Error as e:
-            raise EnvironmentProblemError(
-                f"source {target.shown}: cannot fingerprint: {describe_error(e)}"
-            ) from None
-
-
 @contextlib.contextmanager
 def _server_errors(what: str) -> Iterator[None]:
     """Driver errors become environment problems (exit 4) at this boundary, never exit 70."""
