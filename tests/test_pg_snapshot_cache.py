@@ -137,3 +137,35 @@ def test_a_tampered_cache_is_not_reused_and_the_verdict_stays_right(
     assert f"the cached snapshot {cache} was copied but its fingerprint" in said
     assert "dropped, dumped and restored instead" in said
     assert "not dumped again" not in said
+
+
+def test_gc_lists_a_kept_snapshot_and_drops_it_only_when_asked(
+    cached: None,
+    pg_servers: Servers,
+    pg_source: MakeSource,
+    make_pg_change: MakePgChange,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = pg_source(SOURCE)
+    first, _ = _run(pg_servers, source, _change(make_pg_change))
+    (cache,) = _caches(pg_servers)
+    capsys.readouterr()
+    assert main(["gc", "--scratch", pg_servers.scratch]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"left database {cache}: a snapshot kept for reuse (sealed for source fingerprint "
+        f"{first.source_fingerprint.digest}); --drop-caches removes it"
+    ) in out
+    assert _caches(pg_servers) == {cache}
+    assert main(["gc", "--scratch", pg_servers.scratch, "--drop-caches"]) == 0
+    out = capsys.readouterr().out
+    assert f"removed database {cache}: a snapshot kept for reuse; dropped as asked" in out
+    assert _caches(pg_servers) == set()
+
+
+def test_gc_drop_caches_needs_a_scratch_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gc", "--drop-caches"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith(
+        "--drop-caches needs --scratch DSN: the server whose caches to drop"
+    ), err

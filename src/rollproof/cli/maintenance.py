@@ -35,11 +35,19 @@ from rollproof.cli.options import json_option, path_option
     help="Also sweep this PostgreSQL scratch server: drop the rollproof databases and roles "
     "whose run is provably gone; may be repeated.",
 )
+@click.option(
+    "--drop-caches",
+    is_flag=True,
+    help="With --scratch: also drop the snapshots kept for reuse (rollproof_cache_*, made when "
+    "ROLLPROOF_PG_SNAPSHOT_CACHE=1); without it they are listed and left. Not while a rehearsal "
+    "of that server runs: it would fail (exit 4).",
+)
 @json_option("Print what was removed as JSON.")
 def gc(
     workdirs: tuple[Path, ...],
     packet_roots: tuple[Path, ...],
     scratch_servers: tuple[str, ...],
+    drop_caches: bool,
     as_json: bool,
 ) -> None:
     """Remove workspaces (copies of production), fingerprint sort directories
@@ -48,13 +56,16 @@ def gc(
     A run holds a lock on its directory for as long as it lives, so a live run's directory, and
     the scratch databases that name it as their owner, are never removed; kept clones
     (--keep-clone) are left for you to remove."""
+    from rollproof.core.errors import UsageError
     from rollproof.engines.workspace import sweep
 
+    if drop_caches and not scratch_servers:
+        raise UsageError("--drop-caches needs --scratch DSN: the server whose caches to drop")
     # Directories first: a dead run's workspace that is gone is part of what proves its
     # scratch databases ownerless.
     removed = sweep([Path(tempfile.gettempdir()), *workdirs])
     removed += sweep(list(packet_roots) or [Path(".rollproof/packets")], partial_only=True)
-    servers = [_sweep_server(dsn) for dsn in scratch_servers]
+    servers = [_sweep_server(dsn, drop_caches) for dsn in scratch_servers]
     lines = [f"removed {p}" for p in removed]
     for shown, objects in servers:
         lines += [f"scratch {shown}: {o['line']}" for o in objects]
@@ -69,7 +80,7 @@ def gc(
     )
 
 
-def _sweep_server(dsn: str) -> tuple[str, list[dict[str, object]]]:
+def _sweep_server(dsn: str, drop_caches: bool) -> tuple[str, list[dict[str, object]]]:
     """Sweep one scratch server: (its DSN as shown, each rollproof object with its fate)."""
     import psycopg
 
@@ -81,6 +92,7 @@ def _sweep_server(dsn: str) -> tuple[str, list[dict[str, object]]]:
         is_postgres_dsn,
         parse_pg_dsn,
     )
+    from rollproof.engines.postgres.snapcache import caches
     from rollproof.engines.postgres.sweep import sweep_scratch
 
     if not is_postgres_dsn(dsn):
@@ -88,7 +100,7 @@ def _sweep_server(dsn: str) -> tuple[str, list[dict[str, object]]]:
     target = parse_pg_dsn(dsn, what="scratch")
     with contextlib.closing(connect(target, what="scratch")) as conn:
         try:
-            found = sweep_scratch(conn)
+            found = sweep_scratch(conn) + caches(conn, remove=drop_caches)
         except psycopg.Error as e:
             raise EnvironmentProblemError(
                 f"scratch {target.shown}: cannot list its databases and roles: {describe_error(e)}"

@@ -10,7 +10,8 @@ identifier and database name, its comment `rollproof-cache v1 <source fingerprin
 closed to connections (ALLOW_CONNECTIONS false) and a template. Nothing is trusted on that
 comment alone: the copy is sealed and fingerprinted like a restored snapshot, and a copy whose
 fingerprint differs from the source's is dropped with the cache, and the rehearsal dumps and
-restores as without one. `drop_caches` removes them all (`rollproof gc` does not yet).
+restores as without one. `rollproof gc --scratch DSN` lists them (`caches`) and, with
+`--drop-caches`, removes them (`drop_caches`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from rollproof.engines.postgres.sweep import Leftover
 
 ENV = "ROLLPROOF_PG_SNAPSHOT_CACHE"
 PREFIX = "rollproof_cache_"
@@ -92,13 +95,41 @@ def seal_pending(admin: psycopg.Connection[Any], name: str, digest: str) -> None
     )
 
 
+_CACHES = """
+SELECT d.datname, pg_catalog.shobj_description(d.oid, 'pg_database')
+FROM pg_catalog.pg_database d
+WHERE d.datname ~ '^rollproof_cache_[0-9a-f]{16}(_new)?$'
+ORDER BY d.datname
+"""
+
+
 def drop_caches(admin: psycopg.Connection[Any]) -> list[str]:
-    """Drop every snapshot cache on the server; the names dropped."""
-    rows = admin.execute(
-        "SELECT datname FROM pg_catalog.pg_database "
-        "WHERE datname ~ '^rollproof_cache_[0-9a-f]{16}$'"
-    ).fetchall()
-    names = [str(r[0]) for r in rows]
+    """Drop every snapshot cache on the server (and any half-made copy); the names dropped."""
+    names = [str(r[0]) for r in admin.execute(_CACHES).fetchall()]
     for name in names:
-        drop(admin, name)
+        if not name.endswith("_new"):
+            drop(admin, name)
+    for name in names:  # a half-made copy whose cache was never sealed
+        if name.endswith("_new"):
+            drop(admin, name.removesuffix("_new"))
     return names
+
+
+def caches(admin: psycopg.Connection[Any], *, remove: bool) -> list[Leftover]:
+    """Every snapshot cache on the server, for `rollproof gc`: left (they are kept on purpose),
+    or dropped when `remove`. A cache is not a dead run's leftover, so no run's liveness decides;
+    dropping one while a rehearsal copies it fails that rehearsal (exit 4), never its verdict."""
+    if remove:
+        why = "a snapshot kept for reuse; dropped as asked (--drop-caches)"
+        return [Leftover(n, "database", True, why) for n in drop_caches(admin)]
+    out = []
+    for name, comment in admin.execute(_CACHES).fetchall():
+        text = str(comment or "")
+        sealed = text[len(_COMMENT) :] if text.startswith(_COMMENT) else None
+        why = (
+            f"a snapshot kept for reuse (sealed for source fingerprint {sealed})"
+            if sealed
+            else "a snapshot copy for reuse, not sealed (its rehearsal is running or ended early)"
+        )
+        out.append(Leftover(str(name), "database", False, why + "; --drop-caches removes it"))
+    return out
