@@ -58,7 +58,7 @@ _HOME = {
     "build_packet": "rollproof.rehearse.packet",
     "enter_lane": "rollproof.governance.flow",
     "fingerprint_file": "rollproof.engines.sqlite.session",
-    "fingerprint_source": "rollproof.engines.postgres.session",
+    "fingerprint_source": "rollproof.engines.postgres.source",
     "governed_rehearse": "rollproof.governance.flow",
     "load_policy": "rollproof.core.policy",
     "run_preflight": "rollproof.governance.preflight",
