@@ -431,8 +431,12 @@ def _estimate_rows(conn: sqlite3.Connection, plan: _Plan) -> tuple[int, int, int
     (O(log n)), else an exact count. Only how pieces are cut depends on it, never a digest."""
     if plan.rowid is not None:
         try:
+            # Two subqueries: SQLite answers a lone min() or max() from the b-tree's edge, but
+            # `SELECT min(x), max(x)` scans the whole table (66 ms at 1M narrow rows).
+            table = f"main.{quote_ident(plan.name)}"
             low, high = conn.execute(
-                f"SELECT min({plan.rowid}), max({plan.rowid}) FROM main.{quote_ident(plan.name)}"
+                f"SELECT (SELECT min({plan.rowid}) FROM {table}), "
+                f"(SELECT max({plan.rowid}) FROM {table})"
             ).fetchone()
             if low is None:
                 return 0, 0, 0
