@@ -354,11 +354,16 @@ def _read_accelerated(conn: apsw.Connection, piece: _Piece, spill: str | None) -
     from rollproof.engines.sqlite import rowcodec
 
     plan = piece.plan
-    if len(plan.columns) > conn.limit(apsw.SQLITE_LIMIT_FUNCTION_ARG) or not rowcodec.load(conn):
+    try:
+        if len(plan.columns) > conn.limit(apsw.SQLITE_LIMIT_FUNCTION_ARG):
+            return None
+        if not rowcodec.load(conn):
+            return None
+        if plan.key is not None and not rowcodec.keyset_exact(conn, plan.name, plan.key):
+            return None
+    except apsw.Error:
         return None
     if plan.key is not None:
-        if not rowcodec.keyset_exact(conn, plan.name, plan.key):
-            return None
         chunks = rowcodec.keyed_chunks(
             conn,
             plan.name,
@@ -384,7 +389,7 @@ def _read_accelerated(conn: apsw.Connection, piece: _Piece, spill: str | None) -
         return None
     try:
         return _read_piece(chunks, piece, spill)
-    except apsw.Error:
+    except (apsw.Error, rowcodec.KeysetMismatch):
         return None
 
 

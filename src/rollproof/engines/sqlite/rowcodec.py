@@ -13,7 +13,10 @@ read transaction: `WHERE key > last ORDER BY key LIMIT n` for a keyed table (the
 a piece by OFFSET, as in the Python path), rowid ranges for a table without a key. That is the
 key order only if comparing with `>` orders exactly as `ORDER BY` does and no two rows tie, so a
 key whose index collates differently from its columns is left to the Python path
-(`keyset_exact`), as is everything the extension cannot do: it is not built (no C compiler at
+(`keyset_exact`), as is a piece where the key a chunk ended on does not bind back as exactly the
+stored key (`KeysetMismatch`: `>` applies the column's affinity to the bound value, and a key
+read out of a UTF-16 database or a rewritten schema may differ from what is stored), and
+everything the extension cannot do: it is not built (no C compiler at
 install) or not loadable, the table has more columns than a function takes arguments, a key-less
 table has no rowid to page by, a key's text is not valid UTF-8 (it could not be bound again), or
 a chunk is larger than SQLite's length limit. Those fall back silently: same digest, slower.
@@ -97,6 +100,24 @@ def _next_size(rows: int, size: int, most: int) -> int:
     return max(1, min(most, rows * CHUNK_BYTES // max(1, size)))
 
 
+class KeysetMismatch(Exception):
+    """The key a chunk ended on, bound again, is not exactly the stored key: `WHERE key > ?`
+    would not continue where the chunk ended, so the piece is read by the Python path."""
+
+
+def _same_key_sql(table: str, key: Sequence[str]) -> str:
+    """Counts the rows whose key is exactly the bound one: equal under the columns' own
+    affinity and collation (as `>` compares), and of the same storage class and bytes."""
+    cols = ", ".join(map(quote_ident, key))
+    marks = ", ".join("?" * len(key))
+    equal = f"({cols}) = ({marks})" if len(key) > 1 else f"{cols} = ?"
+    same = " AND ".join(
+        f"typeof({quote_ident(k)}) = typeof(?) AND CAST({quote_ident(k)} AS BLOB) = CAST(? AS BLOB)"
+        for k in key
+    )
+    return f"SELECT count(*) FROM main.{quote_ident(table)} WHERE {equal} AND {same}"
+
+
 def keyed_chunks(
     conn: apsw.Connection,
     table: str,
@@ -118,6 +139,7 @@ def keyed_chunks(
     head = f"SELECT count(*), rollproof_rows({cols}), rollproof_last({keys}) FROM "
     first = f"{head}({rows} ORDER BY {keys} LIMIT ? OFFSET ?)"
     later = f"{head}({rows} WHERE {after} ORDER BY {keys} LIMIT ?)"
+    check = _same_key_sql(table, key)
     done, want = 0, first_rows
     last: tuple[object, ...] | None = None
     while limit < 0 or done < limit:
@@ -134,6 +156,13 @@ def keyed_chunks(
         if count < n:
             return
         last = marshal.loads(tail)  # noqa: S302 - our own encoding of the key's SQL values
+        # Bound again, the key must be the stored one, or `>` would skip or repeat rows: a
+        # TEXT column's affinity turning a stored integer into text, a NULL in a key a
+        # rewritten schema calls NOT NULL, text SQLite converted lossily from UTF-16.
+        params = (*last, *(v for v in last for _ in range(2)))
+        (same,) = conn.execute(check, params).fetchone()  # type: ignore[misc]
+        if same != 1:
+            raise KeysetMismatch(f"table {table}: the key after row {offset + done} is not exact")
         want = _next_size(count, len(data), segment_rows)
 
 
