@@ -185,7 +185,11 @@ def _is_candidate(entry: Path, partial_only: bool) -> bool:
 
 def sweep(parents: Iterable[Path], *, partial_only: bool = False) -> list[Path]:
     """Remove every rollproof workspace and partial packet in `parents` whose run is gone;
-    return what was removed. Never follows a symlink, never touches a live run's directory."""
+    return what was removed. Never follows a symlink, never touches a live run's directory.
+
+    Other runs share the temporary directory and remove their own directories while this one
+    looks: an entry that vanishes (or cannot be read) between the listing and its inspection is
+    skipped, not an error. A sweep is housekeeping; it never fails the run that asked for it."""
     removed: list[Path] = []
     now = time.time()
     for parent in parents:
@@ -194,27 +198,33 @@ def sweep(parents: Iterable[Path], *, partial_only: bool = False) -> list[Path]:
         except OSError:
             continue
         for entry in sorted(entries):
-            if entry.is_symlink() or not entry.is_dir() or not _is_candidate(entry, partial_only):
-                continue
-            if (entry / KEPT_FILE).exists() or any(entry.glob("*/postmaster.pid")):
-                # Kept by the user; or an ephemeral PostgreSQL cluster of a dead run that may
-                # still be running: stopping it is pg_ctl's job, deleting its files is not.
-                continue
-            owner = owner_beside(entry)
-            if not owner.exists():
-                owner = entry / OWNER_FILE
-            if owner.exists():
-                with _try_lock(owner) as dead:
-                    if dead:
-                        shutil.rmtree(entry, ignore_errors=True)
-                        owner_beside(entry).unlink(missing_ok=True)
-                        removed.append(entry)
-                continue
             try:
-                age = now - entry.stat().st_mtime
+                if _sweep_entry(entry, partial_only, now):
+                    removed.append(entry)
             except OSError:
-                continue
-            if age > UNCLAIMED_GRACE_SECONDS:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry)
+                continue  # gone or unreadable under us: another run's business
     return removed
+
+
+def _sweep_entry(entry: Path, partial_only: bool, now: float) -> bool:
+    """Remove `entry` if it is a rollproof directory whose run is gone; whether it was."""
+    if entry.is_symlink() or not entry.is_dir() or not _is_candidate(entry, partial_only):
+        return False
+    if (entry / KEPT_FILE).exists() or any(entry.glob("*/postmaster.pid")):
+        # Kept by the user; or an ephemeral PostgreSQL cluster of a dead run that may still be
+        # running: stopping it is pg_ctl's job, deleting its files is not.
+        return False
+    owner = owner_beside(entry)
+    if not owner.exists():
+        owner = entry / OWNER_FILE
+    if owner.exists():
+        with _try_lock(owner) as dead:
+            if not dead:
+                return False
+            shutil.rmtree(entry, ignore_errors=True)
+            owner_beside(entry).unlink(missing_ok=True)
+            return True
+    if now - entry.stat().st_mtime <= UNCLAIMED_GRACE_SECONDS:
+        return False
+    shutil.rmtree(entry, ignore_errors=True)
+    return True
