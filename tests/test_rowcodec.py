@@ -299,7 +299,8 @@ def small(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _pieces(path: Path, names: Iterable[str], workers: int) -> list[sqlite_fingerprint._Piece]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        plans = [sqlite_fingerprint._table_plan(conn, n) for n in names]
+        codec = sqlite_fingerprint.text_codec(conn)
+        plans = [sqlite_fingerprint._table_plan(conn, n, codec) for n in names]
         return sqlite_fingerprint._pieces(conn, plans, workers)
 
 
@@ -411,7 +412,14 @@ def _assert_declined_and_same(
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.text_factory = sqlite_fingerprint._lenient_text
         cols = [r[1] for r in conn.execute(f'PRAGMA table_xinfo("{name}")')]
-        rows = conn.execute(f'SELECT * FROM "{name}" ORDER BY {key or "rowid"}').fetchall()
+        codec = sqlite_fingerprint.text_codec(conn)
+        if codec is None:
+            rows = conn.execute(f'SELECT * FROM "{name}" ORDER BY {key or "rowid"}').fetchall()
+        else:  # text as stored (tests/test_sqlite_utf16_text.py)
+            select = sqlite_fingerprint._table_plan(conn, name, codec).select
+            rows = sqlite_fingerprint.exact_text_rows(
+                conn.execute(f"{select} ORDER BY {key or 'rowid'}").fetchall(), codec
+            )
     order = "row-digests" if key is None else "primary-key"
     header = canonical_json({"table": name, "columns": cols, "order": order})
     monkeypatch.setattr(sqlite_fingerprint, "PARALLEL_MIN_BYTES", 0)

@@ -116,11 +116,22 @@ class _Plan:
     key: tuple[str, ...] | None  # None for a row-digests table
     rowid: str | None  # a rowid alias no column shadows (to estimate and split), if any
     header: bytes
+    utf16: str | None = None
+    """The codec of a UTF-16 database's text ('utf-16-le' or 'utf-16-be'): its text is read as
+    the stored code units (`exact_text_rows`), not as SQLite's lossy conversion to UTF-8."""
 
     @property
     def select(self) -> str:
-        """The rows' query, without ORDER BY."""
-        cols = ", ".join(quote_ident(c) for c in self.columns)
+        """The rows' query, without ORDER BY. In a UTF-16 database each column is read as two:
+        the value, or a TEXT value's stored bytes; and whether it was TEXT."""
+        if self.utf16 is None:
+            cols = ", ".join(quote_ident(c) for c in self.columns)
+        else:
+            cols = ", ".join(
+                f"CASE typeof({q}) WHEN 'text' THEN CAST({q} AS BLOB) ELSE {q} END, "
+                f"typeof({q}) = 'text'"
+                for q in map(quote_ident, self.columns)
+            )
         return f"SELECT {cols} FROM main.{quote_ident(self.name)}"
 
     @property
@@ -172,14 +183,62 @@ class _Read:
     runs: tuple[bytearray | str, ...] = ()
 
 
-def _table_plan(conn: sqlite3.Connection, name: str) -> _Plan:
+_UTF16 = {"utf16le": "utf-16-le", "utf16be": "utf-16-be"}
+
+
+def text_codec(conn: sqlite3.Connection) -> str | None:
+    """The Python codec of the stored text of a UTF-16 database; None for UTF-8.
+
+    SQLite hands UTF-16 text out converted to UTF-8, and the conversion is lossy for code units
+    that are not well-formed UTF-16: a high surrogate takes the next unit's low ten bits as its
+    pair whatever that unit is, so 'D800 0041' and 'D800 0441' read the same. Programs that
+    write UTF-16 (sqlite3_bind_text16 from Java, JavaScript or Windows strings) store lone
+    surrogates as they come, and a change between two such values would be unseen. Read as
+    the stored units instead, well-formed text decodes to the same string as before (the same
+    digest), and malformed text keeps every unit (a lone surrogate is encoded as marshal
+    writes it, surrogatepass)."""
+    encoding = str(conn.execute("PRAGMA main.encoding").fetchone()[0]).lower()
+    return _UTF16.get(encoding.replace("-", ""))
+
+
+def exact_text_rows(rows: list[Row], codec: str) -> list[Row]:
+    """Rows read with a UTF-16 plan's select (each value, then whether it was TEXT) as the
+    table's values, TEXT decoded from its stored code units."""
+    out: list[Row] = []
+    for row in rows:
+        values: list[SqlValue] = []
+        for i in range(0, len(row), 2):
+            v = row[i]
+            values.append(bytes(v).decode(codec, "surrogatepass") if row[i + 1] else v)  # type: ignore[arg-type]
+        out.append(tuple(values))
+    return out
+
+
+def malformed_schema_sql(conn: sqlite3.Connection, codec: str) -> dict[tuple[str, str], str]:
+    """(type, name) -> the stored code units (hex, the database's byte order) of each schema
+    object whose SQL is not well-formed UTF-16: SQLite's conversion of it to UTF-8 is lossy
+    (`text_codec`), so what the structural description reads from it (defaults, CHECK text,
+    a view's or trigger's SQL) could not tell two such objects apart. Empty for every
+    database whose schema text is well-formed, so their digests are unchanged."""
+    out: dict[tuple[str, str], str] = {}
+    for kind, name, raw in conn.execute(
+        "SELECT type, name, CAST(sql AS BLOB) FROM main.sqlite_schema WHERE sql IS NOT NULL"
+    ):
+        try:
+            bytes(raw).decode(codec)
+        except UnicodeDecodeError:
+            out[str(kind), str(name)] = bytes(raw).hex()
+    return out
+
+
+def _table_plan(conn: sqlite3.Connection, name: str, codec: str | None = None) -> _Plan:
     cols = columns(conn, name)
     pk = primary_key(conn, name)
     taken = {c.lower() for c in cols}
     rowid = next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
     order = "row-digests" if pk is None else "primary-key"
     header = canonical_json({"table": name, "columns": cols, "order": order})
-    return _Plan(name, tuple(cols), None if pk is None else tuple(pk), rowid, header)
+    return _Plan(name, tuple(cols), None if pk is None else tuple(pk), rowid, header, codec)
 
 
 def _python_chunks(fetch: Fetch, piece: _Piece) -> Iterator[Chunk]:
@@ -188,7 +247,10 @@ def _python_chunks(fetch: Fetch, piece: _Piece) -> Iterator[Chunk]:
     A batch is ROW_CHUNK rows, which divides SEGMENT_ROWS, and a piece starts on a segment
     boundary, so no chunk crosses one."""
     keyed = piece.plan.key is not None
+    codec = piece.plan.utf16
     while batch := fetch():
+        if codec is not None:
+            batch = exact_text_rows(batch, codec)
         yield len(batch), encoded_rows(batch) if keyed else row_digests(batch)
 
 
@@ -354,6 +416,8 @@ def _read_accelerated(conn: apsw.Connection, piece: _Piece, spill: str | None) -
     from rollproof.engines.sqlite import rowcodec
 
     plan = piece.plan
+    if plan.utf16 is not None:
+        return None  # the extension reads text as SQLite converts it to UTF-8 (text_codec)
     try:
         if len(plan.columns) > conn.limit(apsw.SQLITE_LIMIT_FUNCTION_ARG):
             return None
@@ -565,7 +629,7 @@ def _spill_dir(plans: list[_Plan]) -> Iterator[str | None]:
 
 def table_digest(conn: sqlite3.Connection, name: str) -> TableDigest:
     """One table's digest, read in this process through `conn`."""
-    plan = _table_plan(conn, name)
+    plan = _table_plan(conn, name, text_codec(conn))
     with _spill_dir([plan]) as spill:
         return _combine(plan, [_read_with_sqlite3(conn, _Piece(plan), spill)])
 
@@ -624,6 +688,8 @@ def fingerprint_connection(
     kept = [r for r in schema_rows if r[1] not in excluded]
     ddl_text = digest_json([[k, n, t, s] for k, n, t, s in kept])
     flags = table_flags(conn)
+    codec = text_codec(conn)
+    malformed = {} if codec is None else malformed_schema_sql(conn, codec)
 
     objects: dict[str, str] = {}
     content_tables: list[str] = []
@@ -637,14 +703,16 @@ def fingerprint_connection(
                     {"type": "virtual", "sql": normalize_sql(sql)}
                 )
                 continue
-            objects[f"table:{name}"] = digest_json(
-                describe_table(conn, name, sql or "", flags.get(name, {}))
-            )
+            described = describe_table(conn, name, sql or "", flags.get(name, {}))
+            if (kind, name) in malformed:
+                described["sql_utf16_units"] = malformed[kind, name]
+            objects[f"table:{name}"] = digest_json(described)
             content_tables.append(name)
         elif sql is not None:  # autoindexes (sql NULL) are described with their table
-            objects[f"{kind}:{name}"] = digest_json(
-                {"type": kind, "table": tbl_name.lower(), "sql": normalize_sql(sql)}
-            )
+            described = {"type": kind, "table": tbl_name.lower(), "sql": normalize_sql(sql)}
+            if (kind, name) in malformed:
+                described["sql_utf16_units"] = malformed[kind, name]
+            objects[f"{kind}:{name}"] = digest_json(described)
 
     tables: dict[str, TableDigest] = {}
     to_read: list[str] = []
@@ -678,7 +746,7 @@ def fingerprint_connection(
                         conn, parallel_path, name, objects[f"table:{name}"]
                     )
 
-    plans = [_table_plan(conn, name) for name in to_read]
+    plans = [_table_plan(conn, name, codec) for name in to_read]
     workers = _worker_count(parallel_path, to_read)
     with _spill_dir(plans) as spill:
         if workers and parallel_path is not None:
