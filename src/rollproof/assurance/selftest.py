@@ -1298,7 +1298,7 @@ ATTACKS: tuple[Case, ...] = (
             {**c.sound, RERUN_SH: c.sound[RERUN_SH].replace(b"set -u\n", b"set -u\nid\n", 1)}
         ),
     ),
-    # fingerprint v3: a table's row count and order are in the whole digest, and one table
+    # fingerprint v3 and later: a table's row count and order are in the whole digest, and one table
     # digest stands for one table, count and order across the packet
     Case(
         "attack-fingerprint-rows-edited",

@@ -30,10 +30,12 @@ from rollproof.core.explain import RowSample, attribute_text
 HeaderValue = int | str
 
 ALGORITHM = "rollproof-fingerprint"
-VERSION = 3
-"""3: tables without a total key are digested order-independently from per-row digests, and
-PostgreSQL rows are read in binary; 2 hashed key-less tables as sorted rows; 1 had SHA-256 table
-digests (2 and 3 use BLAKE3, `blake3:`)."""
+VERSION = 4
+"""4: SQLite text in a UTF-16 database is read as stored, and schema SQL is normalised only
+where SQLite itself ignores the difference (docs/fingerprint.md); 3: tables without a total key
+are digested order-independently from per-row digests, and PostgreSQL rows are read in binary;
+2 hashed key-less tables as sorted rows; 1 had SHA-256 table digests (2 and later use BLAKE3,
+`blake3:`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,8 @@ def fingerprint_from_json(data: Mapping[str, Any]) -> Fingerprint:
     if data.get("algorithm") != ALGORITHM or data.get("version") != VERSION:
         raise ValueError(
             f"unsupported fingerprint algorithm {data.get('algorithm')!r} "
-            f"version {data.get('version')!r}"
+            f"version {data.get('version')!r} (this rollproof reads {ALGORITHM!r} version "
+            f"{VERSION}; a fingerprint of another version is never compared: make it again)"
         )
     schema = data["schema"]
     for name, t in data["tables"].items():

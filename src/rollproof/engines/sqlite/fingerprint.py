@@ -1,4 +1,4 @@
-"""Fingerprint v3 of a SQLite database: every table's rows, read in pieces, possibly in parallel.
+"""Fingerprint v4 of a SQLite database: every table's rows, read in pieces, possibly in parallel.
 
 Table digests follow `rollproof.core.canonical` (docs/fingerprint.md):
 
@@ -78,10 +78,12 @@ from rollproof.engines.sqlite.schema import (
     SEQUENCE_TABLE,
     columns,
     describe_table,
+    fold,
     normalize_sql,
     primary_key,
     quote_ident,
     table_flags,
+    view_columns,
 )
 
 if TYPE_CHECKING:
@@ -234,7 +236,7 @@ def malformed_schema_sql(conn: sqlite3.Connection, codec: str) -> dict[tuple[str
 def _table_plan(conn: sqlite3.Connection, name: str, codec: str | None = None) -> _Plan:
     cols = columns(conn, name)
     pk = primary_key(conn, name)
-    taken = {c.lower() for c in cols}
+    taken = {fold(c) for c in cols}
     rowid = next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
     order = "row-digests" if pk is None else "primary-key"
     header = canonical_json({"table": name, "columns": cols, "order": order})
@@ -709,7 +711,9 @@ def fingerprint_connection(
             objects[f"table:{name}"] = digest_json(described)
             content_tables.append(name)
         elif sql is not None:  # autoindexes (sql NULL) are described with their table
-            described = {"type": kind, "table": tbl_name.lower(), "sql": normalize_sql(sql)}
+            described = {"type": kind, "table": fold(tbl_name), "sql": normalize_sql(sql)}
+            if kind == "view":
+                described["columns"] = view_columns(conn, name)
             if (kind, name) in malformed:
                 described["sql_utf16_units"] = malformed[kind, name]
             objects[f"{kind}:{name}"] = digest_json(described)

@@ -3,16 +3,21 @@
 The structural description is read from SQLite's own pragmas (columns, indexes, foreign keys,
 table flags) and, for what no pragma exposes (column collations, CHECK constraints, trigger and
 view bodies, partial-index conditions), from the stored SQL normalised token by token with
-sqlglot's SQLite tokenizer. Normalisation removes whitespace, comments, identifier quoting and
-keyword case, so a table rebuilt back to the same definition describes the same; it keeps
-string literals byte for byte, so `DEFAULT 'a'` and `DEFAULT 'A'` differ.
+sqlglot's SQLite tokenizer. Normalisation removes only what SQLite itself ignores (whitespace,
+comments, the case of its keywords, bracket and backquote quoting, the ASCII case of names), so
+a table rebuilt back to the same definition describes the same; it keeps string literals byte
+for byte, and what SQLite may read as data: a double-quoted name (a string when no column
+matches), a DEFAULT's names, non-ASCII case (`_render`; docs/fingerprint.md).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import string
 from typing import Any
 
+import apsw
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 from sqlglot.tokenizer_core import Token, TokenType
@@ -51,12 +56,51 @@ def tokens(sql: str) -> list[Token] | None:
         return None
 
 
-def _render(tok: Token) -> str:
+SQLITE_KEYWORDS = frozenset(apsw.keywords)
+"""SQLite's own keywords (147 in 3.4x), as the library in use reports them: only these are
+case-blind words; any other word in SQL is a name."""
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_QUOTES = frozenset('"[`')
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def fold(name: str) -> str:
+    """A name as SQLite compares names: ASCII letters without case, every other character as
+    it is (`Ä` and `ä` are two names to SQLite, one to `str.lower`)."""
+    return name.translate(_ASCII_LOWER)
+
+
+def _render(
+    tok: Token, sql: str, *, names_as_written: bool = False, after: Token | None = None
+) -> str:
+    """One token as the structural description keeps it; `after` is the token before it."""
     if tok.token_type in _LITERAL_TYPES:
         return f"{tok.token_type.name}:{tok.text!r}"
-    if tok.token_type in _NAME_TYPES:
-        return tok.text.lower()
+    quote = sql[tok.start : tok.start + 1]
+    if quote not in _QUOTES and tok.text.upper() in ("TRUE", "FALSE"):
+        return tok.text.upper()  # unquoted, the constants 1 and 0 (no column of that name)
+    if tok.token_type in _NAME_TYPES or (
+        _WORD.fullmatch(tok.text) and tok.text.upper() not in SQLITE_KEYWORDS
+    ):
+        # A name, whatever sqlglot calls it: `Date` or `Total` is a keyword to sqlglot, a name
+        # to SQLite, and its case may be data (an alias, a DEFAULT's string).
+        collation = after is not None and after.text.upper() == "COLLATE"
+        if quote == '"' and not collation:
+            # SQLite reads a double-quoted name that matches no column as a string literal
+            # (`WHERE a <> "X"`, a view's `SELECT "Hello"`, a trigger's `VALUES ("x")`), where
+            # `[X]` or `X` would be an error: its case is data, and its quotes count. (A
+            # collation's name is never a string.)
+            return f'"{tok.text}"'
+        return tok.text if names_as_written else fold(tok.text)
     return " ".join(tok.text.split()).upper()
+
+
+def _render_all(toks: list[Token], sql: str, *, names_as_written: bool = False) -> str:
+    return " ".join(
+        _render(t, sql, names_as_written=names_as_written, after=toks[i - 1] if i else None)
+        for i, t in enumerate(toks)
+    )
 
 
 _NO_SPACE_BEFORE = frozenset({TokenType.COMMA, TokenType.R_PAREN, TokenType.DOT})
@@ -105,7 +149,7 @@ def table_parts(sql: str) -> tuple[dict[str, str], list[str]]:
         if " ".join(part[0].text.split()).upper() in _TABLE_CONSTRAINT_WORDS:
             constraints.append(display_sql(sql, part))
         else:
-            columns[part[0].text.lower()] = display_sql(sql, part[1:])
+            columns[fold(part[0].text)] = display_sql(sql, part[1:])
     return columns, constraints
 
 
@@ -148,12 +192,15 @@ def index_parts(sql: str) -> dict[str, str | None]:
     return out
 
 
-def normalize_sql(sql: str) -> str:
-    """Token-normalised SQL: whitespace, comments, quoting and keyword case do not count."""
+def normalize_sql(sql: str, *, names_as_written: bool = False) -> str:
+    """Token-normalised SQL: whitespace, comments, quoting and keyword case do not count, nor
+    the ASCII case of a name unless it is double-quoted (then it may be a string, `_render`).
+    `names_as_written` keeps every name's case: a column DEFAULT reads any name as a string
+    (`DEFAULT Yes` is 'Yes')."""
     toks = tokens(sql)
     if toks is None:  # not tokenisable: fall back to whitespace folding, still deterministic
         return "raw:" + " ".join(sql.split())
-    return " ".join(_render(t) for t in toks)
+    return _render_all(toks, sql, names_as_written=names_as_written)
 
 
 def _split_top_level(toks: list[Token]) -> list[list[Token]]:
@@ -204,11 +251,11 @@ def _checks_and_collations(
         if not part:
             continue
         head = " ".join(part[0].text.split()).upper()
-        column = None if head in _TABLE_CONSTRAINT_WORDS else part[0].text.lower()
+        column = None if head in _TABLE_CONSTRAINT_WORDS else fold(part[0].text)
         if column is None:
-            table_constraints.append(" ".join(_render(t) for t in part))
+            table_constraints.append(_render_all(part, sql))
         else:
-            definitions[column] = " ".join(_render(t) for t in part[1:])
+            definitions[column] = _render_all(part[1:], sql)
         i = 0
         while i < len(part):
             word = part[i].text.upper()
@@ -228,7 +275,7 @@ def _checks_and_collations(
                         if depth == 0:
                             break
                     j += 1
-                body = " ".join(_render(t) for t in part[i + 1 : j + 1])
+                body = _render_all(part[i + 1 : j + 1], sql)
                 checks.append(f"{column or ''}:{body}")
                 i = j
             i += 1
@@ -254,11 +301,13 @@ def describe_table(
                 "name": col,  # as declared: a rename that only changes case is visible
                 "type": normalize_sql(str(ctype)) if ctype else "",
                 "notnull": bool(notnull),
-                "default": None if dflt is None else normalize_sql(str(dflt)),
+                "default": None
+                if dflt is None
+                else normalize_sql(str(dflt), names_as_written=True),
                 "pk": pk,
                 "hidden": hidden,
-                "collation": collations.get(col.lower(), "BINARY"),
-                "definition": definitions.get(col.lower(), ""),
+                "collation": collations.get(fold(col), "BINARY"),
+                "definition": definitions.get(fold(col), ""),
             }
         )
     fks: dict[int, dict[str, Any]] = {}
@@ -268,7 +317,7 @@ def describe_table(
         fk = fks.setdefault(
             fid,
             {
-                "table": table.lower(),
+                "table": fold(table),
                 "from": [],
                 "to": [],
                 "on_update": on_update,
@@ -276,8 +325,8 @@ def describe_table(
                 "match": match,
             },
         )
-        fk["from"].append(frm.lower())
-        fk["to"].append(None if to is None else to.lower())
+        fk["from"].append(fold(frm))
+        fk["to"].append(None if to is None else fold(to))
     constraints = []
     for _seq, idx_name, unique, origin, partial in _pragma(conn, "index_list", name, schema):
         if origin == "c":
@@ -302,9 +351,22 @@ def describe_table(
     }
 
 
+def view_columns(conn: sqlite3.Connection, name: str, schema: str = "main") -> list[Any]:
+    """A view's result columns as SQLite names them (name, declared type): a program reads a
+    view's rows by these names, and they follow the SQL as written (an alias's case, or an
+    unaliased expression's text), which the normalised SQL does not keep. A view SQLite cannot
+    prepare (it reads a table that is gone) is described by that error instead."""
+    try:
+        return [
+            [col, ctype] for _cid, col, ctype, *_rest in _pragma(conn, "table_xinfo", name, schema)
+        ]
+    except sqlite3.Error as e:
+        return [f"error: {e}"]
+
+
 def index_columns(conn: sqlite3.Connection, index: str, schema: str = "main") -> list[list[Any]]:
     return [
-        [None if cname is None else cname.lower(), cid if cname is None else 0, desc, coll]
+        [None if cname is None else fold(cname), cid if cname is None else 0, desc, coll]
         for _seqno, cid, cname, desc, coll, key in _pragma(conn, "index_xinfo", index, schema)
         if key
     ]
