@@ -40,7 +40,7 @@ from enum import StrEnum
 from typing import Any
 
 from rollproof.core.policy import ReadMode
-from rollproof.core.surface import AccessKind, Coverage, Implicit
+from rollproof.core.surface import AccessKind, Coverage, Implicit, fold_name
 
 
 class Decision(StrEnum):
@@ -136,10 +136,12 @@ class SurfaceGuard:
 
     def check(self, kind: AccessKind, obj: str, via: str | None = None) -> str | None:
         """None to allow; otherwise the reason the access is denied."""
-        name = obj.lower()
+        name = fold_name(obj)
         if kind is not AccessKind.READ:
-            self.written.setdefault(self._script, set()).add(name)
-        if matches_any(name, self.forbidden):
+            # coarser than `name` on purpose: a table is re-read if any name folding to it
+            # was written (Reuse over-approximates)
+            self.written.setdefault(self._script, set()).add(obj.lower())
+        if matches_any(obj, self.forbidden):
             reason = f"{kind.lower()} of forbidden object {name}" + (f" (via {via})" if via else "")
             self._record(kind, name, via, Decision.DENIED, reason)
             return reason
@@ -151,7 +153,7 @@ class SurfaceGuard:
                 self.covered.setdefault(name, implicit)
                 return None
         if kind is AccessKind.READ:
-            if name in self.reads or (via is not None and via.lower() in self.reads):
+            if name in self.reads or (via is not None and fold_name(via) in self.reads):
                 return None
             reason = f"read of undeclared object {name}" + (f" (via {via})" if via else "")
             if self.read_mode is ReadMode.REPORT:

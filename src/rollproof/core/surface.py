@@ -6,6 +6,7 @@ data and which rehearsal leg proves whether that loss comes back. Pure data, no 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -118,7 +119,7 @@ class Catalog:
     tables: frozenset[str] = frozenset()
 
     def of(self, name: str) -> tuple[Implicit, ...]:
-        return self.objects.get(name.lower().removeprefix("main."), ())
+        return self.objects.get(fold_name(name).removeprefix("main."), ())
 
 
 EMPTY_CATALOG = Catalog()
@@ -130,7 +131,7 @@ def by_name(name: str) -> Implicit | None:
     """An implicit object known by its name alone: SQLite names the index it makes for a
     UNIQUE or PRIMARY KEY constraint `sqlite_autoindex_<table>_<N>`, and no other object may
     have a name starting with `sqlite_`."""
-    m = _SQLITE_AUTOINDEX.match(name.lower().removeprefix("main."))
+    m = _SQLITE_AUTOINDEX.match(fold_name(name).removeprefix("main."))
     if m is None:
         return None
     return Implicit(
@@ -138,8 +139,21 @@ def by_name(name: str) -> Implicit | None:
     )
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def fold_name(name: str) -> str:
+    """A database object's name as the engines compare unquoted names: ASCII letters without
+    case, every other character as it is. SQLite compares names ignoring ASCII case only, and
+    PostgreSQL folds only ASCII in an unquoted name, so `Ä` and `ä` are two objects to both;
+    `str.lower` would make them one, and a change declared to write `ä` could write `Ä`.
+    (Where a coarser match is the safe side, forbidden patterns and the tables a script was
+    seen writing, `str.lower` stays.)"""
+    return name.translate(_ASCII_LOWER)
+
+
 def _normal(name: str) -> str:
-    return name.strip().lower().removeprefix("main.")
+    return fold_name(name.strip()).removeprefix("main.")
 
 
 class Coverage:

@@ -71,6 +71,7 @@ from rollproof.core.surface import (
     Risk,
     RiskCode,
     StatementScope,
+    fold_name,
 )
 from rollproof.engines.sqlite.statements import split_sqlite
 
@@ -451,7 +452,7 @@ def _read_create_index(node: exp.Create, sqlite: bool) -> _Reading:
         or params.args.get("on") is not None
     ):
         return _Reading([], "sqlglot did not read the index's name, table and columns")
-    name = index.this.name.lower()
+    name = fold_name(index.this.name)
     accesses = [
         Access(name, AccessKind.CREATE, ObjectType.INDEX),
         Access(_name(table, sqlite), AccessKind.READ, ObjectType.TABLE),
@@ -579,7 +580,7 @@ def _dotted(tokens: list[Token], at: int, sqlite: bool) -> tuple[str | None, int
             return None
         tok = tokens[i]
         if tok.token_type in _NAME_TOKENS or _NAME.match(tok.text):
-            return tok.text.lower()
+            return fold_name(tok.text)
         return None
 
     first = ident(at)
@@ -607,7 +608,7 @@ def _table(node: exp.Expr | None) -> exp.Table | None:
 
 
 def _name(table: exp.Table, sqlite: bool) -> str:
-    parts = [p.lower() for p in (table.catalog, table.db, table.name) if p]
+    parts = [fold_name(p) for p in (table.catalog, table.db, table.name) if p]
     if sqlite and len(parts) == 2 and parts[0] == "main":
         parts = parts[1:]
     return ".".join(parts)
@@ -628,12 +629,12 @@ def _is_cte(table: exp.Table) -> bool:
     """True when an unqualified name refers to a CTE of an enclosing WITH, not an object."""
     if table.db or table.catalog:
         return False
-    name = table.name.lower()
+    name = fold_name(table.name)
     parent = table.parent
     while parent is not None:
         with_ = parent.args.get("with_")
         if isinstance(with_, exp.With) and any(
-            cte.alias.lower() == name for cte in with_.expressions
+            fold_name(cte.alias) == name for cte in with_.expressions
         ):
             return True
         parent = parent.parent
@@ -662,7 +663,7 @@ def _dropped_column(action: exp.Command, d: Dialect) -> str | None:
     except SqlglotError:
         return None
     if len(tokens) == 1 and tokens[0].token_type in _NAME_TOKENS:
-        return tokens[0].text.lower()
+        return fold_name(tokens[0].text)
     return None
 
 
@@ -712,7 +713,7 @@ def _alter_findings(node: exp.Alter, table: str, d: Dialect) -> list[tuple[RiskC
     out: list[tuple[RiskCode, str, str]] = []
     for action in node.args.get("actions") or []:
         if isinstance(action, exp.Drop) and str(action.args.get("kind") or "").upper() == "COLUMN":
-            columns = [c.name.lower() for c in action.args.get("tables") or []]
+            columns = [fold_name(c.name) for c in action.args.get("tables") or []]
         elif isinstance(action, exp.Command):
             column = _dropped_column(action, d)
             columns = [] if column is None else [column]
@@ -735,11 +736,11 @@ def _alter_findings(node: exp.Alter, table: str, d: Dialect) -> list[tuple[RiskC
 def _type_change(action: exp.Expr, d: Dialect) -> tuple[str, str] | None:
     """(column, new type) for `ALTER COLUMN c TYPE t` (postgres) or `MODIFY/CHANGE` (MySQL)."""
     if isinstance(action, exp.AlterColumn) and isinstance(action.args.get("dtype"), exp.DataType):
-        return action.name.lower(), action.args["dtype"].sql(d)
+        return fold_name(action.name), action.args["dtype"].sql(d)
     if isinstance(action, exp.ModifyColumn) and isinstance(action.this, exp.ColumnDef):
         kind = action.this.args.get("kind")
         if isinstance(kind, exp.DataType):
             renamed = action.args.get("rename_from")
             column = renamed.name if isinstance(renamed, exp.Identifier) else action.this.name
-            return column.lower(), kind.sql(d)
+            return fold_name(column), kind.sql(d)
     return None

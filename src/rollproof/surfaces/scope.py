@@ -41,6 +41,7 @@ from rollproof.core.surface import (
     Risk,
     StatementScope,
     Undeclared,
+    fold_name,
 )
 from rollproof.surfaces.static import covered, lint_destructive, static_scope, undeclared
 
@@ -228,7 +229,7 @@ def suggest(
     for scope in scopes:
         for a in scope.accesses:
             if a.kind is not AccessKind.READ:
-                writes.setdefault(a.object.lower(), None)
+                writes.setdefault(fold_name(a.object), None)
     # An object is left out of writes when what it belongs to is declared there.
     for _ in range(2):
         for name in list(writes):
@@ -240,7 +241,7 @@ def suggest(
         own = [i for i in scope.implied if i.kind is AccessKind.READ]
         coverage = Coverage((), writes, [*known, *derived, *own])
         for a in scope.accesses:
-            name = a.object.lower()
+            name = fold_name(a.object)
             if (
                 a.kind is AccessKind.READ
                 and name not in writes
@@ -261,9 +262,9 @@ def changed_objects(before: Fingerprint, after: Fingerprint) -> set[str]:
     for d in cmp.differences:
         kind, _, rest = d.component.partition(":")
         if kind == "schema" and rest:
-            names.add(rest.split(":", 1)[1].lower())
+            names.add(fold_name(rest.split(":", 1)[1]))
         elif kind in ("table", "sequence"):
-            names.add(rest.lower())
+            names.add(fold_name(rest))
     return names
 
 

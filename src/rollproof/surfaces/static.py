@@ -15,6 +15,7 @@ from rollproof.core.surface import (
     StatementScope,
     Surface,
     Undeclared,
+    fold_name,
 )
 from rollproof.engines import reader_for
 
@@ -69,12 +70,12 @@ def undeclared(
         for access in scope.accesses:
             if access.kind is AccessKind.READ:
                 continue
-            name = access.object.lower()
+            name = fold_name(access.object)
             if name not in declared_writes and coverage.explain(name, access.kind) is None:
                 missing_writes.add(name)
                 out.append(_undeclared(scope, access, Surface.WRITES))
         for access in scope.accesses:
-            name = access.object.lower()
+            name = fold_name(access.object)
             if access.kind is not AccessKind.READ or name in missing_writes:
                 continue
             if name not in declared_any and coverage.explain(name, access.kind) is None:
@@ -125,7 +126,7 @@ def covered(
     for scope in scopes:
         coverage = _for_statement(scope, shared, reads, writes, base)
         for access in scope.accesses:
-            name = access.object.lower()
+            name = fold_name(access.object)
             if name in (coverage.declared if access.kind is AccessKind.READ else coverage.writes):
                 continue  # declared by name
             item = coverage.explain(name, access.kind)
@@ -148,7 +149,7 @@ def _undeclared(scope: StatementScope, access: Access, surface: Surface) -> Unde
 def _declared(names: Iterable[str]) -> set[str]:
     out: set[str] = set()
     for name in names:
-        lowered = name.strip().lower()
+        lowered = fold_name(name.strip())
         out.add(lowered)
         out.add(lowered.removeprefix("main."))
     return out

@@ -20,11 +20,12 @@ from typing import Any
 import psycopg
 
 from rollproof.core.guard import matches_any
+from rollproof.core.surface import fold_name
 
 
 def normalize(name: str) -> str:
     """Declared and reported names: lower case, without `public.` (or SQLite's `main.`)."""
-    lowered = name.strip().lower()
+    lowered = fold_name(name.strip())
     for prefix in ("public.", "main."):
         lowered = lowered.removeprefix(prefix)
     return lowered

@@ -37,6 +37,7 @@ from rollproof.core.surface import (
     Risk,
     RiskCode,
     StatementScope,
+    fold_name,
 )
 from rollproof.engines.postgres.sql import parse_error, parse_one, split_postgres
 
@@ -60,7 +61,7 @@ def _display(piece: str) -> str:
 
 def name_of(parts: Iterable[str | None]) -> str | None:
     """A dotted name, normalised: lower case, `public.` dropped; None for a system object."""
-    clean = [p.lower() for p in parts if p]
+    clean = [fold_name(p) for p in parts if p]
     if not clean:
         return None
     if len(clean) > 2:  # catalog.schema.name: the catalog is this database
@@ -93,7 +94,7 @@ class _Reads(Visitor):
         self.accesses: list[Access] = []
 
     def visit_CommonTableExpr(self, _ancestors: Any, node: ast.CommonTableExpr) -> None:
-        self.ctes.add(str(node.ctename).lower())
+        self.ctes.add(fold_name(str(node.ctename)))
 
     def visit_RangeVar(self, _ancestors: Any, node: ast.RangeVar) -> None:
         if id(node) in self.skip:

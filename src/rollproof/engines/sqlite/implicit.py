@@ -18,7 +18,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from rollproof.core.surface import AccessKind, Catalog, Implicit
+from rollproof.core.surface import AccessKind, Catalog, Implicit, fold_name
 from rollproof.engines.sqlite.schema import quote_ident
 
 
@@ -30,13 +30,13 @@ def implicit_objects(conn: sqlite3.Connection) -> tuple[list[Implicit], list[str
         "WHERE type IN ('table', 'index') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
         "OR (type = 'index' AND sql IS NULL)"
     ).fetchall()
-    tables = [str(name).lower() for kind, name, _t, _s in rows if kind == "table"]
+    tables = [fold_name(str(name)) for kind, name, _t, _s in rows if kind == "table"]
     for kind, name, table, sql in rows:
         if kind == "index" and sql is None:
-            owner = str(table).lower()
+            owner = fold_name(str(table))
             out.append(
                 Implicit(
-                    str(name).lower(),
+                    fold_name(str(name)),
                     owner,
                     AccessKind.WRITE,
                     f"automatic index of {owner} (UNIQUE/PRIMARY KEY)",
@@ -44,7 +44,7 @@ def implicit_objects(conn: sqlite3.Connection) -> tuple[list[Implicit], list[str
             )
     for table in tables:
         for row in conn.execute(f"PRAGMA main.foreign_key_list({quote_ident(table)})"):
-            parent = str(row[2]).lower()
+            parent = fold_name(str(row[2]))
             out.append(
                 Implicit(
                     parent,
