@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import string
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,10 +31,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rollproof.core.fingerprint import compare
+from rollproof.core.surface import fold_name
 from rollproof.engines.sqlite.session import fingerprint_file
 
 Probe = Callable[[sqlite3.Connection], Any]
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def _rows(conn: sqlite3.Connection, sql: str) -> Any:
@@ -158,7 +157,7 @@ def _probe(path: Path, template: Template) -> Any:
             return template.probe(conn)
         except sqlite3.Error as e:
             # An error is the behaviour; its message names the name as it was spelled.
-            return f"error: {type(e).__name__}: {str(e).translate(_ASCII_LOWER)}"
+            return f"error: {type(e).__name__}: {fold_name(str(e))}"
         finally:
             conn.execute("ROLLBACK")
 

@@ -28,10 +28,10 @@ from rollproof.core.explain import (
     sql_literal,
 )
 from rollproof.core.fingerprint import Difference
+from rollproof.core.surface import fold_name
 from rollproof.engines.sqlite.schema import (
     describe_table,
     display_sql,
-    fold,
     index_parts,
     primary_key,
     quote_ident,
@@ -289,10 +289,10 @@ def _table_attributes(conn: sqlite3.Connection, name: str) -> list[dict[str, Any
     table_obj = f"table {name}"
     for col in b_cols:
         if col not in a_cols:
-            out.append(_attribute(table_obj, f"column {col}", b_defs.get(fold(col), ""), None))
+            out.append(_attribute(table_obj, f"column {col}", b_defs.get(fold_name(col), ""), None))
     for col in a_cols:
         if col not in b_cols:
-            out.append(_attribute(table_obj, f"column {col}", None, a_defs.get(fold(col), "")))
+            out.append(_attribute(table_obj, f"column {col}", None, a_defs.get(fold_name(col), "")))
     common_b = [c for c in b_cols if c in a_cols]
     common_a = [c for c in a_cols if c in b_cols]
     if common_b != common_a:
@@ -306,7 +306,7 @@ def _table_attributes(conn: sqlite3.Connection, name: str) -> list[dict[str, Any
             if a_fact[attr] != old:
                 out.append(_attribute(obj, attr, old, a_fact[attr]))
                 found = True
-        b_def, a_def = b_defs.get(fold(col), ""), a_defs.get(fold(col), "")
+        b_def, a_def = b_defs.get(fold_name(col), ""), a_defs.get(fold_name(col), "")
         b_norm = next((c["definition"] for c in b_desc["columns"] if c["name"] == col), "")
         a_norm = next((c["definition"] for c in a_desc["columns"] if c["name"] == col), "")
         if not found and b_norm != a_norm:

@@ -71,6 +71,7 @@ from rollproof.core.fingerprint import (
     Reuse,
     TableDigest,
 )
+from rollproof.core.surface import fold_name
 from rollproof.engines.sqlite.pages import PageMap, PageProofs
 from rollproof.engines.sqlite.schema import (
     EXCLUDED_PREFIX,
@@ -78,7 +79,6 @@ from rollproof.engines.sqlite.schema import (
     SEQUENCE_TABLE,
     columns,
     describe_table,
-    fold,
     normalize_sql,
     primary_key,
     quote_ident,
@@ -236,7 +236,7 @@ def malformed_schema_sql(conn: sqlite3.Connection, codec: str) -> dict[tuple[str
 def _table_plan(conn: sqlite3.Connection, name: str, codec: str | None = None) -> _Plan:
     cols = columns(conn, name)
     pk = primary_key(conn, name)
-    taken = {fold(c) for c in cols}
+    taken = {fold_name(c) for c in cols}
     rowid = next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
     order = "row-digests" if pk is None else "primary-key"
     header = canonical_json({"table": name, "columns": cols, "order": order})
@@ -711,7 +711,7 @@ def fingerprint_connection(
             objects[f"table:{name}"] = digest_json(described)
             content_tables.append(name)
         elif sql is not None:  # autoindexes (sql NULL) are described with their table
-            described = {"type": kind, "table": fold(tbl_name), "sql": normalize_sql(sql)}
+            described = {"type": kind, "table": fold_name(tbl_name), "sql": normalize_sql(sql)}
             if kind == "view":
                 described["columns"] = view_columns(conn, name)
             if (kind, name) in malformed:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import string
 from typing import Any
 
 import apsw
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 from sqlglot.tokenizer_core import Token, TokenType
+
+from rollproof.core.surface import fold_name
 
 _SQLITE = Dialect.get_or_raise("sqlite")
 _NAME_TYPES = frozenset({TokenType.IDENTIFIER, TokenType.VAR})
@@ -62,14 +63,6 @@ case-blind words; any other word in SQL is a name."""
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _QUOTES = frozenset('"[`')
 
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
-
-
-def fold(name: str) -> str:
-    """A name as SQLite compares names: ASCII letters without case, every other character as
-    it is (`Ä` and `ä` are two names to SQLite, one to `str.lower`)."""
-    return name.translate(_ASCII_LOWER)
-
 
 def _render(
     tok: Token, sql: str, *, names_as_written: bool = False, after: Token | None = None
@@ -92,7 +85,7 @@ def _render(
             # `[X]` or `X` would be an error: its case is data, and its quotes count. (A
             # collation's name is never a string.)
             return f'"{tok.text}"'
-        return tok.text if names_as_written else fold(tok.text)
+        return tok.text if names_as_written else fold_name(tok.text)
     return " ".join(tok.text.split()).upper()
 
 
@@ -149,7 +142,7 @@ def table_parts(sql: str) -> tuple[dict[str, str], list[str]]:
         if " ".join(part[0].text.split()).upper() in _TABLE_CONSTRAINT_WORDS:
             constraints.append(display_sql(sql, part))
         else:
-            columns[fold(part[0].text)] = display_sql(sql, part[1:])
+            columns[fold_name(part[0].text)] = display_sql(sql, part[1:])
     return columns, constraints
 
 
@@ -251,7 +244,7 @@ def _checks_and_collations(
         if not part:
             continue
         head = " ".join(part[0].text.split()).upper()
-        column = None if head in _TABLE_CONSTRAINT_WORDS else fold(part[0].text)
+        column = None if head in _TABLE_CONSTRAINT_WORDS else fold_name(part[0].text)
         if column is None:
             table_constraints.append(_render_all(part, sql))
         else:
@@ -306,8 +299,8 @@ def describe_table(
                 else normalize_sql(str(dflt), names_as_written=True),
                 "pk": pk,
                 "hidden": hidden,
-                "collation": collations.get(fold(col), "BINARY"),
-                "definition": definitions.get(fold(col), ""),
+                "collation": collations.get(fold_name(col), "BINARY"),
+                "definition": definitions.get(fold_name(col), ""),
             }
         )
     fks: dict[int, dict[str, Any]] = {}
@@ -317,7 +310,7 @@ def describe_table(
         fk = fks.setdefault(
             fid,
             {
-                "table": fold(table),
+                "table": fold_name(table),
                 "from": [],
                 "to": [],
                 "on_update": on_update,
@@ -325,8 +318,8 @@ def describe_table(
                 "match": match,
             },
         )
-        fk["from"].append(fold(frm))
-        fk["to"].append(None if to is None else fold(to))
+        fk["from"].append(fold_name(frm))
+        fk["to"].append(None if to is None else fold_name(to))
     constraints = []
     for _seq, idx_name, unique, origin, partial in _pragma(conn, "index_list", name, schema):
         if origin == "c":
@@ -366,7 +359,7 @@ def view_columns(conn: sqlite3.Connection, name: str, schema: str = "main") -> l
 
 def index_columns(conn: sqlite3.Connection, index: str, schema: str = "main") -> list[list[Any]]:
     return [
-        [None if cname is None else fold(cname), cid if cname is None else 0, desc, coll]
+        [None if cname is None else fold_name(cname), cid if cname is None else 0, desc, coll]
         for _seqno, cid, cname, desc, coll, key in _pragma(conn, "index_xinfo", index, schema)
         if key
     ]
