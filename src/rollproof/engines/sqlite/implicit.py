@@ -4,6 +4,12 @@ declaration covers (`rollproof.core.surface.Implicit`).
 * `sqlite_autoindex_<table>_<N>`, the index SQLite makes for a UNIQUE or non-integer PRIMARY
   KEY constraint (also known by its name alone, `core.surface.by_name`, for a table the change
   creates): WRITE, covered by the table;
+* a virtual table's shadow tables (FTS3/4/5 `<name>_data`, `_idx`, `_content`, ...; R*Tree
+  `<name>_node`, ...), which its module reads and writes whenever the virtual table is read or
+  written: WRITE, covered by a declared write of the virtual table, and READ, covered by its
+  declaration in either list. SQLite names them (`PRAGMA table_list` type `shadow`); the owner
+  is the virtual table whose name, with `_`, begins the shadow's (the longest, as
+  `docs_x_content` belongs to `docs_x`, not `docs`);
 * foreign keys: the parent table is READ for the child (with `foreign_keys = true` every write
   of the child reads the parent) and the child is READ for the parent (a write of the parent
   reads its children). An ON DELETE/UPDATE action that writes the child is a write, and needs
@@ -42,6 +48,7 @@ def implicit_objects(conn: sqlite3.Connection) -> tuple[list[Implicit], list[str
                     f"automatic index of {owner} (UNIQUE/PRIMARY KEY)",
                 )
             )
+    out += _shadow_tables(conn)
     for table in tables:
         for row in conn.execute(f"PRAGMA main.foreign_key_list({quote_ident(table)})"):
             parent = fold_name(str(row[2]))
@@ -80,3 +87,22 @@ def read_catalog(path: Path) -> Catalog:
     for item in dict.fromkeys(items):
         by_object.setdefault(item.object, []).append(item)
     return Catalog({k: tuple(v) for k, v in by_object.items()}, frozenset(tables))
+
+
+def _shadow_tables(conn: sqlite3.Connection) -> list[Implicit]:
+    """Each shadow table, covered by the virtual table that owns it."""
+    listed = conn.execute("PRAGMA main.table_list").fetchall()
+    virtual = [fold_name(str(name)) for _s, name, kind, *_r in listed if kind == "virtual"]
+    out: list[Implicit] = []
+    for _schema, name, kind, *_rest in listed:
+        if kind != "shadow":
+            continue
+        shadow = fold_name(str(name))
+        owners = [v for v in virtual if shadow.startswith(v + "_")]
+        if not owners:
+            continue
+        owner = max(owners, key=len)
+        why = f"shadow table of the virtual table {owner}, kept by its module"
+        out.append(Implicit(shadow, owner, AccessKind.WRITE, why))
+        out.append(Implicit(shadow, owner, AccessKind.READ, why))
+    return out
