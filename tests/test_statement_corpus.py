@@ -68,3 +68,26 @@ def test_the_corpus_covers_every_kind_of_statement() -> None:
         "CREATE", "ALTER", "DROP", "GRANT", "REVOKE", "COMMENT", "REFRESH", "ANALYZE", "VACUUM",
         "CLUSTER", "REINDEX", "LOCK", "SET", "DO", "CALL",
     } <= heads  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("ALTER TABLE t1 ADD COLUMN e", [("t1", "ALTER")]),
+        ("ALTER TABLE t1 ADD e2", [("t1", "ALTER")]),
+        ('ALTER TABLE main.t1 ADD COLUMN "E 3" NOT NULL DEFAULT 0', [("t1", "ALTER")]),
+        ("ALTER TABLE t1 ADD COLUMN f REFERENCES t2", [("t1", "ALTER"), ("t2", "READ")]),
+        ("ALTER TABLE t1 ADD COLUMN f TEXT REFERENCES t2 (x)", [("t1", "ALTER"), ("t2", "READ")]),
+        ("ALTER TABLE t1 RENAME TO t9", [("t1", "ALTER"), ("t9", "CREATE")]),
+        ("ALTER TABLE t1 RENAME b TO b3", [("t1", "ALTER")]),
+        ("ALTER TABLE t1 DROP d", [("t1", "ALTER")]),
+    ],
+)
+def test_sqlite_alter_table_forms_name_their_objects(
+    sql: str, expected: list[tuple[str, str]]
+) -> None:
+    """SQLite's ALTER TABLE, including the forms sqlglot does not parse (a column without a
+    type, ADD without COLUMN), names the table altered, created and referenced."""
+    [scope] = static_scope(sql, dialect="sqlite")
+    assert scope.unknown is None
+    assert sorted((a.object, str(a.kind)) for a in scope.accesses) == sorted(expected)

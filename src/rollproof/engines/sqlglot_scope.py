@@ -260,6 +260,15 @@ def _statement_quiet(index: int, piece: str, d: Dialect, sqlite: bool) -> _State
         reading = _trigger(piece, tokens, d, sqlite)
         return _Statement(index, text, None, _ordered(reading.accesses), reading.unknown)
     node, reason = _parse_one(piece, d)
+    if (
+        sqlite
+        and words[:2] == ["ALTER", "TABLE"]
+        and (node is None or isinstance(node, exp.Command))
+    ):
+        # SQLite accepted it (checked above) where sqlglot did not (`ADD COLUMN b` without a
+        # type, `ADD b` without COLUMN): its short grammar is read from the words.
+        alter = _sqlite_alter_table(tokens)
+        return _Statement(index, text, None, _ordered(alter.accesses), alter.unknown)
     if node is None:
         return _Statement(index, text, None, (), reason)
     reading = _read(node, d, sqlite)
@@ -328,6 +337,28 @@ def _sqlite_maintenance(words: list[str], tokens: list[Token]) -> _Reading | Non
             "(ATTACH '' AS x, a private temporary database, is the exception)",
         )
     return None
+
+
+def _sqlite_alter_table(tokens: list[Token]) -> _Reading:
+    """`ALTER TABLE t RENAME TO u | RENAME [COLUMN] a TO b | ADD [COLUMN] def | DROP [COLUMN]
+    c`, SQLite's whole ALTER TABLE, read by its words: t is altered, u created, and a table the
+    added column REFERENCES read (as for the statements sqlglot parses)."""
+    target, at = _dotted(tokens, 2, True)
+    if target is None:
+        return _Reading([], "ALTER TABLE: its table name was not found")
+    accesses = [Access(target, AccessKind.ALTER, ObjectType.TABLE)]
+    words = [t.text.upper() for t in tokens]
+    if words[at : at + 2] == ["RENAME", "TO"]:
+        new, _ = _dotted(tokens, at + 2, True)
+        if new is None:
+            return _Reading(accesses, "ALTER TABLE RENAME: the new name was not found")
+        accesses.append(Access(new, AccessKind.CREATE, ObjectType.TABLE))
+    for i, word in enumerate(words):
+        if word == "REFERENCES":
+            parent, _ = _dotted(tokens, i + 1, True)
+            if parent is not None:
+                accesses.append(Access(parent, AccessKind.READ, ObjectType.UNKNOWN))
+    return _Reading(accesses)
 
 
 def _is_transaction_control(words: list[str]) -> bool:
