@@ -39,6 +39,10 @@ def _available(module: str) -> bool:
 
 
 def _source(tmp_path: Path, module: str) -> Path:
+    """Two virtual tables of `module` (`docs`, `docs_x`) and a real `docs_notes`; the test is
+    skipped where this SQLite lacks the module."""
+    if not _available(module):
+        pytest.skip(f"this SQLite has no {module} module")
     using = MODULES[module][0]
     path = tmp_path / "prod.db"
     with contextlib.closing(sqlite3.connect(path)) as conn:
@@ -53,8 +57,6 @@ def _source(tmp_path: Path, module: str) -> Path:
 def test_a_write_to_a_declared_virtual_table_reaches_its_shadow_tables(
     tmp_path: Path, make_change: MakeChange, module: str
 ) -> None:
-    if not _available(module):
-        pytest.skip(f"this SQLite has no {module} module")
     source = _source(tmp_path, module)
     insert = MODULES[module][1]
     change = make_change(insert.format(t="docs") + ";", "SELECT 1;", surfaces='writes = ["docs"]\n')
@@ -78,8 +80,6 @@ def test_a_write_to_a_declared_virtual_table_reaches_its_shadow_tables(
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_shadow_tables_belong_to_their_own_virtual_table_only(tmp_path: Path, module: str) -> None:
-    if not _available(module):
-        pytest.skip(f"this SQLite has no {module} module")
     source = _source(tmp_path, module)
     with contextlib.closing(sqlite3.connect(source)) as conn:
         items, _tables = implicit_objects(conn)
@@ -97,8 +97,6 @@ def test_shadow_tables_belong_to_their_own_virtual_table_only(tmp_path: Path, mo
 def test_a_write_to_another_virtual_table_or_a_lookalike_stays_undeclared(
     tmp_path: Path, make_change: MakeChange, module: str
 ) -> None:
-    if not _available(module):
-        pytest.skip(f"this SQLite has no {module} module")
     source = _source(tmp_path, module)
     insert = MODULES[module][1]
     change = make_change(
