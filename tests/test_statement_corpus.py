@@ -7,12 +7,16 @@ syntax error for valid SQL.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from rollproof.core.model import LegName, Verdict
 from rollproof.core.surface import POSTGRESQL
 from rollproof.surfaces.static import static_scope
+from tests.conftest import MakeChange, rehearse_checked
 
 DATA = Path(__file__).parent / "data" / "statements"
 SEPARATOR = "\n-- ---\n"
@@ -91,3 +95,61 @@ def test_sqlite_alter_table_forms_name_their_objects(
     [scope] = static_scope(sql, dialect="sqlite")
     assert scope.unknown is None
     assert sorted((a.object, str(a.kind)) for a in scope.accesses) == sorted(expected)
+
+
+TEMP_REBUILD = """\
+CREATE TEMP TABLE t_backup AS SELECT * FROM t1;
+DROP TABLE t1;
+CREATE TABLE t1 (a INTEGER PRIMARY KEY, b);
+INSERT INTO t1 SELECT a, b FROM t_backup;
+DROP TABLE t_backup;
+INSERT INTO t_backup VALUES (1);
+CREATE TEMP VIEW v AS SELECT * FROM t2;
+CREATE TEMP TRIGGER tr AFTER INSERT ON t1 BEGIN INSERT INTO t3 VALUES (new.a); END;
+INSERT INTO temp.scratch VALUES (1);
+"""
+
+
+def test_a_scripts_own_temp_objects_need_no_declaring() -> None:
+    """SQLite: from `CREATE TEMP` to `DROP`, a bare name is the script's TEMP object (looked up
+    before `main`); what a TEMP view reads or a TEMP trigger writes in `main` still counts, and
+    after the DROP the same name is `main`'s again."""
+    scopes = static_scope(TEMP_REBUILD, dialect="sqlite")
+    assert [sorted((a.object, str(a.kind)) for a in s.accesses) for s in scopes] == [
+        [("t1", "READ")],
+        [("t1", "DROP")],
+        [("t1", "CREATE")],
+        [("t1", "WRITE")],
+        [],
+        [("t_backup", "WRITE")],
+        [("t2", "READ")],
+        [("t1", "READ"), ("t3", "WRITE")],
+        [],
+    ]
+    assert all(s.unknown is None for s in scopes)
+
+
+def test_a_table_rebuilt_through_a_temp_backup_is_rehearsed(
+    tmp_path: Path, make_change: MakeChange
+) -> None:
+    """The rebuild a SQLite migration does to drop a column, through a TEMP copy, declared with
+    the table alone: READY, and every leg runs (the revert puts the column back empty, so it
+    FAILs naming the lost values, while the transaction and restore legs PASS)."""
+    source = tmp_path / "prod.db"
+    with contextlib.closing(sqlite3.connect(source)) as conn:
+        conn.executescript(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, a, b); INSERT INTO t VALUES (1, 1, 1);"
+        )
+    change = make_change(
+        "CREATE TEMP TABLE t_backup AS SELECT * FROM t;\nDROP TABLE t;\n"
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a);\n"
+        "INSERT INTO t SELECT id, a FROM t_backup;\nDROP TABLE t_backup;\n",
+        "ALTER TABLE t ADD COLUMN b;\n",
+        surfaces='writes = ["t"]\n',
+    )
+    result = rehearse_checked(change, str(source))
+    verdicts = {leg.name: leg.verdict for leg in result.legs}
+    assert verdicts[LegName.TRANSACTION] is Verdict.PASS
+    assert verdicts[LegName.RESTORE] is Verdict.PASS
+    assert verdicts[LegName.REVERT] is Verdict.FAIL
+    assert [e for e in result.surfaces.events if e.decision == "denied"] == []

@@ -51,7 +51,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlglot
 from sqlglot import exp
@@ -194,7 +194,41 @@ def _statements(sql: str, dialect: str) -> list[_Statement]:
     d = Dialect.get_or_raise(dialect)
     sqlite = isinstance(d, SQLite)
     pieces = split_sqlite(sql) if sqlite else _split_tokens(sql, d)
-    return [_statement(i, piece, d, sqlite) for i, piece in enumerate(pieces, start=1)]
+    statements = [_statement(i, piece, d, sqlite) for i, piece in enumerate(pieces, start=1)]
+    return _without_temp(statements) if sqlite else statements
+
+
+_CREATE_TEMP = re.compile(r"\s*CREATE\s+TEMP(?:ORARY)?\s", re.IGNORECASE)
+
+
+def _temp_created(st: _Statement) -> str | None:
+    """The name a `CREATE TEMP TABLE | VIEW | TRIGGER` statement makes, if it is one."""
+    if not _CREATE_TEMP.match(st.text):
+        return None
+    created = [a.object for a in st.accesses if a.kind is AccessKind.CREATE]
+    return created[0] if created else None
+
+
+def _without_temp(statements: list[_Statement]) -> list[_Statement]:
+    """SQLite: what a script does to its own TEMP objects is left out. They live in the
+    connection's private TEMP schema, gone when it closes, and SQLite looks a bare name up in
+    TEMP first, so from its `CREATE TEMP` to its `DROP` a name is the TEMP object, as is any
+    `temp.` name. (The run-time authorizer allows the TEMP schema for the same reason; what a
+    TEMP view reads or a TEMP trigger writes in `main` is still reported.)"""
+    temp: set[str] = set()
+    out = []
+    for st in statements:
+        made = _temp_created(st)
+        if made is not None:
+            temp.add(made)
+        kept = tuple(
+            a for a in st.accesses if a.object not in temp and not a.object.startswith("temp.")
+        )
+        for a in st.accesses:
+            if a.kind is AccessKind.DROP and a.object in temp and made is None:
+                temp.discard(a.object)
+        out.append(replace(st, accesses=kept))
+    return out
 
 
 def _split_tokens(sql: str, d: Dialect) -> list[str]:
