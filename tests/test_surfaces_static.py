@@ -80,9 +80,14 @@ def only(sql: str, dialect: str = "sqlite") -> StatementScope:
             id="select-main-prefix-stripped",
         ),
         pytest.param(
-            "SELECT * FROM temp.scratch",
-            (read("temp.scratch"),),
+            "SELECT * FROM aux.scratch",
+            (read("aux.scratch"),),
             id="select-other-schema-kept",
+        ),
+        pytest.param(
+            "SELECT * FROM temp.scratch",
+            (),
+            id="select-temp-schema-the-scripts-own",
         ),
         pytest.param(
             "SELECT j.value FROM t, json_each(t.doc) AS j",
@@ -168,7 +173,7 @@ def only(sql: str, dialect: str = "sqlite") -> StatementScope:
         pytest.param(
             "CREATE TEMP TRIGGER IF NOT EXISTS main.v_upd INSTEAD OF UPDATE OF a, b ON v "
             "FOR EACH ROW BEGIN DELETE FROM t WHERE id = old.id; END",
-            (create("v_upd", TRIGGER), write("t"), read("v", VIEW)),
+            (write("t"), read("v", VIEW)),  # the TEMP trigger itself is the script's own
             id="create-trigger-instead-of-on-view",
         ),
         pytest.param("ALTER TABLE t ADD COLUMN c INT", (alter("t"),), id="alter-add-column"),
