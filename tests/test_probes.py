@@ -135,3 +135,41 @@ def test_a_forged_probes_json_is_rejected(ws: Workspace) -> None:
     assert result.code == 1
     assert "PROBES_CONTRADICT" in result.out
     assert "decision.json's overall is PASS" in result.out
+
+
+def test_a_probe_that_did_not_fail_closed_makes_the_governed_run_fail_by_name(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalogue a governed rehearsal runs reports a probe that did not fail closed (a real
+    run whose expectation for fifo-script is wrong): the run is recorded FAIL, discharges
+    nothing, names the probe, and exits 1, never 0 beside a FAIL record. It once exited 0
+    and said nothing, so a probe failing under load was invisible until the ledger was read."""
+    from rollproof.assurance.probes import run_probes
+    from rollproof.governance import flow
+
+    doc = run_probes(only=["fifo-script"], expect={"fifo-script": 3}).as_json()
+    assert doc["verdict"] == "FAIL"
+    monkeypatch.setitem(flow._PROBES_CACHE, flow._code_digest(), doc)
+    assert flow.probe_failures(doc) == ("fifo-script (expected exit 3, observed 2)",)
+
+    result = ws.run("rehearse", ws.change, "--source", ws.dsn, "--out", "packets/p", "--lane",
+                    "rehearsal-clone")  # fmt: skip
+    assert result.code == 1, result.err
+    assert (
+        "recorded FAIL: 1 probe(s) of rollproof's own gates did not fail closed "
+        "(`rollproof probe` shows why): fifo-script (expected exit 3, observed 2)"
+    ) in " ".join(result.out.split())
+    [record] = ws.state().rehearsals.values()
+    assert record.overall.value == "FAIL"
+    decision = json.loads((ws.dir / "packets" / "p" / "governance" / "decision.json").read_bytes())
+    assert decision["overall"] == "FAIL"
+    ws.ok("validate", "packets/p")  # a true record of a FAIL is a valid packet
+
+
+def test_the_same_governed_run_with_every_probe_failing_closed_exits_0(ws: Workspace) -> None:
+    result = ws.run("rehearse", ws.change, "--source", ws.dsn, "--out", "packets/p", "--lane",
+                    "rehearsal-clone")  # fmt: skip
+    assert result.code == 0, result.err
+    assert "recorded FAIL" not in result.out
+    [record] = ws.state().rehearsals.values()
+    assert record.overall.value == "PASS"

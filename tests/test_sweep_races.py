@@ -14,6 +14,7 @@ removed, the live one still kept.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -178,3 +179,125 @@ def test_a_workspace_is_made_while_another_run_removes_its_spill(
 
 def test_a_sweep_of_a_parent_that_is_gone_finds_nothing(tmp_path: Path) -> None:
     assert sweep([tmp_path / "gone"]) == []
+
+
+# --- a sweep meets a claim being made ---------------------------------------------------------
+
+
+class Interleaver:
+    """Runs another process's sweep of `parent` before the n-th of the calls a claim makes
+    (os.open, fcntl.flock, os.write, os.rename), either whole (`sweep`) or holding, across that
+    call, the lock a sweep takes on an owner file while it decides (`hold`)."""
+
+    CALLS = (("os", "open"), ("fcntl", "flock"), ("os", "write"), ("os", "rename"))
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, parent: Path) -> None:
+        self.parent, self.mode, self.fire_at, self.calls = parent, "", 0, 0
+        self.removed: list[Path] = []
+        self.held = False
+        import fcntl
+
+        for module, name in self.CALLS:
+            self._wrap(monkeypatch, os if module == "os" else fcntl, name)
+
+    def _wrap(self, monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> None:
+        original = getattr(module, name)
+
+        def call(*args: object, **kwargs: object) -> object:
+            if not self.mode:
+                return original(*args, **kwargs)
+            self.calls += 1
+            if self.calls != self.fire_at:
+                return original(*args, **kwargs)
+            mode, self.mode = self.mode, ""  # the other process's own calls are not counted
+            try:
+                if mode == "sweep":
+                    self.removed += sweep([self.parent])
+                    return original(*args, **kwargs)
+                with contextlib.ExitStack() as held:
+                    for owner in [
+                        *self.parent.glob(f"*/{OWNER_FILE}"),
+                        *self.parent.glob("*.owner"),
+                    ]:
+                        self.held |= held.enter_context(workspace._try_lock(owner))
+                    return original(*args, **kwargs)
+            finally:
+                self.mode = mode
+
+        monkeypatch.setattr(module, name, call)
+
+    def arm(self, mode: str, fire_at: int) -> None:
+        self.mode, self.fire_at, self.calls, self.removed, self.held = mode, fire_at, 0, [], False
+
+    def disarm(self) -> int:
+        calls, self.mode = self.calls, ""
+        return calls
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["owner inside", "owner beside"])
+@pytest.mark.parametrize("mode", ["sweep", "hold"])
+def test_a_sweep_at_any_step_of_a_claim_never_takes_the_live_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, beside: bool
+) -> None:
+    """Concurrent runs deleted each other's workspaces: a sweep met OWNER after its creation and
+    before its lock, took it for a dead run's and removed the directory (the run then failed on
+    a missing workspace, exit 70), or held its lock so the claim itself failed (exit 4)."""
+    prefix = f".pkt{workspace.PARTIAL_MARK}" if beside else "rollproof-"
+    interleaver = Interleaver(monkeypatch, tmp_path)
+    interleaver.arm(mode, fire_at=-1)
+    counted = make_owned_dir(prefix, tmp_path, beside=beside)
+    calls = interleaver.disarm()
+    counted.release()
+    assert calls >= 3, f"a claim made {calls} calls"
+
+    for n in range(1, calls + 1):
+        where = tmp_path / f"{mode}-at-{n}"
+        where.mkdir()
+        interleaver.parent = where
+        interleaver.arm(mode, fire_at=n)
+        owned = make_owned_dir(prefix, where, beside=beside)
+        try:
+            assert interleaver.disarm() == calls
+            assert owned.directory.is_dir(), f"{mode} before call {n} removed a live directory"
+            assert interleaver.removed == [], f"{mode} before call {n}"
+            assert owned.owner.is_file()
+            assert not workspace.lock_is_free(owned.owner)
+            assert (
+                sorted(p.name for p in where.iterdir() if workspace.CLAIMING_MARK in p.name) == []
+            )
+            assert sweep([where]) == []
+            assert owned.directory.is_dir()
+        finally:
+            owned.release()
+        assert sweep([where]) == [owned.directory], "a released claim is a dead run's"
+        assert sorted(where.iterdir()) == []
+
+
+def _claim_many(parent: str, count: int) -> list[str]:
+    """Make and release `count` workspaces, writing into each: what went missing under us."""
+    lost = []
+    for _ in range(count):
+        try:
+            owned = make_workspace("rollproof-", Path(parent))
+        except Exception as e:  # the test reports what a run met
+            lost.append(f"claim failed: {type(e).__name__}: {e}")
+            continue
+        try:
+            (owned.directory / "clone.db").write_bytes(b"x")
+        except OSError as e:
+            lost.append(f"workspace vanished: {e}")
+        finally:
+            shutil.rmtree(owned.directory, ignore_errors=True)
+            owned.release()
+    return lost
+
+
+def test_runs_claiming_and_sweeping_one_directory_in_parallel_lose_nothing(tmp_path: Path) -> None:
+    """The same race between real processes: four make workspaces (each sweeping first, as a
+    rehearsal does) in one directory at once."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(4) as pool:
+        results = list(pool.map(_claim_many, [str(tmp_path)] * 4, [400] * 4))
+    assert [line for lost in results for line in lost] == []
+    assert sorted(tmp_path.iterdir()) == []

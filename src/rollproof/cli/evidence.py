@@ -168,7 +168,7 @@ def rehearse(
             )
         show_lines(rehearsal_lines(governed.result, governed.packet))
         show_lines(governed_lines(governed))
-        raise SystemExit(int(governed.result.exit_code))
+        raise SystemExit(int(governed.exit_code))
     with progress() as say:
         result = run(
             loaded,

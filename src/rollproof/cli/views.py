@@ -71,6 +71,11 @@ def governed_lines(run: GovernedRehearsal) -> Iterator[str]:
             f"{g.event.seq}, before any leg ran"
         )
     yield f"recorded: ledger event {run.recorded.seq} (tree {run.verified.tree_hash})"
+    if run.probe_failures:
+        yield (
+            f"recorded FAIL: {len(run.probe_failures)} probe(s) of rollproof's own gates did not "
+            "fail closed (`rollproof probe` shows why): " + "; ".join(run.probe_failures)
+        )
     for name, (outcome, code) in run.reproduced.items():
         yield f"{name}: {outcome} (exit {code})"
     yield f"packet: {run.packet} (validated, with its governance layer)"

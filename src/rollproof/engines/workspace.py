@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -40,6 +41,8 @@ KEPT_FILE = "KEPT"
 """A workspace the user asked to keep (`--keep-clone`): never swept; they remove it."""
 WORKSPACE_PREFIXES = ("rollproof-",)
 PARTIAL_MARK = ".partial-"
+CLAIMING_MARK = ".claiming-"
+"""An owner file being made: locked, not yet renamed to its name (`claim`)."""
 UNCLAIMED_GRACE_SECONDS = 3600
 
 
@@ -82,11 +85,17 @@ def owner_beside(directory: Path) -> Path:
 
 def claim(directory: Path, owner: Path | None = None) -> Claim:
     """Take ownership of `directory` (just created by this process); the owner file is
-    `directory/OWNER` unless `owner` names another."""
+    `directory/OWNER` unless `owner` names another.
+
+    The owner file appears under its name already locked: it is made and locked under a private
+    name, then renamed into place. A sweep that met an unlocked OWNER between its creation and
+    its lock took it for a dead run's and removed a live workspace (or held the lock, so the
+    claim failed): concurrent runs on one machine deleted each other's workspaces."""
     owner = directory / OWNER_FILE if owner is None else owner
-    fd = os.open(owner, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    private = owner.with_name(f"{owner.name}{CLAIMING_MARK}{os.getpid()}-{os.urandom(4).hex()}")
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a name nobody else knows: never held
         body = {
             "pid": os.getpid(),
             "process_start": _process_start(os.getpid()),
@@ -94,8 +103,11 @@ def claim(directory: Path, owner: Path | None = None) -> Claim:
             "claimed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         os.write(fd, (json.dumps(body, sort_keys=True) + "\n").encode())
+        os.rename(private, owner)
     except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            private.unlink()
         raise
     return Claim(directory, fd, owner)
 
@@ -221,10 +233,18 @@ def _sweep_entry(entry: Path, partial_only: bool, now: float) -> bool:
         with _try_lock(owner) as dead:
             if not dead:
                 return False
-            shutil.rmtree(entry, ignore_errors=True)
-            owner_beside(entry).unlink(missing_ok=True)
+            _remove(entry)
             return True
     if now - entry.stat().st_mtime <= UNCLAIMED_GRACE_SECONDS:
         return False
-    shutil.rmtree(entry, ignore_errors=True)
+    _remove(entry)
     return True
+
+
+def _remove(entry: Path) -> None:
+    """Remove a dead run's directory with its owner file beside, and any owner file it was
+    still making there when it died (`claim`)."""
+    shutil.rmtree(entry, ignore_errors=True)
+    beside = owner_beside(entry)
+    for leftover in (beside, *entry.parent.glob(f"{glob.escape(beside.name)}{CLAIMING_MARK}*")):
+        leftover.unlink(missing_ok=True)

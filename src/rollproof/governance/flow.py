@@ -36,7 +36,9 @@ own operators, ladder and surfaces govern nothing until adopted.
 Between 3 and 4, `rollproof probe --json` runs (a subprocess: the catalogue lives above this
 layer, in `rollproof.assurance.probes`) and its document becomes the layer's `probes.json`; a
 probe that did not fail closed, a leak, or a refused control makes the run FAIL on the record
-(`rehearsal.recorded` overall FAIL, nothing discharged, decision.json overall FAIL). The result
+(`rehearsal.recorded` overall FAIL, nothing discharged, decision.json overall FAIL), names the
+probes that failed (progress, `GovernedRehearsal.probe_failures`) and exits 1 where the legs
+alone would have exited 0. The result
 is cached per process for the same rollproof code (the probes build their own private workspace,
 so nothing else they depend on can change). A governed rehearsal started by a probe that gets
 this far is refused (no recursion).
@@ -57,7 +59,7 @@ from typing import Any
 
 from rollproof.core.change import Change
 from rollproof.core.dumps import dump_scheme, parse_dump_dsn
-from rollproof.core.errors import EnvironmentProblemError, HeldError, UsageError
+from rollproof.core.errors import EnvironmentProblemError, ExitCode, HeldError, UsageError
 from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.impact import impact_record
 from rollproof.core.model import LegName, Verdict
@@ -133,6 +135,34 @@ class GovernedRehearsal:
     reproduced: dict[str, tuple[str, int]]
     checkpoint: dict[str, object]
     checkpoint_md: str
+    probe_failures: tuple[str, ...] = ()
+    """The probes of rollproof's own gates that did not fail closed (`probe_failures`): the
+    run is FAIL on the record whatever its legs found."""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The run's exit code: the rehearsal's, or FAIL (1) where it would have been 0 but a
+        probe of rollproof's own gates failed (the record says FAIL; exit 0 would say PASS)."""
+        code = ExitCode(int(self.result.exit_code))
+        return ExitCode.CHECK_FAILED if code is ExitCode.OK and self.probe_failures else code
+
+
+def probe_failures(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    """Each probe of a `rollproof probe --json` document that did not pass, as
+    `name (expected exit E, observed O[, leaked])`; the control's refusal included."""
+    entries = [*doc.get("probes", ()), doc.get("control") or {}]
+    failed = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not entry or entry.get("passed") is True:
+            continue
+        expected = (entry.get("expected") or {}).get("exit")
+        observed = (entry.get("observed") or {}).get("exit")
+        leaked = ", leaked a canary" if entry.get("leaked") else ""
+        name = entry.get("name")
+        failed.append(f"{name} (expected exit {expected}, observed {observed}{leaked})")
+    if doc.get("verdict") != "PASS" and not failed:
+        failed.append(f"the catalogue's verdict is {doc.get('verdict')!r}")
+    return tuple(failed)
 
 
 def _state(store: LedgerStore, gov: Governance) -> tuple[LedgerState, Checkpoint | None]:
@@ -382,7 +412,10 @@ def governed_rehearse(
     verified = validate_evidence(packet, gov)
     say("probing rollproof's own gates: rollproof probe")
     probes = run_probe_catalogue()
-    probes_pass = probes["verdict"] == "PASS"
+    failures = probe_failures(probes)
+    probes_pass = probes["verdict"] == "PASS" and not failures
+    if failures:
+        say(f"rollproof probe: {len(failures)} gate(s) did not fail closed: " + "; ".join(failures))
     grant_id = consumed[0].grant.grant_id if consumed else None
     tree = verified.tree_hash
 
@@ -440,6 +473,7 @@ def governed_rehearse(
         reproduced=reproduced,
         checkpoint=doc,
         checkpoint_md=markdown,
+        probe_failures=failures,
     )
 
 
