@@ -289,21 +289,9 @@ def _full_argv(doc: dict[str, Any]) -> None:
     doc["commands"][0]["argv"] = [*doc["commands"][0]["argv"], "--full-fingerprints"]
 
 
-def test_carried_points_and_v3_fingerprints_cannot_be_forged(
-    pg_packet: Files, tmp_path: Path
-) -> None:
-    report = json.loads(pg_packet["report.json"])
-    assert leg(report, "revert")["carried"] == {"after_apply": "restore.after_apply"}
-    tx_apply = _digest_of(pg_packet, "transaction", "after_apply")
-    assert tx_apply == _digest_of(pg_packet, "restore", "after_apply")  # an equal digest...
-
-    def other_rows(doc: dict[str, Any]) -> None:
-        doc["tables"]["other"]["rows"] += 1
-
-    def items_digest_on_other(doc: dict[str, Any]) -> None:
-        doc["tables"]["other"]["digest"] = doc["tables"]["items"]["digest"]
-
-    cases = [
+def _carried_cases() -> list[tuple[str, Callable[[Files], Files], str]]:
+    """Forged carried points, refused on every engine whose clones are copied."""
+    return [
         (
             "carried from an equal digest no rehearsal copies",
             lambda f: forge(
@@ -330,6 +318,25 @@ def test_carried_points_and_v3_fingerprints_cannot_be_forged(
             "LEG_CARRIED_UNFOUNDED report.json: revert: after_revert carried over from "
             "snapshot: only a restore is a copy of the snapshot",
         ),
+    ]
+
+
+def test_carried_points_and_v3_fingerprints_cannot_be_forged(
+    pg_packet: Files, tmp_path: Path
+) -> None:
+    report = json.loads(pg_packet["report.json"])
+    assert leg(report, "revert")["carried"] == {"after_apply": "restore.after_apply"}
+    tx_apply = _digest_of(pg_packet, "transaction", "after_apply")
+    assert tx_apply == _digest_of(pg_packet, "restore", "after_apply")  # an equal digest...
+
+    def other_rows(doc: dict[str, Any]) -> None:
+        doc["tables"]["other"]["rows"] += 1
+
+    def items_digest_on_other(doc: dict[str, Any]) -> None:
+        doc["tables"]["other"]["digest"] = doc["tables"]["items"]["digest"]
+
+    cases = [
+        *_carried_cases(),
         (
             "an unchanged table's row count edited in one fingerprint",
             lambda f: _refingerprint(f, tx_apply, other_rows),
@@ -364,16 +371,24 @@ def test_carried_points_and_v3_fingerprints_cannot_be_forged(
             assert "has the digest of table" in first, (what, first)
 
 
-def test_a_sqlite_packet_carries_nothing(tmp_path: Path) -> None:
+def test_a_sqlite_packet_carries_the_revert_legs_apply_from_its_byte_copy(tmp_path: Path) -> None:
+    """The revert leg continues from a byte copy of the restore leg's committed apply (checked
+    equal to it), so its after_apply is carried; forged carries are refused as on PostgreSQL."""
     files = _selection_packet(tmp_path)
+    report = json.loads(files["report.json"])
+    assert leg(report, "revert")["carried"] == {"after_apply": "restore.after_apply"}
+    assert _digest_of(files, "revert", "after_apply") == _digest_of(files, "restore", "after_apply")
+    assert "carried" not in leg(report, "restore")
     cases = [
+        *_carried_cases(),
         (
-            "a point carried on an engine whose clones are read",
+            "a carried point whose origin gives another digest",
             lambda f: forge(
-                f, lambda r: leg(r, "restore").update(carried={"after_restore": "snapshot"})
+                f,
+                lambda r: leg(r, "revert").update(carried={"after_revert": "restore.after_apply"}),
             ),
-            "LEG_CARRIED_UNFOUNDED report.json: restore: after_restore carried over from "
-            "snapshot: a sqlite clone is no server copy, every point of it is read",
+            "LEG_CARRIED_UNFOUNDED report.json: revert: after_revert carried over from "
+            "restore.after_apply: only an apply is carried over from another leg's apply",
         ),
     ]
     _assert_cases(tmp_path, files, cases)

@@ -650,10 +650,10 @@ CASES: tuple[Case, ...] = (
         ),
     ),
     Case(
-        "sqlite-point-carried-over",
+        "sqlite-point-carried-unfounded",
         FindingCode.LEG_CARRIED_UNFOUNDED,
         lambda c: edit_report(
-            c.sound, lambda r: leg(r, "restore").update(carried={"after_restore": "snapshot"})
+            c.sound, lambda r: leg(r, "restore").update(carried={"after_apply": "snapshot"})
         ),
     ),
     Case(

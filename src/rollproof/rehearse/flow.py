@@ -329,7 +329,11 @@ class _LegRunner:
         outcome: ScriptOutcome,
         points: dict[Point, Fingerprint],
         statements: dict[str, int],
+        carried: Mapping[Point, str] | None = None,
     ) -> LegResult:
+        """A leg a script stopped; `carried` says which of its points were carried over (a
+        failed leg's report is as true about where its points came from as a judged one's)."""
+        mine = {p: o for p, o in (carried or {}).items() if p in points}
         if outcome.not_applicable is not None:
             return LegResult(
                 leg,
@@ -338,6 +342,7 @@ class _LegRunner:
                 dict(points),
                 settings=outcome.settings,
                 statements=statements,
+                carried=mine,
             )
         return LegResult(
             leg,
@@ -346,6 +351,7 @@ class _LegRunner:
             dict(points),
             settings=outcome.settings,
             statements=statements,
+            carried=mine,
         )
 
     def apply_committed(
@@ -512,7 +518,9 @@ class _LegRunner:
         rv = self.s.run_script("revert", self.change.revert, self.change.connection)
         statements["revert"] = rv.statements_run
         if not rv.ok:
-            return {leg: self.failed(leg, "revert", rv, points, statements) for leg in legs}
+            return {
+                leg: self.failed(leg, "revert", rv, points, statements, carried) for leg in legs
+            }
         points[Point.AFTER_REVERT] = self.s.fingerprint_clone(self.reuse("apply", "revert"))
         results: dict[LegName, LegResult] = {}
         if LegName.REVERT in wanted:
@@ -526,7 +534,7 @@ class _LegRunner:
         again = self.s.run_script("reapply", self.change.apply, self.change.connection)
         statements["reapply"] = again.statements_run
         if not again.ok:
-            results[leg] = self.failed(leg, "reapply", again, points, statements)
+            results[leg] = self.failed(leg, "reapply", again, points, statements, carried)
             return results
         points[Point.AFTER_REAPPLY] = self.s.fingerprint_clone(
             self.reuse("apply", "revert", "reapply")
@@ -611,6 +619,9 @@ def rehearse(
     """
     if not 0 <= max_examples <= MAX_EXAMPLES:
         raise UsageError(f"max_examples must be between 0 and {MAX_EXAMPLES}, not {max_examples}")
+    # Legs run and are reported in rollproof's order, however the caller listed them (a packet
+    # whose legs are out of order, or repeated, is not valid evidence).
+    legs = tuple(leg for leg in LegName if leg in set(legs))
     say = progress or (lambda _msg: None)
     started = clock()
     # A pg_dump archive has no catalog until it is restored: it is restored first, then scoped

@@ -601,17 +601,20 @@ def _check_verify_rows(report: Mapping[str, Any]) -> list[Finding]:
     return out
 
 
-CARRYING_ENGINES = frozenset({"postgresql"})
-"""Engines whose clones are server copies (CREATE DATABASE ... TEMPLATE) that may carry a
-fingerprint over instead of reading it; a SQLite clone's every point is read."""
+CARRYING_ENGINES = frozenset({"postgresql", "sqlite"})
+"""Engines whose clones are exact copies that may carry a fingerprint over instead of reading it:
+PostgreSQL's server copies (CREATE DATABASE ... TEMPLATE) and SQLite's byte copies of a closed
+clone, each hashed against what it copied (engines/sqlite/session.py, `branch`)."""
 
 
 CARRIED_POINTS: Mapping[tuple[str, str], str] = {
     (LegName.RESTORE.value, Point.AFTER_RESTORE.value): "snapshot",
     (LegName.REVERT.value, Point.AFTER_APPLY.value): "restore.after_apply",
+    (LegName.REAPPLY.value, Point.AFTER_APPLY.value): "restore.after_apply",
 }
 """The only points a rehearsal carries over, each with its one origin (rehearse/flow.py): the
-restore leg's clone is a copy of the snapshot, and the revert leg continues from a copy of the
+restore leg's clone is a copy of the snapshot, and the revert leg (with the reapply leg, which
+continues on the revert leg's clone and records the same after_apply) starts from a copy of the
 restore leg's applied clone. Any other pair names a copy no rehearsal made."""
 
 
@@ -659,7 +662,7 @@ def _unfounded(
 ) -> str | None:
     """Why the carried point is not founded, or None when it is."""
     if engine not in CARRYING_ENGINES:
-        return f"a {engine} clone is no server copy, every point of it is read"
+        return f"a {engine} clone is never copied, every point of it is read"
     digest = leg["fingerprints"].get(point)
     if digest is None:
         return "the leg records no fingerprint there"

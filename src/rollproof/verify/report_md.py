@@ -136,17 +136,21 @@ def plain_words(report: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _leg_lines(leg: Mapping[str, Any]) -> list[str]:
+COPY_KIND = {"postgresql": "a server copy", "sqlite": "a byte copy"}
+"""What a carried point was copied as, by engine (docs/report.md, `carried`)."""
+
+
+def _leg_lines(leg: Mapping[str, Any], engine: str) -> list[str]:
     lines = ["", f"### {leg['name']}: {leg['verdict']}", ""]
+    copy = COPY_KIND.get(engine, "a copy")
     fingerprints = leg["fingerprints"]
     carried = leg.get("carried", {})
     for point in LEG_POINTS[LegName(leg["name"])]:
         if str(point) in fingerprints:
             line = f"- {Point(point)}: `{_code(fingerprints[str(point)])}`"
             if str(point) in carried:
-                line += (
-                    f" (carried over from `{_code(carried[str(point)])}`: a server copy, not read)"
-                )
+                origin = _code(carried[str(point)])
+                line += f" (carried over from `{origin}`: {copy}, not read)"
             lines.append(line)
     for r in leg["invariants"]:
         lines.append(
@@ -274,7 +278,7 @@ def render_report_md(report: Mapping[str, Any]) -> bytes:
     for leg in report["legs"]:
         lines.append(f"| {leg['name']} | {leg['verdict']} | {_text(leg['reason'] or '')} |")
     for leg in report["legs"]:
-        lines += _leg_lines(leg)
+        lines += _leg_lines(leg, str(report["source"].get("engine")))
     sf = report["surfaces"]
     lines += ["", "## Surfaces", ""]
     lines.append(f"- verdict: **{_text(sf['verdict'])}**; scoping {_text(sf['scoping']['status'])}")

@@ -13,6 +13,8 @@ Workspace layout (a fresh `mkdtemp` directory, mode 0700, outside the source's d
                   then made read-only on disk; its sha256 is recorded once
     clone.db      the working clone, re-made from the snapshot for every leg and checked
                   byte-equal to it before use
+    branch.db     the restore leg's committed apply, copied (and checked byte-equal) before
+                  the clone is restored, for the revert leg to continue from (`branch`)
 
 Isolation items (all must hold for PROVEN_ISOLATED_NOT_PRODUCTION). They prove what rollproof
 did, not that nobody else wrote the source: a live source is proven isolated too.
@@ -497,6 +499,8 @@ class SqliteSession:
         self._pages: PageProofs | None = None
         self._spare: _Background | None = None
         self._spare_path = self.workspace / "spare.db"
+        self._branch_path = self.workspace / "branch.db"
+        self._branched = False
         try:
             self._check_static_isolation()
             self._take_snapshot()
@@ -764,6 +768,47 @@ class SqliteSession:
     def restore_clone(self) -> None:
         """Restore the clone from the pre-change snapshot: its checked bytes, copied back."""
         self.fresh_clone()
+
+    def branch(self) -> None:
+        """Keep a byte copy of the committed clone as it is now, for the revert leg to continue
+        from (`take_branch`): one apply (and its read) serves the restore and revert legs.
+
+        The clone is closed (a committed apply closes its connection), so its files are the
+        whole state; the copy is hashed against the clone and refused unless equal, as every
+        copy of the snapshot is. The report carries the revert leg's after_apply over from the
+        restore leg's (docs/report.md, `carried`)."""
+        self._progress("copying the applied clone for the revert leg")
+        self._drop_branch()
+        for suffix in ("", "-wal"):
+            source = self.clone.with_name(self.clone.name + suffix)
+            if not source.exists():
+                continue
+            target = self._branch_path.with_name(self._branch_path.name + suffix)
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if _file_blake3(target) != _file_blake3(source):
+                what = suffix or "database"
+                raise EnvironmentProblemError(
+                    f"the copy of the applied clone does not match it byte for byte ({what})"
+                )
+        self._branched = True
+
+    def take_branch(self) -> None:
+        """Make the copy `branch` kept the working clone."""
+        assert self._branched, "take_branch without branch"
+        self._check_static_isolation()
+        for suffix in ("-journal", "-wal", "-shm"):
+            self.clone.with_name(self.clone.name + suffix).unlink(missing_ok=True)
+        wal = self._branch_path.with_name(self._branch_path.name + "-wal")
+        if wal.exists():
+            os.replace(wal, self.clone.with_name(self.clone.name + "-wal"))
+        os.replace(self._branch_path, self.clone)
+        self._branched = False
+
+    def _drop_branch(self) -> None:
+        for suffix in ("", "-wal"):
+            self._branch_path.with_name(self._branch_path.name + suffix).unlink(missing_ok=True)
+        self._branched = False
 
     def _before_workers(self) -> None:
         """Let a background copy finish before a fingerprint may fork worker processes: no
