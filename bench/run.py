@@ -41,7 +41,8 @@ import apsw
 import dataset
 
 from rollproof.core.change import load_change
-from rollproof.engines.sqlite.session import SqliteSession, fingerprint_file
+from rollproof.engines.sqlite.session import SqliteSession
+from rollproof.engines.sqlite.source import fingerprint_file
 from rollproof.rehearse.flow import rehearse
 
 APPLY = "UPDATE items SET qty = qty + 1 WHERE warehouse = 3;\n"

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import apsw
 
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 
 ROWS = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c LIMIT :rows) "
 TEXT20 = "printf('%020d', (i * 2654435761) % 99999999989)"

@@ -35,7 +35,7 @@ from shapes import SHAPES, build, timed
 
 from rollproof.core.change import load_change
 from rollproof.core.model import Verdict
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 from rollproof.rehearse.flow import rehearse
 
 CHANGED = {"wide": ("i1", "id % 7 = 0")}

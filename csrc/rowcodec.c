@@ -13,19 +13,25 @@
 ** part of a valid sequence as the lone surrogate U+DC00+byte (Python's "surrogateescape"),
 ** written in three bytes as marshal writes lone surrogates ("surrogatepass").
 **
-** Three aggregate functions, registered SQLITE_DIRECTONLY so that no view or trigger of the
-** database being read can call them:
+** Three aggregate functions and one scalar, registered SQLITE_DIRECTONLY so that no view or
+** trigger of the database being read can call them:
 **
 **   rollproof_rows(c1, ..., cn)         the rows' encodings one after another (one BLOB)
 **   rollproof_row_digests(c1, ..., cn)  one 32-byte BLAKE2s-256 digest of each row's encoding
 **   rollproof_last(k1, ..., km)         the encoding of the last row seen, for keyset
 **                                       pagination; refused (an error) if its text is not
 **                                       valid UTF-8, since the caller binds the values again
+**   rollproof_sort_digests(blob)        the blob's 32-byte records sorted bytewise (memcmp
+**                                       order), for a key-less table's row digests; refused
+**                                       unless its length is a multiple of 32
+**   rollproof_merge_digests(b1, ...)    sorted blobs of 32-byte records merged into one
+**                                       sorted blob (same refusal)
 **
 ** Each keeps its state in SQLite's aggregate context: no global mutable state beyond the API
 ** pointer every loadable extension has (SQLITE_EXTENSION_INIT1).
 */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sqlite3ext.h"
@@ -442,6 +448,144 @@ static void acc_final(sqlite3_context *ctx) {
   acc->out.len = acc->out.cap = 0;
 }
 
+/* ---- sorting row digests ---------------------------------------------------------------- */
+
+#define DIGEST 32
+#define INSERTION_MAX 24
+
+static int digest_cmp(const void *a, const void *b) { return memcmp(a, b, DIGEST); }
+
+static void insertion_sort(unsigned char *base, sqlite3_uint64 n) {
+  unsigned char held[DIGEST];
+  sqlite3_uint64 i, j;
+  for (i = 1; i < n; i++) {
+    memcpy(held, base + i * DIGEST, DIGEST);
+    for (j = i; j > 0 && memcmp(base + (j - 1) * DIGEST, held, DIGEST) > 0; j--) {
+      memcpy(base + j * DIGEST, base + (j - 1) * DIGEST, DIGEST);
+    }
+    memcpy(base + j * DIGEST, held, DIGEST);
+  }
+}
+
+/* Distribute `count` records of `from` into `to` by their byte `at` (a stable counting sort);
+** `start` receives where each of the 256 buckets begins, start[256] the end. */
+static void distribute(const unsigned char *from, unsigned char *to, sqlite3_uint64 count, int at,
+                       sqlite3_uint64 start[257]) {
+  sqlite3_uint64 next[256], i;
+  int b;
+  memset(next, 0, sizeof next);
+  for (i = 0; i < count; i++) next[from[i * DIGEST + at]]++;
+  start[0] = 0;
+  for (b = 0; b < 256; b++) {
+    start[b + 1] = start[b] + next[b];
+    next[b] = start[b];
+  }
+  for (i = 0; i < count; i++) {
+    memcpy(to + next[from[i * DIGEST + at]]++ * DIGEST, from + i * DIGEST, DIGEST);
+  }
+}
+
+/* The records sorted bytewise: distributed by their first byte, each of those buckets by its
+** second byte (two passes of 256 buckets each, so every pass writes to few places at once and
+** the second stays in cache), then each small bucket sorted on its own. Digests are uniform, so a
+** final bucket holds about n / 65536 records. The order is memcmp's over the whole record, the
+** order the Python path's sort gives. */
+static void sort_digests_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const unsigned char *in;
+  unsigned char *out, *tmp;
+  sqlite3_uint64 n, count, outer[257], inner[257];
+  int b, c;
+  (void)argc;
+  if (sqlite3_value_type(argv[0]) != SQLITE_BLOB) {
+    sqlite3_result_error(ctx, "rollproof_sort_digests: expects a BLOB", -1);
+    return;
+  }
+  n = (sqlite3_uint64)sqlite3_value_bytes(argv[0]);
+  in = sqlite3_value_blob(argv[0]);
+  if (n % DIGEST != 0) {
+    sqlite3_result_error(ctx, "rollproof_sort_digests: length is not a multiple of 32", -1);
+    return;
+  }
+  if (n == 0 || in == 0) {
+    sqlite3_result_zeroblob(ctx, 0);
+    return;
+  }
+  count = n / DIGEST;
+  out = sqlite3_malloc64(n);
+  tmp = sqlite3_malloc64(n);
+  if (out == 0 || tmp == 0) {
+    sqlite3_free(out);
+    sqlite3_free(tmp);
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  distribute(in, tmp, count, 0, outer);
+  for (b = 0; b < 256; b++) {
+    sqlite3_uint64 first = outer[b], size = outer[b + 1] - outer[b];
+    if (size == 0) continue;
+    distribute(tmp + first * DIGEST, out + first * DIGEST, size, 1, inner);
+    for (c = 0; c < 256; c++) {
+      sqlite3_uint64 m = inner[c + 1] - inner[c];
+      unsigned char *base = out + (first + inner[c]) * DIGEST;
+      if (m > INSERTION_MAX) {
+        qsort(base, (size_t)m, DIGEST, digest_cmp);
+      } else if (m > 1) {
+        insertion_sort(base, m);
+      }
+    }
+  }
+  sqlite3_free(tmp);
+  sqlite3_result_blob64(ctx, out, n, sqlite3_free);
+}
+
+/* Sorted runs of records merged into one sorted blob: at each step the smallest head (ties go
+** to the earlier run, though equal records are equal bytes either way). */
+static void merge_digests_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const unsigned char *head[64];
+  sqlite3_uint64 left[64], n = 0, done = 0;
+  unsigned char *out;
+  int i;
+  if (argc > 64) {
+    sqlite3_result_error(ctx, "rollproof_merge_digests: at most 64 runs", -1);
+    return;
+  }
+  for (i = 0; i < argc; i++) {
+    sqlite3_uint64 bytes;
+    if (sqlite3_value_type(argv[i]) != SQLITE_BLOB) {
+      sqlite3_result_error(ctx, "rollproof_merge_digests: expects BLOBs", -1);
+      return;
+    }
+    bytes = (sqlite3_uint64)sqlite3_value_bytes(argv[i]);
+    head[i] = sqlite3_value_blob(argv[i]);
+    if (bytes % DIGEST != 0) {
+      sqlite3_result_error(ctx, "rollproof_merge_digests: length is not a multiple of 32", -1);
+      return;
+    }
+    left[i] = head[i] == 0 ? 0 : bytes / DIGEST;
+    n += left[i] * DIGEST;
+  }
+  if (n == 0) {
+    sqlite3_result_zeroblob(ctx, 0);
+    return;
+  }
+  out = sqlite3_malloc64(n);
+  if (out == 0) {
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  while (done < n) {
+    int best = -1;
+    for (i = 0; i < argc; i++) {
+      if (left[i] > 0 && (best < 0 || memcmp(head[i], head[best], DIGEST) < 0)) best = i;
+    }
+    memcpy(out + done, head[best], DIGEST);
+    done += DIGEST;
+    head[best] += DIGEST;
+    left[best]--;
+  }
+  sqlite3_result_blob64(ctx, out, n, sqlite3_free);
+}
+
 #ifdef _WIN32
 __declspec(dllexport)
 #endif
@@ -465,5 +609,11 @@ int sqlite3_rowcodec_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routin
                                      acc_final);
     if (rc != SQLITE_OK) return rc;
   }
-  return SQLITE_OK;
+  {
+    int rc = sqlite3_create_function(db, "rollproof_sort_digests", 1, flags, 0, sort_digests_func,
+                                     0, 0);
+    if (rc != SQLITE_OK) return rc;
+  }
+  return sqlite3_create_function(db, "rollproof_merge_digests", -1, flags, 0, merge_digests_func,
+                                 0, 0);
 }

@@ -119,7 +119,7 @@ def rehearse_checked(change: Change, source: str, **kwargs: Any) -> Any:
     fixture, which checks the same at teardown): a rehearsal never writes its source.
     """
     from rollproof.core.errors import SourceError
-    from rollproof.engines.sqlite.session import parse_sqlite_dsn
+    from rollproof.engines.sqlite.source import parse_sqlite_dsn
     from rollproof.rehearse.flow import rehearse
 
     try:

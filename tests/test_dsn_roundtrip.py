@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rollproof.assurance.selftest import SOUND_CHANGE, build_tiny_source, write_change
-from rollproof.engines.sqlite.session import parse_sqlite_dsn, sqlite_dsn
+from rollproof.engines.sqlite.source import parse_sqlite_dsn, sqlite_dsn
 from tests.test_packet_scripts import rehearse_cli, run_script
 
 _SEGMENT = st.text(

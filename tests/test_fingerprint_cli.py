@@ -15,7 +15,7 @@ import pytest
 
 from rollproof.cli import main
 from rollproof.core.fingerprint import Fingerprint
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 
 SOURCE_SQL = """
 CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, fax TEXT);

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rollproof.assurance.selftest import build_tiny_source
 from rollproof.engines.postgres.source import fingerprint_source
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 from tests.pg_fixtures import (
     MakeSource,
     Servers,

@@ -34,7 +34,7 @@ from rollproof.core.fingerprint import (
     fingerprint_from_json,
 )
 from rollproof.engines.sqlite import fingerprint as sqlite_fingerprint
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 
 Row = tuple[SqlValue, ...]
 

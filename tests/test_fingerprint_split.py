@@ -14,7 +14,7 @@ import pytest
 from rollproof.core import canonical
 from rollproof.core.canonical import SqlValue, canonical_json, table_digest_reference
 from rollproof.engines.sqlite import fingerprint as sqlite_fingerprint
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 
 Row = tuple[SqlValue, ...]
 
@@ -125,7 +125,7 @@ def test_row_digests_spill_sorted_runs_and_merge_them(tmp_path: Path, small_segm
     files = [r for r in read.runs if isinstance(r, str)]
     assert len(files) == 400 // 64  # the rest, 16 digests, stays in memory
     assert len(read.runs) == len(files) + 1
-    assert isinstance(read.runs[-1], bytearray)
+    assert isinstance(read.runs[-1], (bytes, bytearray))
     assert sorted(p.name for p in spill.iterdir()) == sorted(Path(f).name for f in files)
     assert read.rows == 400
     assert digest.digest == _expected(db)["n"]

@@ -22,7 +22,7 @@ from rollproof.core.guard import script_error, without_values
 from rollproof.core.model import LegName, Verdict
 from rollproof.core.policy import Policy, load_policy
 from rollproof.engines.postgres.source import fingerprint_source
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 from rollproof.rehearse.flow import RehearsalResult
 from rollproof.rehearse.flow import rehearse as _rehearse
 from rollproof.rehearse.report import report_json

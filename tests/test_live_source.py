@@ -461,7 +461,8 @@ def test_a_grant_on_evidence_needs_the_source_unmoved_where_the_change_writes(
 def test_clone_matches_source_fails_when_the_two_reads_differ(tmp_path: Path) -> None:
     """The check is computed, not asserted: a snapshot not equal to what the source held in
     the transaction fails it, for both ways a snapshot is made (the positive twins above)."""
-    from rollproof.engines.sqlite.session import SqliteSession, fingerprint_file
+    from rollproof.engines.sqlite.session import SqliteSession
+    from rollproof.engines.sqlite.source import fingerprint_file
 
     other = make_sqlite(tmp_path / "other.db", "delete")
     with contextlib.closing(sqlite3.connect(other)) as conn:

@@ -16,7 +16,8 @@ from rollproof.core.fingerprint import Reuse
 from rollproof.core.guard import SurfaceGuard
 from rollproof.core.policy import ReadMode
 from rollproof.engines.sqlite.pages import page_digest, page_map
-from rollproof.engines.sqlite.session import SqliteSession, connect_read_only, fingerprint_file
+from rollproof.engines.sqlite.session import SqliteSession
+from rollproof.engines.sqlite.source import connect_read_only, fingerprint_file
 from tests.conftest import MakeChange, sha256_file
 
 

@@ -32,7 +32,7 @@ from rollproof.core.canonical import (
 )
 from rollproof.engines.sqlite import fingerprint as sqlite_fingerprint
 from rollproof.engines.sqlite import rowcodec
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 
 Row = tuple[SqlValue, ...]
 BUILT = rowcodec.extension_path() is not None
@@ -186,7 +186,16 @@ def test_the_last_row_is_refused_for_text_it_could_not_bind_again(codec: apsw.Co
         codec.execute("SELECT rollproof_last(CAST(x'ff' AS TEXT))").fetchone()
 
 
-@pytest.mark.parametrize("function", ["rollproof_rows", "rollproof_row_digests", "rollproof_last"])
+@pytest.mark.parametrize(
+    "function",
+    [
+        "rollproof_rows",
+        "rollproof_row_digests",
+        "rollproof_last",
+        "rollproof_sort_digests",
+        "rollproof_merge_digests",
+    ],
+)
 def test_views_and_triggers_cannot_call_the_functions(
     codec: apsw.Connection, function: str
 ) -> None:
@@ -203,7 +212,95 @@ def test_views_and_triggers_cannot_call_the_functions(
         codec.execute("INSERT INTO t VALUES (1)")
     assert codec.execute("SELECT count(*) FROM log").fetchone() == (0,)
     # the same call written directly is allowed
-    assert codec.execute(f"SELECT {function}(a) FROM t").fetchone() == (b"",)
+    aggregate = function in ("rollproof_rows", "rollproof_row_digests", "rollproof_last")
+    direct = f"SELECT {function}(a) FROM t" if aggregate else f"SELECT {function}(x'')"
+    assert codec.execute(direct).fetchone() == (b"",)
+
+
+# -- sorting and merging row digests ----------------------------------------------------------
+
+# Digests drawn so that the C sort meets every case: random ones (buckets of one), many sharing
+# their first two bytes (one bucket above the insertion-sort size, sorted by qsort), a few
+# sharing them (insertion sort), prefixes that differ only past byte 2, and repeats.
+DIGEST_LISTS = st.lists(
+    st.one_of(
+        st.binary(min_size=32, max_size=32),
+        st.binary(min_size=30, max_size=30).map(lambda b: b"\x00\x01" + b),
+        st.binary(min_size=1, max_size=1).map(lambda b: b"\xff\xfe" + b * 30),
+        st.sampled_from([b"\x00" * 32, b"\xff" * 32, b"\x00" * 31 + b"\x01"]),
+    ),
+    max_size=200,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(DIGEST_LISTS, st.integers(1, 5))
+def test_digests_sort_and_merge_as_bytes_sort(digests: list[bytes], parts: int) -> None:
+    """The extension's sort and merge give exactly Python's bytewise order (the order numpy's
+    sort of 32-byte strings gives, which the fallback uses and the digest is defined by)."""
+    with contextlib.closing(_codec()) as conn:
+        sorter = rowcodec.DigestSorter(conn)
+        assert sorter.sort(bytearray(b"".join(digests))) == b"".join(sorted(digests))
+        runs = [b"".join(sorted(digests[i::parts])) for i in range(parts)]
+        assert sorter.merge(runs) == b"".join(sorted(digests))
+        import numpy as np
+
+        as_numpy = bytearray(b"".join(digests))
+        np.frombuffer(as_numpy, dtype="S32").sort()
+        assert bytes(as_numpy) == b"".join(sorted(digests))
+
+
+def test_a_bucket_larger_than_the_insertion_sort_is_sorted(codec: apsw.Connection) -> None:
+    """Thousands of digests in one first-two-bytes bucket (qsort there), and 65,536 buckets."""
+    rng = __import__("random").Random(7)
+    same = [b"\x12\x34" + rng.randbytes(30) for _ in range(3000)]
+    spread = [i.to_bytes(2, "big") + rng.randbytes(30) for i in range(65536)]
+    digests = same + spread + same[:10]
+    rng.shuffle(digests)
+    sorter = rowcodec.DigestSorter(codec)
+    assert sorter.sort(b"".join(digests)) == b"".join(sorted(digests))
+
+
+@pytest.mark.parametrize(
+    ("sql", "args", "message"),
+    [
+        ("SELECT rollproof_sort_digests(?)", (b"x" * 33,), "length is not a multiple of 32"),
+        ("SELECT rollproof_sort_digests(?)", ("a" * 32,), "expects a BLOB"),
+        ("SELECT rollproof_sort_digests(NULL)", (), "expects a BLOB"),
+        ("SELECT rollproof_merge_digests(?, ?)", (b"", b"y" * 31), "length is not a multiple"),
+        ("SELECT rollproof_merge_digests(?, 1)", (b"",), "expects BLOBs"),
+    ],
+)
+def test_the_digest_functions_refuse_what_is_not_digests(
+    codec: apsw.Connection, sql: str, args: tuple[object, ...], message: str
+) -> None:
+    name = sql.split("(")[0].removeprefix("SELECT ")
+    with pytest.raises(apsw.SQLError, match=f"^{name}: {message}"):
+        codec.execute(sql, args).fetchall()
+
+
+def test_the_digest_functions_of_nothing_are_empty(codec: apsw.Connection) -> None:
+    assert codec.execute("SELECT rollproof_sort_digests(x'')").fetchone() == (b"",)
+    assert codec.execute("SELECT rollproof_merge_digests(x'', x'')").fetchone() == (b"",)
+    assert codec.execute("SELECT rollproof_merge_digests()").fetchone() == (b"",)
+
+
+@needs_extension
+def test_key_less_digests_are_the_same_sorted_in_c_or_by_numpy(
+    tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key-less table spilling runs, read in process and by workers: the C sort and merge
+    give the table digest numpy's sort gives."""
+    db = _build(tmp_path / "a.db", 700, {"n": SHAPES["n"]})
+    reference = _reference(db, ["n"])
+    for threshold in (0, 1 << 62):  # workers (each sorts its pieces, the parent merges); in process
+        monkeypatch.setattr(sqlite_fingerprint, "PARALLEL_MIN_BYTES", threshold)
+        assert _digests(db) == reference
+    monkeypatch.setattr(rowcodec, "_SORTERS", {})
+    monkeypatch.setattr(rowcodec, "digest_sorter", lambda conn=None: None)
+    for threshold in (0, 1 << 62):
+        monkeypatch.setattr(sqlite_fingerprint, "PARALLEL_MIN_BYTES", threshold)
+        assert _digests(db) == reference
 
 
 # -- tables -----------------------------------------------------------------------------------
@@ -318,7 +415,9 @@ def _read_both(
 
 
 def _python_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As an install without the extension: rows read into Python, digests sorted by numpy."""
     monkeypatch.setattr(rowcodec, "load", lambda _conn: False)
+    monkeypatch.setattr(rowcodec, "_SORTERS", {})
 
 
 @needs_extension

@@ -24,7 +24,7 @@ FINGERPRINT = """
 import sys
 from rollproof.engines.sqlite import fingerprint as fp
 fp.RUN_DIGESTS = 64  # spill every 64 row digests: many small runs
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 from pathlib import Path
 fingerprint_file(Path(sys.argv[1]))
 """

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from rollproof.core.fingerprint import compare
 from rollproof.core.surface import fold_name
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 
 Probe = Callable[[sqlite3.Connection], Any]
 

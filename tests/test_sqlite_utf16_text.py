@@ -28,7 +28,7 @@ from rollproof.core.canonical import canonical_json, table_digest_reference
 from rollproof.core.change import load_change
 from rollproof.core.model import LegName, Verdict
 from rollproof.engines.sqlite import fingerprint as sqlite_fingerprint
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 from tests.conftest import rehearse_checked
 
 ENCODINGS = {"UTF-16le": "utf-16-le", "UTF-16be": "utf-16-be"}

@@ -160,9 +160,46 @@ def test_sqlite_fingerprint_loads_the_sqlite_engine_only(workspace: Path) -> Non
     assert run.code == 0
     assert run.stdout.startswith("sha256:")
     # What it needs: the engine, apsw for the rows and sqlglot's tokenizer for the schema SQL.
-    assert {"apsw", "sqlglot", "rollproof.engines.sqlite.fingerprint"} <= set(run.parent)
+    assert {"apsw", "sqlglot", "rollproof.engines.sqlite.source"} <= set(run.parent)
     assert_not_loaded(run, POSTGRES + MIGRATION_TOOLS + FORMATS + SIGNING + GOVERNANCE + REHEARSAL)
     assert_not_loaded(run, ("jsonschema", "rollproof.verify.validate"))
+    # Reading a source is not rehearsing it: no session, guard, explanations, page proofs,
+    # statement splitting, change files or numpy (the extension sorts key-less digests).
+    assert_not_loaded(
+        run,
+        (
+            "rollproof.engines.sqlite.session",
+            "rollproof.engines.sqlite.explain",
+            "rollproof.engines.sqlite.pages",
+            "rollproof.engines.sqlite.statements",
+            "rollproof.core.guard",
+            "rollproof.core.change",
+            "numpy",
+        ),
+    )
+
+
+def test_a_key_less_table_is_fingerprinted_without_numpy(workspace: Path) -> None:
+    """Its row digests are sorted and merged by the extension (numpy, about 90 ms to import,
+    only where the extension is not built), read in process and by workers."""
+    from rollproof.engines.sqlite import rowcodec
+
+    if rowcodec.extension_path() is None:
+        pytest.skip("the C accelerator is not built in this install: numpy sorts")
+    import sqlite3
+
+    for name, rows in (("small.db", 1_000), ("large.db", 400_000)):  # in process; workers
+        conn = sqlite3.connect(workspace / name)
+        conn.execute("CREATE TABLE IF NOT EXISTS log (at INTEGER, what TEXT)")
+        conn.execute("DELETE FROM log")
+        conn.executemany("INSERT INTO log VALUES (?, ?)", ((i % 97, "x" * 20) for i in range(rows)))
+        conn.commit()
+        conn.close()
+        run = trace(workspace, "fingerprint", name)
+        assert run.code == 0
+        assert run.stdout.startswith("sha256:")
+        assert_not_loaded(run, ("numpy",))
+    assert (workspace / "large.db").stat().st_size >= 8 << 20  # read by worker processes
 
 
 def test_postgres_fingerprint_loads_the_reader_not_the_rehearsal(

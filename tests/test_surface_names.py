@@ -26,7 +26,7 @@ from rollproof.core.guard import SurfaceGuard
 from rollproof.core.model import LegName, Verdict
 from rollproof.core.surface import AccessKind, fold_name
 from rollproof.engines.sqlglot_scope import static_scope
-from rollproof.engines.sqlite.session import fingerprint_file
+from rollproof.engines.sqlite.source import fingerprint_file
 from rollproof.surfaces.scope import changed_objects, observed_undeclared
 from rollproof.surfaces.static import undeclared
 from tests.conftest import MakeChange, rehearse_checked

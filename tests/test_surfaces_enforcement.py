@@ -14,7 +14,7 @@ from rollproof.core.errors import ExitCode, ScopeNotReadyError
 from rollproof.core.model import LegName, Verdict
 from rollproof.core.policy import Policy, PolicyError, ReadMode, load_policy
 from rollproof.engines.sqlite.fingerprint import table_digest
-from rollproof.engines.sqlite.session import connect_read_only, fingerprint_file
+from rollproof.engines.sqlite.source import connect_read_only, fingerprint_file
 from rollproof.surfaces.forbidden import child_environment
 from rollproof.surfaces.scope import ForbiddenStatus, changed_objects, observed_undeclared
 from tests.conftest import MakeChange

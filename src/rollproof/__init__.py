@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from rollproof.core.errors import ExitCode, RollproofError
     from rollproof.core.policy import Policy, load_policy
     from rollproof.engines.postgres.source import fingerprint_source
-    from rollproof.engines.sqlite.session import fingerprint_file
+    from rollproof.engines.sqlite.source import fingerprint_file
     from rollproof.governance.flow import enter_lane, governed_rehearse
     from rollproof.governance.preflight import run_preflight
     from rollproof.rehearse.flow import RehearsalResult, rehearse
@@ -57,7 +57,7 @@ _HOME = {
     "Policy": "rollproof.core.policy",
     "build_packet": "rollproof.rehearse.packet",
     "enter_lane": "rollproof.governance.flow",
-    "fingerprint_file": "rollproof.engines.sqlite.session",
+    "fingerprint_file": "rollproof.engines.sqlite.source",
     "fingerprint_source": "rollproof.engines.postgres.source",
     "governed_rehearse": "rollproof.governance.flow",
     "load_policy": "rollproof.core.policy",

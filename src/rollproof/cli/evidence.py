@@ -506,7 +506,7 @@ def fingerprint(database: str, scratch: str | None, as_json: bool) -> None:
         with progress() as say:
             fp = fingerprint_source(database, say)
     else:
-        from rollproof.engines.sqlite.session import fingerprint_file, parse_sqlite_dsn
+        from rollproof.engines.sqlite.source import fingerprint_file, parse_sqlite_dsn
 
         with progress() as say:
             fp = fingerprint_file(parse_sqlite_dsn(database), say)

@@ -68,7 +68,7 @@ def read_catalog(dsn: str) -> Catalog:
 
         return pg_implicit.read_catalog(dsn)
     from rollproof.engines.sqlite import implicit as sqlite_implicit
-    from rollproof.engines.sqlite.session import parse_sqlite_dsn
+    from rollproof.engines.sqlite.source import parse_sqlite_dsn
 
     scheme = dump_scheme(dsn)
     if scheme == SQLITEDUMP:

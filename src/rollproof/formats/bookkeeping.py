@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from rollproof.core.errors import SourceError
-from rollproof.engines.sqlite.session import connect_read_only, parse_sqlite_dsn
+from rollproof.engines.sqlite.source import connect_read_only, parse_sqlite_dsn
 from rollproof.formats.flyway import version_key
 from rollproof.formats.model import Migration, Project
 

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from rollproof.core.errors import EnvironmentProblemError, UsageError
 from rollproof.core.surface import POSTGRESQL, Catalog
 from rollproof.engines import read_catalog
-from rollproof.engines.sqlite.session import connect_read_only, parse_sqlite_dsn
+from rollproof.engines.sqlite.source import connect_read_only, parse_sqlite_dsn
 from rollproof.formats.model import Migration
 
 Say = Callable[[str], None]

@@ -118,7 +118,7 @@ def fingerprint_source(dsn: str) -> Fingerprint:
         from rollproof.engines.postgres.source import fingerprint_source as fingerprint_postgres
 
         return fingerprint_postgres(dsn)
-    from rollproof.engines.sqlite.session import fingerprint_file, parse_sqlite_dsn
+    from rollproof.engines.sqlite.source import fingerprint_file, parse_sqlite_dsn
 
     return fingerprint_file(parse_sqlite_dsn(dsn))
 

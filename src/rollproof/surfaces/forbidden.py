@@ -98,7 +98,7 @@ def child_environment(policy: Policy, base: Mapping[str, str] | None = None) -> 
 
 def _sqlite_path(dsn: str, base: Path) -> Path | None:
     """The file a registered SQLite source names, relative paths taken from the policy's folder."""
-    from rollproof.engines.sqlite.session import parse_sqlite_dsn
+    from rollproof.engines.sqlite.source import parse_sqlite_dsn
 
     if "://" in dsn and not dsn.startswith("sqlite:"):
         return None

@@ -19,14 +19,8 @@ from rollproof.core.errors import SourceError
 from rollproof.core.fingerprint import Fingerprint
 from rollproof.core.guard import SurfaceGuard
 from rollproof.engines.base import Progress
-from rollproof.engines.sqlite.session import (
-    SqliteSession,
-    check_sqlite_file,
-    file_sha256,
-    fingerprint_file,
-    source_files,
-    sqlite_dsn,
-)
+from rollproof.engines.sqlite.session import SqliteSession, file_sha256, source_files
+from rollproof.engines.sqlite.source import check_sqlite_file, fingerprint_file, sqlite_dsn
 
 
 class SqliteDumpSession(SqliteSession):

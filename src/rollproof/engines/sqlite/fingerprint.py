@@ -72,7 +72,6 @@ from rollproof.core.fingerprint import (
     TableDigest,
 )
 from rollproof.core.surface import fold_name
-from rollproof.engines.sqlite.pages import PageMap, PageProofs
 from rollproof.engines.sqlite.schema import (
     EXCLUDED_PREFIX,
     INTERNAL_TABLES,
@@ -90,6 +89,9 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from rollproof.engines.sqlite.pages import PageMap, PageProofs
+    from rollproof.engines.sqlite.rowcodec import DigestSorter
+
 ENGINE = "sqlite"
 PARALLEL_MIN_BYTES = 8 << 20
 """Below this size a database is fingerprinted in one process: starting workers costs more.
@@ -97,6 +99,8 @@ Measured on 2 cores: 3 MB, one process 15 ms against two 18 ms; 9 MB, 41 against
 33 MB, 130 against 84 ms."""
 SPLIT_MIN_ROWS = 2 * SEGMENT_ROWS
 """A table is split across workers only from this many (estimated) rows."""
+MERGE_RUNS_C = 64
+"""Most sorted runs `rollproof_merge_digests` takes in one call."""
 RUN_DIGESTS = 1 << 21
 """Row digests sorted in memory before a run is spilled to a file (64 MiB of digests)."""
 MERGE_DIGESTS = 1 << 15
@@ -182,7 +186,7 @@ class _Read:
 
     rows: int
     segments: tuple[bytes, ...] = ()
-    runs: tuple[bytearray | str, ...] = ()
+    runs: tuple[bytes | bytearray | str, ...] = ()
 
 
 _UTF16 = {"utf16le": "utf-16-le", "utf16be": "utf-16-be"}
@@ -278,18 +282,31 @@ def _read_segments(chunks: Iterable[Chunk]) -> _Read:
     return _Read(rows=rows, segments=tuple(segments))
 
 
-def _sort_digests(buf: bytearray) -> bytearray:
-    """Sort concatenated 32-byte digests as byte strings, in place (numpy's sort in C)."""
+def _own_sorter() -> DigestSorter | None:
+    """This process's C digest sorter (rowcodec), or None where the extension is not built."""
+    from rollproof.engines.sqlite import rowcodec
+
+    return rowcodec.digest_sorter()
+
+
+def _sort_digests(buf: bytearray, sorter: DigestSorter | None = None) -> bytes | bytearray:
+    """Sort concatenated 32-byte digests as byte strings: in C by the extension (`sorter`, else
+    this process's own), or in place by numpy's sort where it is not built. Same order."""
+    sorter = sorter or _own_sorter()
+    if sorter is not None:
+        return sorter.sort(buf)
     import numpy as np
 
     np.frombuffer(buf, dtype=f"S{ROW_DIGEST_SIZE}").sort()
     return buf
 
 
-def _read_row_digests(chunks: Iterable[Chunk], spill: str | None) -> _Read:
+def _read_row_digests(
+    chunks: Iterable[Chunk], spill: str | None, sorter: DigestSorter | None = None
+) -> _Read:
     """Keep the rows' digests sorted, spilling full runs to `spill` (removed again if reading
     fails, so that a piece read again leaves no stray run)."""
-    runs: list[bytearray | str] = []
+    runs: list[bytes | bytearray | str] = []
     buf = bytearray()
     limit = RUN_DIGESTS * ROW_DIGEST_SIZE
     rows = 0
@@ -301,7 +318,7 @@ def _read_row_digests(chunks: Iterable[Chunk], spill: str | None) -> _Read:
                 fd, name = tempfile.mkstemp(prefix="run-", dir=spill)
                 runs.append(name)
                 with os.fdopen(fd, "wb") as f:
-                    f.write(_sort_digests(buf))
+                    f.write(_sort_digests(buf, sorter))
                 buf = bytearray()
     except BaseException:
         for run in runs:
@@ -310,17 +327,19 @@ def _read_row_digests(chunks: Iterable[Chunk], spill: str | None) -> _Read:
                     os.unlink(run)
         raise
     if buf or not runs:
-        runs.append(_sort_digests(buf))
+        runs.append(_sort_digests(buf, sorter))
     return _Read(rows=rows, runs=tuple(runs))
 
 
-def _read_piece(chunks: Iterable[Chunk], piece: _Piece, spill: str | None) -> _Read:
+def _read_piece(
+    chunks: Iterable[Chunk], piece: _Piece, spill: str | None, sorter: DigestSorter | None = None
+) -> _Read:
     if piece.plan.key is not None:
         return _read_segments(chunks)
-    return _read_row_digests(chunks, spill)
+    return _read_row_digests(chunks, spill, sorter)
 
 
-def _run_blocks(run: bytearray | str) -> Iterator[npt.NDArray[np.bytes_]]:
+def _run_blocks(run: bytes | bytearray | str) -> Iterator[npt.NDArray[np.bytes_]]:
     import numpy as np
 
     dtype = f"S{ROW_DIGEST_SIZE}"
@@ -336,13 +355,22 @@ def _run_blocks(run: bytearray | str) -> Iterator[npt.NDArray[np.bytes_]]:
             yield np.frombuffer(block, dtype=dtype)
 
 
-def _merged(runs: list[bytearray | str]) -> Iterator[bytes | bytearray]:
+def _merged(runs: list[bytes | bytearray | str]) -> Iterator[bytes | bytearray]:
     """The digests of sorted runs in one sorted stream, a block at a time (k-way merge in C:
     each round takes from every run what is <= the smallest of the runs' block ends, which
-    empties at least one block, and sorts that)."""
+    empties at least one block, and sorts that). Runs all in memory and together no larger than
+    one run are merged by the extension at once, where it is built (no numpy to import)."""
     if len(runs) == 1 and not isinstance(runs[0], str):
         yield runs[0]
         return
+    in_memory = [r for r in runs if not isinstance(r, str)]
+    if len(in_memory) == len(runs) <= MERGE_RUNS_C and (
+        sum(map(len, in_memory)) <= RUN_DIGESTS * ROW_DIGEST_SIZE
+    ):
+        sorter = _own_sorter()
+        if sorter is not None:
+            yield sorter.merge(in_memory)
+            return
     import numpy as np
 
     readers = [_run_blocks(r) for r in runs]
@@ -454,7 +482,7 @@ def _read_accelerated(conn: apsw.Connection, piece: _Piece, spill: str | None) -
     else:
         return None
     try:
-        return _read_piece(chunks, piece, spill)
+        return _read_piece(chunks, piece, spill, rowcodec.digest_sorter(conn))
     except (apsw.Error, rowcodec.KeysetMismatch):
         return None
 
@@ -589,7 +617,7 @@ def _parallel_digests(
     # parent's connections. `meanwhile` is this process's own work while the workers read
     # (they are all started by then: no thread of ours is alive across a fork).
     pieces = _pieces(conn, plans, workers)
-    if any(p.order_by is None for p in plans):
+    if any(p.order_by is None for p in plans) and _own_sorter() is None:
         import numpy  # noqa: F401 - imported once here rather than in every worker
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")

@@ -73,7 +73,7 @@ def implicit_objects(conn: sqlite3.Connection) -> tuple[list[Implicit], list[str
 
 def read_catalog(path: Path) -> Catalog:
     """The implicit objects of a SQLite source file, opened read-only."""
-    from rollproof.engines.sqlite.session import check_sqlite_file, connect_read_only
+    from rollproof.engines.sqlite.source import check_sqlite_file, connect_read_only
 
     resolved = check_sqlite_file(path)
     try:

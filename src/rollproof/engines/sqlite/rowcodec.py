@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import marshal
+import os
 from collections.abc import Iterator, Sequence
 
 import apsw
@@ -199,3 +200,39 @@ def keyless_chunks(
             return
         sql, params = later, (last,)
         n = min(most_rows, n * 2)
+
+
+class DigestSorter:
+    """Sorting and merging a key-less table's row digests in C (`rollproof_sort_digests`,
+    `rollproof_merge_digests`): the order numpy's sort of 32-byte strings gives (bytewise), without
+    importing numpy (about 90 ms, more than sorting a million digests takes)."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self._conn = conn
+
+    def sort(self, digests: bytes | bytearray) -> bytes:
+        (row,) = self._conn.execute("SELECT rollproof_sort_digests(?)", (digests,))
+        result: bytes = row[0]
+        return result
+
+    def merge(self, runs: Sequence[bytes | bytearray]) -> bytes:
+        """Sorted runs merged into one sorted run (at most 64 at a time)."""
+        marks = ", ".join("?" * len(runs))
+        (row,) = self._conn.execute(f"SELECT rollproof_merge_digests({marks})", tuple(runs))
+        result: bytes = row[0]
+        return result
+
+
+_SORTERS: dict[int, DigestSorter | None] = {}
+
+
+def digest_sorter(conn: apsw.Connection | None = None) -> DigestSorter | None:
+    """A DigestSorter on `conn` (where the extension is loaded), or on an in-memory connection
+    of this process's own (never one a forked process inherited); None without the extension."""
+    if conn is not None:
+        return DigestSorter(conn)
+    pid = os.getpid()
+    if pid not in _SORTERS:
+        memory = apsw.Connection(":memory:")
+        _SORTERS[pid] = DigestSorter(memory) if load(memory) else None
+    return _SORTERS[pid]
