@@ -77,6 +77,26 @@ def test_reversible_change_passes_every_leg(source_db: Path, make_change: MakeCh
     assert all(r.holds for r in txn.invariants)
 
 
+def test_legs_run_and_are_reported_in_rollproofs_order_however_they_are_listed(
+    source_db: Path, make_change: MakeChange, tmp_path: Path
+) -> None:
+    """A library caller listing legs out of order, or twice, once got a packet with its legs in
+    that order, which the validator refuses (LEGS_MALFORMED)."""
+    from rollproof.cli import main
+    from rollproof.rehearse.packet import write_report
+
+    change = make_change(
+        "UPDATE customers SET name = name || '!';",
+        "UPDATE customers SET name = substr(name, 1, length(name) - 1);",
+    )
+    given = [LegName.RESTORE, LegName.REVERT, LegName.TRANSACTION, LegName.REVERT]
+    result = rehearse(change, str(source_db), legs=given)
+    assert [x.name for x in result.legs] == [LegName.TRANSACTION, LegName.REVERT, LegName.RESTORE]
+    assert result.overall is Verdict.PASS
+    packet = write_report(result, tmp_path / "packet")
+    assert main(["validate", str(packet)]) == 0
+
+
 def test_lossy_revert_fails_and_says_what_was_lost(
     source_db: Path, make_change: MakeChange
 ) -> None:
