@@ -53,8 +53,9 @@ def _rehearsed(
         surfaces='writes = ["items"]\n',
     )
     said: list[str] = []
+    legs = kw.pop("legs", LEGS)
     result = rehearse(
-        change, pg_source(SOURCE), scratch=pg_servers.scratch, legs=LEGS, progress=said.append, **kw
+        change, pg_source(SOURCE), scratch=pg_servers.scratch, legs=legs, progress=said.append, **kw
     )
     return result, said
 
@@ -117,6 +118,29 @@ def test_a_carried_point_is_what_a_read_gives(
         assert {p: f.digest for p, f in a.fingerprints.items()} == {
             p: f.digest for p, f in b.fingerprints.items()
         }
+
+
+def test_every_leg_together_carries_and_validates(
+    pg_servers: Servers,
+    pg_source: MakeSource,
+    make_pg_change: MakePgChange,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With the reapply leg, which continues on the revert leg's clone and so records the same
+    carried after_apply: its packet was refused (LEG_CARRIED_UNFOUNDED: "no rehearsal carries
+    that point over") until the validator knew that carry."""
+    result, _said = _rehearsed(pg_servers, pg_source, make_pg_change, legs=list(LegName))
+    assert result.overall is Verdict.PASS, [(x.name, x.verdict, x.reason) for x in result.legs]
+    reapply = _leg(result, "reapply")
+    assert reapply.carried == {Point.AFTER_APPLY: "restore.after_apply"}
+    assert (
+        reapply.fingerprints[Point.AFTER_APPLY]
+        == _leg(result, "restore").fingerprints[Point.AFTER_APPLY]
+    )
+    packet = write_report(result, tmp_path / "packet")
+    capsys.readouterr()
+    assert main(["validate", str(packet)]) == 0
 
 
 FORGERIES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
