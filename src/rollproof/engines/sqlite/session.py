@@ -158,24 +158,64 @@ def source_files(path: Path) -> list[Path]:
 
     An empty side file holds nothing committed: SQLite creates an empty -wal (and a -shm) when
     any reader, read-only ones included, opens a WAL-mode database that had none, so absent
-    and empty are the same state here.
+    and empty are the same state here. A side file its writer removes while this looks is
+    absent (a live source's writer deletes its -journal when it commits or rolls back).
     """
     out = [path]
     for suffix in ("-wal", "-journal"):
         side = path.with_name(path.name + suffix)
-        if side.exists() and side.stat().st_size > 0:
-            out.append(side)
+        try:
+            if side.stat().st_size > 0:
+                out.append(side)
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def _fd_sha256(fd: int) -> str:
+    sha = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        sha.update(chunk)
+        offset += len(chunk)
+    return sha.hexdigest()
+
+
+def _source_digests(
+    path: Path, *digests: Callable[[int], str], sides_only: bool = False
+) -> list[dict[str, str]]:
+    """Each of `digests` of each of `source_files(path)`, by file name, every file opened once
+    so that all digests of a file are of the same bytes. A side file removed between the
+    listing and its opening is left out, as absent (`source_files`); the database file
+    removed is the source gone (exit 2). `sides_only` leaves the database file itself out:
+    while a connection of this process holds a lock on it, opening and closing it again would
+    drop that lock (POSIX locks are the process's, released by any close of the file)."""
+    out: list[dict[str, str]] = [{} for _ in digests]
+    for f in source_files(path)[1:] if sides_only else source_files(path):
+        try:
+            fd = os.open(f, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if f == path:
+                raise SourceError(f"source {path}: removed while it was being read") from None
+            continue
+        try:
+            for found, digest in zip(out, digests, strict=True):
+                found[f.name] = digest(fd)
+        finally:
+            os.close(fd)
     return out
 
 
 def source_bytes_digest(path: Path) -> dict[str, str]:
     """sha256 of each of `source_files(path)`, by file name (what the report records)."""
-    return {f.name: file_sha256(f) for f in source_files(path)}
+    (found,) = _source_digests(path, _fd_sha256)
+    return found
 
 
 def source_bytes_blake3(path: Path) -> dict[str, str]:
     """BLAKE3 of each of `source_files(path)`: the fast check that they did not change."""
-    return {f.name: _file_blake3(f) for f in source_files(path)}
+    (found,) = _source_digests(path, _fd_blake3)
+    return found
 
 
 def _fd_blake3(fd: int) -> str:
@@ -215,16 +255,9 @@ def _held_digests(held: int, path: Path) -> tuple[dict[str, str], dict[str, str]
     SQLite connection to it) and of its non-empty -wal/-journal (read by name: SQLite holds no
     lock on those, so opening and closing them drops none)."""
     b3 = {path.name: _fd_blake3(held)}
-    sha = hashlib.sha256()
-    offset = 0
-    while chunk := os.pread(held, 1 << 20, offset):
-        sha.update(chunk)
-        offset += len(chunk)
-    sha256 = {path.name: sha.hexdigest()}
-    for side in source_files(path)[1:]:
-        b3[side.name] = _file_blake3(side)
-        sha256[side.name] = file_sha256(side)
-    return b3, sha256
+    sha256 = {path.name: _fd_sha256(held)}
+    sides_b3, sides_sha256 = _source_digests(path, _fd_blake3, _fd_sha256, sides_only=True)
+    return b3 | sides_b3, sha256 | sides_sha256
 
 
 def _head(statement: str) -> str:

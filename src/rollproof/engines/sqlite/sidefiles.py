@@ -119,7 +119,10 @@ def tidy(path: Path, absent: frozenset[str]) -> list[str]:
             return []
         for p, fd in zip((path, *made), fds, strict=True):
             assert fd is not None
-            held, now = os.fstat(fd), os.lstat(p)
+            try:
+                held, now = os.fstat(fd), os.lstat(p)
+            except OSError:
+                return []  # removed by its own writer meanwhile: nothing of ours to tidy
             if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino):
                 return []  # replaced since it was looked at: not the file that was leased
             if p.name.endswith("-wal") and held.st_size != 0:
