@@ -301,3 +301,41 @@ def test_runs_claiming_and_sweeping_one_directory_in_parallel_lose_nothing(tmp_p
         results = list(pool.map(_claim_many, [str(tmp_path)] * 4, [400] * 4))
     assert [line for lost in results for line in lost] == []
     assert sorted(tmp_path.iterdir()) == []
+
+
+# --- every rollproof-* directory a run makes is claimed -----------------------------------------
+
+
+def test_an_owned_temporary_directory_outlives_a_sweep_however_old_its_time(
+    tmp_path: Path,
+) -> None:
+    """A long run's private directory whose modification time is over an hour old: claimed,
+    a sweep leaves it; the same directory unclaimed (as TemporaryDirectory made them) is taken."""
+    from rollproof.engines.workspace import owned_temp_dir
+
+    past = time.time() - UNCLAIMED_GRACE_SECONDS - 60
+    with owned_temp_dir("rollproof-test-", tmp_path) as owned:
+        (owned / "positions.db").write_bytes(b"x")
+        os.utime(owned, (past, past))
+        unclaimed = _unclaimed_old(tmp_path, "rollproof-test-")
+        assert sweep([tmp_path]) == [unclaimed]
+        assert (owned / "positions.db").exists()
+    assert not owned.exists()
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_no_module_makes_an_unclaimed_rollproof_directory() -> None:
+    """Every `rollproof-*` directory is made by engines/workspace.py (claimed, so sweeps of
+    other runs respect it), never by tempfile directly with that prefix."""
+    import re
+
+    import rollproof
+
+    root = Path(rollproof.__file__).parent
+    pattern = re.compile(r"(TemporaryDirectory|mkdtemp)\([^)]*prefix=f?[\"']rollproof")
+    offenders = [
+        str(path.relative_to(root))
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "workspace.py" and pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

@@ -34,7 +34,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -845,8 +844,9 @@ def run_probes(
     import time
 
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="rollproof-probe-") as tmp:
-        root = Path(tmp)
+    from rollproof.engines.workspace import owned_temp_dir
+
+    with owned_temp_dir("rollproof-probe-") as root:
         (root / "subject").mkdir()
         subject = build_subject(root / "subject")
         probes = list(catalogue(subject))

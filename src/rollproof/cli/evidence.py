@@ -299,12 +299,12 @@ def _validation_lines(packet: Path, report: ValidationReport, verdicts: bool) ->
 
 
 def _selftest() -> None:
-    import tempfile
 
     from rollproof.assurance.selftest import run_selftest
+    from rollproof.engines.workspace import owned_temp_dir
 
-    with tempfile.TemporaryDirectory(prefix="rollproof-selftest-") as tmp:
-        results = run_selftest(Path(tmp))
+    with owned_temp_dir("rollproof-selftest-") as tmp:
+        results = run_selftest(tmp)
     show(
         *(
             f"{'ok  ' if r.ok else 'FAIL'} {r.name}: expected {r.expected}, got {r.got}"

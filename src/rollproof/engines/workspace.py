@@ -125,6 +125,20 @@ def make_owned_dir(prefix: str, parent: Path | None, *, beside: bool = False) ->
         raise
 
 
+@contextlib.contextmanager
+def owned_temp_dir(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+    """A private directory, claimed like a workspace and removed on exit: what
+    `tempfile.TemporaryDirectory` gives, except that a sweep of another run never takes it
+    while this process lives (an unclaimed `rollproof-*` directory is swept once its
+    modification time is an hour old, which a long run's own directory can be)."""
+    owned = make_owned_dir(prefix, parent)
+    try:
+        yield owned.directory
+    finally:
+        shutil.rmtree(owned.directory, ignore_errors=True)
+        owned.release()
+
+
 def make_workspace(prefix: str, workdir: Path | None) -> Claim:
     """A rehearsal's workspace under `workdir` (default: the temporary directory), after
     sweeping the workspaces dead runs left there. A `--workdir` that is a file or cannot be

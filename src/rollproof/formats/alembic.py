@@ -32,7 +32,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +61,10 @@ def is_project(directory: Path) -> bool:
 def _run_worker(root: Path, dialect: str) -> dict[str, Any]:
     if importlib.util.find_spec("alembic") is None:
         raise UsageError(MISSING)
-    with tempfile.TemporaryDirectory(prefix="rollproof-alembic-") as tmp:
-        out = Path(tmp) / "revisions.json"
+    from rollproof.engines.workspace import owned_temp_dir
+
+    with owned_temp_dir("rollproof-alembic-") as tmp:
+        out = tmp / "revisions.json"
         command = [
             sys.executable,
             "-P",

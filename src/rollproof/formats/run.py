@@ -18,7 +18,6 @@ tests/test_formats_postgres.py on PostgreSQL).
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +194,10 @@ def rehearse_range(
     packets rehearsed there re-run from it (positions.py)."""
     say = progress or (lambda _msg: None)
     keep = None if keep_positions is None else _keep_dir(keep_positions, out)
-    private = Path(tempfile.mkdtemp(prefix="rollproof-positions-", dir=workdir))
+    from rollproof.engines.workspace import make_owned_dir
+
+    owned = make_owned_dir("rollproof-positions-", workdir)  # claimed: no sweep takes it
+    private = owned.directory
     try:
         positions: Positions
         if is_postgres(source):
@@ -215,6 +217,7 @@ def rehearse_range(
         unchanged = positions.digest() == digest
     finally:
         shutil.rmtree(private, ignore_errors=True)
+        owned.release()
     write_range_manifest(project, steps, out)
     return RangeRun(project, tuple(chosen), tuple(steps), digest, unchanged, positions.proof)
 

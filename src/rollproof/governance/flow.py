@@ -51,7 +51,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,7 +237,9 @@ def reproduce_packet(packet: Path, policy: Policy) -> dict[str, tuple[str, int]]
     env["ROLLPROOF"] = f"{sys.executable} -m rollproof"
     env.pop("ROLLPROOF_SOURCE", None)
     out: dict[str, tuple[str, int]] = {}
-    with tempfile.TemporaryDirectory(prefix="rollproof-reproduce-") as tmp:
+    from rollproof.engines.workspace import owned_temp_dir
+
+    with owned_temp_dir("rollproof-reproduce-") as tmp:
         runs = {
             "commands.sh": ["bash", str(packet / "commands.sh"), str(Path(tmp) / "commands")],
             "RERUN.sh": ["bash", str(packet / "RERUN.sh")],
@@ -278,7 +279,9 @@ def run_probe_catalogue() -> dict[str, object]:
     if key in _PROBES_CACHE:
         return _PROBES_CACHE[key]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLPROOF_")}
-    with tempfile.TemporaryDirectory(prefix="rollproof-probes-") as tmp:
+    from rollproof.engines.workspace import owned_temp_dir
+
+    with owned_temp_dir("rollproof-probes-") as tmp:
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "rollproof", "probe", "--json"],

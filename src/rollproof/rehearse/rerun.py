@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -289,8 +288,10 @@ def rerun_packet(
     report = verified.report
     change_id = str(report["change"]["id"])
     prefix = CHANGE_DIR + "/"
-    with tempfile.TemporaryDirectory(prefix="rollproof-rerun-") as tmp:
-        staged = Path(tmp) / change_id
+    from rollproof.engines.workspace import owned_temp_dir
+
+    with owned_temp_dir("rollproof-rerun-") as tmp:
+        staged = tmp / change_id
         for path, data in verified.files.items():
             if path.startswith(prefix):
                 target = staged / path[len(prefix) :]
