@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import mmap
 import os
 import re
 import shutil
@@ -172,25 +171,45 @@ def source_files(path: Path) -> list[Path]:
     return out
 
 
-def _fd_sha256(fd: int) -> str:
-    sha = hashlib.sha256()
+READ_CHUNK = 8 << 20
+"""Bytes a source file is read by at a time when hashed (`_fd_digests`)."""
+
+
+def _blake3() -> Any:
+    return blake3.blake3(max_threads=blake3.blake3.AUTO)
+
+
+def _fd_digests(fd: int, *hashers: Callable[[], Any]) -> list[str]:
+    """The hex digests of an open file's bytes, one per hasher (`hashlib.sha256`, `_blake3`),
+    all from one read of it, so they are digests of the same bytes. Read with `pread`, never
+    memory-mapped: a live source's writer may truncate a side file while it is read (a
+    `-journal` in TRUNCATE mode at every commit, a `-wal` checkpointed with TRUNCATE), and a
+    mapped page past the new end of a file kills the process (SIGBUS)."""
+    running = [make() for make in hashers]
     offset = 0
-    while chunk := os.pread(fd, 1 << 20, offset):
-        sha.update(chunk)
+    while chunk := os.pread(fd, READ_CHUNK, offset):
+        for h in running:
+            h.update(chunk)
         offset += len(chunk)
-    return sha.hexdigest()
+    return [str(h.hexdigest()) for h in running]
+
+
+def _fd_blake3(fd: int) -> str:
+    """BLAKE3 of an open file, hashed on every core."""
+    (digest,) = _fd_digests(fd, _blake3)
+    return digest
 
 
 def _source_digests(
-    path: Path, *digests: Callable[[int], str], sides_only: bool = False
+    path: Path, *hashers: Callable[[], Any], sides_only: bool = False
 ) -> list[dict[str, str]]:
-    """Each of `digests` of each of `source_files(path)`, by file name, every file opened once
-    so that all digests of a file are of the same bytes. A side file removed between the
-    listing and its opening is left out, as absent (`source_files`); the database file
-    removed is the source gone (exit 2). `sides_only` leaves the database file itself out:
-    while a connection of this process holds a lock on it, opening and closing it again would
-    drop that lock (POSIX locks are the process's, released by any close of the file)."""
-    out: list[dict[str, str]] = [{} for _ in digests]
+    """Each hasher's digest of each of `source_files(path)`, by file name, every file opened
+    and read once (`_fd_digests`). A side file removed between the listing and its opening is
+    left out, as absent (`source_files`); the database file removed is the source gone (exit
+    2). `sides_only` leaves the database file itself out: while a connection of this process
+    holds a lock on it, opening and closing it again would drop that lock (POSIX locks are the
+    process's, released by any close of the file)."""
+    out: list[dict[str, str]] = [{} for _ in hashers]
     for f in source_files(path)[1:] if sides_only else source_files(path):
         try:
             fd = os.open(f, os.O_RDONLY | os.O_CLOEXEC)
@@ -199,8 +218,8 @@ def _source_digests(
                 raise SourceError(f"source {path}: removed while it was being read") from None
             continue
         try:
-            for found, digest in zip(out, digests, strict=True):
-                found[f.name] = digest(fd)
+            for found, digest in zip(out, _fd_digests(fd, *hashers), strict=True):
+                found[f.name] = digest
         finally:
             os.close(fd)
     return out
@@ -208,23 +227,14 @@ def _source_digests(
 
 def source_bytes_digest(path: Path) -> dict[str, str]:
     """sha256 of each of `source_files(path)`, by file name (what the report records)."""
-    (found,) = _source_digests(path, _fd_sha256)
+    (found,) = _source_digests(path, hashlib.sha256)
     return found
 
 
 def source_bytes_blake3(path: Path) -> dict[str, str]:
     """BLAKE3 of each of `source_files(path)`: the fast check that they did not change."""
-    (found,) = _source_digests(path, _fd_blake3)
+    (found,) = _source_digests(path, _blake3)
     return found
-
-
-def _fd_blake3(fd: int) -> str:
-    """BLAKE3 of an open file, memory-mapped and hashed on every core."""
-    b3 = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    if os.fstat(fd).st_size:
-        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
-            b3.update(view)
-    return str(b3.hexdigest())
 
 
 def _copy_fd(fd: int, target: Path) -> None:
@@ -254,10 +264,9 @@ def _held_digests(held: int, path: Path) -> tuple[dict[str, str], dict[str, str]
     """BLAKE3 and SHA-256 of the database (read through `held`, a descriptor opened before any
     SQLite connection to it) and of its non-empty -wal/-journal (read by name: SQLite holds no
     lock on those, so opening and closing them drops none)."""
-    b3 = {path.name: _fd_blake3(held)}
-    sha256 = {path.name: _fd_sha256(held)}
-    sides_b3, sides_sha256 = _source_digests(path, _fd_blake3, _fd_sha256, sides_only=True)
-    return b3 | sides_b3, sha256 | sides_sha256
+    b3, sha256 = _fd_digests(held, _blake3, hashlib.sha256)
+    sides_b3, sides_sha256 = _source_digests(path, _blake3, hashlib.sha256, sides_only=True)
+    return {path.name: b3} | sides_b3, {path.name: sha256} | sides_sha256
 
 
 def _head(statement: str) -> str:
