@@ -289,7 +289,7 @@ def _full_argv(doc: dict[str, Any]) -> None:
     doc["commands"][0]["argv"] = [*doc["commands"][0]["argv"], "--full-fingerprints"]
 
 
-def _carried_cases() -> list[tuple[str, Callable[[Files], Files], str]]:
+def _carried_cases(engine: str) -> list[tuple[str, Callable[[Files], Files], str]]:
     """Forged carried points, refused on every engine whose clones are copied."""
     return [
         (
@@ -301,7 +301,8 @@ def _carried_cases() -> list[tuple[str, Callable[[Files], Files], str]]:
                 ),
             ),
             "LEG_CARRIED_UNFOUNDED report.json: revert: after_apply carried over from "
-            "transaction.after_apply: no rehearsal carries that point over from anywhere but "
+            f"transaction.after_apply: no {engine} rehearsal carries that point over from "
+            "anywhere but "
             "restore.after_apply",
         ),
         (
@@ -336,7 +337,7 @@ def test_carried_points_and_v3_fingerprints_cannot_be_forged(
         doc["tables"]["other"]["digest"] = doc["tables"]["items"]["digest"]
 
     cases = [
-        *_carried_cases(),
+        *_carried_cases("postgresql"),
         (
             "an unchanged table's row count edited in one fingerprint",
             lambda f: _refingerprint(f, tx_apply, other_rows),
@@ -380,7 +381,15 @@ def test_a_sqlite_packet_carries_the_revert_legs_apply_from_its_byte_copy(tmp_pa
     assert _digest_of(files, "revert", "after_apply") == _digest_of(files, "restore", "after_apply")
     assert "carried" not in leg(report, "restore")
     cases = [
-        *_carried_cases(),
+        *_carried_cases("sqlite"),
+        (
+            "a restore carried from the snapshot: SQLite reads its restore",
+            lambda f: forge(
+                f, lambda r: leg(r, "restore").update(carried={"after_restore": "snapshot"})
+            ),
+            "LEG_CARRIED_UNFOUNDED report.json: restore: after_restore carried over from "
+            "snapshot: no sqlite rehearsal carries that point over",
+        ),
         (
             "a carried point whose origin gives another digest",
             lambda f: forge(

@@ -650,10 +650,10 @@ CASES: tuple[Case, ...] = (
         ),
     ),
     Case(
-        "sqlite-point-carried-unfounded",
+        "sqlite-restore-carried-over",
         FindingCode.LEG_CARRIED_UNFOUNDED,
         lambda c: edit_report(
-            c.sound, lambda r: leg(r, "restore").update(carried={"after_apply": "snapshot"})
+            c.sound, lambda r: leg(r, "restore").update(carried={"after_restore": "snapshot"})
         ),
     ),
     Case(

@@ -601,21 +601,24 @@ def _check_verify_rows(report: Mapping[str, Any]) -> list[Finding]:
     return out
 
 
-CARRYING_ENGINES = frozenset({"postgresql", "sqlite"})
-"""Engines whose clones are exact copies that may carry a fingerprint over instead of reading it:
-PostgreSQL's server copies (CREATE DATABASE ... TEMPLATE) and SQLite's byte copies of a closed
-clone, each hashed against what it copied (engines/sqlite/session.py, `branch`)."""
-
-
-CARRIED_POINTS: Mapping[tuple[str, str], str] = {
-    (LegName.RESTORE.value, Point.AFTER_RESTORE.value): "snapshot",
-    (LegName.REVERT.value, Point.AFTER_APPLY.value): "restore.after_apply",
-    (LegName.REAPPLY.value, Point.AFTER_APPLY.value): "restore.after_apply",
+CARRIED_POINTS: Mapping[str, Mapping[tuple[str, str], str]] = {
+    "postgresql": {
+        (LegName.RESTORE.value, Point.AFTER_RESTORE.value): "snapshot",
+        (LegName.REVERT.value, Point.AFTER_APPLY.value): "restore.after_apply",
+        (LegName.REAPPLY.value, Point.AFTER_APPLY.value): "restore.after_apply",
+    },
+    "sqlite": {
+        (LegName.REVERT.value, Point.AFTER_APPLY.value): "restore.after_apply",
+        (LegName.REAPPLY.value, Point.AFTER_APPLY.value): "restore.after_apply",
+    },
 }
-"""The only points a rehearsal carries over, each with its one origin (rehearse/flow.py): the
-restore leg's clone is a copy of the snapshot, and the revert leg (with the reapply leg, which
-continues on the revert leg's clone and records the same after_apply) starts from a copy of the
-restore leg's applied clone. Any other pair names a copy no rehearsal made."""
+"""The only points a rehearsal carries over, by engine, each with its one origin
+(rehearse/flow.py). On PostgreSQL, whose clones are server copies (CREATE DATABASE ... TEMPLATE),
+the restore leg's clone is a copy of the sealed snapshot, and the revert leg (with the reapply
+leg, which continues on the revert leg's clone and records the same after_apply) starts from a
+copy of the restore leg's applied clone. On SQLite only the second: a byte copy of the closed
+clone, hashed against it (engines/sqlite/session.py, `branch`); its restore is read. Any other
+pair names a copy no rehearsal of that engine made."""
 
 
 def _full_fingerprints(exit_codes: Mapping[str, Any]) -> bool:
@@ -661,15 +664,16 @@ def _unfounded(
     engine: Any,
 ) -> str | None:
     """Why the carried point is not founded, or None when it is."""
-    if engine not in CARRYING_ENGINES:
+    carries = CARRIED_POINTS.get(str(engine))
+    if carries is None:
         return f"a {engine} clone is never copied, every point of it is read"
     digest = leg["fingerprints"].get(point)
     if digest is None:
         return "the leg records no fingerprint there"
-    allowed = CARRIED_POINTS.get((str(leg["name"]), point))
+    allowed = carries.get((str(leg["name"]), point))
     why = _unfounded_origin(leg, point, origin, digest, legs, source)
     if why is None and allowed != origin:
-        return "no rehearsal carries that point over" + (
+        return f"no {engine} rehearsal carries that point over" + (
             "" if allowed is None else f" from anywhere but {allowed}"
         )
     return why
