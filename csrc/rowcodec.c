@@ -506,8 +506,12 @@ static void sort_digests_func(sqlite3_context *ctx, int argc, sqlite3_value **ar
     sqlite3_result_error(ctx, "rollproof_sort_digests: length is not a multiple of 32", -1);
     return;
   }
-  if (n == 0 || in == 0) {
+  if (n == 0) {
     sqlite3_result_zeroblob(ctx, 0);
+    return;
+  }
+  if (in == 0) { /* a non-empty BLOB SQLite could not give (out of memory) */
+    sqlite3_result_error_nomem(ctx);
     return;
   }
   count = n / DIGEST;
@@ -561,7 +565,11 @@ static void merge_digests_func(sqlite3_context *ctx, int argc, sqlite3_value **a
       sqlite3_result_error(ctx, "rollproof_merge_digests: length is not a multiple of 32", -1);
       return;
     }
-    left[i] = head[i] == 0 ? 0 : bytes / DIGEST;
+    if (bytes > 0 && head[i] == 0) { /* a non-empty BLOB SQLite could not give */
+      sqlite3_result_error_nomem(ctx);
+      return;
+    }
+    left[i] = bytes / DIGEST;
     n += left[i] * DIGEST;
   }
   if (n == 0) {

@@ -339,3 +339,29 @@ def test_no_module_makes_an_unclaimed_rollproof_directory() -> None:
         if path.name != "workspace.py" and pattern.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_a_workspace_kept_while_a_sweep_takes_its_lock_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--keep-clone` writes KEPT, then lets go of its owner file. A sweep that saw no KEPT and
+    opened the owner file just before could take the lock right after and remove the kept
+    clone; it looks for KEPT again once it holds the lock."""
+    import fcntl
+
+    claim = make_owned_dir("rollproof-keep-", tmp_path)
+    (claim.directory / "clone.db").write_bytes(b"x")
+    original = fcntl.flock
+    kept: list[bool] = []
+
+    def flock(fd: int, op: int) -> None:
+        if fd != claim.fd and not kept and claim.fd >= 0:
+            claim.keep()  # between the sweep's look for KEPT and its lock
+            kept.append(True)
+        original(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    assert sweep([tmp_path]) == []
+    assert kept == [True]
+    assert (claim.directory / "clone.db").exists()
+    assert (claim.directory / "KEPT").exists()

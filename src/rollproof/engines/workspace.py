@@ -245,7 +245,9 @@ def _sweep_entry(entry: Path, partial_only: bool, now: float) -> bool:
         owner = entry / OWNER_FILE
     if owner.exists():
         with _try_lock(owner) as dead:
-            if not dead:
+            # KEPT again under the lock: a run that kept its workspace (`Claim.keep`) wrote
+            # KEPT before it let go of the owner file, so a lock taken after that sees it.
+            if not dead or (entry / KEPT_FILE).exists():
                 return False
             _remove(entry)
             return True
