@@ -4,6 +4,11 @@ Everything else about the package is declared in pyproject.toml. The extension i
 loadable extension, not a Python module: it is built next to the Python package with Python's
 extension suffix only so that pip places it there, and it is `optional`, so an install without
 a C compiler still works (the fingerprint then takes the pure-Python path, same digests).
+
+The same source is built twice, as two files: `_rowcodec` is loaded by APSW's SQLite (the
+fingerprint workers), `_rowcodec_host` is registered with the SQLite that Python's `sqlite3`
+module uses (reads in the rollproof process itself). Each copy keeps the API table of the
+SQLite that loaded it, so one file cannot serve both libraries in one process.
 """
 
 from setuptools import Extension, setup
@@ -20,13 +25,14 @@ class BuildLoadableExtension(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "rollproof.engines.sqlite._rowcodec",
+            f"rollproof.engines.sqlite.{name}",
             sources=["csrc/rowcodec.c"],
             depends=["csrc/sqlite3.h", "csrc/sqlite3ext.h"],
             include_dirs=["csrc"],
             export_symbols=["sqlite3_rowcodec_init"],
             optional=True,
         )
+        for name in ("_rowcodec", "_rowcodec_host")
     ],
     cmdclass={"build_ext": BuildLoadableExtension},
 )

@@ -13,7 +13,7 @@
 ** part of a valid sequence as the lone surrogate U+DC00+byte (Python's "surrogateescape"),
 ** written in three bytes as marshal writes lone surrogates ("surrogatepass").
 **
-** Three aggregate functions and one scalar, registered SQLITE_DIRECTONLY so that no view or
+** Three aggregate functions and three scalars, registered SQLITE_DIRECTONLY so that no view or
 ** trigger of the database being read can call them:
 **
 **   rollproof_rows(c1, ..., cn)         the rows' encodings one after another (one BLOB)
@@ -26,16 +26,22 @@
 **                                       unless its length is a multiple of 32
 **   rollproof_merge_digests(b1, ...)    sorted blobs of 32-byte records merged into one
 **                                       sorted blob (same refusal)
+**   rollproof_collation(table, column)  the declared collation of a column of a table in
+**                                       `main` (sqlite3_table_column_metadata), NULL where
+**                                       this SQLite cannot say
 **
 ** Each keeps its state in SQLite's aggregate context: no global mutable state beyond the API
-** pointer every loadable extension has (SQLITE_EXTENSION_INIT1).
+** pointer every loadable extension has. That pointer is static here (SQLITE_EXTENSION_INIT1
+** would export it): the same source is built twice, one copy loaded by APSW's SQLite and one
+** registered with the SQLite Python's own `sqlite3` module uses, and an exported pointer could
+** bind both copies to whichever library loaded first.
 */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sqlite3ext.h"
-SQLITE_EXTENSION_INIT1
+static const sqlite3_api_routines *sqlite3_api = 0;
 
 /* ---- growable byte buffer --------------------------------------------------------------- */
 
@@ -594,6 +600,25 @@ static void merge_digests_func(sqlite3_context *ctx, int argc, sqlite3_value **a
   sqlite3_result_blob64(ctx, out, n, sqlite3_free);
 }
 
+/* ---- a column's collation ---------------------------------------------------------------- */
+
+static void collation_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  const char *table, *column, *type = 0, *collation = 0;
+  int not_null = 0, primary_key = 0, autoinc = 0;
+  (void)argc;
+  table = (const char *)sqlite3_value_text(argv[0]);
+  column = (const char *)sqlite3_value_text(argv[1]);
+  if (table == 0 || column == 0 || sqlite3_api->table_column_metadata == 0) {
+    return; /* NULL: unknown (the caller then does not page by this key) */
+  }
+  if (sqlite3_table_column_metadata(sqlite3_context_db_handle(ctx), "main", table, column, &type,
+                                    &collation, &not_null, &primary_key, &autoinc) != SQLITE_OK ||
+      collation == 0) {
+    return;
+  }
+  sqlite3_result_text(ctx, collation, -1, SQLITE_TRANSIENT);
+}
+
 #ifdef _WIN32
 __declspec(dllexport)
 #endif
@@ -620,6 +645,10 @@ int sqlite3_rowcodec_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routin
   {
     int rc = sqlite3_create_function(db, "rollproof_sort_digests", 1, flags, 0, sort_digests_func,
                                      0, 0);
+    if (rc != SQLITE_OK) return rc;
+    /* not deterministic: the schema it reads can change between two calls in one statement */
+    rc = sqlite3_create_function(db, "rollproof_collation", 2, SQLITE_UTF8 | SQLITE_DIRECTONLY, 0,
+                                 collation_func, 0, 0);
     if (rc != SQLITE_OK) return rc;
   }
   return sqlite3_create_function(db, "rollproof_merge_digests", -1, flags, 0, merge_digests_func,

@@ -32,7 +32,7 @@ from rollproof.core.canonical import (
 )
 from rollproof.engines.sqlite import fingerprint as sqlite_fingerprint
 from rollproof.engines.sqlite import rowcodec
-from rollproof.engines.sqlite.source import fingerprint_file
+from rollproof.engines.sqlite.source import connect_read_only, fingerprint_file
 
 Row = tuple[SqlValue, ...]
 BUILT = rowcodec.extension_path() is not None
@@ -404,12 +404,19 @@ def _pieces(path: Path, names: Iterable[str], workers: int) -> list[sqlite_finge
 def _read_both(
     path: Path, piece: sqlite_fingerprint._Piece
 ) -> tuple[sqlite_fingerprint._Read | None, sqlite_fingerprint._Read]:
-    """A piece read by the accelerator (None: it declined) and by the Python path."""
+    """A piece read by the accelerator (None: it declined) and by the Python path. The
+    accelerator reads it twice, in a worker's way (APSW, the extension loaded) and in this
+    process's way (a `sqlite3` connection given the functions, SQLite of Python's own): both
+    read it or decline it alike."""
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
     conn = apsw.Connection(f"file:{path}?mode=ro", flags=flags)
     with contextlib.closing(conn):
         conn.execute("BEGIN")
         fast = sqlite_fingerprint._read_accelerated(conn, piece, None)
+    with contextlib.closing(connect_read_only(path, functions=True)) as host:
+        assert rowcodec.has_functions(host)
+        host.execute("BEGIN")
+        assert sqlite_fingerprint._read_accelerated(host, piece, None) == fast, piece
     with contextlib.closing(sqlite3.connect(path)) as slow:
         return fast, sqlite_fingerprint._read_with_sqlite3(slow, piece, None)
 
@@ -539,7 +546,10 @@ def test_a_key_whose_index_collates_otherwise(
         )
         conn.executemany("INSERT INTO t VALUES (?)", [(f"k{i}",) for i in range(10)])
     with contextlib.closing(apsw.Connection(str(db))) as conn:
+        assert rowcodec.load(conn)
         assert not rowcodec.keyset_exact(conn, "t", ["k"])
+    with contextlib.closing(connect_read_only(db, functions=True)) as host:
+        assert not rowcodec.keyset_exact(host, "t", ["k"])
     (piece,) = _pieces(db, ("t",), 1)
     assert _read_both(db, piece)[0] is None
 

@@ -419,7 +419,15 @@ def _lenient_text(data: bytes) -> str:
 
 
 def _read_with_sqlite3(conn: sqlite3.Connection, piece: _Piece, spill: str | None) -> _Read:
-    """Read a piece through Python's `sqlite3` (lenient with invalid UTF-8 in TEXT)."""
+    """Read a piece through Python's `sqlite3`: by the C functions where the connection has
+    them and is inside a transaction (their chunks are several queries: one read transaction
+    keeps them one state), else into Python (lenient with invalid UTF-8 in TEXT)."""
+    from rollproof.engines.sqlite import rowcodec
+
+    if conn.in_transaction and rowcodec.has_functions(conn):
+        fast = _read_accelerated(conn, piece, spill)
+        if fast is not None:
+            return fast
     sql, params = piece.query()
 
     def read() -> _Read:
@@ -439,23 +447,26 @@ def _read_with_sqlite3(conn: sqlite3.Connection, piece: _Piece, spill: str | Non
             conn.text_factory = previous
 
 
-def _read_accelerated(conn: apsw.Connection, piece: _Piece, spill: str | None) -> _Read | None:
-    """A piece read through rollproof's SQLite extension (`rowcodec`), rows encoded and hashed
-    in C; None when it cannot be (not built, too many columns, a key `>` would not page by
-    exactly, no rowid to page by, a value it refuses), for the Python path to read instead."""
+def _read_accelerated(
+    conn: apsw.Connection | sqlite3.Connection, piece: _Piece, spill: str | None
+) -> _Read | None:
+    """A piece read through rollproof's SQLite functions (`rowcodec`), rows encoded and hashed
+    in C, on a worker's APSW connection or a `sqlite3` one opened with them; None when it
+    cannot be (not built, too many columns, a key `>` would not page by exactly, no rowid to
+    page by, a value it refuses), for the Python path to read instead."""
     from rollproof.engines.sqlite import rowcodec
 
     plan = piece.plan
     if plan.utf16 is not None:
         return None  # the extension reads text as SQLite converts it to UTF-8 (text_codec)
     try:
-        if len(plan.columns) > conn.limit(apsw.SQLITE_LIMIT_FUNCTION_ARG):
-            return None
         if not rowcodec.load(conn):
+            return None
+        if len(plan.columns) > rowcodec.function_arg_limit(conn):
             return None
         if plan.key is not None and not rowcodec.keyset_exact(conn, plan.name, plan.key):
             return None
-    except apsw.Error:
+    except (apsw.Error, sqlite3.Error):
         return None
     if plan.key is not None:
         chunks = rowcodec.keyed_chunks(
@@ -483,7 +494,7 @@ def _read_accelerated(conn: apsw.Connection, piece: _Piece, spill: str | None) -
         return None
     try:
         return _read_piece(chunks, piece, spill, rowcodec.digest_sorter(conn))
-    except (apsw.Error, rowcodec.KeysetMismatch):
+    except (apsw.Error, sqlite3.Error, rowcodec.KeysetMismatch):
         return None
 
 

@@ -22,8 +22,23 @@ table has no rowid to page by, a key's text is not valid UTF-8 (it could not be 
 a chunk is larger than SQLite's length limit. Those fall back silently: same digest, slower.
 
 The functions are registered SQLITE_DIRECTONLY, so a view, trigger or generated column of the
-database being read cannot call them; they are loaded on the fingerprint workers' own read-only
-connections only, and extension loading is switched off again as soon as they are.
+database being read cannot call them. They are on two kinds of connection only, neither of
+which ever runs a change's or a user's SQL:
+
+* the fingerprint workers' own read-only APSW connections, loaded from `_rowcodec` (extension
+  loading is switched off again as soon as they are);
+* read-only connections of Python's `sqlite3` module that rollproof opens to fingerprint a
+  file in its own process (`connect_with_functions`: a file too small for workers, a WAL
+  database, a snapshot or committed clone). Python's `sqlite3` cannot load extensions in
+  every build, so the second copy of the same code, `_rowcodec_host`, is registered with that
+  module's SQLite library as an automatic extension (`sqlite3_auto_extension`, found through
+  ctypes) for exactly the one `connect` call, and cancelled again before anything else runs.
+  That needs SQLite 3.31 (SQLITE_DIRECTONLY) and the library to be the one the module runs
+  on (its version is compared); otherwise, or on a connection opened any other way, the
+  in-process read takes the Python path.
+
+A connection on which a change or a verify script runs never has them, so a script calling
+`rollproof_rows` fails in a rehearsal as it would in production.
 """
 
 from __future__ import annotations
@@ -32,14 +47,22 @@ import functools
 import importlib.util
 import marshal
 import os
-from collections.abc import Iterator, Sequence
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import apsw
 
 from rollproof.engines.sqlite.schema import quote_ident
 
 EXTENSION = "rollproof.engines.sqlite._rowcodec"
+HOST_EXTENSION = "rollproof.engines.sqlite._rowcodec_host"
 ENTRY_POINT = "sqlite3_rowcodec_init"
+HOST_MIN_SQLITE = (3, 31, 0)
+"""The oldest SQLite the in-process functions are registered with: SQLITE_DIRECTONLY is 3.31's."""
+FUNCTIONS_MARK = "rollproof_functions"
+"""The attribute `connect_with_functions` sets on a connection that has the functions."""
 CHUNK_BYTES = 512 << 10
 """Bytes of encoded rows one chunk query aims at: large enough that a query's own cost (about
 10 us) vanishes, small enough to bound memory whatever the row width and to keep reusing the
@@ -47,6 +70,8 @@ same memory (whole read of the 1M-row wide table, CPU a row: 128 KiB 716 ns, 512
 1 MiB 705 ns, 4 MiB 761 ns; a narrow row reaches a whole segment first either way)."""
 
 Chunk = tuple[int, bytes]
+AnyConnection = apsw.Connection | sqlite3.Connection
+"""A connection with the functions: a worker's APSW one, or one of `connect_with_functions`."""
 """Rows in a chunk, and their encodings (keyed) or their row digests (key-less)."""
 
 
@@ -57,8 +82,11 @@ def extension_path() -> str | None:
     return None if spec is None else spec.origin
 
 
-def load(conn: apsw.Connection) -> bool:
-    """Load the extension into `conn`; False if there is none or it does not load."""
+def load(conn: AnyConnection) -> bool:
+    """Load the extension into an APSW connection; False if there is none or it does not
+    load. A `sqlite3` connection cannot load it: whether it has the functions already."""
+    if isinstance(conn, sqlite3.Connection):
+        return has_functions(conn)
     path = extension_path()
     if path is None:
         return False
@@ -72,10 +100,11 @@ def load(conn: apsw.Connection) -> bool:
     return True
 
 
-def keyset_exact(conn: apsw.Connection, table: str, key: Sequence[str]) -> bool:
+def keyset_exact(conn: AnyConnection, table: str, key: Sequence[str]) -> bool:
     """Whether `WHERE key > last` follows `ORDER BY key` exactly: both compare with the key
     columns' own collations, so it does when the primary-key index (which keeps the key unique)
-    collates every key column as the column does. A rowid alias has no index: integers."""
+    collates every key column as the column does (the column's as SQLite reports it, through
+    `rollproof_collation`; False where it cannot say). A rowid alias has no index: integers."""
     found = [
         row[1]
         for row in conn.execute(f"PRAGMA main.index_list({quote_ident(table)})")
@@ -90,10 +119,90 @@ def keyset_exact(conn: apsw.Connection, table: str, key: Sequence[str]) -> bool:
     ]
     if [name for name, _coll in indexed] != list(key):
         return False
-    return all(
-        str(coll).lower() == str(conn.column_metadata("main", table, name)[1]).lower()
-        for name, coll in indexed
-    )
+    for name, coll in indexed:
+        row = conn.execute("SELECT rollproof_collation(?, ?)", (table, name)).fetchone()
+        declared = None if row is None else row[0]
+        if declared is None or str(coll).lower() != str(declared).lower():
+            return False
+    return True
+
+
+def function_arg_limit(conn: AnyConnection) -> int:
+    """The most arguments a SQL function takes on this connection (SQLITE_LIMIT_FUNCTION_ARG)."""
+    if isinstance(conn, sqlite3.Connection):
+        return conn.getlimit(sqlite3.SQLITE_LIMIT_FUNCTION_ARG)
+    return int(conn.limit(apsw.SQLITE_LIMIT_FUNCTION_ARG))
+
+
+# -- the functions on connections of Python's own sqlite3 module ------------------------------
+
+_HOST_LOCK = threading.Lock()
+Conn = TypeVar("Conn", bound=sqlite3.Connection)
+
+
+@functools.cache
+def _host() -> tuple[Any, Any, int] | None:
+    """(sqlite3_auto_extension, sqlite3_cancel_auto_extension, the entry point's address) of
+    the SQLite library Python's `sqlite3` module runs on, or None where that cannot be had:
+    the copy is not built, the library is too old, `_sqlite3` is built into the interpreter,
+    the symbols are not exported, or the library found is not the one the module reports."""
+    if sqlite3.sqlite_version_info < HOST_MIN_SQLITE:
+        return None
+    spec = importlib.util.find_spec(HOST_EXTENSION)
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        import _sqlite3
+        import ctypes
+
+        library = ctypes.CDLL(_sqlite3.__file__)
+        library.sqlite3_libversion.restype = ctypes.c_char_p
+        if library.sqlite3_libversion().decode() != sqlite3.sqlite_version:
+            return None
+        register, cancel = library.sqlite3_auto_extension, library.sqlite3_cancel_auto_extension
+        entry = ctypes.CDLL(spec.origin)[ENTRY_POINT]
+    except (AttributeError, OSError, ImportError, UnicodeDecodeError):
+        return None
+    for fn in (register, cancel):
+        fn.argtypes, fn.restype = [ctypes.c_void_p], ctypes.c_int
+    address = ctypes.cast(entry, ctypes.c_void_p).value
+    return None if address is None else (register, cancel, address)
+
+
+def connect_with_functions(connect: Callable[[], Conn]) -> Conn:
+    """`connect()`, its connection given the functions where this Python's SQLite allows.
+
+    The entry point is an automatic extension only while `connect` runs (under a lock, so two
+    threads of rollproof never overlap; a connection another thread opens at that moment gets
+    the functions too, harmless and DIRECTONLY). The connection must be of a `sqlite3`
+    subclass (it is marked with FUNCTIONS_MARK) and is never to run a change's or a user's SQL.
+    """
+    host = _host()
+    if host is None:
+        return connect()
+    register, cancel, address = host
+    with _HOST_LOCK:
+        if register(address) != 0:
+            return connect()
+        try:
+            conn = connect()
+        except sqlite3.Error:
+            conn = None  # a failure of the entry point itself fails the open: open it without
+        finally:
+            cancel(address)
+    if conn is None:
+        return connect()
+    try:
+        conn.execute("SELECT rollproof_collation(NULL, NULL)").fetchone()
+    except sqlite3.Error:
+        return conn  # not registered after all: the Python path reads
+    setattr(conn, FUNCTIONS_MARK, True)
+    return conn
+
+
+def has_functions(conn: sqlite3.Connection) -> bool:
+    """Whether `connect_with_functions` gave `conn` the functions."""
+    return getattr(conn, FUNCTIONS_MARK, False) is True
 
 
 def _next_size(rows: int, size: int, most: int) -> int:
@@ -120,7 +229,7 @@ def _same_key_sql(table: str, key: Sequence[str]) -> str:
 
 
 def keyed_chunks(
-    conn: apsw.Connection,
+    conn: AnyConnection,
     table: str,
     columns: Sequence[str],
     key: Sequence[str],
@@ -168,7 +277,7 @@ def keyed_chunks(
 
 
 def keyless_chunks(
-    conn: apsw.Connection,
+    conn: AnyConnection,
     table: str,
     columns: Sequence[str],
     rowid: str,
@@ -207,7 +316,7 @@ class DigestSorter:
     `rollproof_merge_digests`): the order numpy's sort of 32-byte strings gives (bytewise), without
     importing numpy (about 90 ms, more than sorting a million digests takes)."""
 
-    def __init__(self, conn: apsw.Connection) -> None:
+    def __init__(self, conn: AnyConnection) -> None:
         self._conn = conn
 
     def sort(self, digests: bytes | bytearray) -> bytes:
@@ -226,7 +335,7 @@ class DigestSorter:
 _SORTERS: dict[int, DigestSorter | None] = {}
 
 
-def digest_sorter(conn: apsw.Connection | None = None) -> DigestSorter | None:
+def digest_sorter(conn: AnyConnection | None = None) -> DigestSorter | None:
     """A DigestSorter on `conn` (where the extension is loaded), or on an in-memory connection
     of this process's own (never one a forked process inherited); None without the extension."""
     if conn is not None:

@@ -457,7 +457,7 @@ class SqliteSession:
         uri = read_only_uri(self.source)
         self._source_opens.append(uri)
         try:
-            return connect_read_only(self.source)
+            return connect_read_only(self.source, functions=True)
         except sqlite3.Error as e:
             raise EnvironmentProblemError(
                 f"source {self.source}: cannot open read-only: {e}"
@@ -551,10 +551,12 @@ class SqliteSession:
             # worker processes read it, for the page proofs of later points (sqlite_pages).
             pages = PageProofs(self.snapshot)
             writes = () if self.guard is None else self.guard.writes
-            with contextlib.closing(connect_read_only(self.snapshot)) as conn:
+            with contextlib.closing(connect_read_only(self.snapshot, functions=True)) as conn:
+                conn.execute("BEGIN")
                 fp = fingerprint_connection(
                     conn, self._progress, parallel_path=self.snapshot, pages=pages, locate=writes
                 )
+                conn.execute("COMMIT")
             pages.snapshot_fingerprinted(fp.tables, fp.schema_objects)
             self._snapshot_fp, self._pages = fp, pages
         return self._snapshot_fp
@@ -770,7 +772,7 @@ class SqliteSession:
         from one state. Without `reuse` (full fingerprints) every table is read.
         """
         self._before_workers()
-        with contextlib.closing(connect_read_only(self.clone)) as conn:
+        with contextlib.closing(connect_read_only(self.clone, functions=True)) as conn:
             conn.execute("BEGIN")
             try:
                 return fingerprint_connection(

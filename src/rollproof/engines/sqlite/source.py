@@ -123,11 +123,23 @@ class _ReadOnlyConnection(sqlite3.Connection):
             tidy(path, self.tidy_absent)
 
 
-def connect_read_only(path: Path) -> sqlite3.Connection:
+def connect_read_only(path: Path, *, functions: bool = False) -> sqlite3.Connection:
+    """A read-only connection (`mode=ro`, query_only) to a database file. With `functions`,
+    it has rollproof's C functions where this Python's SQLite allows (rowcodec): only for a
+    connection that reads a fingerprint and never runs a change's or a user's SQL."""
     absent = absent_side_files(path)
-    conn = sqlite3.connect(
-        read_only_uri(path), uri=True, isolation_level=None, factory=_ReadOnlyConnection
-    )
+
+    def connect() -> _ReadOnlyConnection:
+        return sqlite3.connect(
+            read_only_uri(path), uri=True, isolation_level=None, factory=_ReadOnlyConnection
+        )
+
+    if functions:
+        from rollproof.engines.sqlite.rowcodec import connect_with_functions
+
+        conn = connect_with_functions(connect)
+    else:
+        conn = connect()
     conn.tidy_path, conn.tidy_absent = path, absent
     conn.execute("PRAGMA query_only = ON")
     return conn
@@ -143,7 +155,7 @@ def fingerprint_file(path: Path, progress: Callable[[str], None] | None = None) 
     a WAL database is read here, in one process.
     """
     resolved = check_sqlite_file(path)
-    with contextlib.closing(connect_read_only(resolved)) as conn:
+    with contextlib.closing(connect_read_only(resolved, functions=True)) as conn:
         try:
             conn.execute("BEGIN")
             conn.execute("SELECT count(*) FROM main.sqlite_schema").fetchone()  # the instant
