@@ -8,7 +8,8 @@ a C compiler still works (the fingerprint then takes the pure-Python path, same 
 The same source is built twice, as two files: `_rowcodec` is loaded by APSW's SQLite (the
 fingerprint workers), `_rowcodec_host` is registered with the SQLite that Python's `sqlite3`
 module uses (reads in the rollproof process itself). Each copy keeps the API table of the
-SQLite that loaded it, so one file cannot serve both libraries in one process.
+SQLite that loaded it, so one file cannot serve both libraries in one process. `_digests` is
+an ordinary Python extension module: it sorts and merges a key-less table's row digests.
 """
 
 from setuptools import Extension, setup
@@ -33,6 +34,14 @@ setup(
             optional=True,
         )
         for name in ("_rowcodec", "_rowcodec_host")
+    ]
+    + [
+        Extension(
+            "rollproof.engines.sqlite._digests",
+            sources=["csrc/digests.c"],
+            export_symbols=["PyInit__digests"],
+            optional=True,
+        )
     ],
     cmdclass={"build_ext": BuildLoadableExtension},
 )

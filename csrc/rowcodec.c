@@ -13,22 +13,24 @@
 ** part of a valid sequence as the lone surrogate U+DC00+byte (Python's "surrogateescape"),
 ** written in three bytes as marshal writes lone surrogates ("surrogatepass").
 **
-** Three aggregate functions and three scalars, registered SQLITE_DIRECTONLY so that no view or
+** Four aggregate functions and one scalar, registered SQLITE_DIRECTONLY so that no view or
 ** trigger of the database being read can call them:
 **
 **   rollproof_rows(c1, ..., cn)         the rows' encodings one after another (one BLOB)
+**   rollproof_rows_after(r, c1, ..., cn)
+**                                       rollproof_rows(c1, ..., cn), refused (an error)
+**                                       unless every row's r is an INTEGER greater than the
+**                                       row's before (rows read in increasing rowid order)
 **   rollproof_row_digests(c1, ..., cn)  one 32-byte BLAKE2s-256 digest of each row's encoding
 **   rollproof_last(k1, ..., km)         the encoding of the last row seen, for keyset
 **                                       pagination; refused (an error) if its text is not
 **                                       valid UTF-8, since the caller binds the values again
-**   rollproof_sort_digests(blob)        the blob's 32-byte records sorted bytewise (memcmp
-**                                       order), for a key-less table's row digests; refused
-**                                       unless its length is a multiple of 32
-**   rollproof_merge_digests(b1, ...)    sorted blobs of 32-byte records merged into one
-**                                       sorted blob (same refusal)
 **   rollproof_collation(table, column)  the declared collation of a column of a table in
 **                                       `main` (sqlite3_table_column_metadata), NULL where
 **                                       this SQLite cannot say
+**
+** (The row digests of a key-less table are sorted and merged by csrc/digests.c, a Python
+** module: a SQLite function would copy each run in and out.)
 **
 ** Each keeps its state in SQLite's aggregate context: no global mutable state beyond the API
 ** pointer every loadable extension has. That pointer is static here (SQLITE_EXTENSION_INIT1
@@ -236,10 +238,15 @@ static int put_row(Buf *b, int argc, sqlite3_value **argv, int text, sqlite3_uin
         rc = put_real(b, sqlite3_value_double(v), limit);
         break;
       case SQLITE_TEXT: {
-        const unsigned char *p = sqlite3_value_text(v);
+        /* The stored bytes, as sqlite3_value_blob gives a TEXT value (no conversion): UTF-8,
+        ** since these functions read UTF-8 databases only (the Python side gives a UTF-16
+        ** database's text to its own reader). sqlite3_value_text would first copy a value
+        ** read from a page to add a terminator: about 50 ns a value. The pointer first,
+        ** then the length, the order SQLite's documentation calls safe. */
+        const unsigned char *p = sqlite3_value_blob(v);
         sqlite3_uint64 n = (sqlite3_uint64)sqlite3_value_bytes(v), size;
         int valid;
-        if (p == 0) return SQLITE_NOMEM; /* the conversion to UTF-8 failed */
+        if (p == 0 && n) return SQLITE_NOMEM;
         size = utf8_written_size(p, n, &valid);
         if (!valid && text == TEXT_STRICT) return SQLITE_MISMATCH;
         rc = put_sized(b, 'u', p, n, size, !valid, limit);
@@ -360,13 +367,164 @@ static void blake2s256(const unsigned char *data, sqlite3_uint64 n, unsigned cha
   }
 }
 
+/* ---- eight one-block digests at once (AVX2) ----------------------------------------------
+**
+** Most rows encode in at most 64 bytes: their BLAKE2s is one compression of one final block.
+** Eight such rows are hashed together, one per 32-bit lane of AVX2's registers: the same
+** rounds, the message words transposed so that register j holds word j of every row, the
+** byte counts (the rows' lengths) per lane. Where the CPU or the compiler has no AVX2, or a
+** row is longer, blake2s256 above hashes the row alone. The tests hold both to hashlib. */
+
+#define LANES 8
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+#define ROLLPROOF_X8 1
+
+#define X8_TARGET __attribute__((target("avx2")))
+
+X8_TARGET static inline __m256i x8_rotr16(__m256i x) {
+  const __m256i r16 = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2,
+                                       3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  return _mm256_shuffle_epi8(x, r16);
+}
+
+X8_TARGET static inline __m256i x8_rotr8(__m256i x) {
+  const __m256i r8 = _mm256_setr_epi8(1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12, 1, 2,
+                                      3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12);
+  return _mm256_shuffle_epi8(x, r8);
+}
+
+#define X8_ROTR(x, n) _mm256_or_si256(_mm256_srli_epi32((x), (n)), _mm256_slli_epi32((x), 32 - (n)))
+
+#define X8_G(a, b, c, d, x, y)                                \
+  do {                                                        \
+    a = _mm256_add_epi32(_mm256_add_epi32(a, b), (x));        \
+    d = x8_rotr16(_mm256_xor_si256(d, a));                    \
+    c = _mm256_add_epi32(c, d);                               \
+    b = X8_ROTR(_mm256_xor_si256(b, c), 12);                  \
+    a = _mm256_add_epi32(_mm256_add_epi32(a, b), (y));        \
+    d = x8_rotr8(_mm256_xor_si256(d, a));                     \
+    c = _mm256_add_epi32(c, d);                               \
+    b = X8_ROTR(_mm256_xor_si256(b, c), 7);                   \
+  } while (0)
+
+/* r[i] holds 8 words of row i; afterwards r[j] holds word j of rows 0..7 (and back again). */
+X8_TARGET static inline void x8_transpose(__m256i r[8]) {
+  __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+  __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+  __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+  __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+  __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+  __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+  __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+  __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+  r[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+  r[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+  r[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+  r[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+  r[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+  r[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+  r[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+  r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+/* BLAKE2s-256 of eight messages of len[i] <= 64 bytes, each zero-padded to 64 bytes in
+** `blocks` (row i at blocks + 64 * i): the final (and only) block's compression, per lane.
+** x86-64 is little-endian, so a block's words load as BLAKE2s reads them. */
+X8_TARGET static void blake2s256_x8(const unsigned char *blocks, const uint32_t len[LANES],
+                                    unsigned char out[LANES][32]) {
+  __m256i m[16], v[16], h[8], r[8];
+  int i;
+  for (i = 0; i < LANES; i++) r[i] = _mm256_loadu_si256((const __m256i *)(blocks + 64 * i));
+  x8_transpose(r);
+  for (i = 0; i < 8; i++) m[i] = r[i];
+  for (i = 0; i < LANES; i++) r[i] = _mm256_loadu_si256((const __m256i *)(blocks + 64 * i + 32));
+  x8_transpose(r);
+  for (i = 0; i < 8; i++) m[i + 8] = r[i];
+  for (i = 0; i < 8; i++) h[i] = _mm256_set1_epi32((int)BLAKE2S_IV[i]);
+  h[0] = _mm256_set1_epi32((int)(BLAKE2S_IV[0] ^ (0x01010000u | 32u)));
+  for (i = 0; i < 8; i++) {
+    v[i] = h[i];
+    v[i + 8] = _mm256_set1_epi32((int)BLAKE2S_IV[i]);
+  }
+  v[12] = _mm256_xor_si256(v[12], _mm256_loadu_si256((const __m256i *)len)); /* t0: bytes */
+  v[14] = _mm256_xor_si256(v[14], _mm256_set1_epi32(-1));                    /* final block */
+#define X8_ROUND(r)                                                                      \
+  do {                                                                                   \
+    X8_G(v[0], v[4], v[8], v[12], m[BLAKE2S_SIGMA[r][0]], m[BLAKE2S_SIGMA[r][1]]);       \
+    X8_G(v[1], v[5], v[9], v[13], m[BLAKE2S_SIGMA[r][2]], m[BLAKE2S_SIGMA[r][3]]);       \
+    X8_G(v[2], v[6], v[10], v[14], m[BLAKE2S_SIGMA[r][4]], m[BLAKE2S_SIGMA[r][5]]);      \
+    X8_G(v[3], v[7], v[11], v[15], m[BLAKE2S_SIGMA[r][6]], m[BLAKE2S_SIGMA[r][7]]);      \
+    X8_G(v[0], v[5], v[10], v[15], m[BLAKE2S_SIGMA[r][8]], m[BLAKE2S_SIGMA[r][9]]);      \
+    X8_G(v[1], v[6], v[11], v[12], m[BLAKE2S_SIGMA[r][10]], m[BLAKE2S_SIGMA[r][11]]);    \
+    X8_G(v[2], v[7], v[8], v[13], m[BLAKE2S_SIGMA[r][12]], m[BLAKE2S_SIGMA[r][13]]);     \
+    X8_G(v[3], v[4], v[9], v[14], m[BLAKE2S_SIGMA[r][14]], m[BLAKE2S_SIGMA[r][15]]);     \
+  } while (0)
+  X8_ROUND(0);
+  X8_ROUND(1);
+  X8_ROUND(2);
+  X8_ROUND(3);
+  X8_ROUND(4);
+  X8_ROUND(5);
+  X8_ROUND(6);
+  X8_ROUND(7);
+  X8_ROUND(8);
+  X8_ROUND(9);
+#undef X8_ROUND
+  for (i = 0; i < 8; i++) r[i] = _mm256_xor_si256(h[i], _mm256_xor_si256(v[i], v[i + 8]));
+  x8_transpose(r);
+  for (i = 0; i < LANES; i++) _mm256_storeu_si256((__m256i *)out[i], r[i]);
+}
+
+/* Whether this CPU runs AVX2 (asked once; a race between two threads asks twice, alike). */
+static int x8_available(void) {
+  static int known = -1;
+  if (known < 0) {
+    __builtin_cpu_init();
+    known = __builtin_cpu_supports("avx2") ? 1 : 0;
+  }
+  return known;
+}
+#else
+#define ROLLPROOF_X8 0
+static int x8_available(void) { return 0; }
+static void blake2s256_x8(const unsigned char *blocks, const uint32_t len[LANES],
+                          unsigned char out[LANES][32]) {
+  int i;
+  for (i = 0; i < LANES; i++) blake2s256(blocks + 64 * i, len[i], out[i]);
+}
+#endif
+
 /* ---- the aggregate functions ------------------------------------------------------------ */
 
 typedef struct {
   Buf out;              /* the result being built */
   Buf row;              /* one row's encoding (row digests, last row) */
   sqlite3_uint64 limit; /* the connection's length limit, read on the first row */
+  sqlite3_int64 prev;   /* rollproof_rows_after: the rowid of the row before */
+  int seen;             /* rollproof_rows_after: whether there was one */
+  /* rollproof_row_digests: one-block rows waiting to be hashed eight at once, zero-padded,
+  ** their lengths, and where in `out` each one's digest goes */
+  int waiting;
+  uint32_t lens[LANES];
+  sqlite3_uint64 at[LANES];
+  unsigned char stage[LANES * 64];
 } Acc;
+
+/* Hash the rows waiting (the lanes after them hash empty blocks, unused) into their places. */
+static void flush_digests(Acc *acc) {
+  unsigned char digests[LANES][32];
+  int i;
+  if (acc->waiting == 0) return;
+  for (i = acc->waiting; i < LANES; i++) {
+    acc->lens[i] = 0;
+    memset(acc->stage + 64 * i, 0, 64);
+  }
+  blake2s256_x8(acc->stage, acc->lens, digests);
+  for (i = 0; i < acc->waiting; i++) memcpy(acc->out.data + acc->at[i], digests[i], 32);
+  acc->waiting = 0;
+}
 
 static Acc *acc_of(sqlite3_context *ctx) {
   Acc *acc = sqlite3_aggregate_context(ctx, (int)sizeof(Acc));
@@ -406,6 +564,32 @@ static void rows_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if (rc != SQLITE_OK) report(ctx, "rollproof_rows", rc);
 }
 
+/* rollproof_rows over the arguments after the first, which must be an INTEGER greater than
+** the one of the row before: the caller reads a rowid range without ORDER BY, and this makes
+** the order it relies on a checked fact rather than the query planner's habit. */
+static void rows_after_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  Acc *acc = acc_of(ctx);
+  sqlite3_int64 id;
+  int rc;
+  if (acc == 0) {
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  if (argc < 1 || sqlite3_value_type(argv[0]) != SQLITE_INTEGER) {
+    sqlite3_result_error(ctx, "rollproof_rows_after: the first argument is not an INTEGER", -1);
+    return;
+  }
+  id = sqlite3_value_int64(argv[0]);
+  if (acc->seen && id <= acc->prev) {
+    sqlite3_result_error(ctx, "rollproof_rows_after: rows out of rowid order", -1);
+    return;
+  }
+  acc->prev = id;
+  acc->seen = 1;
+  rc = put_row(&acc->out, argc - 1, argv + 1, TEXT_ESCAPE, acc->limit);
+  if (rc != SQLITE_OK) report(ctx, "rollproof_rows_after", rc);
+}
+
 static void row_digests_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   Acc *acc = acc_of(ctx);
   int rc;
@@ -418,6 +602,16 @@ static void row_digests_step(sqlite3_context *ctx, int argc, sqlite3_value **arg
   if (rc == SQLITE_OK) rc = buf_reserve(&acc->out, 32, acc->limit);
   if (rc != SQLITE_OK) {
     report(ctx, "rollproof_row_digests", rc);
+    return;
+  }
+  if (acc->row.len <= 64 && x8_available()) {
+    unsigned char *slot = acc->stage + 64 * acc->waiting;
+    memcpy(slot, acc->row.data, (size_t)acc->row.len);
+    memset(slot + acc->row.len, 0, (size_t)(64 - acc->row.len));
+    acc->lens[acc->waiting] = (uint32_t)acc->row.len;
+    acc->at[acc->waiting] = acc->out.len; /* an offset: `out` may move before the flush */
+    acc->out.len += 32;
+    if (++acc->waiting == LANES) flush_digests(acc);
     return;
   }
   blake2s256(acc->row.data, acc->row.len, acc->out.data + acc->out.len);
@@ -444,6 +638,7 @@ static void acc_final(sqlite3_context *ctx) {
     sqlite3_result_zeroblob(ctx, 0);
     return;
   }
+  flush_digests(acc);
   buf_free(&acc->row);
   if (acc->out.data == 0) {
     sqlite3_result_zeroblob(ctx, 0);
@@ -452,152 +647,6 @@ static void acc_final(sqlite3_context *ctx) {
   }
   acc->out.data = 0;
   acc->out.len = acc->out.cap = 0;
-}
-
-/* ---- sorting row digests ---------------------------------------------------------------- */
-
-#define DIGEST 32
-#define INSERTION_MAX 24
-
-static int digest_cmp(const void *a, const void *b) { return memcmp(a, b, DIGEST); }
-
-static void insertion_sort(unsigned char *base, sqlite3_uint64 n) {
-  unsigned char held[DIGEST];
-  sqlite3_uint64 i, j;
-  for (i = 1; i < n; i++) {
-    memcpy(held, base + i * DIGEST, DIGEST);
-    for (j = i; j > 0 && memcmp(base + (j - 1) * DIGEST, held, DIGEST) > 0; j--) {
-      memcpy(base + j * DIGEST, base + (j - 1) * DIGEST, DIGEST);
-    }
-    memcpy(base + j * DIGEST, held, DIGEST);
-  }
-}
-
-/* Distribute `count` records of `from` into `to` by their byte `at` (a stable counting sort);
-** `start` receives where each of the 256 buckets begins, start[256] the end. */
-static void distribute(const unsigned char *from, unsigned char *to, sqlite3_uint64 count, int at,
-                       sqlite3_uint64 start[257]) {
-  sqlite3_uint64 next[256], i;
-  int b;
-  memset(next, 0, sizeof next);
-  for (i = 0; i < count; i++) next[from[i * DIGEST + at]]++;
-  start[0] = 0;
-  for (b = 0; b < 256; b++) {
-    start[b + 1] = start[b] + next[b];
-    next[b] = start[b];
-  }
-  for (i = 0; i < count; i++) {
-    memcpy(to + next[from[i * DIGEST + at]]++ * DIGEST, from + i * DIGEST, DIGEST);
-  }
-}
-
-/* The records sorted bytewise: distributed by their first byte, each of those buckets by its
-** second byte (two passes of 256 buckets each, so every pass writes to few places at once and
-** the second stays in cache), then each small bucket sorted on its own. Digests are uniform, so a
-** final bucket holds about n / 65536 records. The order is memcmp's over the whole record, the
-** order the Python path's sort gives. */
-static void sort_digests_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  const unsigned char *in;
-  unsigned char *out, *tmp;
-  sqlite3_uint64 n, count, outer[257], inner[257];
-  int b, c;
-  (void)argc;
-  if (sqlite3_value_type(argv[0]) != SQLITE_BLOB) {
-    sqlite3_result_error(ctx, "rollproof_sort_digests: expects a BLOB", -1);
-    return;
-  }
-  n = (sqlite3_uint64)sqlite3_value_bytes(argv[0]);
-  in = sqlite3_value_blob(argv[0]);
-  if (n % DIGEST != 0) {
-    sqlite3_result_error(ctx, "rollproof_sort_digests: length is not a multiple of 32", -1);
-    return;
-  }
-  if (n == 0) {
-    sqlite3_result_zeroblob(ctx, 0);
-    return;
-  }
-  if (in == 0) { /* a non-empty BLOB SQLite could not give (out of memory) */
-    sqlite3_result_error_nomem(ctx);
-    return;
-  }
-  count = n / DIGEST;
-  out = sqlite3_malloc64(n);
-  tmp = sqlite3_malloc64(n);
-  if (out == 0 || tmp == 0) {
-    sqlite3_free(out);
-    sqlite3_free(tmp);
-    sqlite3_result_error_nomem(ctx);
-    return;
-  }
-  distribute(in, tmp, count, 0, outer);
-  for (b = 0; b < 256; b++) {
-    sqlite3_uint64 first = outer[b], size = outer[b + 1] - outer[b];
-    if (size == 0) continue;
-    distribute(tmp + first * DIGEST, out + first * DIGEST, size, 1, inner);
-    for (c = 0; c < 256; c++) {
-      sqlite3_uint64 m = inner[c + 1] - inner[c];
-      unsigned char *base = out + (first + inner[c]) * DIGEST;
-      if (m > INSERTION_MAX) {
-        qsort(base, (size_t)m, DIGEST, digest_cmp);
-      } else if (m > 1) {
-        insertion_sort(base, m);
-      }
-    }
-  }
-  sqlite3_free(tmp);
-  sqlite3_result_blob64(ctx, out, n, sqlite3_free);
-}
-
-/* Sorted runs of records merged into one sorted blob: at each step the smallest head (ties go
-** to the earlier run, though equal records are equal bytes either way). */
-static void merge_digests_func(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  const unsigned char *head[64];
-  sqlite3_uint64 left[64], n = 0, done = 0;
-  unsigned char *out;
-  int i;
-  if (argc > 64) {
-    sqlite3_result_error(ctx, "rollproof_merge_digests: at most 64 runs", -1);
-    return;
-  }
-  for (i = 0; i < argc; i++) {
-    sqlite3_uint64 bytes;
-    if (sqlite3_value_type(argv[i]) != SQLITE_BLOB) {
-      sqlite3_result_error(ctx, "rollproof_merge_digests: expects BLOBs", -1);
-      return;
-    }
-    bytes = (sqlite3_uint64)sqlite3_value_bytes(argv[i]);
-    head[i] = sqlite3_value_blob(argv[i]);
-    if (bytes % DIGEST != 0) {
-      sqlite3_result_error(ctx, "rollproof_merge_digests: length is not a multiple of 32", -1);
-      return;
-    }
-    if (bytes > 0 && head[i] == 0) { /* a non-empty BLOB SQLite could not give */
-      sqlite3_result_error_nomem(ctx);
-      return;
-    }
-    left[i] = bytes / DIGEST;
-    n += left[i] * DIGEST;
-  }
-  if (n == 0) {
-    sqlite3_result_zeroblob(ctx, 0);
-    return;
-  }
-  out = sqlite3_malloc64(n);
-  if (out == 0) {
-    sqlite3_result_error_nomem(ctx);
-    return;
-  }
-  while (done < n) {
-    int best = -1;
-    for (i = 0; i < argc; i++) {
-      if (left[i] > 0 && (best < 0 || memcmp(head[i], head[best], DIGEST) < 0)) best = i;
-    }
-    memcpy(out + done, head[best], DIGEST);
-    done += DIGEST;
-    head[best] += DIGEST;
-    left[best]--;
-  }
-  sqlite3_result_blob64(ctx, out, n, sqlite3_free);
 }
 
 /* ---- a column's collation ---------------------------------------------------------------- */
@@ -628,6 +677,7 @@ int sqlite3_rowcodec_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routin
     void (*step)(sqlite3_context *, int, sqlite3_value **);
   } functions[] = {
       {"rollproof_rows", rows_step},
+      {"rollproof_rows_after", rows_after_step},
       {"rollproof_row_digests", row_digests_step},
       {"rollproof_last", last_step},
   };
@@ -642,15 +692,7 @@ int sqlite3_rowcodec_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routin
                                      acc_final);
     if (rc != SQLITE_OK) return rc;
   }
-  {
-    int rc = sqlite3_create_function(db, "rollproof_sort_digests", 1, flags, 0, sort_digests_func,
-                                     0, 0);
-    if (rc != SQLITE_OK) return rc;
-    /* not deterministic: the schema it reads can change between two calls in one statement */
-    rc = sqlite3_create_function(db, "rollproof_collation", 2, SQLITE_UTF8 | SQLITE_DIRECTONLY, 0,
+  /* not deterministic: the schema it reads can change between two calls in one statement */
+  return sqlite3_create_function(db, "rollproof_collation", 2, SQLITE_UTF8 | SQLITE_DIRECTONLY, 0,
                                  collation_func, 0, 0);
-    if (rc != SQLITE_OK) return rc;
-  }
-  return sqlite3_create_function(db, "rollproof_merge_digests", -1, flags, 0, merge_digests_func,
-                                 0, 0);
 }

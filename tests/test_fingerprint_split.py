@@ -194,5 +194,13 @@ def test_digests_sort_and_merge_as_byte_strings(small_segments: None) -> None:
     expected = b"".join(sorted(digests))
     assert bytes(sqlite_fingerprint._sort_digests(bytearray(b"".join(digests)))) == expected
     # three sorted runs, merged in blocks of MERGE_DIGESTS (7) digests
-    runs = [sqlite_fingerprint._sort_digests(bytearray(b"".join(digests[i::3]))) for i in range(3)]
-    assert b"".join(sqlite_fingerprint._merged(list(runs))) == expected
+    runs: list[bytes | bytearray | str] = [
+        sqlite_fingerprint._sort_digests(bytearray(b"".join(digests[i::3]))) for i in range(3)
+    ]
+    out: list[bytes] = []
+    sqlite_fingerprint._merge_into(runs, lambda block: out.append(bytes(block)))
+    assert b"".join(out) == expected
+    out.clear()
+    for block in sqlite_fingerprint._merged_by_numpy(runs):
+        out.append(block)
+    assert b"".join(out) == expected

@@ -169,6 +169,87 @@ def test_blake2s_across_block_boundaries(codec: apsw.Connection) -> None:
         )
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 120), max_size=40))
+def test_row_digests_in_eights_and_alone_are_hashlibs(sizes: list[int]) -> None:
+    """Rows of every encoded length around one block (10 to 130 bytes: up to 64 they are hashed
+    eight at once where the CPU has AVX2, longer ones alone), any number of them (a last group
+    of fewer than eight is hashed at the end), each digest in its row's place."""
+    blobs = [bytes((i * 7 + j) % 256 for j in range(n)) for i, n in enumerate(sizes)]
+    with contextlib.closing(_codec()) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, b)")
+        conn.executemany("INSERT INTO t (b) VALUES (?)", [(b,) for b in blobs])
+        (got,) = conn.execute(
+            "SELECT rollproof_row_digests(b) FROM (SELECT b FROM t ORDER BY id)"
+        ).fetchone()  # type: ignore[misc]
+    expected = b"".join(hashlib.blake2s(marshal.dumps((b,), 2)).digest() for b in blobs)
+    assert got == expected
+
+
+def test_row_digests_at_the_one_block_edge(codec: apsw.Connection) -> None:
+    """Encodings of exactly 63, 64 and 65 bytes (a blob row is 10 bytes more than the blob),
+    mixed so that groups of eight straddle both paths, in a table read in chunks."""
+    blobs = [b"\xa5" * n for n in [53, 54, 55] * 11 + [0] * 9]
+    codec.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, b)")
+    codec.executemany("INSERT INTO t (b) VALUES (?)", [(b,) for b in blobs])
+    expected = [hashlib.blake2s(marshal.dumps((b,), 2)).digest() for b in blobs]
+    for size in (1, 7, 8, 9, 42):
+        got = b"".join(
+            codec.execute(
+                "SELECT rollproof_row_digests(b) FROM t WHERE id > ? AND id <= ?",
+                (start, start + size),
+            ).fetchone()[0]  # type: ignore[index]
+            for start in range(0, len(blobs), size)
+        )
+        assert got == b"".join(expected)
+
+
+def test_rows_after_takes_rows_in_increasing_rowid_order_only(codec: apsw.Connection) -> None:
+    """rollproof_rows_after encodes what rollproof_rows does, and refuses a row whose rowid is
+    not above the row's before (the order a scan without ORDER BY is relied on for)."""
+    codec.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v)")
+    codec.executemany("INSERT INTO t VALUES (?, ?)", [(i * 3 - 4, f"v{i}") for i in range(9)])
+    (after,) = codec.execute("SELECT rollproof_rows_after(id, id, v) FROM t").fetchone()  # type: ignore[misc]
+    (ordered,) = codec.execute(
+        "SELECT rollproof_rows(id, v) FROM (SELECT id, v FROM t ORDER BY id)"
+    ).fetchone()  # type: ignore[misc]
+    assert after == ordered
+    out_of_order = r"^rollproof_rows_after: rows out of rowid order$"
+    with pytest.raises(apsw.SQLError, match=out_of_order):
+        codec.execute(
+            "SELECT rollproof_rows_after(id, v) FROM (SELECT id, v FROM t ORDER BY id DESC)"
+        ).fetchall()
+    with pytest.raises(apsw.SQLError, match=out_of_order):
+        codec.execute("SELECT rollproof_rows_after(1, v) FROM t").fetchall()  # a tie
+    with pytest.raises(apsw.SQLError, match=r"^rollproof_rows_after: the first argument is not"):
+        codec.execute("SELECT rollproof_rows_after(CAST(id AS TEXT), v) FROM t").fetchall()
+
+
+@needs_extension
+def test_a_scan_that_comes_in_reverse_is_refused_not_misread(tmp_path: Path, small: None) -> None:
+    """With PRAGMA reverse_unordered_selects a plain scan meets the rows in descending rowid
+    order: a rowid-keyed piece is then declined (and read by Python), never encoded out of key
+    order; a key-less piece, whose digests are a multiset, reads the same either way."""
+    db = _build(tmp_path / "a.db", 300, {n: SHAPES[n] for n in ("k", "n")})
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    for piece in _pieces(db, ("k", "n"), 2):
+        fast, slow = _read_both(db, piece)
+        assert fast == slow
+        conn = apsw.Connection(f"file:{db}?mode=ro", flags=flags)
+        with contextlib.closing(conn):
+            conn.execute("PRAGMA reverse_unordered_selects = ON")
+            conn.execute("BEGIN")
+            reversed_read = sqlite_fingerprint._read_accelerated(conn, piece, None)
+        with contextlib.closing(connect_read_only(db, functions=True)) as host:
+            host.execute("PRAGMA reverse_unordered_selects = ON")
+            host.execute("BEGIN")
+            assert sqlite_fingerprint._read_accelerated(host, piece, None) == reversed_read
+        if piece.plan.key is None:
+            assert reversed_read == slow
+        else:
+            assert reversed_read is None
+
+
 def test_no_rows_give_empty_results(codec: apsw.Connection) -> None:
     codec.execute("CREATE TABLE t (a)")
     assert codec.execute(
@@ -188,13 +269,7 @@ def test_the_last_row_is_refused_for_text_it_could_not_bind_again(codec: apsw.Co
 
 @pytest.mark.parametrize(
     "function",
-    [
-        "rollproof_rows",
-        "rollproof_row_digests",
-        "rollproof_last",
-        "rollproof_sort_digests",
-        "rollproof_merge_digests",
-    ],
+    ["rollproof_rows", "rollproof_rows_after", "rollproof_row_digests", "rollproof_last"],
 )
 def test_views_and_triggers_cannot_call_the_functions(
     codec: apsw.Connection, function: str
@@ -212,9 +287,7 @@ def test_views_and_triggers_cannot_call_the_functions(
         codec.execute("INSERT INTO t VALUES (1)")
     assert codec.execute("SELECT count(*) FROM log").fetchone() == (0,)
     # the same call written directly is allowed
-    aggregate = function in ("rollproof_rows", "rollproof_row_digests", "rollproof_last")
-    direct = f"SELECT {function}(a) FROM t" if aggregate else f"SELECT {function}(x'')"
-    assert codec.execute(direct).fetchone() == (b"",)
+    assert codec.execute(f"SELECT {function}(a) FROM t").fetchone() == (b"",)
 
 
 # -- sorting and merging row digests ----------------------------------------------------------
@@ -233,56 +306,123 @@ DIGEST_LISTS = st.lists(
 )
 
 
+def _digests_module() -> Any:
+    module = rowcodec.digest_module()
+    if module is None:
+        pytest.skip("the C digest sorter is not built in this install (no C compiler at install)")
+    return module
+
+
+def _merge(module: Any, runs: list[Any], block: int) -> tuple[bytes, list[int]]:
+    """What merge hands on, and the sizes of the blocks it handed on."""
+    out: list[bytes] = []
+    count = module.merge(runs, out.append, block)
+    assert count * 32 == sum(map(len, out))
+    return b"".join(out), [len(b) // 32 for b in out]
+
+
 @settings(max_examples=300, deadline=None)
-@given(DIGEST_LISTS, st.integers(1, 5))
-def test_digests_sort_and_merge_as_bytes_sort(digests: list[bytes], parts: int) -> None:
-    """The extension's sort and merge give exactly Python's bytewise order (the order numpy's
-    sort of 32-byte strings gives, which the fallback uses and the digest is defined by)."""
-    with contextlib.closing(_codec()) as conn:
-        sorter = rowcodec.DigestSorter(conn)
-        assert sorter.sort(bytearray(b"".join(digests))) == b"".join(sorted(digests))
-        runs = [b"".join(sorted(digests[i::parts])) for i in range(parts)]
-        assert sorter.merge(runs) == b"".join(sorted(digests))
-        import numpy as np
+@given(DIGEST_LISTS, st.integers(1, 5), st.integers(1, 9))
+def test_digests_sort_and_merge_as_bytes_sort(digests: list[bytes], parts: int, block: int) -> None:
+    """The C sort and merge give exactly Python's bytewise order (the order numpy's sort of
+    32-byte strings gives, which the fallback uses and the digest is defined by)."""
+    module = _digests_module()
+    expected = b"".join(sorted(digests))
+    buf = bytearray(b"".join(digests))
+    assert module.sort(buf) is None
+    assert bytes(buf) == expected
+    runs = [b"".join(sorted(digests[i::parts])) for i in range(parts)]
+    merged, blocks = _merge(module, runs, block)
+    assert merged == expected
+    assert all(b == block for b in blocks[:-1])
+    assert not blocks or 1 <= blocks[-1] <= block
+    import numpy as np
 
-        as_numpy = bytearray(b"".join(digests))
-        np.frombuffer(as_numpy, dtype="S32").sort()
-        assert bytes(as_numpy) == b"".join(sorted(digests))
+    as_numpy = bytearray(b"".join(digests))
+    np.frombuffer(as_numpy, dtype="S32").sort()
+    assert bytes(as_numpy) == expected
 
 
-def test_a_bucket_larger_than_the_insertion_sort_is_sorted(codec: apsw.Connection) -> None:
-    """Thousands of digests in one first-two-bytes bucket (qsort there), and 65,536 buckets."""
+def test_a_bucket_larger_than_the_insertion_sort_is_sorted() -> None:
+    """Thousands of digests in one first-two-bytes bucket (qsort there), and 65,536 buckets;
+    merged from 300 runs (a heap of their heads)."""
+    module = _digests_module()
     rng = __import__("random").Random(7)
     same = [b"\x12\x34" + rng.randbytes(30) for _ in range(3000)]
     spread = [i.to_bytes(2, "big") + rng.randbytes(30) for i in range(65536)]
     digests = same + spread + same[:10]
     rng.shuffle(digests)
-    sorter = rowcodec.DigestSorter(codec)
-    assert sorter.sort(b"".join(digests)) == b"".join(sorted(digests))
+    buf = bytearray(b"".join(digests))
+    module.sort(buf)
+    assert bytes(buf) == b"".join(sorted(digests))
+    runs = [b"".join(sorted(digests[i::300])) for i in range(300)]
+    assert _merge(module, runs, 1000)[0] == bytes(buf)
 
 
 @pytest.mark.parametrize(
-    ("sql", "args", "message"),
+    ("call", "error", "message"),
     [
-        ("SELECT rollproof_sort_digests(?)", (b"x" * 33,), "length is not a multiple of 32"),
-        ("SELECT rollproof_sort_digests(?)", ("a" * 32,), "expects a BLOB"),
-        ("SELECT rollproof_sort_digests(NULL)", (), "expects a BLOB"),
-        ("SELECT rollproof_merge_digests(?, ?)", (b"", b"y" * 31), "length is not a multiple"),
-        ("SELECT rollproof_merge_digests(?, 1)", (b"",), "expects BLOBs"),
+        (lambda m: m.sort(bytearray(33)), ValueError, r"^sort: length is not a multiple of 32$"),
+        (lambda m: m.sort(b"x" * 32), BufferError, r"^Object is not writable\.$"),
+        (lambda m: m.sort("a" * 32), TypeError, "bytes-like"),
+        (
+            lambda m: m.merge([b"", b"y" * 31], print, 4),
+            ValueError,
+            r"^merge: length is not a multiple of 32$",
+        ),
+        (
+            lambda m: m.merge([b"\x01" * 32 + b"\x00" * 32], print, 4),
+            ValueError,
+            r"^merge: run 0 is not sorted$",
+        ),
+        (lambda m: m.merge([b""], print, 0), ValueError, r"^merge: block must be at least 1$"),
+        (lambda m: m.merge(7, print, 4), TypeError, r"^merge: runs must be a sequence$"),
+    ],
+    ids=[
+        "sort-length",
+        "sort-read-only",
+        "sort-text",
+        "merge-length",
+        "merge-unsorted",
+        "merge-block",
+        "merge-not-a-sequence",
     ],
 )
 def test_the_digest_functions_refuse_what_is_not_digests(
-    codec: apsw.Connection, sql: str, args: tuple[object, ...], message: str
+    call: Any, error: type[Exception], message: str
 ) -> None:
-    name = sql.split("(")[0].removeprefix("SELECT ")
-    with pytest.raises(apsw.SQLError, match=f"^{name}: {message}"):
-        codec.execute(sql, args).fetchall()
+    module = _digests_module()
+    with pytest.raises(error, match=message):
+        call(module)
 
 
-def test_the_digest_functions_of_nothing_are_empty(codec: apsw.Connection) -> None:
-    assert codec.execute("SELECT rollproof_sort_digests(x'')").fetchone() == (b"",)
-    assert codec.execute("SELECT rollproof_merge_digests(x'', x'')").fetchone() == (b"",)
-    assert codec.execute("SELECT rollproof_merge_digests()").fetchone() == (b"",)
+def test_the_digest_functions_of_nothing_are_empty() -> None:
+    module = _digests_module()
+    empty = bytearray()
+    module.sort(empty)
+    assert empty == b""
+    assert _merge(module, [b"", b""], 4) == (b"", [])
+    assert _merge(module, [], 4) == (b"", [])
+
+
+def test_a_merge_whose_update_fails_or_keeps_the_blocks() -> None:
+    """The error of `update` is the merge's, raised at once; blocks `update` keeps stay what
+    they were handed as (each is a bytes object of its own, never reused)."""
+    module = _digests_module()
+    runs = [b"\x00" * 32 + b"\x02" * 32, b"\x01" * 32]
+    calls: list[bytes] = []
+
+    def fails(block: bytes) -> None:
+        calls.append(block)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match=r"^disk full$"):
+        module.merge(runs, fails, 1)
+    assert calls == [b"\x00" * 32]
+    kept: list[bytes] = []
+    assert module.merge(runs, kept.append, 2) == 3
+    assert kept == [b"\x00" * 32 + b"\x01" * 32, b"\x02" * 32]
+    assert all(type(block) is bytes for block in kept)
 
 
 @needs_extension
@@ -296,8 +436,7 @@ def test_key_less_digests_are_the_same_sorted_in_c_or_by_numpy(
     for threshold in (0, 1 << 62):  # workers (each sorts its pieces, the parent merges); in process
         monkeypatch.setattr(sqlite_fingerprint, "PARALLEL_MIN_BYTES", threshold)
         assert _digests(db) == reference
-    monkeypatch.setattr(rowcodec, "_SORTERS", {})
-    monkeypatch.setattr(rowcodec, "digest_sorter", lambda conn=None: None)
+    monkeypatch.setattr(rowcodec, "digest_module", lambda: None)
     for threshold in (0, 1 << 62):
         monkeypatch.setattr(sqlite_fingerprint, "PARALLEL_MIN_BYTES", threshold)
         assert _digests(db) == reference
@@ -424,7 +563,7 @@ def _read_both(
 def _python_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """As an install without the extension: rows read into Python, digests sorted by numpy."""
     monkeypatch.setattr(rowcodec, "load", lambda _conn: False)
-    monkeypatch.setattr(rowcodec, "_SORTERS", {})
+    monkeypatch.setattr(rowcodec, "digest_module", lambda: None)
 
 
 @needs_extension

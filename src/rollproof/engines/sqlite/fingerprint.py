@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import mmap
 import multiprocessing
 import os
 import shutil
@@ -81,16 +82,18 @@ from rollproof.engines.sqlite.schema import (
     normalize_sql,
     primary_key,
     quote_ident,
+    rowid_alias,
     table_flags,
     view_columns,
 )
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     import numpy as np
     import numpy.typing as npt
 
     from rollproof.engines.sqlite.pages import PageMap, PageProofs
-    from rollproof.engines.sqlite.rowcodec import DigestSorter
 
 ENGINE = "sqlite"
 PARALLEL_MIN_BYTES = 8 << 20
@@ -99,12 +102,13 @@ Measured on 2 cores: 3 MB, one process 15 ms against two 18 ms; 9 MB, 41 against
 33 MB, 130 against 84 ms."""
 SPLIT_MIN_ROWS = 2 * SEGMENT_ROWS
 """A table is split across workers only from this many (estimated) rows."""
-MERGE_RUNS_C = 64
-"""Most sorted runs `rollproof_merge_digests` takes in one call."""
+MERGE_RUNS_C = 4096
+"""Most sorted runs the C merge takes at once (each spilled run is a mapping of its file); more
+are merged by numpy."""
 RUN_DIGESTS = 1 << 21
 """Row digests sorted in memory before a run is spilled to a file (64 MiB of digests)."""
 MERGE_DIGESTS = 1 << 15
-"""Digests read from each spilled run at a time while merging."""
+"""Digests a merge hands on at a time (numpy's also reads that many from each spilled run)."""
 SPILL_PREFIX = "rollproof-sort-"  # in the temporary directory, swept by `rollproof gc`
 
 Row = tuple[SqlValue, ...]
@@ -125,6 +129,9 @@ class _Plan:
     utf16: str | None = None
     """The codec of a UTF-16 database's text ('utf-16-le' or 'utf-16-be'): its text is read as
     the stored code units (`exact_text_rows`), not as SQLite's lossy conversion to UTF-8."""
+    rowid_key: bool = False
+    """The key is the table's rowid (`INTEGER PRIMARY KEY`): the accelerator pages it by
+    rowid ranges (rowcodec.rowid_keyed_chunks)."""
 
     @property
     def select(self) -> str:
@@ -244,7 +251,16 @@ def _table_plan(conn: sqlite3.Connection, name: str, codec: str | None = None) -
     rowid = next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
     order = "row-digests" if pk is None else "primary-key"
     header = canonical_json({"table": name, "columns": cols, "order": order})
-    return _Plan(name, tuple(cols), None if pk is None else tuple(pk), rowid, header, codec)
+    alias = None if pk is None else rowid_alias(conn, name)
+    return _Plan(
+        name,
+        tuple(cols),
+        None if pk is None else tuple(pk),
+        rowid,
+        header,
+        codec,
+        rowid_key=alias is not None and (alias,) == tuple(pk or ()),
+    )
 
 
 def _python_chunks(fetch: Fetch, piece: _Piece) -> Iterator[Chunk]:
@@ -282,61 +298,61 @@ def _read_segments(chunks: Iterable[Chunk]) -> _Read:
     return _Read(rows=rows, segments=tuple(segments))
 
 
-def _own_sorter() -> DigestSorter | None:
-    """This process's C digest sorter (rowcodec), or None where the extension is not built."""
+def _digest_module() -> ModuleType | None:
+    """The C digest sorter (`_digests`), or None where it is not built."""
     from rollproof.engines.sqlite import rowcodec
 
-    return rowcodec.digest_sorter()
+    return rowcodec.digest_module()
 
 
-def _sort_digests(buf: bytearray, sorter: DigestSorter | None = None) -> bytes | bytearray:
-    """Sort concatenated 32-byte digests as byte strings: in C by the extension (`sorter`, else
-    this process's own), or in place by numpy's sort where it is not built. Same order."""
-    sorter = sorter or _own_sorter()
-    if sorter is not None:
-        return sorter.sort(buf)
+def _sort_digests(buf: bytearray) -> bytearray:
+    """Sort concatenated 32-byte digests as byte strings, in place: in C by `_digests`, or by
+    numpy's sort where it is not built. Same order."""
+    module = _digest_module()
+    if module is not None:
+        module.sort(buf)
+        return buf
     import numpy as np
 
     np.frombuffer(buf, dtype=f"S{ROW_DIGEST_SIZE}").sort()
     return buf
 
 
-def _read_row_digests(
-    chunks: Iterable[Chunk], spill: str | None, sorter: DigestSorter | None = None
-) -> _Read:
+def _read_row_digests(chunks: Iterable[Chunk], spill: str | None) -> _Read:
     """Keep the rows' digests sorted, spilling full runs to `spill` (removed again if reading
-    fails, so that a piece read again leaves no stray run)."""
+    fails, so that a piece read again leaves no stray run). The chunks are joined once, into
+    the buffer that is sorted in place."""
     runs: list[bytes | bytearray | str] = []
-    buf = bytearray()
+    parts: list[bytes | memoryview] = []
+    held = 0
     limit = RUN_DIGESTS * ROW_DIGEST_SIZE
     rows = 0
     try:
         for count, digests in chunks:
             rows += count
-            buf += digests
-            if len(buf) >= limit and spill is not None:
+            parts.append(digests)
+            held += len(digests)
+            if held >= limit and spill is not None:
                 fd, name = tempfile.mkstemp(prefix="run-", dir=spill)
                 runs.append(name)
                 with os.fdopen(fd, "wb") as f:
-                    f.write(_sort_digests(buf, sorter))
-                buf = bytearray()
+                    f.write(_sort_digests(bytearray().join(parts)))
+                parts, held = [], 0
     except BaseException:
         for run in runs:
             if isinstance(run, str):
                 with contextlib.suppress(OSError):
                     os.unlink(run)
         raise
-    if buf or not runs:
-        runs.append(_sort_digests(buf, sorter))
+    if parts or not runs:
+        runs.append(_sort_digests(bytearray().join(parts)))
     return _Read(rows=rows, runs=tuple(runs))
 
 
-def _read_piece(
-    chunks: Iterable[Chunk], piece: _Piece, spill: str | None, sorter: DigestSorter | None = None
-) -> _Read:
+def _read_piece(chunks: Iterable[Chunk], piece: _Piece, spill: str | None) -> _Read:
     if piece.plan.key is not None:
         return _read_segments(chunks)
-    return _read_row_digests(chunks, spill, sorter)
+    return _read_row_digests(chunks, spill)
 
 
 def _run_blocks(run: bytes | bytearray | str) -> Iterator[npt.NDArray[np.bytes_]]:
@@ -355,22 +371,37 @@ def _run_blocks(run: bytes | bytearray | str) -> Iterator[npt.NDArray[np.bytes_]
             yield np.frombuffer(block, dtype=dtype)
 
 
-def _merged(runs: list[bytes | bytearray | str]) -> Iterator[bytes | bytearray]:
-    """The digests of sorted runs in one sorted stream, a block at a time (k-way merge in C:
-    each round takes from every run what is <= the smallest of the runs' block ends, which
-    empties at least one block, and sorts that). Runs all in memory and together no larger than
-    one run are merged by the extension at once, where it is built (no numpy to import)."""
+def _merge_into(
+    runs: list[bytes | bytearray | str], update: Callable[[bytes | bytearray | memoryview], object]
+) -> None:
+    """Give `update` the digests of sorted runs (in memory, or spilled files' paths) as one
+    sorted stream, a block at a time: merged in C by `_digests` (a heap of the runs' heads, a
+    spilled run read through a read-only mapping of its private file), else by numpy."""
     if len(runs) == 1 and not isinstance(runs[0], str):
-        yield runs[0]
+        update(runs[0])
         return
-    in_memory = [r for r in runs if not isinstance(r, str)]
-    if len(in_memory) == len(runs) <= MERGE_RUNS_C and (
-        sum(map(len, in_memory)) <= RUN_DIGESTS * ROW_DIGEST_SIZE
-    ):
-        sorter = _own_sorter()
-        if sorter is not None:
-            yield sorter.merge(in_memory)
-            return
+    module = _digest_module()
+    if module is not None and len(runs) <= MERGE_RUNS_C:
+        with contextlib.ExitStack() as stack:
+            buffers: list[bytes | bytearray | mmap.mmap] = []
+            for run in runs:
+                if not isinstance(run, str):
+                    buffers.append(run)
+                    continue
+                with open(run, "rb") as f:
+                    if os.fstat(f.fileno()).st_size == 0:
+                        continue
+                    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                buffers.append(stack.enter_context(mapped))
+            module.merge(buffers, update, MERGE_DIGESTS)
+        return
+    for block in _merged_by_numpy(runs):
+        update(block)
+
+
+def _merged_by_numpy(runs: list[bytes | bytearray | str]) -> Iterator[bytes]:
+    """The numpy merge, where `_digests` is not built: each round takes from every run what is
+    <= the smallest of the runs' block ends, which empties at least one block, and sorts that."""
     import numpy as np
 
     readers = [_run_blocks(r) for r in runs]
@@ -402,8 +433,7 @@ def _combine(plan: _Plan, reads: list[_Read]) -> TableDigest:
             for segment in read.segments:
                 h.update(segment)
     else:
-        for block in _merged([run for read in reads for run in read.runs]):
-            h.update(block)
+        _merge_into([run for read in reads for run in read.runs], h.update)
     return TableDigest(
         name=plan.name,
         digest=content_tagged(h.hexdigest()),
@@ -468,7 +498,18 @@ def _read_accelerated(
             return None
     except (apsw.Error, sqlite3.Error):
         return None
-    if plan.key is not None:
+    if plan.key is not None and plan.rowid_key:
+        chunks = rowcodec.rowid_keyed_chunks(
+            conn,
+            plan.name,
+            plan.columns,
+            plan.key[0],
+            piece.offset,
+            piece.limit,
+            SEGMENT_ROWS,
+            ROW_CHUNK,
+        )
+    elif plan.key is not None:
         chunks = rowcodec.keyed_chunks(
             conn,
             plan.name,
@@ -493,7 +534,7 @@ def _read_accelerated(
     else:
         return None
     try:
-        return _read_piece(chunks, piece, spill, rowcodec.digest_sorter(conn))
+        return _read_piece(chunks, piece, spill)
     except (apsw.Error, sqlite3.Error, rowcodec.KeysetMismatch):
         return None
 
@@ -628,7 +669,7 @@ def _parallel_digests(
     # parent's connections. `meanwhile` is this process's own work while the workers read
     # (they are all started by then: no thread of ours is alive across a fork).
     pieces = _pieces(conn, plans, workers)
-    if any(p.order_by is None for p in plans) and _own_sorter() is None:
+    if any(p.order_by is None for p in plans) and _digest_module() is None:
         import numpy  # noqa: F401 - imported once here rather than in every worker
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")

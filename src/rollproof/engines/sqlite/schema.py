@@ -389,18 +389,23 @@ def primary_key(conn: sqlite3.Connection, name: str) -> list[str] | None:
     if not pk:
         return None
     flags = table_flags(conn).get(name, {})
-    has_pk_index = any(
-        origin == "pk" for _s, _n, _u, origin, _p in _pragma(conn, "index_list", name)
-    )
-    rowid_alias = (
-        len(pk) == 1
-        and str(pk[0][2]).strip().upper() == "INTEGER"
-        and not flags.get("wr")
-        and not has_pk_index
-    )
-    if rowid_alias or flags.get("wr") or all(notnull for _k, _n, _t, notnull in pk):
+    if rowid_alias(conn, name) or flags.get("wr") or all(notnull for _k, _n, _t, notnull in pk):
         return [n for _k, n, _t, _nn in pk]
     return None
+
+
+def rowid_alias(conn: sqlite3.Connection, name: str) -> str | None:
+    """The column that is the table's rowid (`INTEGER PRIMARY KEY`), or None: a WITHOUT ROWID
+    table has none, and `INTEGER PRIMARY KEY DESC` is not one (SQLite gives it an automatic
+    index, which is how it is told apart here)."""
+    pk = [r for r in _pragma(conn, "table_xinfo", name) if r[5] > 0]
+    if len(pk) != 1 or str(pk[0][2]).strip().upper() != "INTEGER":
+        return None
+    if table_flags(conn).get(name, {}).get("wr"):
+        return None
+    if any(origin == "pk" for _s, _n, _u, origin, _p in _pragma(conn, "index_list", name)):
+        return None
+    return str(pk[0][1])
 
 
 def columns(conn: sqlite3.Connection, name: str) -> list[str]:
