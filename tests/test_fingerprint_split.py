@@ -204,3 +204,28 @@ def test_digests_sort_and_merge_as_byte_strings(small_segments: None) -> None:
     for block in sqlite_fingerprint._merged_by_numpy(runs):
         out.append(block)
     assert b"".join(out) == expected
+
+
+def test_a_workers_runs_come_back_as_files(tmp_path: Path) -> None:
+    """A worker hands its sorted runs back as files in the spill directory (the parent maps
+    them): the same bytes, paths in place of the runs, runs already spilled kept; nothing to
+    write without a spill directory; a write that fails leaves no file behind."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    first, second = b"\x01" * 64, b"\x02" * 32
+    kept = spill / "run-kept"
+    kept.write_bytes(b"\x00" * 32)
+    read = sqlite_fingerprint._Read(rows=4, runs=(first, str(kept), bytearray(second)))
+    assert sqlite_fingerprint._runs_to_files(read, None) is read
+    back = sqlite_fingerprint._runs_to_files(read, str(spill))
+    assert back.rows == 4
+    assert back.runs[1] == str(kept)
+    assert all(isinstance(run, str) for run in back.runs)
+    assert [Path(str(run)).read_bytes() for run in back.runs] == [first, b"\x00" * 32, second]
+    out: list[bytes] = []
+    sqlite_fingerprint._merge_into(list(back.runs), lambda block: out.append(bytes(block)))
+    assert b"".join(out) == b"\x00" * 32 + first + second
+    gone = tmp_path / "gone"
+    with pytest.raises(FileNotFoundError):
+        sqlite_fingerprint._runs_to_files(read, str(gone))
+    assert not kept.exists()  # a failed hand-back removes the piece's runs, as a failed read does
