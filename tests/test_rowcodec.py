@@ -293,7 +293,7 @@ def test_views_and_triggers_cannot_call_the_functions(
 # -- sorting and merging row digests ----------------------------------------------------------
 
 # Digests drawn so that the C sort meets every case: random ones (buckets of one), many sharing
-# their first two bytes (one bucket above the insertion-sort size, sorted by qsort), a few
+# their first two bytes (one bucket that may pass the insertion-sort size, 96), a few
 # sharing them (insertion sort), prefixes that differ only past byte 2, and repeats.
 DIGEST_LISTS = st.lists(
     st.one_of(
