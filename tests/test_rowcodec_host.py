@@ -206,9 +206,21 @@ def _change(root: Path, apply: str, verify: str | None = None) -> Path:
 
 @needs_host
 @pytest.mark.parametrize("script", ["apply", "verify"])
-def test_a_change_or_verify_script_cannot_call_them(tmp_path: Path, script: str) -> None:
+def test_a_change_or_verify_script_cannot_call_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str
+) -> None:
     """The connections a change and a verify script run on never have the functions: a script
-    calling one fails in the rehearsal as it would in production ("no such function")."""
+    calling one fails in the rehearsal as it would in production ("no such function"); and
+    they are opened under the registration's lock (`connect_without_functions`)."""
+    guarded: list[object] = []
+    real = rowcodec.connect_without_functions
+
+    def spy(connect):  # type: ignore[no-untyped-def]
+        conn = real(connect)
+        guarded.append(conn)
+        return conn
+
+    monkeypatch.setattr(rowcodec, "connect_without_functions", spy)
     (tmp_path / "source").mkdir()
     db = tmp_path / "source" / "src.db"
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as setup:
@@ -224,3 +236,41 @@ def test_a_change_or_verify_script_cannot_call_them(tmp_path: Path, script: str)
     assert errors
     assert all("no such function: rollproof_rows" in e for e in errors), errors
     assert db.read_bytes() == before
+    # the clone connections the scripts ran on (apply, revert), or the verify connection
+    assert len(guarded) >= 2
+
+
+@needs_host
+def test_a_change_connection_waits_for_a_registration_to_end(tmp_path: Path) -> None:
+    """A connection that will run a change's or a user's SQL is opened under the registration's
+    lock: while another thread registers the functions, it waits, and it never has them."""
+    import threading
+
+    db = _build(tmp_path / "a.db", 10)
+    opened: list[sqlite3.Connection] = []
+
+    def open_for_a_change() -> None:
+        opened.append(
+            rowcodec.connect_without_functions(
+                lambda: _Plain(db, isolation_level=None, check_same_thread=False)
+            )
+        )
+
+    with rowcodec._HOST_LOCK:  # as during another thread's connect_with_functions
+        register, cancel, address = rowcodec._host()  # type: ignore[misc]
+        assert register(address) == 0
+        try:
+            waiter = threading.Thread(target=open_for_a_change)
+            waiter.start()
+            waiter.join(0.3)
+            assert waiter.is_alive()  # it waits for the registration to end
+            assert opened == []
+        finally:
+            cancel(address)
+    waiter.join(10)
+    (conn,) = opened
+    with contextlib.closing(conn):
+        assert not rowcodec.has_functions(conn)
+        assert _has_any(conn) == []
+    with contextlib.closing(connect_read_only(db)) as plain:
+        assert _has_any(plain) == []

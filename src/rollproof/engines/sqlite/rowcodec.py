@@ -172,10 +172,11 @@ def _host() -> tuple[Any, Any, int] | None:
 def connect_with_functions(connect: Callable[[], Conn]) -> Conn:
     """`connect()`, its connection given the functions where this Python's SQLite allows.
 
-    The entry point is an automatic extension only while `connect` runs (under a lock, so two
-    threads of rollproof never overlap; a connection another thread opens at that moment gets
-    the functions too, harmless and DIRECTONLY). The connection must be of a `sqlite3`
-    subclass (it is marked with FUNCTIONS_MARK) and is never to run a change's or a user's SQL.
+    The entry point is an automatic extension only while `connect` runs, under a lock that
+    `connect_without_functions` takes too, so a connection that will run a change's SQL is
+    never opened meanwhile (one another library or thread opens at that moment would get the
+    functions, DIRECTONLY). The connection must be of a `sqlite3` subclass (it is marked with
+    FUNCTIONS_MARK) and is never to run a change's or a user's SQL.
     """
     host = _host()
     if host is None:
@@ -198,6 +199,14 @@ def connect_with_functions(connect: Callable[[], Conn]) -> Conn:
         return conn  # not registered after all: the Python path reads
     setattr(conn, FUNCTIONS_MARK, True)
     return conn
+
+
+def connect_without_functions(connect: Callable[[], Conn]) -> Conn:
+    """`connect()` while no registration is active. Every connection that may run a change's
+    or a user's SQL is opened this way, under the lock `connect_with_functions` registers
+    under, so it cannot catch the functions from another thread's registration."""
+    with _HOST_LOCK:
+        return connect()
 
 
 def has_functions(conn: sqlite3.Connection) -> bool:

@@ -79,6 +79,7 @@ from rollproof.engines.base import (
     StatementRows,
     TransactionOutcome,
 )
+from rollproof.engines.sqlite import rowcodec
 from rollproof.engines.sqlite.errors import MACHINE_ERRORS, error_name, translated
 from rollproof.engines.sqlite.explain import explain_differences
 from rollproof.engines.sqlite.fingerprint import (
@@ -791,7 +792,11 @@ class SqliteSession:
         self, settings: Mapping[str, bool]
     ) -> Iterator[tuple[sqlite3.Connection, dict[str, Any]]]:
         # The authorizer is installed after the settings pragmas, which are rollproof's own.
-        conn = sqlite3.connect(self.clone, isolation_level=None)
+        # Opened where no registration of rollproof's C functions can be active (the change
+        # must fail on them here as in production).
+        conn = rowcodec.connect_without_functions(
+            lambda: sqlite3.connect(self.clone, isolation_level=None)
+        )
         try:
             # The clone is disposable: syncing it to disk protects against power loss, which a
             # rehearsal does not survive anyway, and changes no statement's result. It halved

@@ -134,12 +134,12 @@ def connect_read_only(path: Path, *, functions: bool = False) -> sqlite3.Connect
             read_only_uri(path), uri=True, isolation_level=None, factory=_ReadOnlyConnection
         )
 
-    if functions:
-        from rollproof.engines.sqlite.rowcodec import connect_with_functions
+    from rollproof.engines.sqlite import rowcodec
 
-        conn = connect_with_functions(connect)
+    if functions:
+        conn = rowcodec.connect_with_functions(connect)
     else:
-        conn = connect()
+        conn = rowcodec.connect_without_functions(connect)
     conn.tidy_path, conn.tidy_absent = path, absent
     conn.execute("PRAGMA query_only = ON")
     return conn
