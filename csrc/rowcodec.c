@@ -13,7 +13,7 @@
 ** part of a valid sequence as the lone surrogate U+DC00+byte (Python's "surrogateescape"),
 ** written in three bytes as marshal writes lone surrogates ("surrogatepass").
 **
-** Four aggregate functions and one scalar, registered SQLITE_DIRECTONLY so that no view or
+** Five aggregate functions and one scalar, registered SQLITE_DIRECTONLY so that no view or
 ** trigger of the database being read can call them:
 **
 **   rollproof_rows(c1, ..., cn)         the rows' encodings one after another (one BLOB)
@@ -21,6 +21,10 @@
 **                                       rollproof_rows(c1, ..., cn), refused (an error)
 **                                       unless every row's r is an INTEGER greater than the
 **                                       row's before (rows read in increasing rowid order)
+**   rollproof_rows_keyed(m, k1, ..., km, c1, ..., cn)
+**                                       rollproof_rows(c1, ..., cn), refused unless every
+**                                       row's key k1..km is greater than the row's before in
+**                                       SQLite's order under BINARY collation
 **   rollproof_row_digests(c1, ..., cn)  one 32-byte BLAKE2s-256 digest of each row's encoding
 **   rollproof_last(k1, ..., km)         the encoding of the last row seen, for keyset
 **                                       pagination; refused (an error) if its text is not
@@ -500,7 +504,8 @@ static void blake2s256_x8(const unsigned char *blocks, const uint32_t len[LANES]
 
 typedef struct {
   Buf out;              /* the result being built */
-  Buf row;              /* one row's encoding (row digests, last row) */
+  Buf row;              /* one row's encoding (row digests, last row); the key before
+                        ** (rollproof_rows_keyed) */
   sqlite3_uint64 limit; /* the connection's length limit, read on the first row */
   sqlite3_int64 prev;   /* rollproof_rows_after: the rowid of the row before */
   int seen;             /* rollproof_rows_after: whether there was one */
@@ -588,6 +593,129 @@ static void rows_after_step(sqlite3_context *ctx, int argc, sqlite3_value **argv
   acc->seen = 1;
   rc = put_row(&acc->out, argc - 1, argv + 1, TEXT_ESCAPE, acc->limit);
   if (rc != SQLITE_OK) report(ctx, "rollproof_rows_after", rc);
+}
+
+/* ---- rows in key order, checked -------------------------------------------------------- */
+
+/* Compare a key (m values) with the one before, kept in `prev` as: per value a type byte, then
+** 8 bytes (INTEGER, REAL) or u32 length + bytes (TEXT, BLOB). SQLite's order under BINARY
+** collation: NULL < numbers < TEXT < BLOB, text and blobs by memcmp then length (TEXT as its
+** stored UTF-8 bytes). Returns -1, 0 or 1, or 2 where this does not decide: an INTEGER beside a
+** REAL in one key column (SQLite compares those exactly; this code does not try). */
+static int value_rank(int type) {
+  switch (type) {
+    case SQLITE_NULL:
+      return 0;
+    case SQLITE_INTEGER:
+    case SQLITE_FLOAT:
+      return 1;
+    case SQLITE_TEXT:
+      return 2;
+    default:
+      return 3;
+  }
+}
+
+static int key_cmp(const Buf *prev, int m, sqlite3_value **key) {
+  sqlite3_uint64 at = 0;
+  int j;
+  for (j = 0; j < m; j++) {
+    int tp = prev->data[at++], tn = sqlite3_value_type(key[j]);
+    int rp = value_rank(tp), rn = value_rank(tn);
+    if (rp != rn) return rn < rp ? -1 : 1;
+    if (tp == SQLITE_INTEGER || tp == SQLITE_FLOAT) {
+      if (tp != tn) return 2;
+      if (tp == SQLITE_INTEGER) {
+        sqlite3_int64 a, b = sqlite3_value_int64(key[j]);
+        memcpy(&a, prev->data + at, 8);
+        if (a != b) return b < a ? -1 : 1;
+      } else {
+        double a, b = sqlite3_value_double(key[j]);
+        memcpy(&a, prev->data + at, 8);
+        if (a != b) return b < a ? -1 : 1;
+      }
+      at += 8;
+    } else if (tp == SQLITE_TEXT || tp == SQLITE_BLOB) {
+      const unsigned char *q = sqlite3_value_blob(key[j]);
+      sqlite3_uint64 nq = (sqlite3_uint64)sqlite3_value_bytes(key[j]), np;
+      uint32_t len;
+      int c;
+      memcpy(&len, prev->data + at, 4);
+      np = len;
+      at += 4;
+      c = memcmp(prev->data + at, q ? q : (const unsigned char *)"", (size_t)(np < nq ? np : nq));
+      if (c != 0) return c > 0 ? -1 : 1;
+      if (np != nq) return nq < np ? -1 : 1;
+      at += np;
+    }
+  }
+  return 0;
+}
+
+/* Keep the key as `prev` (the form key_cmp reads). */
+static int key_keep(Buf *prev, int m, sqlite3_value **key, sqlite3_uint64 limit) {
+  int j, rc;
+  prev->len = 0;
+  for (j = 0; j < m; j++) {
+    int t = sqlite3_value_type(key[j]);
+    if ((rc = buf_reserve(prev, 1, limit)) != SQLITE_OK) return rc;
+    put_byte(prev, (unsigned char)t);
+    if (t == SQLITE_INTEGER || t == SQLITE_FLOAT) {
+      if ((rc = buf_reserve(prev, 8, limit)) != SQLITE_OK) return rc;
+      if (t == SQLITE_INTEGER) {
+        sqlite3_int64 v = sqlite3_value_int64(key[j]);
+        memcpy(prev->data + prev->len, &v, 8);
+      } else {
+        double v = sqlite3_value_double(key[j]);
+        memcpy(prev->data + prev->len, &v, 8);
+      }
+      prev->len += 8;
+    } else if (t == SQLITE_TEXT || t == SQLITE_BLOB) {
+      const unsigned char *p = sqlite3_value_blob(key[j]);
+      sqlite3_uint64 n = (sqlite3_uint64)sqlite3_value_bytes(key[j]);
+      uint32_t len = (uint32_t)n;
+      if (p == 0 && n) return SQLITE_NOMEM;
+      if (n > 0xffffffffu) return SQLITE_TOOBIG;
+      if ((rc = buf_reserve(prev, 4 + n, limit)) != SQLITE_OK) return rc;
+      memcpy(prev->data + prev->len, &len, 4);
+      prev->len += 4;
+      put_bytes(prev, p, n);
+    }
+  }
+  return SQLITE_OK;
+}
+
+/* rollproof_rows_keyed(m, k1, ..., km, c1, ..., cn): rollproof_rows(c1, ..., cn), refused
+** (an error) unless every row's key k1..km is greater than the row's before, in SQLite's order
+** under BINARY collation: the caller reads a key range of a WITHOUT ROWID table without ORDER
+** BY, and this makes the key order the segments need a checked fact. */
+static void rows_keyed_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  Acc *acc = acc_of(ctx);
+  int m, rc;
+  if (acc == 0) {
+    sqlite3_result_error_nomem(ctx);
+    return;
+  }
+  m = argc > 0 && sqlite3_value_type(argv[0]) == SQLITE_INTEGER ? sqlite3_value_int(argv[0]) : 0;
+  if (m < 1 || m >= argc) {
+    sqlite3_result_error(ctx, "rollproof_rows_keyed: the first argument is not a key's width",
+                         -1);
+    return;
+  }
+  if (acc->seen) {
+    int c = key_cmp(&acc->row, m, argv + 1);
+    if (c != 1) {
+      sqlite3_result_error(ctx,
+                           c == 2 ? "rollproof_rows_keyed: an INTEGER and a REAL in one key column"
+                                  : "rollproof_rows_keyed: rows out of key order",
+                           -1);
+      return;
+    }
+  }
+  acc->seen = 1;
+  rc = key_keep(&acc->row, m, argv + 1, acc->limit);
+  if (rc == SQLITE_OK) rc = put_row(&acc->out, argc - 1 - m, argv + 1 + m, TEXT_ESCAPE, acc->limit);
+  if (rc != SQLITE_OK) report(ctx, "rollproof_rows_keyed", rc);
 }
 
 static void row_digests_step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -678,6 +806,7 @@ int sqlite3_rowcodec_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routin
   } functions[] = {
       {"rollproof_rows", rows_step},
       {"rollproof_rows_after", rows_after_step},
+      {"rollproof_rows_keyed", rows_keyed_step},
       {"rollproof_row_digests", row_digests_step},
       {"rollproof_last", last_step},
   };

@@ -225,14 +225,95 @@ def test_rows_after_takes_rows_in_increasing_rowid_order_only(codec: apsw.Connec
         codec.execute("SELECT rollproof_rows_after(CAST(id AS TEXT), v) FROM t").fetchall()
 
 
+KEY_VALUES = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False).map(lambda f: f + 0.0),
+    st.text(max_size=6),
+    st.binary(max_size=6),
+)
+
+
+def _outcome(conn: apsw.Connection, sql: str) -> object:
+    """The query's one value, or its error's message."""
+    try:
+        return conn.execute(sql).fetchone()[0]  # type: ignore[index]
+    except apsw.SQLError as e:
+        return str(e)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(KEY_VALUES, KEY_VALUES), min_size=2, max_size=30, unique=True),
+    st.booleans(),
+)
+def test_rows_keyed_orders_keys_as_sqlite_does(
+    keys: list[tuple[object, object]], wide: bool
+) -> None:
+    """rollproof_rows_keyed takes rows in SQLite's key order (a WITHOUT ROWID table's ORDER
+    BY, BINARY collation, one or two key columns, every storage class) and encodes what
+    rollproof_rows does, or refuses an INTEGER beside a REAL in one key column; the reverse
+    order is always refused."""
+    with contextlib.closing(_codec()) as conn:
+        cols = "a, b" if wide else "a"
+        conn.execute(f"CREATE TABLE t (a, b, v, PRIMARY KEY ({cols})) WITHOUT ROWID")
+        for i, (a, b) in enumerate(keys):
+            conn.execute("INSERT OR IGNORE INTO t VALUES (?, ?, ?)", (a, b if wide else i, i))
+        m = 2 if wide else 1
+        ordered = f"(SELECT {cols}, v FROM t ORDER BY {cols})"
+        (plain,) = conn.execute(f"SELECT rollproof_rows(v) FROM {ordered}").fetchone()  # type: ignore[misc]
+        got = _outcome(conn, f"SELECT rollproof_rows_keyed({m}, {cols}, v) FROM {ordered}")
+        mixed = any(
+            conn.execute(
+                f"SELECT count(DISTINCT typeof({c})) FROM t WHERE typeof({c}) IN ('integer', 'real')"
+            ).fetchone()[0]  # type: ignore[index]
+            == 2
+            for c in cols.split(", ")
+        )
+        refused = "rollproof_rows_keyed: an INTEGER and a REAL in one key column"
+        assert got == plain or (mixed and got == refused)
+        backwards = (
+            f"(SELECT {cols}, v FROM t ORDER BY {', '.join(c + ' DESC' for c in cols.split(', '))})"
+        )
+        if conn.execute("SELECT count(*) FROM t").fetchone()[0] > 1:  # type: ignore[index]
+            with pytest.raises(
+                apsw.SQLError,
+                match=r"rollproof_rows_keyed: (rows out of key order|an INTEGER and a REAL)",
+            ):
+                conn.execute(
+                    f"SELECT rollproof_rows_keyed({m}, {cols}, v) FROM {backwards}"
+                ).fetchall()
+
+
+@needs_extension
+def test_a_without_rowid_piece_is_read_by_key_ranges(
+    tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WITHOUT ROWID table whose key collates BINARY is read by key ranges to its end (to the
+    same pieces as Python's), one collating NOCASE by keyset paging."""
+    used: list[str] = []
+    real = rowcodec.ranged_keyed_chunks
+
+    def spy(conn, table, *args):  # type: ignore[no-untyped-def]
+        yield from real(conn, table, *args)
+        used.append(table)  # read to the end, nothing refused
+
+    monkeypatch.setattr(rowcodec, "ranged_keyed_chunks", spy)
+    db = _build(tmp_path / "a.db", 500, {n: SHAPES[n] for n in ("wr", "nc")})
+    for piece in _pieces(db, ("wr", "nc"), 4):
+        fast, slow = _read_both(db, piece)
+        assert fast == slow
+    assert set(used) == {"wr"}
+
+
 @needs_extension
 def test_a_scan_that_comes_in_reverse_is_refused_not_misread(tmp_path: Path, small: None) -> None:
     """With PRAGMA reverse_unordered_selects a plain scan meets the rows in descending rowid
-    order: a rowid-keyed piece is then declined (and read by Python), never encoded out of key
-    order; a key-less piece, whose digests are a multiset, reads the same either way."""
-    db = _build(tmp_path / "a.db", 300, {n: SHAPES[n] for n in ("k", "n")})
+    order: a rowid-keyed piece is then declined (and read by Python), a WITHOUT ROWID one read
+    by keyset paging instead of key ranges, never encoded out of key order; a key-less piece,
+    whose digests are a multiset, reads the same either way."""
+    db = _build(tmp_path / "a.db", 300, {n: SHAPES[n] for n in ("k", "n", "wr")})
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
-    for piece in _pieces(db, ("k", "n"), 2):
+    for piece in _pieces(db, ("k", "n", "wr"), 2):
         fast, slow = _read_both(db, piece)
         assert fast == slow
         conn = apsw.Connection(f"file:{db}?mode=ro", flags=flags)
@@ -244,7 +325,7 @@ def test_a_scan_that_comes_in_reverse_is_refused_not_misread(tmp_path: Path, sma
             host.execute("PRAGMA reverse_unordered_selects = ON")
             host.execute("BEGIN")
             assert sqlite_fingerprint._read_accelerated(host, piece, None) == reversed_read
-        if piece.plan.key is None:
+        if piece.plan.key is None or piece.plan.without_rowid:
             assert reversed_read == slow
         else:
             assert reversed_read is None

@@ -132,6 +132,9 @@ class _Plan:
     rowid_key: bool = False
     """The key is the table's rowid (`INTEGER PRIMARY KEY`): the accelerator pages it by
     rowid ranges (rowcodec.rowid_keyed_chunks)."""
+    without_rowid: bool = False
+    """A WITHOUT ROWID table: its b-tree is in key order, so a key range is scanned in key
+    order (rowcodec.ranged_keyed_chunks, where the key collates BINARY)."""
 
     @property
     def select(self) -> str:
@@ -260,6 +263,7 @@ def _table_plan(conn: sqlite3.Connection, name: str, codec: str | None = None) -
         header,
         codec,
         rowid_key=alias is not None and (alias,) == tuple(pk or ()),
+        without_rowid=bool(table_flags(conn).get(name, {}).get("wr")),
     )
 
 
@@ -509,6 +513,20 @@ def _read_accelerated(
             SEGMENT_ROWS,
             ROW_CHUNK,
         )
+    elif plan.key is not None and plan.without_rowid:
+        ranged = _read_ranged(conn, piece, spill)
+        if ranged is not None:
+            return ranged
+        chunks = rowcodec.keyed_chunks(
+            conn,
+            plan.name,
+            plan.columns,
+            plan.key,
+            piece.offset,
+            piece.limit,
+            SEGMENT_ROWS,
+            ROW_CHUNK,
+        )
     elif plan.key is not None:
         chunks = rowcodec.keyed_chunks(
             conn,
@@ -537,6 +555,33 @@ def _read_accelerated(
         return _read_piece(chunks, piece, spill)
     except (apsw.Error, sqlite3.Error, rowcodec.KeysetMismatch):
         return None
+
+
+def _read_ranged(
+    conn: apsw.Connection | sqlite3.Connection, piece: _Piece, spill: str | None
+) -> _Read | None:
+    """A WITHOUT ROWID piece read by key ranges (rowcodec.ranged_keyed_chunks) where its key
+    collates BINARY; None where it cannot be, for keyset paging to read it instead."""
+    from rollproof.engines.sqlite import rowcodec
+
+    plan = piece.plan
+    assert plan.key is not None
+    try:
+        if not rowcodec.binary_key(conn, plan.name, plan.key):
+            return None
+        chunks = rowcodec.ranged_keyed_chunks(
+            conn,
+            plan.name,
+            plan.columns,
+            plan.key,
+            piece.offset,
+            piece.limit,
+            SEGMENT_ROWS,
+            ROW_CHUNK,
+        )
+        return _read_piece(chunks, piece, spill)
+    except (apsw.Error, sqlite3.Error, rowcodec.KeysetMismatch, UnicodeDecodeError):
+        return None  # UnicodeDecodeError: a key bound as text that is not UTF-8 (APSW)
 
 
 def _read_in_worker(path: str, piece: _Piece, spill: str | None) -> _Read:

@@ -345,6 +345,84 @@ def rowid_keyed_chunks(
         want = _next_size(count, len(data), segment_rows)
 
 
+def binary_key(conn: AnyConnection, table: str, key: Sequence[str]) -> bool:
+    """Whether every key column collates BINARY (as SQLite reports it): the order
+    `rollproof_rows_keyed` checks rows against."""
+    for name in key:
+        row = conn.execute("SELECT rollproof_collation(?, ?)", (table, name)).fetchone()
+        if row is None or str(row[0]).upper() != "BINARY":
+            return False
+    return True
+
+
+def ranged_keyed_chunks(
+    conn: AnyConnection,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    offset: int,
+    limit: int,
+    segment_rows: int,
+    first_rows: int,
+) -> Iterator[Chunk]:
+    """`keyed_chunks` for a WITHOUT ROWID table whose key collates BINARY: each chunk a key
+    range [lo, next) read by a plain scan of the table's b-tree, `next` the key `n` rows on
+    (an OFFSET over the key, as `rowid_keyed_chunks` does over rowids), instead of the ordered
+    subquery with a LIMIT that SQLite runs as a co-routine, and no `rollproof_last` per row.
+
+    Each bound is bound again as read, so each must be exactly the stored key (`_same_key_sql`,
+    as in keyset paging) and each range must hold exactly `n` rows; `rollproof_rows_keyed`
+    refuses rows that do not come in increasing key order. Any of those failing raises
+    KeysetMismatch or SQLite's error, and the piece is read another way."""
+    m = len(key)
+    keys = ", ".join(map(quote_ident, key))
+    cols = ", ".join(map(quote_ident, columns))
+    t = f"main.{quote_ident(table)}"
+    marks = ", ".join("?" * m)
+    left, right = (f"({keys})", f"({marks})") if m > 1 else (keys, "?")
+    first = f"SELECT {keys} FROM {t} ORDER BY {keys} LIMIT 1 OFFSET ?"
+    following = f"SELECT {keys} FROM {t} WHERE {left} >= {right} ORDER BY {keys} LIMIT 1 OFFSET ?"
+    to_end = (
+        f"SELECT count(*), rollproof_rows_keyed({m}, {keys}, {cols}) FROM {t} "
+        f"WHERE {left} >= {right}"
+    )
+    between = f"{to_end} AND {left} < {right}"
+    check = _same_key_sql(table, key)
+
+    def exact(bound: tuple[object, ...]) -> None:
+        params = (*bound, *(v for v in bound for _ in range(2)))
+        (same,) = conn.execute(check, params).fetchone()  # type: ignore[misc]
+        if same != 1:
+            raise KeysetMismatch(f"table {table}: a range bound is not exactly a stored key")
+
+    row = conn.execute(first, (offset,)).fetchone()
+    if row is None:
+        return
+    lo = tuple(row)
+    exact(lo)
+    done, want = 0, first_rows
+    while limit < 0 or done < limit:
+        n = min(want, segment_rows - done % segment_rows)
+        if limit >= 0:
+            n = min(n, limit - done)
+        nxt = conn.execute(following, (*lo, n)).fetchone()
+        if nxt is None:  # n rows or fewer are left: read to the end
+            count, data = conn.execute(to_end, lo).fetchone()  # type: ignore[misc]
+        else:
+            hi = tuple(nxt)
+            exact(hi)
+            count, data = conn.execute(between, (*lo, *hi)).fetchone()  # type: ignore[misc]
+            if count != n:
+                raise KeysetMismatch(f"table {table}: {count} rows between two keys, not {n}")
+        if count:
+            yield count, data
+        done += count
+        if nxt is None:
+            return
+        lo = hi
+        want = _next_size(count, len(data), segment_rows)
+
+
 def keyless_chunks(
     conn: AnyConnection,
     table: str,
