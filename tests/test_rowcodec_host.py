@@ -274,3 +274,24 @@ def test_a_change_connection_waits_for_a_registration_to_end(tmp_path: Path) -> 
         assert _has_any(conn) == []
     with contextlib.closing(connect_read_only(db)) as plain:
         assert _has_any(plain) == []
+
+
+@needs_host
+def test_a_wal_database_is_read_in_process_by_the_functions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counted: list[str]
+) -> None:
+    """A WAL database is read in one process whatever its size (its snapshot is one
+    connection's): by the functions, to the reference digests, a writer's open transaction
+    unseen."""
+    db = _build(tmp_path / "w.db", 300)
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as setup:
+        assert setup.execute("PRAGMA journal_mode = WAL").fetchone() == ("wal",)
+    reference = _reference(db)
+    monkeypatch.setattr(sqlite_fingerprint, "PARALLEL_MIN_BYTES", 0)  # workers, were it not WAL
+    writer = sqlite3.connect(db, isolation_level=None)
+    with contextlib.closing(writer):
+        writer.execute("BEGIN")
+        writer.execute("INSERT INTO k (id, v) VALUES (100000, 'uncommitted')")
+        assert {n: t.digest for n, t in fingerprint_file(db).tables.items()} == reference
+        writer.execute("ROLLBACK")
+    assert counted == ["sqlite3"] * len(SHAPES)
