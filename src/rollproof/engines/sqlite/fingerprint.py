@@ -502,26 +502,16 @@ def _read_accelerated(
             return None
     except (apsw.Error, sqlite3.Error):
         return None
+    if plan.key is not None and plan.without_rowid:
+        ranged = _read_ranged(conn, piece, spill)
+        if ranged is not None:
+            return ranged  # else keyset paging below
     if plan.key is not None and plan.rowid_key:
         chunks = rowcodec.rowid_keyed_chunks(
             conn,
             plan.name,
             plan.columns,
             plan.key[0],
-            piece.offset,
-            piece.limit,
-            SEGMENT_ROWS,
-            ROW_CHUNK,
-        )
-    elif plan.key is not None and plan.without_rowid:
-        ranged = _read_ranged(conn, piece, spill)
-        if ranged is not None:
-            return ranged
-        chunks = rowcodec.keyed_chunks(
-            conn,
-            plan.name,
-            plan.columns,
-            plan.key,
             piece.offset,
             piece.limit,
             SEGMENT_ROWS,
