@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 COPYING = "copying the open transaction's view for the fingerprint's workers"
+VIEWING = "copying the open transaction's view into memory to read it"
 CHANGES = {
     "update keyed rows": ("UPDATE k SET v = v + 1 WHERE id % 3 = 0;", ["k"]),
     "insert and delete": (
@@ -112,10 +113,18 @@ def test_the_copy_of_the_transactions_view_reads_as_the_connection_does(
     copied, said = _transaction_leg(source, change, full=full)
     # Under reuse only the written tables are read: a dropped one leaves nothing to read.
     assert (COPYING in said) is (full or name != "a dropped table")
-    monkeypatch.setattr(sqlite_session, "TRANSACTION_COPY_MAX_BYTES", -1)  # read in process
+    # the view copied into memory and read in this process with the C functions
+    monkeypatch.setattr(sqlite_session, "_copy_pays", lambda _size, _rows, _nbytes: False)
+    monkeypatch.setattr(sqlite_session, "_view_pays", lambda _size, rows, _nbytes: rows > 0)
+    viewed, said_view = _transaction_leg(source, change, full=full)
+    assert COPYING not in said_view
+    if rowcodec.host_available():
+        assert (VIEWING in said_view) is (full or name != "a dropped table")
+    monkeypatch.setattr(sqlite_session, "TRANSACTION_COPY_MAX_BYTES", -1)  # through `conn`
     read, said_again = _transaction_leg(source, change, full=full)
     assert COPYING not in said_again
-    assert copied == read
+    assert VIEWING not in said_again
+    assert copied == viewed == read
     assert copied["verdict"] == "PASS"
     assert copied[str(Point.AFTER_APPLY)] != copied[str(Point.BEFORE)]
     assert source.read_bytes() == before
@@ -137,6 +146,45 @@ def test_a_change_to_few_of_the_rows_is_read_through_the_connection(
     result, said = _transaction_leg(source, change, full=False)
     assert result["verdict"] == "PASS"
     assert COPYING not in said
+
+
+@pytest.mark.parametrize(
+    ("size", "rows", "nbytes", "pays"),
+    [
+        (3_400_000, 100_000, 3_400_000, True),  # narrow 100k, every row written
+        (4_000_000, 100_000, 4_000_000, True),  # nopk-dups 100k
+        (46_000_000, 100_000, 46_000_000, False),  # wide 100k: 460-byte rows, the copy is most
+        (30_000_000, 2_000, 600_000, False),  # a small written table in a larger database
+    ],
+)
+def test_an_in_memory_view_is_made_where_it_is_estimated_to_pay(
+    size: int, rows: int, nbytes: int, pays: bool
+) -> None:
+    assert sqlite_session._view_pays(size, rows, nbytes) is pays
+
+
+def test_a_small_database_is_read_from_a_view_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the workers' threshold, a transaction leg that rewrote a table reads it from an
+    in-memory copy of its view with the C functions, to the same points and verdict."""
+    if not rowcodec.host_available():
+        pytest.skip("this Python's SQLite cannot be given the functions")
+    source = _source(tmp_path / "src.db")
+    conn = sqlite3.connect(source)
+    conn.executemany("INSERT INTO k (v, w) VALUES (?, ?)", [(i, "w") for i in range(30_000)])
+    conn.commit()
+    conn.close()
+    assert source.stat().st_size < sqlite_fingerprint.PARALLEL_MIN_BYTES
+    change = _change(tmp_path / "change", CHANGES["update keyed rows"][0], ["k"])
+    viewed, said = _transaction_leg(source, change, full=False)
+    assert VIEWING in said
+    assert COPYING not in said
+    monkeypatch.setattr(sqlite_session, "_view_pays", lambda _size, _rows, _nbytes: False)
+    read, said_again = _transaction_leg(source, change, full=False)
+    assert VIEWING not in said_again
+    assert viewed == read
+    assert viewed["verdict"] == "PASS"
 
 
 @pytest.mark.parametrize(

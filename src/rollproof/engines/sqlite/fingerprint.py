@@ -816,6 +816,7 @@ def fingerprint_connection(
     parallel_path: Path | None = None,
     pages: PageProofs | None = None,
     locate: Collection[str] = (),
+    rows_from: sqlite3.Connection | None = None,
 ) -> Fingerprint:
     """Fingerprint the `main` database of an open connection (it may be inside a transaction).
 
@@ -826,6 +827,8 @@ def fingerprint_connection(
     lets a table that must be read be proven from its page bytes instead (sqlite_pages), and
     where each table it reads lies is remembered there; `locate`, with `pages`, names tables
     to be remembered so even if they are not read (the snapshot's tables a change will write).
+    `rows_from`, read in this process instead of `conn` for the rows only, is a copy of exactly
+    what `conn` sees (an open transaction's view, SqliteSession._transaction_view).
     """
     schema_rows = conn.execute(
         "SELECT type, name, tbl_name, sql FROM main.sqlite_schema ORDER BY type, name"
@@ -911,7 +914,7 @@ def fingerprint_connection(
             for i, plan in enumerate(plans, 1):
                 if progress is not None:
                     progress(f"fingerprinting table {plan.name} ({i}/{len(plans)})")
-                read = _read_with_sqlite3(conn, _Piece(plan), spill)
+                read = _read_with_sqlite3(rows_from or conn, _Piece(plan), spill)
                 tables[plan.name] = _combine(plan, [read])
             locate_pages()
     if pages is not None:

@@ -169,6 +169,11 @@ def _host() -> tuple[Any, Any, int] | None:
     return None if address is None else (register, cancel, address)
 
 
+def host_available() -> bool:
+    """Whether `connect_with_functions` can give a connection the functions in this process."""
+    return _host() is not None
+
+
 def connect_with_functions(connect: Callable[[], Conn]) -> Conn:
     """`connect()`, its connection given the functions where this Python's SQLite allows.
 

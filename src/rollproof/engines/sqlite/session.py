@@ -129,6 +129,27 @@ def _copy_pays(size: int, rows: int, nbytes: int) -> bool:
 TRANSACTION_COPY_MAX_BYTES = 512 << 20
 """The largest database whose open transaction's view is copied for the fingerprint's workers
 (`SqliteSession._transaction_copy`): the copy is held in memory once while it is written."""
+VIEW_MAX_BYTES = 64 << 20
+"""The largest database whose open transaction's view is copied into memory to be read in this
+process (`SqliteSession._transaction_view`): it is held twice while it is copied."""
+
+
+def _view_pays(size: int, rows: int, nbytes: int) -> bool:
+    """Whether copying a `size`-byte database into memory and reading `rows` rows (`nbytes`
+    bytes) from it in this process with the C functions is estimated to take at most 70% of
+    reading them through Python's `sqlite3`. This machine's costs, measured on the
+    benchmark's shapes (docs/BENCHMARKS.md): in Python 350 ns a row and 1.5 ns a byte; the
+    copy (serialize and deserialize) 1.5 ns a byte; the functions, on the SQLite of Python's
+    `sqlite3`, 200 ns a row and 0.5 ns a byte. Only the time depends on it."""
+    here = rows * 350 + nbytes * 1.5
+    copied = size * 1.5 + rows * 200 + nbytes * 0.5
+    return copied <= 0.7 * here
+
+
+class _View(sqlite3.Connection):
+    """The in-memory copy of an open transaction's view (it carries rowcodec's mark)."""
+
+
 _TXN_CONTROL = re.compile(r"^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.I)
 _NOT_IN_TXN = re.compile(
     r"^(VACUUM\b|ATTACH\b|DETACH\b|PRAGMA\s+(main\.)?(foreign_keys|journal_mode|"
@@ -935,36 +956,39 @@ class SqliteSession:
     def _fingerprint_in_transaction(
         self, conn: sqlite3.Connection, reuse: Reuse | None
     ) -> Fingerprint:
-        """The clone as the open transaction sees it: read through `conn`, or, where the tables
-        to read are large, from a copy of exactly that view (`_transaction_copy`) by the worker
-        processes and their C accelerator, which this connection cannot load."""
-        copy = self._transaction_copy(conn, reuse)
-        if copy is None:
+        """The clone as the open transaction sees it. `conn` runs the change's SQL and never has
+        rollproof's C functions, so where the tables to read are large enough that it pays, the
+        rows are read from a copy of exactly that view (`Connection.serialize`, which serves the
+        connection's own uncommitted pages): a file the fingerprint's worker processes read
+        (`_transaction_copy`), or, for a smaller database, an in-memory database this process
+        reads with the functions (`_transaction_view`). The schema, header and sequences are
+        read through `conn` either way. Otherwise the rows are read through `conn` in Python."""
+        estimate = self._read_estimate(conn, reuse)
+        copy = None if estimate is None else self._transaction_copy(conn, *estimate)
+        if copy is not None:
+            try:
+                return fingerprint_connection(conn, reuse=reuse, parallel_path=copy)
+            finally:
+                copy.unlink(missing_ok=True)
+        view = None if estimate is None else self._transaction_view(conn, *estimate)
+        if view is None:
             return fingerprint_connection(conn, reuse=reuse)
-        try:
-            return fingerprint_connection(conn, reuse=reuse, parallel_path=copy)
-        finally:
-            copy.unlink(missing_ok=True)
+        with contextlib.closing(view):
+            return fingerprint_connection(conn, reuse=reuse, rows_from=view)
 
-    def _transaction_copy(self, conn: sqlite3.Connection, reuse: Reuse | None) -> Path | None:
-        """A file holding the transaction's view of the clone, or None when reading through the
-        connection costs less.
-
-        `Connection.serialize` copies every page as this connection sees it, its own uncommitted
-        pages included (SQLite's pager serves them), so the file is the state a read inside the
-        transaction gives; the header's journal bytes are set to the rollback journal's so that
-        read-only workers can open it (whether the database is in WAL mode is read from `conn`,
-        never from the copy: the workers read rows only). Made only when the extension is built,
-        the whole database fits in TRANSACTION_COPY_MAX_BYTES of memory, and copying it and
-        reading the tables from the copy is estimated to cost less than reading them here
-        (`_copy_pays`)."""
+    def _read_estimate(
+        self, conn: sqlite3.Connection, reuse: Reuse | None
+    ) -> tuple[int, int, int] | None:
+        """(the database's bytes, the rows the fingerprint will read, their bytes by estimate),
+        or None where a copy cannot be made (no C accelerator to read it with; a Python built
+        against a SQLite before 3.23, no `serialize`) or there is nothing to read."""
         from rollproof.engines.sqlite import rowcodec
 
         if rowcodec.extension_path() is None or not hasattr(conn, "serialize"):
-            return None  # no accelerator, or a Python built against a SQLite before 3.23
+            return None
         page_size = int(conn.execute("PRAGMA main.page_size").fetchone()[0])
         size = page_size * int(conn.execute("PRAGMA main.page_count").fetchone()[0])
-        if not PARALLEL_MIN_BYTES <= size <= TRANSACTION_COPY_MAX_BYTES:
+        if size > TRANSACTION_COPY_MAX_BYTES:
             return None
         if reuse is not None:
             # What will be read: the written tables as they are now (counted, new ones too),
@@ -986,7 +1010,27 @@ class SqliteSession:
                 "SELECT name FROM main.sqlite_schema WHERE type = 'table'"
             ).fetchall()
             total = written = sum(_count_rows(conn, str(n)) for (n,) in names)
-        if total == 0 or not _copy_pays(size, written, size * written // total):
+        if total == 0 or written == 0:
+            return None
+        return size, written, size * written // total
+
+    def _transaction_copy(
+        self, conn: sqlite3.Connection, size: int, rows: int, nbytes: int
+    ) -> Path | None:
+        """A file holding the transaction's view of the clone for the worker processes, or None
+        where that costs more than reading in this process.
+
+        The header's journal bytes are set to the rollback journal's so that read-only workers
+        can open it (whether the database is in WAL mode is read from `conn`, never from the
+        copy: the workers read rows only). Made only when the extension is built, the database
+        is at least PARALLEL_MIN_BYTES and fits in TRANSACTION_COPY_MAX_BYTES of memory, and
+        copying it and reading the tables from the copy is estimated to cost less than reading
+        them here (`_copy_pays`)."""
+        from rollproof.engines.sqlite import rowcodec
+
+        if rowcodec.extension_path() is None or size < PARALLEL_MIN_BYTES:
+            return None
+        if not _copy_pays(size, rows, nbytes):
             return None
         self._before_workers()  # the copy's readers are forked: no thread of ours may run
         self._progress("copying the open transaction's view for the fingerprint's workers")
@@ -999,6 +1043,39 @@ class SqliteSession:
                 f.write(b"\x01\x01")
             del data
         return copy
+
+    def _transaction_view(
+        self, conn: sqlite3.Connection, size: int, rows: int, nbytes: int
+    ) -> sqlite3.Connection | None:
+        """An in-memory database holding the transaction's view of the clone, on a read-only
+        connection with rollproof's C functions and inside a read transaction, or None where
+        that cannot be had (no functions in this Python's SQLite, or no `deserialize`) or costs
+        more than reading through `conn` (`_view_pays`). The copy's header says rollback
+        journal, as the file copy's does; the view is at most VIEW_MAX_BYTES."""
+        from rollproof.engines.sqlite import rowcodec
+
+        if size > VIEW_MAX_BYTES or not hasattr(conn, "deserialize"):
+            return None
+        if not rowcodec.host_available() or not _view_pays(size, rows, nbytes):
+            return None
+        view = rowcodec.connect_with_functions(
+            lambda: sqlite3.connect(":memory:", isolation_level=None, factory=_View)
+        )
+        try:
+            if not rowcodec.has_functions(view):
+                view.close()
+                return None
+            self._progress("copying the open transaction's view into memory to read it")
+            data = bytearray(conn.serialize(name="main"))
+            data[18:20] = b"\x01\x01"  # the rollback journal's, whatever `conn` uses
+            view.deserialize(data)
+            del data
+            view.execute("PRAGMA query_only = ON")
+            view.execute("BEGIN")
+        except BaseException:
+            view.close()
+            raise
+        return view
 
     def run_read_only(
         self, script: Script | None, entry_reuse: Reuse | None = None
