@@ -131,7 +131,7 @@ TRANSACTION_COPY_MAX_BYTES = 512 << 20
 (`SqliteSession._transaction_copy`): the copy is held in memory once while it is written."""
 VIEW_MAX_BYTES = 64 << 20
 """The largest database whose open transaction's view is copied into memory to be read in this
-process (`SqliteSession._transaction_view`): it is held twice while it is copied."""
+process (`SqliteSession._transaction_view`): it is held up to three times while it is copied."""
 
 
 def _view_pays(size: int, rows: int, nbytes: int) -> bool:
