@@ -8,34 +8,38 @@ the rows' BLAKE2s digests, both byte for byte what `rollproof.core.canonical` pr
 that is not valid UTF-8 included, as the lenient Python reader decodes it). The tests hold the
 two paths to the same digests.
 
-Chunks follow each other by keyset pagination, each a query of its own inside the caller's
-read transaction: `WHERE key > last ORDER BY key LIMIT n` for a keyed table (the first chunk of
-a piece by OFFSET, as in the Python path), rowid ranges for a table without a key. That is the
-key order only if comparing with `>` orders exactly as `ORDER BY` does and no two rows tie, so a
-key whose index collates differently from its columns is left to the Python path
-(`keyset_exact`), as is a piece where the key a chunk ended on does not bind back as exactly the
-stored key (`KeysetMismatch`: `>` applies the column's affinity to the bound value, and a key
-read out of a UTF-16 database or a rewritten schema may differ from what is stored), and
-everything the extension cannot do: it is not built (no C compiler at
-install) or not loadable, the table has more columns than a function takes arguments, a key-less
-table has no rowid to page by, a key's text is not valid UTF-8 (it could not be bound again), or
-a chunk is larger than SQLite's length limit. Those fall back silently: same digest, slower.
+Chunks follow each other, each a query of its own inside the caller's read transaction. A table
+whose key is its rowid, a WITHOUT ROWID table whose key collates BINARY, and a table without a
+key are read by ranges: the bound `n` rows on is found by an OFFSET over the key (or rowid), the
+range read by a plain scan, the key order checked in C (`rollproof_rows_after`,
+`rollproof_rows_keyed`; a key-less table's digests need none). Any other key is read by keyset
+pagination: `WHERE key > last ORDER BY key LIMIT n` (the first chunk of a piece by OFFSET, as in
+the Python path). That is the key order only if comparing with `>` orders exactly as `ORDER BY`
+does and no two rows tie, so a key whose index collates differently from its columns is left to
+the Python path (`keyset_exact`), as is a piece where the key a chunk ended on does not bind
+back as exactly the stored key (`KeysetMismatch`: `>` applies the column's affinity to the bound
+value, and a key read out of a UTF-16 database or a rewritten schema may differ from what is
+stored), and everything the extension cannot do: it is not built (no C compiler at install) or
+not loadable, the table has more columns than a function takes arguments, a key-less table has
+no rowid to page by, a key's text is not valid UTF-8 (it could not be bound again), or a chunk
+is larger than SQLite's length limit. Those fall back silently: same digest, slower.
 
 The functions are registered SQLITE_DIRECTONLY, so a view, trigger or generated column of the
-database being read cannot call them. They are on two kinds of connection only, neither of
-which ever runs a change's or a user's SQL:
+database being read cannot call them. They are on these connections only, none of which ever
+runs a change's or a user's SQL:
 
 * the fingerprint workers' own read-only APSW connections, loaded from `_rowcodec` (extension
   loading is switched off again as soon as they are);
-* read-only connections of Python's `sqlite3` module that rollproof opens to fingerprint a
-  file in its own process (`connect_with_functions`: a file too small for workers, a WAL
-  database, a snapshot or committed clone). Python's `sqlite3` cannot load extensions in
-  every build, so the second copy of the same code, `_rowcodec_host`, is registered with that
-  module's SQLite library as an automatic extension (`sqlite3_auto_extension`, found through
-  ctypes) for exactly the one `connect` call, and cancelled again before anything else runs.
-  That needs SQLite 3.31 (SQLITE_DIRECTONLY) and the library to be the one the module runs
-  on (its version is compared); otherwise, or on a connection opened any other way, the
-  in-process read takes the Python path.
+* read-only connections of Python's `sqlite3` module that rollproof opens to fingerprint a file
+  in its own process (`connect_with_functions`: a file too small for workers, a WAL database, a
+  snapshot or committed clone, and the in-memory copy of an open transaction's view the session
+  reads, `SqliteSession._transaction_view`). Python's `sqlite3` cannot load extensions in every
+  build, so the second copy of the same code, `_rowcodec_host`, is registered with that module's
+  SQLite library as an automatic extension (`sqlite3_auto_extension`, found through ctypes) for
+  exactly the one `connect` call, and cancelled again before anything else runs. That needs
+  SQLite 3.31 (SQLITE_DIRECTONLY) and the library to be the one the module runs on (its version
+  is compared); otherwise, or on a connection opened any other way, the in-process read takes
+  the Python path.
 
 A connection on which a change or a verify script runs never has them, so a script calling
 `rollproof_rows` fails in a rehearsal as it would in production.
