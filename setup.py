@@ -9,7 +9,10 @@ The same source is built twice, as two files: `_rowcodec` is loaded by APSW's SQ
 fingerprint workers), `_rowcodec_host` is registered with the SQLite that Python's `sqlite3`
 module uses (reads in the rollproof process itself). Each copy keeps the API table of the
 SQLite that loaded it, so one file cannot serve both libraries in one process. `_digests` is
-an ordinary Python extension module: it sorts and merges a key-less table's row digests.
+an ordinary Python extension module: it sorts and merges a key-less table's row digests (both
+engines). `_pgcopy` is one too: it drives libpq's binary COPY loop for the PostgreSQL
+fingerprint, through the libpq functions psycopg already loaded (it links no libpq itself).
+csrc/blake2s.h is the BLAKE2s both `_rowcodec` and `_pgcopy` include.
 """
 
 from setuptools import Extension, setup
@@ -28,7 +31,7 @@ setup(
         Extension(
             f"rollproof.engines.sqlite.{name}",
             sources=["csrc/rowcodec.c"],
-            depends=["csrc/sqlite3.h", "csrc/sqlite3ext.h"],
+            depends=["csrc/sqlite3.h", "csrc/sqlite3ext.h", "csrc/blake2s.h"],
             include_dirs=["csrc"],
             export_symbols=["sqlite3_rowcodec_init"],
             optional=True,
@@ -37,11 +40,19 @@ setup(
     ]
     + [
         Extension(
-            "rollproof.engines.sqlite._digests",
+            "rollproof.engines._digests",
             sources=["csrc/digests.c"],
             export_symbols=["PyInit__digests"],
             optional=True,
-        )
+        ),
+        Extension(
+            "rollproof.engines.postgres._pgcopy",
+            sources=["csrc/pgcopy.c"],
+            depends=["csrc/blake2s.h"],
+            include_dirs=["csrc"],
+            export_symbols=["PyInit__pgcopy"],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": BuildLoadableExtension},
 )

@@ -43,6 +43,21 @@ class Servers:
         return with_db(self.source, dbname)
 
 
+def row_digests_reference(header: dict[str, object], tuples: list[bytes]) -> str:
+    """A row-digests table's digest from its rows' binary COPY tuples, as documented
+    (docs/postgresql.md, Fingerprint): BLAKE3 over the header, then the rows' BLAKE2s-256
+    digests sorted bytewise, one after another."""
+    import hashlib
+
+    import blake3
+
+    from rollproof.core.canonical import canonical_json
+
+    digests = sorted(hashlib.blake2s(t).digest() for t in tuples)
+    described = header | {"row_digest": "blake2s-256 of the binary COPY tuple"}
+    return "blake3:" + blake3.blake3(canonical_json(described) + b"".join(digests)).hexdigest()
+
+
 def with_db(dsn: str, dbname: str) -> str:
     """`dsn` pointing at another database, in URI form (what rollproof is given)."""
     params = conninfo_to_dict(dsn)

@@ -11,7 +11,6 @@ read, and to one snapshot while another session commits writes during the read.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import secrets
 import struct
 import threading
@@ -32,6 +31,7 @@ from tests.pg_fixtures import (
     admin,
     pg_servers_fixture,  # noqa: F401  (fixture)
     pg_source_fixture,  # noqa: F401  (fixture)
+    row_digests_reference,
 )
 
 ROWS = 3000
@@ -79,14 +79,12 @@ def _keyed_values() -> dict[int, tuple[str | None, float]]:
 
 
 def _bag_reference() -> str:
-    def record(x: int, y: int | None) -> bytes:
+    def tuple_(x: int, y: int | None) -> bytes:
         yv = None if y is None else struct.pack(">d", float(y))
-        cols = struct.pack(">I", 23) + _field(struct.pack(">i", x))
-        return struct.pack(">i", 2) + cols + struct.pack(">I", 701) + _field(yv)
+        return struct.pack(">h", 2) + _field(struct.pack(">i", x)) + _field(yv)
 
     bag = [(i % 50, None if i % 9 == 0 else i % 5) for i in range(1, ROWS + 1)]
-    digests = sorted(hashlib.sha256(record(x, y)).digest() for x, y in bag)
-    header = {
+    header: dict[str, object] = {
         "table": "bag",
         "columns": ["x", "y"],
         "types": ["integer", "double precision"],
@@ -94,7 +92,7 @@ def _bag_reference() -> str:
         "order": "row-digests",
         "rows": "copy-binary",
     }
-    return _digest(header, [struct.pack(">hi", 1, 32) + d for d in digests])
+    return row_digests_reference(header, [tuple_(x, y) for x, y in bag])
 
 
 @pytest.fixture(name="forced", params=[300, 1 << 20], ids=["waits", "holds"])

@@ -10,6 +10,7 @@ The digests and the reasons for each form and order are in fingerprint.py's docs
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import select
 import threading
@@ -20,9 +21,15 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from rollproof.core.canonical import canonical_json, content_hasher, content_tagged
+from rollproof.core.canonical import (
+    ROW_DIGEST_SIZE,
+    canonical_json,
+    content_hasher,
+    content_tagged,
+)
 from rollproof.core.fingerprint import TableDigest
-from rollproof.engines.postgres import catalog, pieces
+from rollproof.engines import rowdigests
+from rollproof.engines.postgres import catalog, copyloop, pieces
 from rollproof.engines.postgres.conn import quote_ident
 
 SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
@@ -36,11 +43,12 @@ SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
     # COPY sends its text in the client encoding: always UTF-8.
     ("client_encoding", "UTF8"),
     ("max_parallel_workers_per_gather", "0"),
-    # Where parallel query is allowed (row digests), the planner should not price its rows.
-    ("parallel_tuple_cost", "0"),
     # Never a filtered read: a query row-level security would filter raises instead.
     ("row_security", "off"),
 )
+
+ROW_DIGEST = "blake2s-256 of the binary COPY tuple"
+"""A row-digests table's header names how each row is digested (`copy_row_digests`)."""
 
 _TEXT = frozenset({25, 1043})
 """text and character varying: compared bytewise with the pattern operator `~<~`."""
@@ -112,21 +120,9 @@ def _server_error(conn: psycopg.Connection[Any], result: psycopg.pq.abc.PGresult
     return psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
 
 
-def copy_out(
-    conn: psycopg.Connection[Any],
-    statement: str,
-    sink: Callable[[memoryview], Any],
-    waits: list[float] | None = None,
-) -> int:
-    """Run `COPY ... TO STDOUT` and pass its bytes to `sink` in batches; return the messages.
-
-    Straight on the libpq connection: psycopg's `Cursor.copy()` yields one row per call through
-    a generator and its wait loop, which costs more client CPU than hashing the row. The
-    server sends one CopyData message per row (binary COPY: and one for its trailer). Waits are
-    in `poll` (the GIL released), so other sessions' threads run meanwhile; with `waits`, the
-    seconds spent waiting for rows are appended to it. A server error raises the same
-    `psycopg.Error` as a cursor would, with the session left usable.
-    """
+def _begin_copy(conn: psycopg.Connection[Any], statement: str) -> Callable[[], Any]:
+    """Send `COPY ... TO STDOUT` and wait for the server to start it; return the function that
+    takes the command's next result (waiting in `poll`, the GIL released)."""
     pgconn = conn.pgconn
     poller = select.poll()
     poller.register(pgconn.socket, select.POLLIN)
@@ -143,51 +139,22 @@ def copy_out(
         if result is None:
             raise psycopg.OperationalError("COPY returned no result")
         raise _server_error(conn, result)
-    get = pgconn.get_copy_data
-    # One buffer for the whole COPY, filled and handed on in place: a bytearray emptied after
-    # each batch is freed and grown again, and glibc's malloc may serve every regrowth from
-    # fresh mmap'd pages (text500, 1M rows: 0.49 or 0.86 client CPU s, by allocator history).
-    view = memoryview(bytearray(_BATCH))
-    pos = 0
-    messages = 0
-    try:
-        while True:
-            nbytes, data = get(1)
-            if nbytes > 0:
-                messages += 1
-                end = pos + nbytes
-                if end <= _BATCH:
-                    view[pos:end] = data
-                    pos = end
-                    continue
-                if pos:
-                    sink(view[:pos])
-                if nbytes < _BATCH:
-                    view[:nbytes] = data
-                    pos = nbytes
-                else:
-                    sink(data)
-                    pos = 0
-            elif nbytes == 0:
-                if waits is None:
-                    poller.poll()
-                else:
-                    began = time.perf_counter()
-                    poller.poll()
-                    waits.append(time.perf_counter() - began)
-                pgconn.consume_input()
-            else:
-                break
-    except BaseException:
-        # Interrupted: cancel the COPY and read it to its end, so the session stays usable.
-        with contextlib.suppress(Exception):
-            conn.cancel_safe(timeout=5.0)
-            while get(0)[0] > 0:
-                pass
-            while pgconn.get_result() is not None:
-                pass
-        raise
-    sink(view[:pos])
+    return next_result
+
+
+def _abandon_copy(conn: psycopg.Connection[Any]) -> None:
+    """Interrupted: cancel the COPY and read it to its end, so the session stays usable."""
+    pgconn = conn.pgconn
+    with contextlib.suppress(Exception):
+        conn.cancel_safe(timeout=5.0)
+        while pgconn.get_copy_data(0)[0] > 0:
+            pass
+        while pgconn.get_result() is not None:
+            pass
+
+
+def _end_copy(conn: psycopg.Connection[Any], next_result: Callable[[], Any]) -> None:
+    """The COPY's data is all read: its command must have succeeded."""
     result = next_result()
     if result is None or result.status != psycopg.pq.ExecStatus.COMMAND_OK:
         if result is None:
@@ -195,16 +162,228 @@ def copy_out(
         raise _server_error(conn, result)
     while next_result() is not None:
         pass
+
+
+def _read_failed(conn: psycopg.Connection[Any], state: int) -> psycopg.Error:
+    """The C reader's failure states as psycopg would raise them."""
+    message = conn.pgconn.error_message.decode("utf-8", "replace").strip()
+    what = "receiving copy data failed" if state == -2 else "reading from the server failed"
+    return psycopg.OperationalError(f"{what}: {message}")
+
+
+def copy_out(
+    conn: psycopg.Connection[Any],
+    statement: str,
+    sink: Callable[[memoryview], Any],
+    waits: list[float] | None = None,
+) -> int:
+    """Run `COPY ... TO STDOUT` and pass its bytes to `sink` in batches; return the messages.
+
+    Straight on the libpq connection: psycopg's `Cursor.copy()` yields one row per call through
+    a generator and its wait loop, which costs more client CPU than hashing the row. The
+    server sends one CopyData message per row (binary COPY: and one for its trailer); the C
+    reader (copyloop.py, csrc/pgcopy.c) takes them with the GIL released and hands over full
+    batches, and where it cannot be used Python takes them one by one. Waits are in `poll`
+    (the GIL released), so other sessions' threads run meanwhile; with `waits`, the seconds
+    spent waiting for rows are appended to it. A server error raises the same `psycopg.Error`
+    as a cursor would, with the session left usable.
+    """
+    next_result = _begin_copy(conn, statement)
+    # One buffer for the whole COPY, filled and handed on in place: a bytearray emptied after
+    # each batch is freed and grown again, and glibc's malloc may serve every regrowth from
+    # fresh mmap'd pages (text500, 1M rows: 0.49 or 0.86 client CPU s, by allocator history).
+    view = memoryview(bytearray(_BATCH))
+    try:
+        fast = copyloop.reader(conn)
+        if fast is None:
+            messages = _copy_in_python(conn, view, sink, waits)
+        else:
+            while True:
+                filled, state = fast.fill(view, copyloop.TIMEOUT_MS)
+                if filled:
+                    sink(view[:filled])
+                if state == -1:
+                    break
+                if state < -1:
+                    raise _read_failed(conn, state)
+            if waits is not None:
+                waits.append(fast.waited)
+            messages = fast.messages
+    except BaseException:
+        _abandon_copy(conn)
+        raise
+    _end_copy(conn, next_result)
+    return int(messages)
+
+
+def _copy_in_python(
+    conn: psycopg.Connection[Any],
+    view: memoryview,
+    sink: Callable[[memoryview], Any],
+    waits: list[float] | None,
+) -> int:
+    """copy_out's loop where the C reader is not available: one psycopg call per message."""
+    pgconn = conn.pgconn
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    get = pgconn.get_copy_data
+    pos = 0
+    messages = 0
+    while True:
+        nbytes, data = get(1)
+        if nbytes > 0:
+            messages += 1
+            end = pos + nbytes
+            if end <= _BATCH:
+                view[pos:end] = data
+                pos = end
+                continue
+            if pos:
+                sink(view[:pos])
+            if nbytes < _BATCH:
+                view[:nbytes] = data
+                pos = nbytes
+            else:
+                sink(data)
+                pos = 0
+        elif nbytes == 0:
+            if waits is None:
+                poller.poll()
+            else:
+                began = time.perf_counter()
+                poller.poll()
+                waits.append(time.perf_counter() - began)
+            pgconn.consume_input()
+        else:
+            break
+    sink(view[:pos])
     return messages
 
 
-def _parallel_workers(conn: psycopg.Connection[Any], workers: int) -> None:
-    local = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-    conn.execute(
-        "SELECT pg_catalog.set_config('max_parallel_workers_per_gather', %s, %s)",
-        (str(workers), local),
-        prepare=False,
-    )
+def copy_row_digests(
+    conn: psycopg.Connection[Any], statement: str, columns: int, runs: rowdigests.SortedRuns
+) -> int:
+    """Run a binary `COPY ... TO STDOUT` of rows with `columns` fields and give `runs` one
+    BLAKE2s-256 digest per row: of the row's bytes as the COPY sends them (its field count,
+    then each field's length, -1 for NULL, and its bytes). Return the rows.
+
+    The framing is checked as the rows come (the header first, every row `columns` fields that
+    end where its message ends, the trailer last): a stream that does not decode raises
+    `psycopg.OperationalError`. Digests are made by the C reader (eight rows at a time with
+    AVX2) with the GIL released, else by hashlib, the same bytes.
+    """
+    next_result = _begin_copy(conn, statement)
+    try:
+        fast = copyloop.reader(conn)
+        if fast is None:
+            rows, messages, trailer = _row_digests_in_python(conn, columns, runs)
+        else:
+            rows, messages, trailer = _row_digests_in_c(conn, fast, columns, runs)
+    except ValueError as exc:
+        _abandon_copy(conn)
+        raise psycopg.OperationalError(f"binary COPY: {exc}") from None
+    except BaseException:
+        _abandon_copy(conn)
+        raise
+    _end_copy(conn, next_result)
+    if not trailer or messages != rows + 1:
+        raise psycopg.OperationalError("binary COPY ended early")
+    return rows
+
+
+DIGEST_BUFFER = 1 << 18
+"""Bytes of row digests the C reader is first given; the buffer doubles up to a sorted run."""
+
+
+def _row_digests_in_c(
+    conn: psycopg.Connection[Any], fast: Any, columns: int, runs: rowdigests.SortedRuns
+) -> tuple[int, int, bool]:
+    limit = rowdigests.RUN_DIGESTS * ROW_DIGEST_SIZE
+    buf = bytearray(DIGEST_BUFFER)
+    pos = rows = 0
+    while True:
+        with memoryview(buf)[pos:] as tail:
+            filled, state = fast.digests(tail, columns, copyloop.TIMEOUT_MS)
+        pos += filled
+        if pos == len(buf):
+            if len(buf) < limit:
+                buf.extend(bytes(min(len(buf), limit - len(buf))))
+            else:
+                rows += pos // ROW_DIGEST_SIZE
+                runs.add(buf)
+                buf, pos = bytearray(DIGEST_BUFFER), 0
+        if state == -1:
+            break
+        if state < -1:
+            raise _read_failed(conn, state)
+    del buf[pos:]
+    rows += pos // ROW_DIGEST_SIZE
+    runs.add(buf)
+    return rows, int(fast.messages), bool(fast.trailer)
+
+
+def _row_digests_in_python(
+    conn: psycopg.Connection[Any], columns: int, runs: rowdigests.SortedRuns
+) -> tuple[int, int, bool]:
+    """The C reader's `digests`, one psycopg call and one hashlib digest per message."""
+    pgconn = conn.pgconn
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    get = pgconn.get_copy_data
+    blake2s = hashlib.blake2s
+    limit = rowdigests.RUN_DIGESTS * ROW_DIGEST_SIZE
+    out = bytearray()
+    rows = messages = 0
+    started = trailer = False
+    while True:
+        nbytes, data = get(1)
+        if nbytes == 0:
+            poller.poll()
+            pgconn.consume_input()
+            continue
+        if nbytes < 0:
+            break
+        messages += 1
+        row = memoryview(data)
+        if not started:
+            if bytes(row[: len(pieces.PGCOPY)]) != pieces.PGCOPY:
+                raise ValueError("COPY sent no binary header")
+            started = True
+            row = row[len(pieces.PGCOPY) :]
+        if trailer:
+            raise ValueError("COPY sent data after its trailer")
+        if not row:
+            continue
+        if bytes(row) == pieces.TRAILER:
+            trailer = True
+            continue
+        if not _row_framed(row, columns):
+            raise ValueError("COPY sent a row that is not framed as the table's columns")
+        out += blake2s(row).digest()
+        rows += 1
+        if len(out) >= limit:
+            runs.add(out)
+            out = bytearray()
+    runs.add(out)
+    return rows, messages, trailer
+
+
+def _row_framed(row: memoryview, columns: int) -> bool:
+    """Whether `row` is one binary COPY tuple of `columns` fields, ending where it ends."""
+    if len(row) < 2 or int.from_bytes(row[:2], "big", signed=True) != columns:
+        return False
+    at = 2
+    for _ in range(columns):
+        if len(row) - at < 4:
+            return False
+        size = int.from_bytes(row[at : at + 4], "big", signed=True)
+        at += 4
+        if size == -1:
+            continue
+        if size < 0 or len(row) - at < size:
+            return False
+        at += size
+    return at == len(row)
 
 
 SPLIT_BYTES = 64 << 20
@@ -235,8 +414,9 @@ class TablePlan(NamedTuple):
     order: str
     select: str  # SELECT ... FROM ONLY relation t, without ORDER BY
     source: str  # FROM ONLY relation t
-    keys: str  # the ORDER BY list
+    keys: str  # the ORDER BY list ("" for row-digests)
     split: str | None  # a single integer key column: the table may be read in key ranges
+    width: int  # the columns read
 
 
 def range_count(plan: TablePlan, size: int, sessions: int) -> int:
@@ -261,30 +441,29 @@ def plan_table(conn: psycopg.Connection[Any], name: str, schema: str, relname: s
     ]
     values = ", ".join(c.value() for c in cols.values())
     source = f"FROM ONLY {relation} t"
+    select = f"SELECT {values} {source}"
     split = None
     if pk and not any(c.oid_valued for c in pk):
         # A primary key is unique and NOT NULL: its order is total. (One over OIDs would order
         # the clone differently from the source.)
         order = "primary-key"
         keys = ", ".join(c.key() for c in pk)
-        select = f"SELECT {values} {source}"
         if len(pk) == 1 and pk[0].oid in _INTEGERS:
             split = pk[0].ref
     else:
         order = "row-digests"
-        keys = "1"
-        select = f"SELECT pg_catalog.sha256(pg_catalog.record_send(ROW({values}))) {source}"
-    header = canonical_json(
-        {
-            "table": name,
-            "columns": [c.name for c in cols.values()],
-            "types": [c.type for c in cols.values()],
-            "forms": [c.form for c in cols.values()],
-            "order": order,
-            "rows": "copy-binary",
-        }
-    )
-    return TablePlan(name, header, order, select, source, keys, split)
+        keys = ""
+    described: dict[str, object] = {
+        "table": name,
+        "columns": [c.name for c in cols.values()],
+        "types": [c.type for c in cols.values()],
+        "forms": [c.form for c in cols.values()],
+        "order": order,
+        "rows": "copy-binary",
+    }
+    if order == "row-digests":
+        described["row_digest"] = ROW_DIGEST
+    return TablePlan(name, canonical_json(described), order, select, source, keys, split, len(cols))
 
 
 def table_digest(
@@ -292,8 +471,8 @@ def table_digest(
 ) -> TableDigest:
     """Digest one table: its header, then its rows as binary COPY in a canonical order.
 
-    With a primary key, the rows themselves in key order; without one, each row's SHA-256
-    over its `record_send` bytes, computed by the server and sorted.
+    With a primary key, the rows themselves in key order; without one, each row's BLAKE2s-256
+    over its binary COPY tuple, computed by this client and sorted.
     """
     return read_table(conn, plan_table(conn, name, schema, relname))
 
@@ -313,18 +492,16 @@ def read_table(conn: psycopg.Connection[Any], plan: TablePlan) -> TableDigest:
 
 
 def _row_digests(conn: psycopg.Connection[Any], plan: TablePlan, h: Any) -> int:
-    """Hash a row-digests table's sorted digest stream into `h`; return its rows.
+    """Hash a row-digests table's sorted row digests into `h`; return its rows.
 
-    Hashing every row is the server's work here: two parallel workers beside the session
-    compute and sort the digests with it (1M rows, 2 CPUs: 1.6-1.9 -> 1.1 s; one worker
-    1.4 s). After an error, the next prepare_session sets it back to 0.
+    The rows come unordered (a plain scan: the server does no per-row work beyond sending
+    them); this client digests each one (`copy_row_digests`), sorts the digests and merges the
+    sorted runs into `h` (rowdigests.SortedRuns: bounded memory, spilled past 64 MiB).
     """
-    _parallel_workers(conn, 2)
-    framing = pieces.Framing(plan.name, True, True, h.update)
-    statement = f"COPY ({plan.select} ORDER BY 1) TO STDOUT (FORMAT binary)"
-    rows = copy_out(conn, statement, framing) - 1
-    framing.close()
-    _parallel_workers(conn, 0)
+    statement = f"COPY ({plan.select}) TO STDOUT (FORMAT binary)"
+    with rowdigests.SortedRuns() as runs:
+        rows = copy_row_digests(conn, statement, plan.width, runs)
+        runs.merge_into(h.update)
     return rows
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import mmap
 import multiprocessing
 import os
 import shutil
@@ -73,6 +72,7 @@ from rollproof.core.fingerprint import (
     TableDigest,
 )
 from rollproof.core.surface import fold_name
+from rollproof.engines import rowdigests
 from rollproof.engines.sqlite.schema import (
     EXCLUDED_PREFIX,
     INTERNAL_TABLES,
@@ -90,9 +90,6 @@ from rollproof.engines.sqlite.schema import (
 if TYPE_CHECKING:
     from types import ModuleType
 
-    import numpy as np
-    import numpy.typing as npt
-
     from rollproof.engines.sqlite.pages import PageMap, PageProofs
 
 ENGINE = "sqlite"
@@ -102,14 +99,10 @@ Measured on 2 cores: 3 MB, one process 15 ms against two 18 ms; 9 MB, 41 against
 33 MB, 130 against 84 ms."""
 SPLIT_MIN_ROWS = 2 * SEGMENT_ROWS
 """A table is split across workers only from this many (estimated) rows."""
-MERGE_RUNS_C = 4096
-"""Most sorted runs the C merge takes at once (each spilled run is a mapping of its file); more
-are merged by numpy."""
-RUN_DIGESTS = 1 << 21
-"""Row digests sorted in memory before a run is spilled to a file (64 MiB of digests)."""
-MERGE_DIGESTS = 1 << 15
-"""Digests a merge hands on at a time (numpy's also reads that many from each spilled run)."""
-SPILL_PREFIX = "rollproof-sort-"  # in the temporary directory, swept by `rollproof gc`
+MERGE_RUNS_C = rowdigests.MERGE_RUNS_C
+RUN_DIGESTS = rowdigests.RUN_DIGESTS
+MERGE_DIGESTS = rowdigests.MERGE_DIGESTS
+SPILL_PREFIX = rowdigests.SPILL_PREFIX
 
 Row = tuple[SqlValue, ...]
 Fetch = Callable[[], list[Row]]
@@ -310,16 +303,8 @@ def _digest_module() -> ModuleType | None:
 
 
 def _sort_digests(buf: bytearray) -> bytearray:
-    """Sort concatenated 32-byte digests as byte strings, in place: in C by `_digests`, or by
-    numpy's sort where it is not built. Same order."""
-    module = _digest_module()
-    if module is not None:
-        module.sort(buf)
-        return buf
-    import numpy as np
-
-    np.frombuffer(buf, dtype=f"S{ROW_DIGEST_SIZE}").sort()
-    return buf
+    """Sort concatenated 32-byte digests as byte strings, in place (rowdigests.sort_digests)."""
+    return rowdigests.sort_digests(buf, _digest_module())
 
 
 def _read_row_digests(chunks: Iterable[Chunk], spill: str | None) -> _Read:
@@ -359,74 +344,14 @@ def _read_piece(chunks: Iterable[Chunk], piece: _Piece, spill: str | None) -> _R
     return _read_row_digests(chunks, spill)
 
 
-def _run_blocks(run: bytes | bytearray | str) -> Iterator[npt.NDArray[np.bytes_]]:
-    import numpy as np
-
-    dtype = f"S{ROW_DIGEST_SIZE}"
-    step = MERGE_DIGESTS * ROW_DIGEST_SIZE
-    if not isinstance(run, str):
-        for start in range(0, len(run), step):
-            yield np.frombuffer(
-                run, dtype=dtype, offset=start, count=min(step, len(run) - start) // ROW_DIGEST_SIZE
-            )
-        return
-    with open(run, "rb") as f:
-        while block := f.read(step):
-            yield np.frombuffer(block, dtype=dtype)
+def _merge_into(runs: list[rowdigests.Run], update: rowdigests.Update) -> None:
+    """Give `update` the digests of sorted runs as one sorted stream (rowdigests.merge_into)."""
+    rowdigests.merge_into(runs, update, _digest_module(), MERGE_DIGESTS, MERGE_RUNS_C)
 
 
-def _merge_into(
-    runs: list[bytes | bytearray | str], update: Callable[[bytes | bytearray | memoryview], object]
-) -> None:
-    """Give `update` the digests of sorted runs (in memory, or spilled files' paths) as one
-    sorted stream, a block at a time: merged in C by `_digests` (a heap of the runs' heads, a
-    spilled run read through a read-only mapping of its private file), else by numpy."""
-    if len(runs) == 1 and not isinstance(runs[0], str):
-        update(runs[0])
-        return
-    module = _digest_module()
-    if module is not None and len(runs) <= MERGE_RUNS_C:
-        with contextlib.ExitStack() as stack:
-            buffers: list[bytes | bytearray | mmap.mmap] = []
-            for run in runs:
-                if not isinstance(run, str):
-                    buffers.append(run)
-                    continue
-                with open(run, "rb") as f:
-                    if os.fstat(f.fileno()).st_size == 0:
-                        continue
-                    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                buffers.append(stack.enter_context(mapped))
-            module.merge(buffers, update, MERGE_DIGESTS)
-        return
-    for block in _merged_by_numpy(runs):
-        update(block)
-
-
-def _merged_by_numpy(runs: list[bytes | bytearray | str]) -> Iterator[bytes]:
-    """The numpy merge, where `_digests` is not built: each round takes from every run what is
-    <= the smallest of the runs' block ends, which empties at least one block, and sorts that."""
-    import numpy as np
-
-    readers = [_run_blocks(r) for r in runs]
-    heads = [next(r, None) for r in readers]
-    while True:
-        live = [i for i, h in enumerate(heads) if h is not None and len(h)]
-        if not live:
-            return
-        ends = [heads[i][-1:] for i in live]  # type: ignore[index]
-        bound = min(ends, key=lambda a: a.tobytes())
-        taken = []
-        for i in live:
-            head = heads[i]
-            assert head is not None
-            k = int(np.searchsorted(head, bound[0], side="right"))
-            taken.append(head[:k])
-            rest = head[k:]
-            heads[i] = rest if len(rest) else next(readers[i], None)
-        block = np.concatenate(taken)
-        block.sort(kind="stable")  # runs of sorted parts: timsort merges them in linear time
-        yield block.tobytes()
+def _merged_by_numpy(runs: list[rowdigests.Run]) -> Iterator[bytes]:
+    """The numpy merge, where `_digests` is not built (rowdigests.merged_by_numpy)."""
+    return rowdigests.merged_by_numpy(runs, MERGE_DIGESTS)
 
 
 def _combine(plan: _Plan, reads: list[_Read]) -> TableDigest:

@@ -484,8 +484,6 @@ def keyless_chunks(
 def digest_module() -> ModuleType | None:
     """The C digest sorter (`_digests`: sort and merge 32-byte digests in place), or None where
     this install has none (no C compiler at install); numpy sorts then."""
-    try:
-        from rollproof.engines.sqlite import _digests  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _digests  # type: ignore[no-any-return]
+    from rollproof.engines import rowdigests
+
+    return rowdigests.digest_module()
