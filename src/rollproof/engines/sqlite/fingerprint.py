@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING
 import apsw
 import blake3
 
+import rollproof.engines.rowdigests as rowdigests
 from rollproof.core.canonical import (
     ROW_CHUNK,
     ROW_DIGEST_SIZE,
@@ -72,7 +73,6 @@ from rollproof.core.fingerprint import (
     TableDigest,
 )
 from rollproof.core.surface import fold_name
-from rollproof.engines import rowdigests
 from rollproof.engines.sqlite.schema import (
     EXCLUDED_PREFIX,
     INTERNAL_TABLES,

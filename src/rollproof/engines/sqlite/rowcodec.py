@@ -484,6 +484,6 @@ def keyless_chunks(
 def digest_module() -> ModuleType | None:
     """The C digest sorter (`_digests`: sort and merge 32-byte digests in place), or None where
     this install has none (no C compiler at install); numpy sorts then."""
-    from rollproof.engines import rowdigests
+    import rollproof.engines.rowdigests as rowdigests
 
     return rowdigests.digest_module()
